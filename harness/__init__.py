@@ -1,0 +1,1 @@
+"""The caller side of rtsip: CLI, softphone, scenario runner, pytest plugin, load."""

@@ -1,0 +1,176 @@
+"""``rtsip``: the command line. Each command is a thin shell over a public API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_HELP = """environment:
+  OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --webhook-secret is not given
+  RTSIP_WEBHOOK_URL      webhook target, used when --webhook-url is not given
+  RTSIP_STATE_DIR        state directory (default $XDG_STATE_HOME/rtsip or ~/.local/state/rtsip)
+"""
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, sep, val = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected K:V, got {value!r}")
+    return name.strip(), val.strip()
+
+
+def _add_mock(sub: Any) -> None:
+    p = sub.add_parser(
+        "mock", help="run the fake OpenAI Realtime/SIP control plane until Ctrl-C",
+        description="Run the fake OpenAI server: signed webhooks, REST call controls, the /_mock/ control API. "
+                    "Prints one ready line with the base URL and the webhook secret, then serves until Ctrl-C.",
+        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (default 8765; 0 picks a free one)")
+    p.add_argument("--webhook-url", default=os.environ.get("RTSIP_WEBHOOK_URL"),
+                   help="where realtime.call.incoming is POSTed (env RTSIP_WEBHOOK_URL)")
+    p.add_argument("--webhook-secret", default=os.environ.get("OPENAI_WEBHOOK_SECRET"),
+                   help="whsec_ signing secret (env OPENAI_WEBHOOK_SECRET; default: generated once and kept "
+                        "in the state directory)")
+    p.add_argument("--state-dir", default=None, help="state directory (env RTSIP_STATE_DIR)")
+    p.add_argument("--config", type=Path, help="YAML or JSON file with mock settings (see /_mock/config)")
+    p.add_argument("--fault", action="append", default=[], metavar="NAME",
+                   help="activate a named fault for every call (repeatable; list: GET /_mock/faults)")
+    p.add_argument("--strict-accept", action="store_true",
+                   help="answer an invalid accept body with 400 instead of the real 200-then-fail")
+    p.add_argument("--legacy-beta", action="store_true",
+                   help="serve OpenAI-Beta: realtime=v1 sockets instead of closing them with 4000")
+    p.add_argument("--ring-timeout", type=float, default=None, metavar="S",
+                   help="fail calls nobody accepts within S seconds (default 30)")
+    p.set_defaults(func=cmd_mock)
+
+
+def cmd_mock(args: argparse.Namespace) -> int:
+    from mock_api.config import MockConfig
+    from mock_api.running import running_mock
+    from mock_api.state import state_dir, webhook_secret
+
+    sdir = state_dir(args.state_dir)
+    settings: dict[str, Any] = {}
+    if args.config:
+        settings = yaml.safe_load(args.config.read_text()) or {}
+    settings["webhook_secret"] = args.webhook_secret or settings.get("webhook_secret") or webhook_secret(sdir)
+    if args.webhook_url:
+        settings["webhook_url"] = args.webhook_url
+    if args.fault:
+        settings["faults"] = [*settings.get("faults", []), *args.fault]
+    if args.strict_accept:
+        settings["strict_accept"] = True
+    if args.legacy_beta:
+        settings["legacy_beta"] = True
+    if args.ring_timeout is not None:
+        settings["ring_timeout_s"] = args.ring_timeout
+    try:
+        config = MockConfig.model_validate(settings)
+    except Exception as exc:
+        print(f"rtsip mock: invalid settings: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with running_mock(config, args.host, args.port) as mock:
+            print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
+                  f"webhook_url={config.webhook_url or '-'} state_dir={sdir}", flush=True)
+            await stop.wait()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"rtsip mock: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_trigger(sub: Any) -> None:
+    p = sub.add_parser(
+        "trigger", help="send one signed webhook to an app, without a call",
+        description="Send one correctly signed webhook event to your app, like `stripe trigger`. "
+                    "Exit status 0 when the app answers 2xx.",
+        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("event", choices=["realtime.call.incoming"], help="event type to send")
+    p.add_argument("--forward-to", required=True, metavar="URL", help="the app's webhook URL")
+    p.add_argument("--secret", default=os.environ.get("OPENAI_WEBHOOK_SECRET"),
+                   help="whsec_ secret (env OPENAI_WEBHOOK_SECRET; default: the mock's secret in the state directory)")
+    p.add_argument("--state-dir", default=None, help="state directory (env RTSIP_STATE_DIR)")
+    p.add_argument("--header", action="append", type=_header, default=[], metavar="K:V",
+                   help="extra SIP header in data.sip_headers (repeatable)")
+    p.add_argument("--from", dest="from_uri", default="sip:+15555550100@127.0.0.1", help="From URI")
+    p.add_argument("--to", dest="to_uri", default="sip:proj_rtsip@127.0.0.1", help="To URI")
+    p.add_argument("--call-id", default=None, help="call_id to put in the event (default: a fresh rtc_ id)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the app (default 10)")
+    p.set_defaults(func=cmd_trigger)
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from mock_api import ids
+    from mock_api.calls import Call
+    from mock_api.server import sip_headers
+    from mock_api.state import state_dir, webhook_secret
+    from mock_api.webhooks import encode, incoming_call_event, signed_headers
+
+    secret = args.secret or webhook_secret(state_dir(args.state_dir))
+    call = Call.incoming(sip_headers(args.from_uri, args.to_uri, None, args.header), call_id=args.call_id)
+    event = incoming_call_event(call)
+    body = encode(event)
+    wid = ids.webhook_id()
+    import time
+
+    headers = signed_headers(secret, wid, int(time.time()), body)
+
+    async def send() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as http, http.post(
+            args.forward_to, data=body, headers=headers, allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=args.timeout),
+        ) as resp:
+            return resp.status, await resp.text()
+
+    print(f"sending realtime.call.incoming call_id={call.call_id} webhook-id={wid} to {args.forward_to}")
+    try:
+        status, text = asyncio.run(send())
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        print(f"delivery failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"app answered {status}" + (f": {text[:500]}" if text else ""))
+    print(json.dumps(event, indent=2))
+    return 0 if 200 <= status < 300 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtsip", description="Local SIP test bench and fake OpenAI Realtime API.",
+        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_mock(sub)
+    _add_trigger(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

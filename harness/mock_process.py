@@ -1,0 +1,93 @@
+"""Run ``rtsip mock`` as a child process and read its ready line.
+
+The runner, the benchmarks and the CLI tests use this, so the mock they talk to is the
+same program a user starts by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from types import TracebackType
+
+READY = "rtsip mock ready:"
+
+
+@dataclass
+class MockProcess:
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+    startup_timeout: float = 20.0
+    ready: dict[str, str] = field(default_factory=dict)
+    output: list[str] = field(default_factory=list)
+    _proc: asyncio.subprocess.Process | None = None
+    _reader: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.ready["base_url"]
+
+    @property
+    def url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    @property
+    def webhook_secret(self) -> str:
+        return self.ready["webhook_secret"]
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    async def __aenter__(self) -> MockProcess:
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "harness.cli", "mock", *self.args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+        assert self._proc.stdout is not None
+        try:
+            async with asyncio.timeout(self.startup_timeout):
+                while True:
+                    raw = await self._proc.stdout.readline()
+                    if not raw:
+                        raise RuntimeError("rtsip mock exited before it was ready:\n" + "".join(self.output))
+                    line = raw.decode(errors="replace")
+                    self.output.append(line)
+                    if line.startswith(READY):
+                        self.ready = dict(tok.split("=", 1) for tok in line[len(READY):].split() if "=" in tok)
+                        break
+        except BaseException:
+            await self.stop()
+            raise
+        self._reader = asyncio.create_task(self._drain())
+        return self
+
+    async def _drain(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            self.output.append(raw.decode(errors="replace"))
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def stop(self, timeout: float = 5.0) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        return proc.returncode

@@ -1,0 +1,330 @@
+"""aiohttp adapter: the REST call controls, the ``/_mock/`` control API, real-shaped errors.
+
+Thin on purpose: it parses, asks ``MockServer``/``calls`` what to do, and journals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from . import calls as c
+from . import errors
+from . import faults as faultlib
+from .config import ConfigPatch
+from .control_models import CallList, CallView, JournalEntry, SipHeader, StartCallRequest, StartCallResponse
+from .realtime.validation import ParamError, validate_session_config
+from .server import SERVER_KEY, MockServer
+
+PREFIXES = ("/v1", "/openai/v1")
+JSON_PARSE_ERROR = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+    "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have "
+    "trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)"
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    """Raised while reading a request; carries the real-shaped response."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+
+# ---- middleware ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def real_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown routes, wrong methods and crashes answer in the API's envelope, never aiohttp's HTML."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return exc.response
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        server = request.app[SERVER_KEY]
+        server.journal.record(None, "http.unknown_route", method=request.method, path=request.path)
+        return errors.rest_error(404, f"Invalid URL ({request.method} {request.path})")
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # the server keeps serving whatever a handler does
+        server = request.app[SERVER_KEY]
+        server.journal.record(None, "http.crash", method=request.method, path=request.path,
+                              error=f"{type(exc).__name__}: {exc}")
+        return errors.rest_error(500, "The server had an error while processing your request. Sorry about that!",
+                                 type="server_error")
+
+
+async def read_json(request: web.Request, server: MockServer, *, allow_empty: bool = True) -> Any:
+    limit = server.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(_too_large(request.content_length, limit))
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise BadRequest(_too_large(len(raw), limit))
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR))
+    ctype = request.headers.get("Content-Type", "")
+    if ctype and ctype.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(errors.rest_error(
+            400,
+            f"Unsupported content type: '{ctype}'. This API method only accepts 'application/json' requests, "
+            f"but you specified the header 'Content-Type: {ctype}'. Please try again with a supported content type.",
+            code="unsupported_content_type",
+        ))
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR)) from None
+
+
+def _too_large(size: int, limit: int) -> web.Response:
+    return errors.rest_error(413, f"Request body too large: {size} bytes; the limit is {limit} bytes.",
+                             code="request_too_large")
+
+
+# ---- REST call controls (reference §1.3) ----------------------------------------------------------
+
+
+def _journal_response(server: MockServer, call_id: str | None, resp: web.Response) -> web.Response:
+    body: Any = resp.text or ""
+    if body:
+        with contextlib.suppress(ValueError):
+            body = json.loads(body)
+    server.journal.record(call_id, "rest.response", status=resp.status, body=body)
+    return resp
+
+
+def _ok() -> web.Response:
+    # 200 with an empty body: the SDK's calls.* methods cast to None.
+    return web.Response(status=200, body=b"", content_type="application/json")
+
+
+def _refusal(r: c.Refusal) -> web.Response:
+    return errors.rest_error(r.http_status, r.message, code=r.code, param=r.param)
+
+
+async def call_control(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    call_id = request.match_info["call_id"]
+    op = request.match_info["op"]
+    call = server.calls.get(call_id)
+    jid = call_id if call is not None else None
+    azure = request.path.startswith("/openai/")
+    try:
+        body = await read_json(request, server)
+    except BadRequest as exc:
+        server.journal.record(jid, "rest.request", op=op, path=request.path, call_id=call_id, body=None,
+                              headers=_headers(request))
+        return _journal_response(server, jid, exc.response)
+    server.journal.record(jid, "rest.request", op=op, path=request.path, call_id=call_id, body=body,
+                          headers=_headers(request))
+    denied = server.authenticate(request)
+    if denied is not None:
+        return _journal_response(server, jid, denied)
+    if call is None:
+        return _journal_response(server, None, _refusal(c.not_found()))
+    if call.state.terminal:
+        return _journal_response(server, jid, _refusal(c.not_found()))
+    if not isinstance(body, dict):
+        return _journal_response(server, jid, errors.rest_error(
+            400, f"Invalid type for body: expected an object, but got {type(body).__name__} instead.",
+            code="invalid_type"))
+    handler = _OPS[op]
+    return _journal_response(server, jid, handler(server, call, body, azure))
+
+
+def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
+    problem = validate_session_config(body, prefix="", kind="realtime")
+    if problem is None and azure and not body.get("model"):
+        # Azure wants the deployment name as `model` (reference §12).
+        problem = ParamError("missing_required_parameter", "Missing required parameter: 'model'.", "model")
+    forced = faultlib.find(server.faults_for(call.call_id), "accept_invalid_hangup") is not None
+    if problem is not None and server.config.strict_accept and not forced:
+        return errors.rest_error(400, problem.message, code=problem.code, param=problem.param)
+    # The real service answers 200 even to a beta-shaped body, then the call fails (§13.5).
+    outcome = server.apply(call, c.Accept(body, valid=problem is None, error=problem.message if problem else None))
+    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+
+
+def _reject(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
+    unknown = next((k for k in body if k != "status_code"), None)
+    if unknown is not None:
+        return errors.rest_error(400, f"Unknown parameter: '{unknown}'.", code="unknown_parameter", param=unknown)
+    code = body.get("status_code", 603)
+    if not isinstance(code, int) or isinstance(code, bool):
+        return errors.rest_error(400, f"Invalid type for 'status_code': expected an integer, but got "
+                                 f"{type(code).__name__} instead.", code="invalid_type", param="status_code")
+    if not 400 <= code <= 699:
+        return errors.rest_error(400, f"Invalid 'status_code': {code}. Expected a SIP final status between 400 "
+                                 "and 699.", code="invalid_value", param="status_code")
+    outcome = server.apply(call, c.Reject(code))
+    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+
+
+def _refer(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
+    unknown = next((k for k in body if k != "target_uri"), None)
+    if unknown is not None:
+        return errors.rest_error(400, f"Unknown parameter: '{unknown}'.", code="unknown_parameter", param=unknown)
+    target = body.get("target_uri")
+    if target is None:
+        return errors.rest_error(400, "Missing required parameter: 'target_uri'.",
+                                 code="missing_required_parameter", param="target_uri")
+    if not isinstance(target, str) or not target.strip():
+        return errors.rest_error(400, "Invalid 'target_uri': expected a non-empty SIP or tel URI.",
+                                 code="invalid_value", param="target_uri")
+    noop = faultlib.find(server.faults_for(call.call_id), "refer_noop") is not None
+    outcome = server.apply(call, c.Refer(target, noop=noop))
+    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+
+
+def _hangup(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
+    outcome = server.apply(call, c.Hangup())
+    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+
+
+_OPS: dict[str, Callable[[MockServer, c.Call, dict[str, Any], bool], web.Response]] = {
+    "accept": _accept, "reject": _reject, "refer": _refer, "hangup": _hangup,
+}
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    keep = ("content-type", "user-agent", "openai-beta", "openai-project", "openai-organization")
+    out = {k: v for k, v in request.headers.items() if k.lower() in keep}
+    key = request.headers.get("Authorization") or request.headers.get("api-key")
+    if key:
+        out["authorization"] = errors.masked(key.removeprefix("Bearer ").strip())
+    return out
+
+
+# ---- /_mock/ control API ------------------------------------------------------------------------------
+
+
+def call_view(server: MockServer, call: c.Call, with_entries: bool = True) -> CallView:
+    line = server.journal.timeline(call.call_id)
+    return CallView(
+        call_id=call.call_id, state=call.state.value, terminal=call.state.terminal, transport=call.transport,
+        created_at=call.created_at, sip_headers=[SipHeader(**h) for h in call.sip_headers],
+        sip_final_status=call.sip_final_status, refer_target=call.refer_target, accept_body=call.accept_body,
+        end_reason=call.end_reason, started_at=line.started_wall if line else None,
+        entries=[JournalEntry(**e.to_json()) for e in line.entries] if (line and with_entries) else [],
+    )
+
+
+def _json(model: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=model.model_dump_json(by_alias=True), content_type="application/json")
+
+
+def _invalid(exc: ValidationError) -> web.Response:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return errors.rest_error(400, f"Invalid value for '{loc}': {first['msg']}", code="invalid_value", param=loc or None)
+
+
+async def start_call(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    body = await read_json(request, server)
+    try:
+        req = StartCallRequest.model_validate(body)
+    except ValidationError as exc:
+        return _invalid(exc)
+    call = server.start_call(from_uri=req.from_, to_uri=req.to, headers=[(h.name, h.value) for h in req.headers],
+                             media_security=req.media_security, faults=req.faults, script=req.script)
+    return _json(StartCallResponse(call_id=call.call_id, state=call.state.value), 201)
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    full = request.query.get("entries", "1") != "0"
+    return _json(CallList(calls=[call_view(server, call, full) for call in server.calls.values()]))
+
+
+async def get_call(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    call = server.calls.get(request.match_info["call_id"])
+    if call is None:
+        return _refusal(c.not_found())
+    return _json(call_view(server, call))
+
+
+async def caller_hangup(request: web.Request) -> web.Response:
+    """The caller hangs up (BYE, or CANCEL while ringing): what a virtual caller uses."""
+    server = request.app[SERVER_KEY]
+    call = server.calls.get(request.match_info["call_id"])
+    if call is None:
+        return _refusal(c.not_found())
+    outcome = server.apply(call, c.CallerBye(), source="caller")
+    if not outcome.ok:
+        return _refusal(outcome.refusal)  # type: ignore[arg-type]
+    return _json(call_view(server, call, with_entries=False))
+
+
+async def server_journal(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    return web.json_response({"entries": [e.to_json() for e in server.journal.entries(None)]})
+
+
+async def reset(request: web.Request) -> web.Response:
+    await request.app[SERVER_KEY].reset()
+    return web.json_response({"ok": True})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return _json(request.app[SERVER_KEY].config)
+
+
+async def put_config(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    body = await read_json(request, server)
+    try:
+        patch = ConfigPatch.model_validate(body)
+    except ValidationError as exc:
+        return _invalid(exc)
+    return _json(server.configure(patch))
+
+
+async def health(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    return web.json_response({"ok": True, "calls": len(server.calls), "pending_tasks": server.pending_tasks})
+
+
+async def faults_list(request: web.Request) -> web.Response:
+    return web.json_response({"faults": [
+        {"name": f.name, "layer": f.layer, "section": f.section, "summary": f.summary, "params": f.params}
+        for f in faultlib.FAULTS.values()
+    ]})
+
+
+# ---- app ---------------------------------------------------------------------------------------------
+
+
+def create_app(server: MockServer) -> web.Application:
+    app = web.Application(middlewares=[real_errors], client_max_size=server.config.max_body_bytes + 1024)
+    app[SERVER_KEY] = server
+    for prefix in PREFIXES:
+        app.router.add_post(prefix + "/realtime/calls/{call_id}/{op:accept|reject|refer|hangup}", call_control)
+    app.router.add_post("/_mock/calls", start_call)
+    app.router.add_get("/_mock/calls", list_calls)
+    app.router.add_get("/_mock/calls/{call_id}", get_call)
+    app.router.add_post("/_mock/calls/{call_id}/caller_hangup", caller_hangup)
+    app.router.add_get("/_mock/journal", server_journal)
+    app.router.add_post("/_mock/reset", reset)
+    app.router.add_get("/_mock/config", get_config)
+    app.router.add_put("/_mock/config", put_config)
+    app.router.add_get("/_mock/faults", faults_list)
+    app.router.add_get("/_mock/health", health)
+
+    async def _close(_: web.Application) -> None:
+        await server.close()
+
+    app.on_cleanup.append(_close)
+    return app

@@ -1,0 +1,1 @@
+"""Sans-I/O core of a Realtime session: config validation, conversation, VAD, responses."""

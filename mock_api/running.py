@@ -1,0 +1,55 @@
+"""Start the mock inside the current event loop: what the CLI, the tests and the plugin share."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .config import MockConfig
+from .http import create_app
+from .server import MockServer
+
+
+@dataclass
+class RunningMock:
+    server: MockServer
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What an app passes as ``OPENAI_BASE_URL``."""
+        return self.url + "/v1"
+
+
+@asynccontextmanager
+async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1",
+                       port: int = 0) -> AsyncIterator[RunningMock]:
+    server = MockServer(config)
+    runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = port
+    server_obj = site._server
+    if server_obj is not None and getattr(server_obj, "sockets", None):
+        bound = server_obj.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    try:
+        yield RunningMock(server, host, bound)
+    finally:
+        await runner.cleanup()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """The one place that finds a free port (tests bind port 0 where they can)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,249 @@
+"""The mock's control-plane state and the glue that carries out call effects.
+
+``calls.Call`` decides; ``MockServer`` runs timers and webhook tasks, journals every step
+and tells the other adapters (WebSocket, SIP ingress) what happened through callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from . import calls as c
+from . import errors
+from . import faults as faultlib
+from .config import ConfigPatch, MockConfig
+from .faults import Fault
+from .journal import Journal
+from .webhooks import WebhookSender, incoming_call_event, new_secret
+
+CallCallback = Callable[[c.Call], None]
+EffectCallback = Callable[[c.Call, c.Effect], None]
+
+SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_server")
+
+
+def sip_headers(from_uri: str, to_uri: str, sip_call_id: str | None,
+                extra: Iterable[tuple[str, str]] | dict[str, str] | None) -> list[dict[str, str]]:
+    """INVITE headers as the webhook carries them: order and duplicates kept, auth headers dropped."""
+    pairs = list(extra.items()) if isinstance(extra, dict) else list(extra or [])
+    names = {n.lower() for n, _ in pairs}
+    base: list[tuple[str, str]] = []
+    if "from" not in names:
+        base.append(("From", from_uri))
+    if "to" not in names:
+        base.append(("To", to_uri))
+    if "call-id" not in names:
+        base.append(("Call-ID", sip_call_id or _uuid()))
+    drop = {"authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"}
+    return [{"name": n, "value": v} for n, v in base + pairs if n.lower() not in drop]
+
+
+def _uuid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+class MockServer:
+    def __init__(self, config: MockConfig | None = None, journal: Journal | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config or MockConfig()
+        if not self.config.webhook_secret:
+            self.config = self.config.model_copy(update={"webhook_secret": new_secret()})
+        self.clock = clock
+        self.journal = journal or Journal(clock=clock)
+        self.calls: dict[str, c.Call] = {}
+        self.webhooks = WebhookSender(self.journal, clock)
+        self._call_faults: dict[str, list[Fault]] = {}
+        self._call_scripts: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, list[asyncio.TimerHandle]] = {}
+        self._active_cbs: list[CallCallback] = []
+        self._ended_cbs: list[CallCallback] = []
+        self._effect_cbs: list[EffectCallback] = []
+
+    # ---- configuration ------------------------------------------------------------------
+
+    def configure(self, patch: ConfigPatch) -> MockConfig:
+        self.config = patch.apply(self.config)
+        self.journal.record(None, "config", changed=sorted(patch.model_fields_set))
+        return self.config
+
+    def faults_for(self, call_id: str | None) -> list[Fault]:
+        return [*self.config.faults, *self._call_faults.get(call_id or "", [])]
+
+    def script_for(self, call_id: str | None) -> dict[str, Any] | None:
+        return self._call_scripts.get(call_id or "") or self.config.script
+
+    def set_call_options(self, call_id: str, faults: list[Fault] | None = None,
+                         script: dict[str, Any] | None = None) -> None:
+        if faults is not None:
+            self._call_faults[call_id] = list(faults)
+        if script is not None:
+            self._call_scripts[call_id] = script
+
+    # ---- auth ---------------------------------------------------------------------------
+
+    def api_key_ok(self, key: str | None) -> bool:
+        if not key:
+            return False
+        if self.config.api_keys is not None:
+            return key in self.config.api_keys
+        return key.startswith("sk-")
+
+    def authenticate(self, request: web.Request) -> web.Response | None:
+        """None when the request carries a key we accept; else the real 401 response."""
+        key = request_key(request)
+        if key is None:
+            return errors.missing_key()
+        return None if self.api_key_ok(key) else errors.invalid_key(key)
+
+    # ---- hooks for the other adapters ------------------------------------------------------
+
+    def on_call_active(self, cb: CallCallback) -> None:
+        self._active_cbs.append(cb)
+
+    def on_call_ended(self, cb: CallCallback) -> None:
+        self._ended_cbs.append(cb)
+
+    def on_effect(self, cb: EffectCallback) -> None:
+        """SIP-facing effects (answer, final status, REFER, BYE) for the SIP ingress."""
+        self._effect_cbs.append(cb)
+
+    # ---- the call lifecycle ----------------------------------------------------------------
+
+    def start_call(self, *, from_uri: str, to_uri: str,
+                   headers: Iterable[tuple[str, str]] | dict[str, str] | None = None,
+                   transport: str = "virtual", media_security: str | None = None,
+                   faults: list[Fault] | None = None, script: dict[str, Any] | None = None,
+                   sip_call_id: str | None = None) -> c.Call:
+        call = c.Call.incoming(
+            sip_headers(from_uri, to_uri, sip_call_id, headers), transport=transport,
+            media_security=media_security, created_at=time.time(),
+        )
+        self.calls[call.call_id] = call
+        self.set_call_options(call.call_id, faults, script)
+        self.journal.record(call.call_id, "call.created", transport=transport, sip_headers=call.sip_headers,
+                            media_security=media_security, faults=[f.model_dump() for f in faults or []])
+        self.journal.record(call.call_id, "state", before=None, after=call.state.value, event="incoming")
+        active = self.faults_for(call.call_id)
+        timeout = faultlib.find(active, "no_answer_timeout")
+        ring_s = float(timeout.param("seconds")) if timeout else self.config.ring_timeout_s
+        if ring_s is not None:
+            call.ring_deadline = self.clock() + ring_s
+            self._later(call, ring_s, self._ring_timeout)
+        if self.config.webhook_url:
+            self.spawn(self._send_incoming(call, self.config.webhook_url))
+        else:
+            self.journal.record(call.call_id, "webhook.skipped", reason="no webhook_url configured")
+        return call
+
+    def apply(self, call: c.Call, event: c.Event, source: str = "rest") -> c.Outcome:
+        outcome = call.handle(event)
+        name = type(event).__name__.lower()
+        if not outcome.ok:
+            assert outcome.refusal is not None
+            self.journal.record(call.call_id, "call.refused", event=name, source=source,
+                                state=call.state.value, code=outcome.refusal.code)
+            return outcome
+        if outcome.before is not outcome.after:
+            self.journal.record(call.call_id, "state", before=outcome.before.value, after=outcome.after.value,
+                                event=name, source=source, sip_final_status=call.sip_final_status,
+                                refer_target=call.refer_target, reason=call.end_reason)
+        elif isinstance(event, c.Refer):
+            self.journal.record(call.call_id, "call.refer_noop", target_uri=event.target_uri)
+        for effect in outcome.effects:
+            self._run(call, effect)
+        if outcome.after.terminal:
+            self._cancel_timers(call.call_id)
+        return outcome
+
+    def _run(self, call: c.Call, effect: c.Effect) -> None:
+        self.journal.record(call.call_id, "call.effect", effect=type(effect).__name__,
+                            **{k: v for k, v in vars(effect).items() if k != "config"})
+        if isinstance(effect, c.StartSession):
+            for cb in self._active_cbs:
+                cb(call)
+            hangup = faultlib.find(self.faults_for(call.call_id), "random_hangup")
+            if hangup:
+                self._later(call, float(hangup.param("after_s")), lambda cl: self.apply(cl, c.CallerBye(), "fault"))
+        elif isinstance(effect, c.EndSession):
+            for cb in self._ended_cbs:
+                cb(call)
+        else:
+            for ecb in self._effect_cbs:
+                ecb(call, effect)
+            if isinstance(effect, c.SendRefer) and call.transport == "virtual":
+                # No SIP provider to complete the transfer: it completes at once.
+                asyncio.get_running_loop().call_soon(lambda: self.apply(call, c.ReferDone(), "virtual"))
+
+    def _ring_timeout(self, call: c.Call) -> None:
+        if call.due(self.clock() + 1e-6):
+            self.apply(call, c.Timeout(self.config.no_answer_status), "timer")
+
+    # ---- tasks and timers ----------------------------------------------------------------------
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _later(self, call: c.Call, seconds: float, fn: Callable[[c.Call], Any]) -> None:
+        handle = asyncio.get_running_loop().call_later(seconds, fn, call)
+        self._timers.setdefault(call.call_id, []).append(handle)
+
+    def _cancel_timers(self, call_id: str) -> None:
+        for h in self._timers.pop(call_id, []):
+            h.cancel()
+
+    async def _send_incoming(self, call: c.Call, url: str) -> None:
+        assert self.config.webhook_secret
+        await self.webhooks.deliver(call.call_id, url, self.config.webhook_secret, incoming_call_event(call),
+                                    self.config.retry, self.faults_for(call.call_id))
+
+    @property
+    def pending_tasks(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for in-flight webhook deliveries (tests use this to assert nothing leaks)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def reset(self) -> None:
+        await self._cancel_all()
+        for call in list(self.calls.values()):
+            if not call.state.terminal:
+                self.apply(call, c.Fail("reset"), "reset")
+        self.calls.clear()
+        self._call_faults.clear()
+        self._call_scripts.clear()
+        self.journal.clear()
+
+    async def _cancel_all(self) -> None:
+        for call_id in list(self._timers):
+            self._cancel_timers(call_id)
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self._cancel_all()
+        await self.webhooks.close()
+
+
+def request_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    if request.path.startswith("/openai/"):
+        return request.headers.get("api-key") or None
+    return None

@@ -1,0 +1,175 @@
+"""Standard Webhooks signing (reference §2) and delivery with bounded retries and named faults.
+
+Signing and event building are pure; ``WebhookSender`` is the small async adapter that
+posts, retries and journals every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from . import faults as faultlib
+from . import ids
+from .calls import Call
+from .config import RetryPolicy
+from .faults import Fault
+from .journal import Journal
+
+USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _key(secret: str) -> bytes:
+    # Same rule as the SDK: whsec_ + base64 key bytes, otherwise the UTF-8 bytes of the string.
+    return base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+
+
+def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return base64.b64encode(hmac.new(_key(secret), signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes,
+                   extra_signatures: Sequence[str] = ()) -> dict[str, str]:
+    sigs = [*(f"v1,{s}" for s in extra_signatures), f"v1,{signature(secret, webhook_id, timestamp, body)}"]
+    return {
+        "user-agent": USER_AGENT,
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sigs),
+    }
+
+
+def incoming_call_event(call: Call, created_at: int | None = None) -> dict[str, Any]:
+    """The ``realtime.call.incoming`` body exactly as §1.2 shows it."""
+    data: dict[str, Any] = {"call_id": call.call_id, "sip_headers": call.sip_headers}
+    if call.media_security:
+        data["sip_media_security"] = call.media_security
+    return {
+        "object": "event",
+        "id": ids.webhook_event_id(),
+        "type": "realtime.call.incoming",
+        "created_at": int(created_at if created_at is not None else time.time()),
+        "data": data,
+    }
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+@dataclass
+class Delivery:
+    """What became of one event: the attempts are in the journal, this is the summary."""
+
+    webhook_id: str
+    delivered: bool
+    attempts: int
+    status: int | None = None
+    response_body: str | None = None
+
+
+class WebhookSender:
+    """Posts signed events, retrying non-2xx, timeouts and refused connections with backoff."""
+
+    def __init__(self, journal: Journal, clock: Callable[[], float] = time.monotonic) -> None:
+        self._journal = journal
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # No cookie jar, no redirects: 3xx counts as a failed attempt, as on the real service.
+            self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
+        return self._session
+
+    async def deliver(self, call_id: str | None, url: str, secret: str, event: dict[str, Any],
+                      policy: RetryPolicy, active: list[Fault]) -> Delivery:
+        webhook_id = ids.webhook_id()
+        body = encode(event)
+        self._journal.record(call_id, "webhook.queued", webhook_id=webhook_id, url=url,
+                             event_type=event.get("type"), event=event)
+        if faultlib.find(active, "webhook_drop"):
+            self._journal.record(call_id, "webhook.dropped", webhook_id=webhook_id, fault="webhook_drop")
+            return Delivery(webhook_id, delivered=False, attempts=0)
+        delay = faultlib.find(active, "webhook_delay") or faultlib.find(active, "slow_webhook")
+        if delay:
+            self._journal.record(call_id, "webhook.delayed", webhook_id=webhook_id, seconds=delay.param("seconds"))
+            await asyncio.sleep(float(delay.param("seconds")))
+        result = await self._attempts(call_id, url, secret, webhook_id, body, policy, active)
+        dup = faultlib.find(active, "webhook_duplicate")
+        if dup and result.delivered:
+            for _ in range(int(dup.param("copies")) - 1):
+                await self._attempts(call_id, url, secret, webhook_id, body, policy, active, duplicate=True)
+        return result
+
+    async def _attempts(self, call_id: str | None, url: str, secret: str, webhook_id: str, body: bytes,
+                        policy: RetryPolicy, active: list[Fault], duplicate: bool = False) -> Delivery:
+        attempt = 0
+        status: int | None = None
+        text: str | None = None
+        while attempt < policy.max_attempts:
+            attempt += 1
+            headers = self._headers(secret, webhook_id, body, active)
+            started = self._clock()
+            error: str | None = None
+            status = None
+            text = None
+            try:
+                async with self._http().post(
+                    url, data=body, headers=headers, allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=policy.timeout_s),
+                ) as resp:
+                    status = resp.status
+                    text = (await resp.text(errors="replace"))[:2048]
+            except TimeoutError:
+                error = "timeout"
+            except aiohttp.ClientConnectorError as exc:
+                error = f"connection_error: {exc.os_error or exc}"
+            except aiohttp.ClientError as exc:
+                error = f"client_error: {type(exc).__name__}: {exc}"
+            latency_ms = (self._clock() - started) * 1000.0
+            ok = status is not None and 200 <= status < 300
+            self._journal.record(
+                call_id, "webhook.attempt", webhook_id=webhook_id, attempt=attempt, url=url,
+                timestamp=int(headers["webhook-timestamp"]), signature=headers["webhook-signature"],
+                status=status, ok=ok, error=error, latency_ms=round(latency_ms, 3), response_body=text,
+                duplicate=duplicate,
+            )
+            if ok:
+                self._journal.record(call_id, "webhook.delivered", webhook_id=webhook_id, attempts=attempt)
+                return Delivery(webhook_id, True, attempt, status, text)
+            if attempt < policy.max_attempts:
+                await asyncio.sleep(policy.delay(attempt))
+        self._journal.record(call_id, "webhook.gave_up", webhook_id=webhook_id, attempts=attempt, last_status=status)
+        return Delivery(webhook_id, False, attempt, status, text)
+
+    @staticmethod
+    def _headers(secret: str, webhook_id: str, body: bytes, active: list[Fault]) -> dict[str, str]:
+        now = int(time.time())  # fresh per attempt, as on the real service
+        stale = faultlib.find(active, "webhook_stale_timestamp")
+        ts = now - int(stale.param("age_s")) if stale else now
+        if faultlib.find(active, "webhook_bad_signature"):
+            return signed_headers(new_secret(), webhook_id, ts, body)
+        extra = [signature(new_secret(), webhook_id, ts, body)] if faultlib.find(active, "webhook_rotation") else []
+        return signed_headers(secret, webhook_id, ts, body, extra)

@@ -1,0 +1,109 @@
+"""The ``rtsip`` commands as a user runs them: real processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
+
+from harness.cli import build_parser
+from harness.mock_process import MockProcess
+from mock_api.client import MockClient
+from tests.helpers import WebhookReceiver
+
+
+def rtsip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_help_documents_every_flag_and_env() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():  # type: ignore[attr-defined]
+        text = rtsip(name, "--help").stdout
+        for action in p._actions:
+            for flag in action.option_strings:
+                assert flag in text, f"{name} --help lacks {flag}"
+        if name in ("mock", "trigger"):
+            assert "OPENAI_WEBHOOK_SECRET" in text and "RTSIP_STATE_DIR" in text
+
+
+async def test_mock_ready_line_and_stable_secret(tmp_path: Path) -> None:
+    env = {"RTSIP_STATE_DIR": str(tmp_path)}
+    async with MockProcess(["--port", "0"], env=env) as first:
+        assert first.base_url.startswith("http://127.0.0.1:") and first.base_url.endswith("/v1")
+        assert first.webhook_secret.startswith("whsec_")
+        async with MockClient(first.url) as control:
+            assert (await control.start_call()).startswith("rtc_")
+        secret = first.webhook_secret
+    assert first._proc is not None and first._proc.returncode == 0
+    async with MockProcess(["--port", "0"], env=env) as second:
+        assert second.webhook_secret == secret
+    async with MockProcess(["--port", "0"], env={**env, "OPENAI_WEBHOOK_SECRET": "whsec_ZmFrZQ=="}) as third:
+        assert third.webhook_secret == "whsec_ZmFrZQ=="
+
+
+async def test_mock_delivers_to_webhook_url_flag(tmp_path: Path) -> None:
+    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
+    receiver = await WebhookReceiver(secret=secret).start()
+    try:
+        args = ["--port", "0", "--webhook-url", receiver.url, "--webhook-secret", secret, "--state-dir",
+                str(tmp_path)]
+        async with MockProcess(args) as mock, MockClient(mock.url) as control:
+            call_id = await control.start_call(headers={"X-Customer": "42"})
+            [d] = await receiver.wait(1)
+            assert d.error is None and d.event.data.call_id == call_id
+    finally:
+        await receiver.stop()
+
+
+def test_mock_reports_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = rtsip("mock", "--port", str(port), "--state-dir", str(tmp_path))
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+
+
+def test_mock_rejects_unknown_fault(tmp_path: Path) -> None:
+    r = rtsip("mock", "--port", "0", "--fault", "no_such_fault", "--state-dir", str(tmp_path))
+    assert r.returncode == 2 and "unknown fault 'no_such_fault'" in r.stderr
+
+
+@pytest.mark.parametrize("answer", [200, 500])
+async def test_trigger_sends_one_signed_webhook(tmp_path: Path, answer: int) -> None:
+    secret = "whsec_" + "c2VjcmV0LWZvci10cmlnZ2VyLXRlc3Q="
+    receiver = await WebhookReceiver(secret=secret, answers=[answer]).start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "harness.cli", "trigger", "realtime.call.incoming", "--forward-to", receiver.url,
+            "--secret", secret, "--header", "X-Claim:CLM-1", "--call-id", "rtc_trigger_test",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        [d] = receiver.deliveries
+        assert d.error is None
+        assert isinstance(d.event, RealtimeCallIncomingWebhookEvent)
+        assert d.event.data.call_id == "rtc_trigger_test"
+        assert {"name": "X-Claim", "value": "CLM-1"} in [h.model_dump() for h in d.event.data.sip_headers]
+        assert f"app answered {answer}" in out.decode()
+        assert proc.returncode == (0 if answer == 200 else 1)
+    finally:
+        await receiver.stop()
+
+
+def test_trigger_reports_unreachable_app(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = rtsip("trigger", "realtime.call.incoming", "--forward-to", f"http://127.0.0.1:{port}/hook",
+              "--state-dir", str(tmp_path))
+    assert r.returncode == 1 and "delivery failed" in r.stderr
