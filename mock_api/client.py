@@ -78,6 +78,17 @@ class MockClient:
     async def caller_hangup(self, call_id: str) -> CallView:
         return CallView.model_validate(await self._req("POST", f"/_mock/calls/{call_id}/caller_hangup"))
 
+    async def say(self, call_id: str, fixture: str | None = None, *, path: str | None = None, speed: float = 1.0,
+                  trailing_silence_ms: int = 800, wait: bool = False) -> float:
+        """The virtual caller speaks; returns the audio duration in ms."""
+        body: dict[str, Any] = {"speed": speed, "trailing_silence_ms": trailing_silence_ms, "wait": wait}
+        body.update({"fixture": fixture} if fixture is not None else {"path": path})
+        result = await self._req("POST", f"/_mock/calls/{call_id}/say", body)
+        return float(result["ms"])
+
+    async def dtmf(self, call_id: str, digits: str) -> None:
+        await self._req("POST", f"/_mock/calls/{call_id}/dtmf", {"digits": digits})
+
     async def reset(self) -> None:
         await self._req("POST", "/_mock/reset")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .faults import Fault
 
@@ -34,6 +34,33 @@ class StartCallRequest(BaseModel):
         if isinstance(value, list):
             return [{"name": v[0], "value": v[1]} if isinstance(v, list | tuple) and len(v) == 2 else v for v in value]
         return value
+
+
+class SayRequest(BaseModel):
+    """POST /_mock/calls/{call_id}/say: what the virtual caller speaks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fixture: str | None = Field(None, description="Name of a committed audio fixture.")
+    path: str | None = Field(None, description="Any audio file pydub can read.")
+    speed: float = Field(1.0, gt=0, le=50, description="1 = real time; more feeds faster.")
+    trailing_silence_ms: int = Field(800, ge=0, le=10000)
+    wait: bool = Field(False, description="Answer when the audio has been fed, not at once.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SayRequest:
+        if (self.fixture is None) == (self.path is None):
+            raise ValueError("give exactly one of 'fixture' or 'path'")
+        return self
+
+    def pcm(self, rate: int = 8000) -> bytes:
+        from audio_fixtures import fixture
+
+        from . import audio
+
+        if self.fixture is not None:
+            return fixture(self.fixture).pcm(rate)
+        return audio.load_audio(self.path or "", rate)
 
 
 class StartCallResponse(BaseModel):

@@ -13,11 +13,19 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from . import audio, errors, realtime_rest, virtual, ws
 from . import calls as c
-from . import errors
 from . import faults as faultlib
 from .config import ConfigPatch
-from .control_models import CallList, CallView, JournalEntry, SipHeader, StartCallRequest, StartCallResponse
+from .control_models import (
+    CallList,
+    CallView,
+    JournalEntry,
+    SayRequest,
+    SipHeader,
+    StartCallRequest,
+    StartCallResponse,
+)
 from .realtime.validation import ParamError, validate_session_config
 from .server import SERVER_KEY, MockServer
 
@@ -268,6 +276,57 @@ async def caller_hangup(request: web.Request) -> web.Response:
     return _json(call_view(server, call, with_entries=False))
 
 
+def _live_host(server: MockServer, call_id: str) -> ws.SessionHost | web.Response:
+    call = server.calls.get(call_id)
+    if call is None or call.state.terminal:
+        return _refusal(c.not_found())
+    host = ws.get_session(server, call_id)
+    if host is None:
+        return errors.rest_error(400, f"Call is {call.state.value}; the caller can speak once it is accepted.",
+                                 code="call_not_active")
+    return host
+
+
+async def caller_say(request: web.Request) -> web.Response:
+    """The virtual caller speaks a fixture or audio file, paced like RTP."""
+    server = request.app[SERVER_KEY]
+    call_id = request.match_info["call_id"]
+    body = await read_json(request, server)
+    try:
+        req = SayRequest.model_validate(body)
+    except ValidationError as exc:
+        return _invalid(exc)
+    host = _live_host(server, call_id)
+    if isinstance(host, web.Response):
+        return host
+    try:
+        pcm = req.pcm()
+    except (FileNotFoundError, KeyError, OSError) as exc:
+        return errors.rest_error(400, f"Cannot load audio: {exc}", code="invalid_value",
+                                 param="fixture" if req.fixture else "path")
+    task = server.spawn(virtual.speak(host, server.journal, call_id, pcm, label=req.fixture or req.path or "",
+                                      speed=req.speed, trailing_silence_ms=req.trailing_silence_ms))
+    if req.wait:
+        await task
+    return web.json_response({"ms": round(audio.duration_ms(pcm, virtual.RATE), 1)}, status=200 if req.wait else 202)
+
+
+async def caller_dtmf(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    call_id = request.match_info["call_id"]
+    body = await read_json(request, server)
+    digits = body.get("digits") if isinstance(body, dict) else None
+    if not isinstance(digits, str) or not digits or any(d not in "0123456789*#ABCD" for d in digits):
+        return errors.rest_error(400, "Expected 'digits' made of 0-9, *, #, A-D.", code="invalid_value", param="digits")
+    host = _live_host(server, call_id)
+    if isinstance(host, web.Response):
+        return host
+    for d in digits:
+        server.journal.record(call_id, "caller.dtmf", digit=d)
+        host.dtmf(d)
+    return web.json_response({"sent": digits})
+
+
 async def server_journal(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     return web.json_response({"entries": [e.to_json() for e in server.journal.entries(None)]})
@@ -316,12 +375,16 @@ def create_app(server: MockServer) -> web.Application:
     app.router.add_get("/_mock/calls", list_calls)
     app.router.add_get("/_mock/calls/{call_id}", get_call)
     app.router.add_post("/_mock/calls/{call_id}/caller_hangup", caller_hangup)
+    app.router.add_post("/_mock/calls/{call_id}/say", caller_say)
+    app.router.add_post("/_mock/calls/{call_id}/dtmf", caller_dtmf)
     app.router.add_get("/_mock/journal", server_journal)
     app.router.add_post("/_mock/reset", reset)
     app.router.add_get("/_mock/config", get_config)
     app.router.add_put("/_mock/config", put_config)
     app.router.add_get("/_mock/faults", faults_list)
     app.router.add_get("/_mock/health", health)
+    ws.setup(app, server)
+    realtime_rest.setup(app, server)
 
     async def _close(_: web.Application) -> None:
         await server.close()

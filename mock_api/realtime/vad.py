@@ -1,0 +1,122 @@
+"""Turn detection on the actual audio, with webrtcvad as the speech classifier.
+
+The detector sees the session's input audio in order and reports speech start/stop at
+audio milliseconds, the clock the real events use (``audio_start_ms`` includes
+``prefix_padding_ms``; ``audio_end_ms`` includes the silence that ended the turn, as the
+SDK docstrings say).
+
+Mapping of the API knobs onto webrtcvad:
+- ``threshold`` (0..1) picks the aggressiveness (0..3) and an energy floor, so a higher
+  threshold ignores quieter sound, like the real server_vad;
+- ``silence_duration_ms`` is the trailing silence that ends a turn;
+- ``semantic_vad`` has no silence knob: ``eagerness`` sets it (high 300 ms, medium/auto
+  700 ms, low 1500 ms) — a stand-in for the model judging whether the user is done.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import webrtcvad
+
+from .. import audio
+
+FRAME_MS = 20
+MIN_SPEECH_MS = 60  # voiced run needed before speech_started: clicks and pops are not turns
+EAGERNESS_SILENCE_MS = {"high": 300, "medium": 700, "auto": 700, "low": 1500}
+
+
+@dataclass(frozen=True)
+class VadEvent:
+    kind: Literal["start", "stop"]
+    ms: int  # audio ms since the session's first input sample
+
+
+class TurnDetector:
+    def __init__(
+        self,
+        *,
+        vad_type: str = "server_vad",
+        threshold: float = 0.5,
+        prefix_padding_ms: int = 300,
+        silence_duration_ms: int = 200,
+        eagerness: str | None = None,
+    ) -> None:
+        self.vad_type = vad_type
+        self.threshold = max(0.0, min(1.0, threshold))
+        self.prefix_padding_ms = prefix_padding_ms
+        if vad_type == "semantic_vad":
+            self.silence_duration_ms = EAGERNESS_SILENCE_MS.get(eagerness or "auto", 700)
+        else:
+            self.silence_duration_ms = silence_duration_ms
+        self._vad = webrtcvad.Vad(min(3, int(self.threshold * 4)))
+        self._floor_dbfs = -55.0 + 30.0 * self.threshold  # 0.5 → -40 dBFS
+        self._rate: int | None = None
+        self._resampler: audio.Resampler | None = None
+        self._pending = b""
+        self._pos_ms = 0.0  # audio ms of the start of self._pending
+        self.in_speech = False
+        self._run_start: float | None = None  # first voiced frame of the current voiced run
+        self._last_voiced_end = 0.0
+
+    def _prepare(self, pcm: bytes, rate: int) -> tuple[bytes, int]:
+        if rate in (8000, 16000, 32000, 48000):
+            return pcm, rate
+        if self._resampler is None or self._rate != rate:
+            self._resampler = audio.Resampler(rate, 16000)
+            self._rate = rate
+        return self._resampler.process(pcm), 16000
+
+    def process(self, pcm: bytes, rate: int, start_ms: float) -> list[VadEvent]:
+        """Feed audio that begins at ``start_ms``; returns the transitions it caused."""
+        if not pcm:
+            return []
+        if not self._pending:
+            self._pos_ms = start_ms
+        data, vrate = self._prepare(pcm, rate)
+        self._pending += data
+        size = audio.frame_bytes(vrate, FRAME_MS)
+        out: list[VadEvent] = []
+        while len(self._pending) >= size:
+            frame, self._pending = self._pending[:size], self._pending[size:]
+            frame_start = self._pos_ms
+            self._pos_ms += FRAME_MS
+            ev = self._frame(frame, vrate, frame_start)
+            if ev:
+                out.append(ev)
+        return out
+
+    def _voiced(self, frame: bytes, rate: int) -> bool:
+        arr = np.frombuffer(frame, dtype="<i2").astype(np.float64)
+        rms = math.sqrt(float(np.mean(arr * arr))) if arr.size else 0.0
+        if rms <= 0 or 20 * math.log10(rms / 32768.0) < self._floor_dbfs:
+            return False
+        return bool(self._vad.is_speech(frame, rate))
+
+    def _frame(self, frame: bytes, rate: int, t: float) -> VadEvent | None:
+        voiced = self._voiced(frame, rate)
+        end = t + FRAME_MS
+        if voiced:
+            if self._run_start is None:
+                self._run_start = t
+            self._last_voiced_end = end
+            if not self.in_speech and end - self._run_start >= MIN_SPEECH_MS:
+                self.in_speech = True
+                return VadEvent("start", int(max(0.0, self._run_start - self.prefix_padding_ms)))
+            return None
+        if not self.in_speech:
+            self._run_start = None
+            return None
+        if end - self._last_voiced_end >= self.silence_duration_ms:
+            self.in_speech = False
+            self._run_start = None
+            return VadEvent("stop", int(end))
+        return None
+
+    def reset(self) -> None:
+        """Forget a turn in progress (input_audio_buffer.clear, manual commit)."""
+        self.in_speech = False
+        self._run_start = None

@@ -1,0 +1,305 @@
+"""The Realtime WebSocket endpoint: a thin aiohttp adapter over :mod:`mock_api.realtime`.
+
+It decides nothing about the protocol. It routes an upgrade to a session (one per
+``call_id``, shared by every socket of that call, or one per ``?model=`` / ``?intent=``
+socket), applies the upgrade rules of reference §1.4 / §8, pumps the session's timers,
+fans server events out to the sockets, hands reply audio to the media path, journals
+every event both ways, and closes the sockets when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal
+
+from aiohttp import WSMsgType, web
+from openai.types.realtime import RealtimeSessionCreateRequest
+
+from . import errors, fidelity
+from . import faults as faultlib
+from .calls import Call, CallState
+from .realtime import events as rt_events
+from .realtime.session import AudioOut, ClearAudio, Close, Output, RealtimeSession
+from .server import MockServer, request_key
+
+PREFIXES = ("/v1", "/openai/v1")
+PING_INTERVAL_S = 20.3  # the real server's keepalive (reference §0)
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 15 MiB audio per append, base64-inflated
+WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
+_SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_ws_server")
+
+MediaSink = Callable[[AudioOut | ClearAudio], None]
+
+
+class SessionHost:
+    """One session core plus its sockets, timer pump and media sink."""
+
+    def __init__(self, server: MockServer, session: RealtimeSession, call_id: str | None) -> None:
+        self.server = server
+        self.session = session
+        self.call_id = call_id
+        self.sockets: dict[web.WebSocketResponse, asyncio.Queue[tuple[str, Any] | None]] = {}
+        self.media_sink: MediaSink | None = None
+        self._wake = asyncio.Event()
+        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+        self.closed = False
+
+    # ---- inputs (from sockets and the media path) -----------------------------------------
+
+    def receive(self, text: str | bytes, origin: web.WebSocketResponse | None = None) -> None:
+        try:
+            event: Any = json.loads(text) if isinstance(text, str) else {"binary_bytes": len(text)}
+        except ValueError:
+            event = text
+        self.server.journal.record(self.call_id, "ws.client", event=event)
+        self.dispatch(self.session.receive(text, self.server.clock()), origin)
+
+    def feed_audio(self, pcm: bytes, rate: int) -> None:
+        """Caller audio from the SIP ingress (PCM16 at ``rate``)."""
+        self.dispatch(self.session.feed_audio(pcm, rate, self.server.clock()))
+
+    def dtmf(self, digit: str) -> None:
+        self.dispatch(self.session.dtmf(digit, self.server.clock()))
+
+    # ---- outputs ------------------------------------------------------------------------
+
+    def dispatch(self, outputs: list[Output], origin: web.WebSocketResponse | None = None) -> None:
+        for out in outputs:
+            if isinstance(out, dict):
+                fidelity.audit(out)
+                self.server.journal.record(self.call_id, "ws.server", event=_journal_view(out))
+                targets = [origin] if out["type"] == "error" and origin in self.sockets else list(self.sockets)
+                text = json.dumps(out)
+                for ws in targets:
+                    self.sockets[ws].put_nowait(("text", text))
+            elif isinstance(out, (AudioOut, ClearAudio)):
+                if isinstance(out, AudioOut):
+                    self.server.journal.record(self.call_id, "audio.out", response_id=out.response_id,
+                                               ms=round(len(out.pcm) / 2 * 1000 / out.rate, 1),
+                                               corrupt=out.corrupt)
+                if self.media_sink is not None:
+                    self.media_sink(out)
+            elif isinstance(out, Close):
+                for q in self.sockets.values():
+                    q.put_nowait(("close", (out.code, out.reason)))
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        """Fire the session's timers on the real clock."""
+        while not self.closed:
+            deadline = self.session.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.server.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self.closed:
+                break
+            outs = self.session.advance(self.server.clock())
+            if outs:
+                self.dispatch(outs)
+
+    async def writer(self, ws: web.WebSocketResponse) -> None:
+        q = self.sockets[ws]
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            kind, payload = item
+            try:
+                if kind == "text":
+                    await ws.send_str(payload)
+                else:
+                    code, reason = payload
+                    await ws.close(code=code, message=reason.encode())
+                    return
+            except (ConnectionError, RuntimeError):
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+        for q in self.sockets.values():
+            q.put_nowait(("close", (1000, "call ended")))
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.calls: dict[str, SessionHost] = {}
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[MockServer, Registry] = weakref.WeakKeyDictionary()
+
+
+def _registry(server: MockServer) -> Registry:
+    reg = _REGISTRIES.get(server)
+    if reg is None:
+        reg = _REGISTRIES[server] = Registry()
+    return reg
+
+
+def get_session(server: MockServer, call_id: str) -> SessionHost | None:
+    """The session host of an active call, for the SIP ingress (feed_audio, dtmf, media_sink)."""
+    return _registry(server).calls.get(call_id)
+
+
+def _host_for_call(server: MockServer, call: Call) -> SessionHost:
+    reg = _registry(server)
+    host = reg.calls.get(call.call_id)
+    if host is None:
+        session = RealtimeSession(
+            kind="realtime", transport="sip", config=call.accept_body or {"type": "realtime"},
+            model=(call.accept_body or {}).get("model"), script=server.script_for(call.call_id),
+            faults=server.faults_for(call.call_id), now=server.clock(),
+        )
+        host = reg.calls[call.call_id] = SessionHost(server, session, call.call_id)
+    return host
+
+
+# ---- the endpoint ---------------------------------------------------------------------
+
+
+def _error_frame(code: str | None, message: str) -> str:
+    return json.dumps(rt_events.error(code, message))
+
+
+async def _refuse_after_upgrade(ws: web.WebSocketResponse, server: MockServer, call_id: str | None,
+                                code: str | None, message: str, close_code: int) -> web.WebSocketResponse:
+    """Auth and shape failures still complete the 101, then send error + close (reference §8)."""
+    frame = _error_frame(code, message)
+    fidelity.audit(json.loads(frame))
+    server.journal.record(call_id, "ws.server", event=json.loads(frame))
+    await ws.send_str(frame)
+    reason = f"invalid_request_error.{code}" if code else "invalid_request_error"
+    await ws.close(code=close_code, message=reason.encode())
+    server.journal.record(call_id, "ws.close", code=close_code, reason=reason)
+    return ws
+
+
+_KNOWN_MODELS = set(RealtimeSessionCreateRequest.model_fields["model"].annotation.__args__[1].__args__)  # type: ignore[union-attr]
+
+
+def _model_ok(model: str) -> bool:
+    return model in _KNOWN_MODELS or "realtime" in model or model.startswith("gpt-audio")
+
+
+async def realtime_socket(request: web.Request) -> web.StreamResponse:
+    server = _server_of(request)
+    q = request.query
+    call_id = q.get("call_id")
+    beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
+    faults = server.faults_for(call_id)
+    call = server.calls.get(call_id) if call_id else None
+    if call_id is not None:
+        live = call is not None and call.state in (CallState.ACTIVE, CallState.REFERRING)
+        if not live or (beta and faultlib.find(faults, "beta_header_404")):
+            server.journal.record(call_id if call is not None else None, "ws.refused", status=404, call_id=call_id)
+            return errors.rest_error(404, "No session found for the provided call_id", code="call_id_not_found")
+    ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+    await ws.prepare(request)
+    server.journal.record(call_id, "ws.connect", query=dict(q), beta=beta)
+    key = request_key(request)
+    if key is None:
+        return await _refuse_after_upgrade(ws, server, call_id, None,
+                                           "Missing bearer or basic authentication in header", 3000)
+    if not server.api_key_ok(key):
+        return await _refuse_after_upgrade(
+            ws, server, call_id, "invalid_api_key",
+            f"Incorrect API key provided: {errors.masked(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.", 3000)
+    if beta and not server.config.legacy_beta:
+        return await _refuse_after_upgrade(
+            ws, server, call_id, "beta_api_shape_disabled",
+            "The Realtime API beta shape is no longer supported. Remove the 'OpenAI-Beta: realtime=v1' header "
+            "and use the GA interface.", 4000)
+    owned: SessionHost | None = None
+    if call is not None:
+        host = _host_for_call(server, call)
+    else:
+        intent: Literal["realtime", "transcription"] = (
+            "transcription" if q.get("intent") == "transcription" else "realtime")
+        model = q.get("model") or q.get("deployment")
+        if intent == "realtime" and not model:
+            return await _refuse_after_upgrade(
+                ws, server, None, "missing_model",
+                "You must provide a model parameter, for example wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5",
+                4000)
+        if model and intent == "realtime" and not _model_ok(model):
+            return await _refuse_after_upgrade(ws, server, None, "invalid_model",
+                                               f'Model "{model}" is not supported in realtime mode.', 4000)
+        session = RealtimeSession(kind=intent, transport="websocket", model=model, script=server.script_for(None),
+                                  faults=server.faults_for(None), now=server.clock())
+        host = owned = SessionHost(server, session, None)
+    host.sockets[ws] = asyncio.Queue()
+    writer = asyncio.get_running_loop().create_task(host.writer(ws))
+    created = host.session.session_created()
+    fidelity.audit(created)
+    server.journal.record(call_id, "ws.server", event=created)
+    host.sockets[ws].put_nowait(("text", json.dumps(created)))
+    drop = faultlib.find(faults, "ws_drop")
+    drop_handle = None
+    if drop is not None:
+        drop_handle = asyncio.get_running_loop().call_later(float(drop.param("after_s")), _drop, request, server,
+                                                            call_id)
+    try:
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                host.receive(msg.data, ws)
+            else:
+                break
+    finally:
+        if drop_handle is not None:
+            drop_handle.cancel()
+        queue = host.sockets.pop(ws, None)
+        if queue is not None:
+            queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 1.0)
+        server.journal.record(call_id, "ws.close", code=ws.close_code)
+        if owned is not None:
+            owned.close()
+    return ws
+
+
+def _drop(request: web.Request, server: MockServer, call_id: str | None) -> None:
+    """ws_drop: the socket dies without a close frame, as when the caller hangs up (reference §1.4)."""
+    server.journal.record(call_id, "ws.drop")
+    if request.transport is not None:
+        request.transport.close()
+
+
+def _server_of(request: web.Request) -> MockServer:
+    server: MockServer = request.app[_SERVER_KEY]
+    return server
+
+
+def _journal_view(event: dict[str, Any]) -> dict[str, Any]:
+    """Audio deltas are journaled by size, not content, to keep timelines small."""
+    if event.get("type") == "response.output_audio.delta":
+        return {**event, "delta": f"<{len(event['delta'])} base64 chars>"}
+    return event
+
+
+def setup(app: web.Application, server: MockServer) -> None:
+    """Add ``GET /v1/realtime`` (and the Azure prefix) and wire the call lifecycle."""
+    if WS_KEY in app:
+        return
+    app[WS_KEY] = _registry(server)
+    app[_SERVER_KEY] = server
+    for prefix in PREFIXES:
+        app.router.add_get(prefix + "/realtime", realtime_socket)
+
+    def ended(call: Call) -> None:
+        host = _registry(server).calls.pop(call.call_id, None)
+        if host is not None:
+            host.close()
+
+    def active(call: Call) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop: sessions start lazily on connect
+            _host_for_call(server, call)
+
+    server.on_call_active(active)
+    server.on_call_ended(ended)
