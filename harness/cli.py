@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from harness.commands import call as call_cmd
+
 ENV_HELP = """environment:
   OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --webhook-secret is not given
   RTSIP_WEBHOOK_URL      webhook target, used when --webhook-url is not given
@@ -155,6 +157,50 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0 if 200 <= status < 300 else 1
 
 
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run scenario files against an app under test",
+        description="Run YAML scenarios end to end: start the mock and the app (with OPENAI_BASE_URL, "
+                    "OPENAI_API_KEY, OPENAI_WEBHOOK_SECRET and PORT set), place the calls, check the expectations, "
+                    "tear everything down. Exit status 0 only when every scenario passes.",
+        epilog="environment:\n  RTSIP_STATE_DIR  state directory for reports (default $XDG_STATE_HOME/rtsip)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scenario files or directories of them")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="scenarios run at once (default 1)")
+    p.add_argument("-k", dest="keyword", metavar="EXPR",
+                   help="only scenarios whose name or file matches EXPR (substring or glob; 'not X'; 'A or B')")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report with every call's journal")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run_command import run_cli
+
+    return run_cli(args.paths, jobs=args.jobs, keyword=args.keyword, junit=args.junit, json_path=args.json,
+                   html=args.html)
+
+
+def _add_schema(sub: Any) -> None:
+    p = sub.add_parser("schema", help="print the scenario JSON Schema (for editors)",
+                       description="Print the JSON Schema of scenario files, for editor completion and checks.")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write to FILE instead of standard output")
+    p.set_defaults(func=cmd_schema)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsip", description="Local SIP test bench and fake OpenAI Realtime API.",
@@ -163,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_mock(sub)
     _add_trigger(sub)
+    call_cmd.register(sub)
+    _add_run(sub)
+    _add_schema(sub)
     return parser
 
 

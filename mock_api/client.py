@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -52,7 +52,7 @@ class MockClient:
 
     async def start_call(self, *, from_: str | None = None, to: str | None = None,
                          headers: dict[str, str] | list[tuple[str, str]] | None = None,
-                         faults: list[str | Fault | dict[str, Any]] | None = None,
+                         faults: Sequence[str | Fault | dict[str, Any]] | None = None,
                          script: dict[str, Any] | None = None, media_security: str | None = None) -> str:
         body: dict[str, Any] = {}
         if from_ is not None:

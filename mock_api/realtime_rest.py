@@ -3,7 +3,9 @@
 ``POST /v1/realtime/client_secrets`` validates its session like ``session.update`` does, but
 answers errors as a 400 REST envelope (reference §1.3: ``Unknown parameter:
 'session.temperature'.``). ``POST /v1/audio/transcriptions`` is the multipart endpoint the
-forum thread fell back on; it returns the behaviour script's text.
+forum thread fell back on; it returns the behaviour script's first turn, honouring the
+``language`` and ``prompt`` form fields the way realtime input transcription does
+(:mod:`mock_api.realtime.transcription`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from . import errors, ids
 from .realtime.script import Script
 from .realtime.session import _merge_session as merge_session
 from .realtime.session import default_session
+from .realtime.transcription import primary, transcribe
 from .realtime.validation import ParamError, validate_session_config
 from .server import MockServer
 
 PREFIXES = ("/v1", "/openai/v1")
 _SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_rest_server")
+_LANGUAGE_NAMES = {"en": "english", "es": "spanish", "fr": "french", "de": "german", "it": "italian",
+                   "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ko": "korean"}
 
 
 def _param_error(err: ParamError) -> web.Response:
@@ -108,7 +113,11 @@ async def transcriptions(request: web.Request) -> web.Response:
                                  param="file")
     data = bytes(file) if isinstance(file, (bytes, bytearray)) else file.file.read()
     script = Script.load(server.script_for(None))
-    text = script.turns[0].hears if script.turns and script.turns[0].hears else script.default_hears
+    turn = script.turn(0)
+    heard = transcribe(turn.hears if turn.hears is not None else script.default_hears, turn.language,
+                       {"model": str(model), "language": form.get("language"), "prompt": form.get("prompt")})
+    text = heard.text
+    detected = turn.language if heard.recognised else str(form.get("language"))
     seconds = _wav_seconds(data)
     if seconds is None:
         seconds = round(len(data) / 16000.0, 3)  # unknown container: assume ~128 kbit/s
@@ -126,7 +135,7 @@ async def transcriptions(request: web.Request) -> web.Response:
                  "total_tokens": audio_tokens + out,
                  "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens}}
     if fmt == "verbose_json":
-        return web.json_response({"task": "transcribe", "language": str(form.get("language") or "english"),
+        return web.json_response({"task": "transcribe", "language": _LANGUAGE_NAMES.get(primary(detected) or "", detected),
                                   "duration": seconds, "text": text,
                                   "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": text,
                                                 "tokens": [], "temperature": 0.0, "avg_logprob": -0.1,

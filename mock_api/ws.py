@@ -80,7 +80,7 @@ class SessionHost:
                 if isinstance(out, AudioOut):
                     self.server.journal.record(self.call_id, "audio.out", response_id=out.response_id,
                                                ms=round(len(out.pcm) / 2 * 1000 / out.rate, 1),
-                                               corrupt=out.corrupt)
+                                               corrupt=out.corrupt, voice=out.voice)
                 if self.media_sink is not None:
                     self.media_sink(out)
             elif isinstance(out, Close):

@@ -12,6 +12,8 @@ from tests.realtime_fixtures import Driver, utterance
 
 TRANSCRIBE = {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
     "transcription": {"model": "gpt-4o-transcribe", "language": "es"}}}}}
+TRANSCRIBE_EN = {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+    "transcription": {"model": "gpt-4o-transcribe", "language": "en"}}}}}  # the script's callers speak English
 SCRIPT = {"turns": [{"hears": "What's the weather in Paris?", "says": "It is sunny in Paris today."}],
           "response_latency_s": 0.05}
 
@@ -142,7 +144,7 @@ def test_items_create_retrieve_delete_truncate() -> None:
 
 def test_vad_turn_with_transcription_full_order() -> None:
     d = Driver(script=SCRIPT)
-    d.send(TRANSCRIBE)
+    d.send(TRANSCRIBE_EN)
     pcm = utterance(1200, lead_ms=500, tail_ms=900)
     d.append_pcm(pcm)
     d.advance(3)

@@ -41,7 +41,8 @@ class Turn(BaseModel):
     audio: str | None = Field(None, description="WAV (or any pydub-readable) file spoken as the reply.")
     tool_calls: list[ToolCall] = Field(default_factory=list, description="Function calls made before answering.")
     after_tool: str | None = Field(None, description="Reply once the app sent the function_call_output.")
-    language: str | None = Field(None, description="Language reported by transcription for this turn.")
+    language: str = Field("en", description="Language the caller speaks in this turn (ISO-639-1). Input "
+                          "transcription forced to another language mis-hears it (see realtime/transcription.py).")
 
 
 class Script(BaseModel):

@@ -9,6 +9,24 @@ barge-in must flush what is still playing, and :class:`Close` when the socket mu
 
 Nothing a client sends may raise out of here: every entry point catches and reports a
 ``server_error`` event instead, so a bug never wedges a call.
+
+Behaviour worth knowing when reading a test:
+
+- Input transcription (``audio.input.transcription``) follows :mod:`.transcription`: the
+  script's ``Turn.language`` is what the caller speaks; a ``language`` that differs makes
+  the ASR mis-hear the turn (deterministically), ``prompt``/``keywords`` fix spellings,
+  gpt-transcribe models report ``languages``. The realtime model itself (replies,
+  out-of-band transcription) always understands the caller.
+- Voice (failure mode 17): a response speaks in the voice current at its
+  ``response.created`` (the synthesized audio's pitch and the ``audio.out`` journal entries
+  show it). Once assistant audio exists, a ``session.update`` changing the voice is refused
+  with ``cannot_update_voice`` (nothing applied); with the ``voice_frozen_after_first_audio``
+  fault it is silently ignored instead (the rest of the update applies, ``session.updated``
+  keeps the old voice).
+- ``static_after_update`` (failure mode 7): on a SIP session, an accept with tools or any
+  ``session.update`` that does not re-specify both audio formats resets them to
+  ``audio/pcm`` 24 kHz, and reply audio is marked ``corrupt`` until the output format is
+  G.711 again.
 """
 
 from __future__ import annotations
@@ -45,9 +63,10 @@ from ..faults import Fault, find
 from . import events as ev
 from . import usage as u
 from .script import Script, ToolCall
+from .transcription import transcribe
 from .vad import TurnDetector
 from .validation import validate_payload, validate_session_config
-from .voice import reply_ms, speech_like
+from .voice import reply_ms, speech_like, voice_name, voice_pitch
 
 Transport = Literal["websocket", "sip"]
 Kind = Literal["realtime", "transcription"]
@@ -66,6 +85,7 @@ class AudioOut:
     response_id: str
     item_id: str
     corrupt: bool = False
+    voice: str | None = None  # the voice the response speaks in (fixed at response.created)
 
 
 @dataclass(frozen=True)
@@ -265,6 +285,7 @@ class RealtimeSession:
         self.active_response_id: str | None = None
         self._user_turns = 0
         self._item_turn: dict[str, int] = {}
+        self._spoken_items: set[str] = set()  # user audio items committed from the input buffer
         self._tools_called: set[int] = set()
         self._audio_out_started = False
         self._last_input_tokens = 0
@@ -346,6 +367,11 @@ class RealtimeSession:
             return [ev.error("invalid_value",
                              f"Invalid value: '{etype}'. Supported values are: {_list(supported)}.",
                              param="type", event_id=event_id)]
+        if "event_id" in msg and not isinstance(msg["event_id"], str):  # every client event's event_id is a string
+            err = validate_payload(InputAudioBufferClearEventParam, {"type": "input_audio_buffer.clear",
+                                                                     "event_id": msg["event_id"]}, "")
+            if err:
+                return [ev.param_error(err, None)]
         if etype == "session.close":
             self.closed = True
             return [Close(1000, "session closed")]
@@ -379,10 +405,10 @@ class RealtimeSession:
     # ---- session.update ---------------------------------------------------------------------
 
     def _on_session_update(self, msg: dict[str, Any], now: float, event_id: str | None) -> list[Output]:
-        for key in msg:
-            if key not in ("type", "event_id", "session"):
-                err = validate_payload(SessionUpdateEventParam, {**msg, "session": {"type": "realtime"}}, "")
-                return [ev.param_error(err, event_id)] if err else []
+        # the envelope first (unknown keys, a non-string event_id), with the session checked on its own below
+        err = validate_payload(SessionUpdateEventParam, {**msg, "session": {"type": "realtime"}}, "")
+        if err:
+            return [ev.param_error(err, event_id)]
         if "session" not in msg:
             return [ev.error("missing_required_parameter", "Missing required parameter: 'session'.",
                              param="session", event_id=event_id)]
@@ -392,11 +418,14 @@ class RealtimeSession:
             return [ev.param_error(err, event_id)]
         voice = (((session.get("audio") or {}).get("output") or {}).get("voice"))
         current_voice = ((self.config.get("audio") or {}).get("output") or {}).get("voice")
-        if voice is not None and self._audio_out_started and voice != current_voice:
+        frozen = voice is not None and self._audio_out_started and voice != current_voice
+        if frozen and not self._fault("voice_frozen_after_first_audio"):
             return [ev.error("cannot_update_voice",
                              "Cannot update a conversation's voice if assistant audio is present.",
                              param="session.audio.output.voice", event_id=event_id)]
         self.config = _merge_session(self.config, session)
+        if frozen:  # the fault's flavour: the rest applies, the voice change is silently dropped
+            self.config["audio"]["output"]["voice"] = current_voice
         if self.transport == "sip" and self._fault("static_after_update") and not self._sets_formats(session):
             self._reset_formats_to_pcm()
         self._rebuild_detector()
@@ -539,6 +568,7 @@ class RealtimeSession:
         self.items.append(item)
         self.item_audio[item_id] = (data, rate)
         self._item_turn[item_id] = self._user_turns
+        self._spoken_items.add(item_id)
         self._user_turns += 1
         out: list[Output] = [
             ev.event("input_audio_buffer.committed", previous_item_id=prev, item_id=item_id),
@@ -551,9 +581,13 @@ class RealtimeSession:
     # ---- transcription ------------------------------------------------------------------------
 
     def heard(self, item_id: str) -> str:
-        """What the script says the caller said in this audio item, in the configured language."""
+        """What the script says the caller said in this audio item (what the model understands)."""
         turn = self.script.turn(self._item_turn.get(item_id, -1))
         return turn.hears if turn.hears is not None else self.script.default_hears
+
+    def spoken_language(self, item_id: str) -> str:
+        """The language the caller speaks in this item's turn (``Turn.language``, default "en")."""
+        return self.script.turn(self._item_turn.get(item_id, -1)).language
 
     def _schedule_transcription(self, item_id: str, audio_ms: float, now: float) -> None:
         tcfg = self._input_cfg().get("transcription")
@@ -570,7 +604,8 @@ class RealtimeSession:
 
             self._at(due, failed)
             return
-        text = _apply_prompt(self.heard(item_id), tcfg.get("prompt"))
+        result = transcribe(self.heard(item_id), self.spoken_language(item_id), tcfg)
+        text = result.text
         words = [text] if model == "whisper-1" else re.findall(r"\S+\s*", text) or [text]
         logprobs = "item.input_audio_transcription.logprobs" in (self.config.get("include") or [])
         for i, piece in enumerate(words):
@@ -582,6 +617,8 @@ class RealtimeSession:
             if item is not None:
                 item["content"][0]["transcript"] = text
             extra: dict[str, Any] = {"logprobs": _logprobs(text)} if logprobs else {}
+            if result.languages is not None:
+                extra["languages"] = result.languages
             return [ev.event("conversation.item.input_audio_transcription.completed", item_id=item_id,
                              content_index=0, transcript=text,
                              usage=u.transcription_usage(model, audio_ms, text, tcfg.get("prompt")), **extra)]
@@ -786,7 +823,8 @@ class RealtimeSession:
                 if audio_file:
                     out.pcm = audio.load_audio(audio_file, rate)
                 else:
-                    out.pcm = speech_like(reply_ms(text, self.script.ms_per_char), rate)
+                    out.pcm = speech_like(reply_ms(text, self.script.ms_per_char), rate,
+                                          pitch_hz=voice_pitch(resp.voice))
                 out.rate = rate
             resp.outputs.append(out)
         for call in calls:
@@ -822,6 +860,9 @@ class RealtimeSession:
             if part.get("type") == "input_text":
                 return str(part.get("text") or "")
             if part.get("type") == "input_audio":
+                # the model hears the audio itself: what the caller said, whatever the ASR made of it
+                if item["id"] in self._spoken_items:
+                    return self.heard(item["id"])
                 return str(part.get("transcript") or self.heard(item["id"]))
         return ""
 
@@ -905,7 +946,8 @@ class RealtimeSession:
             evs.append(ev.delta("response.output_audio.delta", **self._ids(resp, out, idx),
                                 delta=base64.b64encode(wire).decode()))
         if sip:
-            evs.append(AudioOut(chunk, out.rate, resp.id, out.item["id"], corrupt=self._media_corrupt()))
+            evs.append(AudioOut(chunk, out.rate, resp.id, out.item["id"], corrupt=self._media_corrupt(),
+                                voice=voice_name(resp.voice)))
             end = max(self._playback.get(resp.id, now), now) + audio.duration_ms(chunk, out.rate) / 1000.0
             self._playback[resp.id] = end
         return evs
@@ -1044,7 +1086,11 @@ class RealtimeSession:
             out.append(ClearAudio(rid))
             out.append(ev.event("output_audio_buffer.cleared", response_id=rid))
         if not out:
-            out.append(ev.event("output_audio_buffer.cleared", response_id=self.active_response_id))
+            # nothing playing: acknowledge with the latest response (the SDK requires a response_id);
+            # before any response there is nothing to name, so nothing is sent
+            last = self.active_response_id or next(reversed(self._responses), None)
+            if last is not None:
+                out.append(ev.event("output_audio_buffer.cleared", response_id=last))
         return out
 
     # ---- timers -------------------------------------------------------------------------------
@@ -1098,10 +1144,17 @@ def _or(value: Any, default: float) -> Any:
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as GA events show it: no audio bytes."""
-    out = copy.deepcopy(item)
-    for part in out.get("content") or []:
-        part.pop("audio", None)
+    """An item as GA events show it: no audio bytes.
+
+    A copy two levels deep (the item and its content parts) is enough: the session only ever
+    mutates an item's own keys and its parts' keys (status, content, arguments, transcript),
+    never anything nested deeper, so the event cannot change after it was sent.
+    """
+    out = dict(item)
+    content = item.get("content")
+    if isinstance(content, list):
+        out["content"] = [{k: v for k, v in part.items() if k != "audio"} if isinstance(part, dict) else part
+                          for part in content]
     return out
 
 
@@ -1112,15 +1165,6 @@ def _list(values: tuple[str, ...]) -> str:
 
 def _chunks(text: str, n: int) -> list[str]:
     return [text[i:i + n] for i in range(0, len(text), n)] or [""]
-
-
-def _apply_prompt(text: str, prompt: Any) -> str:
-    """Honour a transcription prompt the way keyword prompts work: prefer its spellings."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        return text
-    for word in re.findall(r"[\w'-]+", prompt):
-        text = re.sub(rf"\b{re.escape(word)}\b", word, text, flags=re.IGNORECASE)
-    return text
 
 
 def _transcription_delta(item_id: str, piece: str, extra: dict[str, Any], now: float) -> list[Output]:

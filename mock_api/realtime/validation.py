@@ -158,6 +158,27 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
 # ---- type introspection ----------------------------------------------------------------
 
 _NONE = type(None)
+_R = typing.TypeVar("_R")
+
+
+def _per_type(fn: typing.Callable[[Any], _R]) -> typing.Callable[[Any], _R]:
+    """Memoise a pure function of an SDK type (the types are static; introspection is the hot path).
+
+    Callers must not mutate what it returns. Keyed by identity (hashing a typing Union walks
+    its arguments every time); the entry holds the type itself so its id cannot be reused.
+    """
+    cache: dict[int, tuple[Any, _R]] = {}
+
+    def wrapper(tp: Any) -> _R:
+        hit = cache.get(id(tp))
+        if hit is not None and hit[0] is tp:
+            return hit[1]
+        result = fn(tp)
+        cache[id(tp)] = (tp, result)
+        return result
+
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -167,6 +188,7 @@ class _Field:
     required: bool
 
 
+@_per_type
 def _strip(tp: Any) -> tuple[Any, bool]:
     """Remove Annotated/Required/NotRequired wrappers; report whether Required was present."""
     required = False
@@ -191,6 +213,7 @@ def _alias(tp: Any) -> str | None:
     return None
 
 
+@_per_type
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and (issubclass(tp, pydantic.BaseModel) or typing_extensions.is_typeddict(tp))
 
@@ -227,6 +250,7 @@ def _strip_required_only(tp: Any) -> Any:
     return tp
 
 
+@_per_type
 def _members(tp: Any) -> tuple[list[Any], bool]:
     """Flatten a (possibly nested, possibly Annotated) Union into members; report nullability."""
     tp, _ = _strip(tp)
@@ -244,6 +268,7 @@ def _members(tp: Any) -> tuple[list[Any], bool]:
     return [tp], False
 
 
+@_per_type
 def _literal_values(tp: Any) -> list[Any] | None:
     tp, _ = _strip(tp)
     if typing.get_origin(tp) is Literal:
@@ -251,6 +276,7 @@ def _literal_values(tp: Any) -> list[Any] | None:
     return None
 
 
+@_per_type
 def _model_literals(model: Any) -> dict[str, list[Any]]:
     """Fields of a model typed as a string Literal (optionally nullable): the union discriminators."""
     out: dict[str, list[Any]] = {}
@@ -270,11 +296,14 @@ def _pick_model(models: list[Any], value: Mapping[str, Any]) -> Any | None:
     """
     matches = []
     for m in models:
-        lits = _model_literals(m)
-        if all(value[k] in vals for k, vals in lits.items() if k in value and _hashable(value[k])) and all(
-            _hashable(value[k]) for k in lits if k in value
-        ):
-            # a member whose required discriminator is absent only matches when nothing else does
+        # every discriminator present must be a scalar among the member's values; a member whose
+        # required discriminator is absent only matches when nothing else does
+        for k, vals in _model_literals(m).items():
+            if k in value:
+                v = value[k]
+                if not _hashable(v) or v not in vals:
+                    break
+        else:
             matches.append(m)
     if not matches:
         return None

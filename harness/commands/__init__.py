@@ -1,0 +1,1 @@
+"""CLI subcommands that live outside ``harness/cli.py``; each module exposes ``register(subparsers)``."""

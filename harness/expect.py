@@ -1,0 +1,161 @@
+"""Expectations checked against the journal and the app's output: pure functions, no I/O.
+
+Each check returns a :class:`Check` saying what was expected and what the journal showed,
+so a failing scenario explains itself in every report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mock_api.control_models import CallView
+
+from .scenario import Expectations
+
+_MISSING = object()
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    expected: Any
+    actual: Any
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "expected": self.expected, "actual": self.actual,
+                "detail": self.detail}
+
+
+def dotted(data: Any, path: str) -> Any:
+    """``audio.input.transcription.model`` into a nested dict; ``_MISSING`` when absent."""
+    cur = data
+    for part in path.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return _MISSING
+    return cur
+
+
+def client_event_types(view: CallView) -> list[str]:
+    return [str(e.data["event"].get("type")) for e in view.of_kind("ws.client")
+            if isinstance(e.data.get("event"), dict)]
+
+
+def server_events(view: CallView, type_: str | None = None) -> list[dict[str, Any]]:
+    out = [e.data["event"] for e in view.entries if e.kind == "ws.server" and isinstance(e.data.get("event"), dict)]
+    return [e for e in out if type_ is None or e.get("type") == type_]
+
+
+def time_to_first_audio_ms(view: CallView) -> float | None:
+    """From the caller's end of speech (speech_stopped) to the first reply audio sent to the caller."""
+    stopped = [e.t_ms for e in view.entries if e.kind == "ws.server" and isinstance(e.data.get("event"), dict)
+               and e.data["event"].get("type") == "input_audio_buffer.speech_stopped"]
+    if not stopped:
+        return None
+    first_audio = next((e.t_ms for e in view.entries if e.kind == "audio.out" and e.t_ms >= stopped[0]), None)
+    return None if first_audio is None else first_audio - stopped[0]
+
+
+def evaluate(exp: Expectations, view: CallView | None, app_output: str,
+             http_results: list[tuple[str, int | None, str]]) -> list[Check]:
+    """All checks of one scenario. ``view`` is the (first) call; None when no call was created."""
+    checks: list[Check] = []
+
+    def add(name: str, ok: bool, expected: Any, actual: Any, detail: str = "") -> None:
+        checks.append(Check(name, ok, expected, actual, detail))
+
+    if view is None:
+        add("call created", False, "a call", None, "no call reached the mock")
+        return checks
+    if exp.call_state is not None:
+        add("call_state", view.state == exp.call_state, exp.call_state, view.state, view.end_reason or "")
+    if exp.sip_final_status is not None:
+        add("sip_final_status", view.sip_final_status == exp.sip_final_status, exp.sip_final_status,
+            view.sip_final_status)
+    if exp.refer_target is not None:
+        add("refer_target", view.refer_target == exp.refer_target, exp.refer_target, view.refer_target)
+    accepts = [e for e in view.of_kind("rest.request") if e.data.get("op") == "accept"]
+    if exp.accepted is not None:
+        add("accepted", bool(accepts) == exp.accepted, exp.accepted, bool(accepts))
+    if exp.accept:
+        body = view.accept_body if view.accept_body is not None else (accepts[0].data.get("body") if accepts else None)
+        for path, want in exp.accept.items():
+            got = dotted(body, path) if body is not None else _MISSING
+            shown = "<absent>" if got is _MISSING else got
+            ok = (got is _MISSING) if want == "<absent>" else (got == want)
+            add(f"accept.{path}", ok, want, shown)
+    sent = client_event_types(view)
+    if exp.client_events is not None:
+        ce = exp.client_events
+        for t in ce.sent:
+            add(f"app sent {t}", t in sent, "sent", "sent" if t in sent else "not sent")
+        for t in ce.not_sent:
+            add(f"app did not send {t}", t not in sent, "not sent", "sent" if t in sent else "not sent")
+        if ce.order:
+            firsts = [sent.index(t) if t in sent else None for t in ce.order]
+            ok = None not in firsts and firsts == sorted(firsts)  # type: ignore[type-var]
+            add("client event order", ok, ce.order, [t for t in sent if t in ce.order])
+    errors = server_events(view, "error")
+    if exp.server_errors is not None:
+        if not exp.server_errors:
+            add("no server errors", not errors, [], [e["error"].get("code") for e in errors])
+        for want in exp.server_errors:
+            match = next((e for e in errors if _error_matches(e["error"], want.code, want.message, want.param)), None)
+            add(f"server error {want.code or want.message}", match is not None, want.model_dump(exclude_none=True),
+                [{"code": e["error"].get("code"), "message": e["error"].get("message")} for e in errors])
+    if exp.transcription_events is not None:
+        kinds = {e["type"] for e in server_events(view)}
+        got = ("failed" if "conversation.item.input_audio_transcription.failed" in kinds else
+               "completed" if "conversation.item.input_audio_transcription.completed" in kinds else "none")
+        add("transcription events", got == exp.transcription_events, exp.transcription_events, got)
+    for pattern in exp.app_output:
+        found = re.search(pattern, app_output, re.MULTILINE)
+        add(f"app output /{pattern}/", found is not None, "match", found.group(0) if found else "no match")
+    for pattern in exp.app_output_absent:
+        found = re.search(pattern, app_output, re.MULTILINE)
+        add(f"app output lacks /{pattern}/", found is None, "no match", found.group(0) if found else "no match")
+    for check, (url, status, body) in zip(exp.http, http_results, strict=True):
+        ok = status == check.status and all(s in body for s in check.contains) and (
+            check.regex is None or re.search(check.regex, body) is not None)
+        add(f"GET {check.path}", ok, {"status": check.status, "contains": check.contains, "regex": check.regex},
+            {"status": status, "body": body[:500]}, url)
+    if exp.time_to_first_audio_ms is not None:
+        ttfa = time_to_first_audio_ms(view)
+        rng = exp.time_to_first_audio_ms
+        ok = ttfa is not None and (rng.max is None or ttfa <= rng.max) and (rng.min is None or ttfa >= rng.min)
+        add("time to first audio (ms)", ok, rng.model_dump(exclude_none=True), None if ttfa is None else round(ttfa))
+    if exp.webhook_status is not None:
+        attempts = view.of_kind("webhook.attempt")
+        last = attempts[-1].data.get("status") if attempts else None
+        add("webhook answer", last == exp.webhook_status, exp.webhook_status, last)
+    if exp.effective_session:
+        kinds = ("session.created", "session.updated")
+        sessions = [e["session"] for e in server_events(view) if e.get("type") in kinds]
+        current = sessions[-1] if sessions else None
+        for path, want in exp.effective_session.items():
+            got = dotted(current, path) if current is not None else _MISSING
+            add(f"session.{path}", got == want, want, "<absent>" if got is _MISSING else got)
+    if exp.media_corrupt is not None:
+        outs = view.of_kind("audio.out")
+        corrupt = any(e.data.get("corrupt") for e in outs)
+        add("reply audio garbled", corrupt == exp.media_corrupt and bool(outs), exp.media_corrupt,
+            corrupt if outs else "no reply audio")
+    if exp.ws_connected is not None:
+        connected = bool(view.of_kind("ws.connect"))
+        add("websocket connected", connected == exp.ws_connected, exp.ws_connected, connected)
+    return checks
+
+
+def _error_matches(err: dict[str, Any], code: str | None, message: str | None, param: str | None) -> bool:
+    if code is not None and err.get("code") != code:
+        return False
+    if param is not None and err.get("param") != param:
+        return False
+    return message is None or re.search(message, str(err.get("message") or "")) is not None

@@ -1,0 +1,1 @@
+"""Run reports: JSON (machine), JUnit XML (CI), HTML (people)."""

@@ -1,0 +1,115 @@
+"""``rtsip run``: live progress while scenarios run, a summary table, reports, exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .runner import ScenarioResult, collect, run_files, selected
+from .scenario import ScenarioError, expand, load_scenario
+
+
+def _filter(files: list[Path], keyword: str | None) -> list[Path]:
+    if not keyword:
+        return files
+    keep = []
+    for f in files:
+        try:
+            names = [s.name for s in expand(load_scenario(f))]
+        except ScenarioError:
+            names = [f.stem]
+        if any(selected(n, f, keyword) for n in names):
+            keep.append(f)
+    return keep
+
+
+def run_cli(paths: list[str], *, jobs: int, keyword: str | None, junit: Path | None, json_path: Path | None,
+            html: Path | None) -> int:
+    console = Console(stderr=False)
+    files = _filter(collect(list(paths)), keyword)
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        console.print(f"[red]no such scenario file: {missing[0]}[/]")
+        return 2
+    if not files:
+        console.print("[red]no scenario files matched[/]")
+        return 2
+    results = asyncio.run(_run(files, jobs, console))
+    if results is None:
+        console.print("[yellow]interrupted; everything was torn down[/]")
+        return 130
+    table = Table(title=f"rtsip run: {sum(r.passed for r in results)}/{len(results)} passed")
+    table.add_column("scenario")
+    table.add_column("result")
+    table.add_column("s", justify="right")
+    table.add_column("why", overflow="fold")
+    for r in results:
+        table.add_row(escape(r.name), "[green]PASS[/]" if r.passed else "[red]FAIL[/]", f"{r.seconds:.1f}",
+                      "" if r.passed else escape(r.verdict[:400]))
+    console.print(table)
+    if junit:
+        from .report.junit import write_junit
+
+        write_junit(results, junit)
+        console.print(f"JUnit report: {junit}")
+    if json_path:
+        from .report.json_report import write_json
+
+        write_json(results, json_path)
+        console.print(f"JSON report: {json_path}")
+    if html:
+        from .report.html import write_html
+
+        write_html(results, html)
+        console.print(f"HTML report: {html}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+async def _run(files: list[Path], jobs: int, console: Console) -> list[ScenarioResult] | None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    interrupted = False
+
+    def stop() -> None:
+        nonlocal interrupted
+        interrupted = True
+        main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+        overall = progress.add_task(f"0/{len(files)} files", total=None)
+        done = 0
+
+        def on_step(name: str, msg: str) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(escape(f"{name}: {msg}"), total=None)
+            progress.update(tasks[name], description=escape(f"{name}: {msg}"))
+
+        def on_result(r: ScenarioResult) -> None:
+            nonlocal done
+            done += 1
+            mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
+            progress.console.print(f"{mark} {escape(r.name)} ({r.seconds:.1f} s)")
+            if r.name in tasks:
+                progress.remove_task(tasks.pop(r.name))
+            progress.update(overall, description=f"{done} scenario runs finished")
+
+        try:
+            return await run_files(files, jobs, on_result=on_result, on_step=on_step)
+        except asyncio.CancelledError:
+            if interrupted:
+                return None
+            raise
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,274 @@
+"""Run scenario files end to end: mock, app under test, calls, expectations, reports.
+
+Each scenario gets its own mock (in this process, on a free port) and its own app
+process (own port, own process group). Whatever happens, both are torn down before the
+scenario's result is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from audio_fixtures import FixtureNotFound
+from audio_fixtures import fixture as find_fixture
+from mock_api.client import MockClient, MockControlError
+from mock_api.config import MockConfig, RetryPolicy
+from mock_api.control_models import CallView
+from mock_api.running import free_port, running_mock
+
+from .app_process import AppFailed, AppProcess
+from .expect import Check, evaluate
+from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario, resolve_audio
+
+API_KEY = "sk-rtsip-test-key"
+DEFAULT_RING_TIMEOUT_S = 8.0
+SETTLE_S = 1.5  # quiet time after the last step before the journal is read
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    file: str
+    passed: bool
+    verdict: str
+    seconds: float
+    checks: list[Check] = field(default_factory=list)
+    calls: list[CallView] = field(default_factory=list)
+    app_output: list[tuple[float, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    description: str = ""
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "file": self.file, "passed": self.passed, "verdict": self.verdict,
+            "seconds": round(self.seconds, 3), "seed": self.seed, "description": self.description,
+            "checks": [c.to_json() for c in self.checks], "notes": self.notes,
+            "calls": [c.model_dump(mode="json") for c in self.calls],
+            "app_output": [{"t": round(t, 3), "line": line} for t, line in self.app_output],
+        }
+
+
+def collect(paths: list[str | Path]) -> list[Path]:
+    """Scenario files under the given files and directories, in a stable order."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*.y*ml") if q.suffix in (".yaml", ".yml"))
+        else:
+            out.append(p)
+    return out
+
+
+def selected(name: str, file: Path, expr: str | None) -> bool:
+    """``-k``: a substring or glob of the name or file; ``not X`` negates; ``A or B`` either."""
+    if not expr:
+        return True
+    for alt in expr.split(" or "):
+        alt = alt.strip()
+        neg = alt.startswith("not ")
+        pat = alt[4:].strip() if neg else alt
+        hit = any(pat in s or fnmatch.fnmatch(s, pat) for s in (name, file.name, str(file)))
+        if hit != neg:
+            return True
+    return False
+
+
+async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None = None) -> ScenarioResult:
+    started = time.monotonic()
+    note = on_step or (lambda _msg: None)
+    file = Path(scenario.source or ".")
+    result = ScenarioResult(scenario.name, str(file), False, "", 0.0, description=scenario.description,
+                            seed=scenario.seed)
+    port = free_port()
+    config = MockConfig(
+        webhook_url=f"http://127.0.0.1:{port}{scenario.app.webhook_path}",
+        faults=scenario.mock.faults, script=scenario.mock.script.model_dump(exclude_defaults=True),
+        strict_accept=scenario.mock.strict_accept, legacy_beta=scenario.mock.legacy_beta,
+        ring_timeout_s=scenario.mock.ring_timeout_s or DEFAULT_RING_TIMEOUT_S,
+        retry=RetryPolicy(max_attempts=scenario.mock.retry_attempts, initial_delay_s=0.2, max_delay_s=1.0,
+                          timeout_s=5.0),
+    )
+    async with running_mock(config) as mock, MockClient(mock.url) as control:
+        env = {**scenario.app.env, "OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": API_KEY,
+               "OPENAI_WEBHOOK_SECRET": config_secret(mock.server.config), "PORT": str(port)}
+        cwd = (file.parent / (scenario.app.cwd or ".")).resolve()
+        command = [arg.replace("{port}", str(port)).replace("{python}", sys.executable) for arg in scenario.app.command]
+        app = AppProcess(command, env, cwd)
+        try:
+            note("starting app")
+            await app.start()
+            ready = scenario.app.ready
+            secs = await app.wait_ready(port=port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
+            result.notes.append(f"app ready in {secs:.2f} s")
+            call_ids = []
+            for i, call in enumerate(scenario.calls):
+                note(f"call {i + 1}/{len(scenario.calls)}")
+                call_ids.append(await _place_call(call, control, file, result, app))
+            await _settle(control, call_ids)
+            result.calls = [await control.call(cid) for cid in call_ids]
+            http_results = await _http_checks(scenario, port, call_ids[0] if call_ids else "")
+            result.checks = evaluate(scenario.expect, result.calls[0] if result.calls else None, app.output,
+                                     http_results)
+            if app.returncode not in (None, 0):
+                result.notes.append(f"app exited with status {app.returncode} during the run")
+            failed = [c for c in result.checks if not c.ok]
+            result.passed = not failed
+            result.verdict = "passed" if not failed else "failed: " + "; ".join(
+                f"{c.name}: expected {c.expected!r}, got {c.actual!r}" for c in failed)
+        except AppFailed as exc:
+            result.verdict = f"error: {exc}"
+        except (MockControlError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            result.verdict = f"error: {type(exc).__name__}: {exc}"
+        finally:
+            note("tearing down")
+            await app.stop()
+            result.app_output = list(app.lines)
+            if not result.calls:
+                result.calls = [v for v in [await _safe_view(control, cid) for cid in mock.server.calls] if v]
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def config_secret(config: MockConfig) -> str:
+    assert config.webhook_secret
+    return config.webhook_secret
+
+
+async def _safe_view(control: MockClient, call_id: str) -> CallView | None:
+    try:
+        return await control.call(call_id)
+    except (MockControlError, aiohttp.ClientError):
+        return None
+
+
+async def _wait_state(control: MockClient, call_id: str, timeout: float) -> CallView:
+    try:
+        return await control.wait_for(call_id, lambda v: v.state != "ringing", timeout=timeout)
+    except TimeoutError:
+        return await control.call(call_id)
+
+
+async def _place_call(call: CallSpec, control: MockClient, file: Path, result: ScenarioResult,
+                      app: AppProcess) -> str:
+    if call.mode == "sip":
+        raise ScenarioError(file, None, "SIP calls in scenarios need the SIP ingress (issue 4); use mode: virtual")
+    call_id = await control.start_call(from_=call.from_, to=call.to, headers=call.headers, faults=call.faults)
+    deadline = time.monotonic() + call.max_duration_s
+    for i, step in enumerate(call.steps):
+        if time.monotonic() > deadline:
+            result.notes.append(f"call {call_id}: max_duration_s reached at step {i}")
+            break
+        if step.hangup:
+            view = await control.call(call_id)
+            if not view.terminal:
+                await control.caller_hangup(call_id)
+            continue
+        if step.pause_ms is not None:
+            await asyncio.sleep(step.pause_ms / 1000)
+            continue
+        if step.wait_for is not None:
+            await _wait_for_event(control, call_id, step.wait_for, max(0.1, deadline - time.monotonic()), result)
+            continue
+        # the caller speaks or dials: only once the app has answered
+        view = await _wait_state(control, call_id, min(DEFAULT_RING_TIMEOUT_S + 1, deadline - time.monotonic()))
+        if view.state not in ("active", "referring"):
+            result.notes.append(f"call {call_id}: step {i} skipped, the call is {view.state}")
+            break
+        if step.dtmf is not None:
+            await control.dtmf(call_id, step.dtmf)
+        elif step.say is not None:
+            await _say(control, call_id, step.say, file, call.speed)
+        elif step.barge_in is not None:
+            await _wait_for_event(control, call_id, "response.created", 10, result)
+            await _say(control, call_id, step.barge_in, file, call.speed)
+    return call_id
+
+
+async def _say(control: MockClient, call_id: str, ref: str, file: Path, speed: float) -> None:
+    try:
+        find_fixture(ref)
+        await control.say(call_id, ref, speed=speed, wait=True)
+    except FixtureNotFound:
+        await control.say(call_id, path=str(resolve_audio(ref, file.parent)), speed=speed, wait=True)
+
+
+async def _wait_for_event(control: MockClient, call_id: str, kind: str, timeout: float,
+                          result: ScenarioResult) -> None:
+    def seen(v: CallView) -> bool:
+        return any(e.kind == kind or (e.kind in ("ws.server", "ws.client") and isinstance(e.data.get("event"), dict)
+                                      and e.data["event"].get("type") == kind) for e in v.entries) or v.terminal
+
+    try:
+        await control.wait_for(call_id, seen, timeout=timeout, interval=0.05)
+    except TimeoutError:
+        result.notes.append(f"call {call_id}: no {kind} within {timeout:.1f} s")
+
+
+async def _settle(control: MockClient, call_ids: list[str], quiet_s: float = SETTLE_S, limit_s: float = 10) -> None:
+    """Wait until the journal of every call has been quiet for ``quiet_s`` (async transcripts land)."""
+    end = time.monotonic() + limit_s
+    last = -1
+    quiet_since = time.monotonic()
+    while time.monotonic() < end:
+        total = 0
+        for cid in call_ids:
+            total += len((await control.call(cid)).entries)
+        if total != last:
+            last, quiet_since = total, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _http_checks(scenario: Scenario, port: int, call_id: str) -> list[tuple[str, int | None, str]]:
+    out: list[tuple[str, int | None, str]] = []
+    async with aiohttp.ClientSession() as http:
+        for check in scenario.expect.http:
+            url = f"http://127.0.0.1:{port}{check.path.replace('{call_id}', call_id)}"
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    out.append((url, resp.status, await resp.text()))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                out.append((url, None, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[ScenarioResult], None] | None = None,
+                    on_step: Callable[[str, str], None] | None = None) -> list[ScenarioResult]:
+    """Run scenario files, ``jobs`` at a time; a file that does not load is a failed result."""
+    sem = asyncio.Semaphore(max(1, jobs))
+
+    async def one(path: Path, scenario: Scenario) -> ScenarioResult:
+        async with sem:
+            t0 = time.monotonic()
+            try:
+                res = await run_scenario(scenario, (lambda m: on_step(scenario.name, m)) if on_step else None)
+            except Exception as exc:  # a runner bug fails this scenario, not the whole run
+                res = ScenarioResult(scenario.name, str(path), False, f"error: runner: {type(exc).__name__}: {exc}",
+                                     time.monotonic() - t0)
+            if on_result:
+                on_result(res)
+            return res
+
+    runs: list[tuple[Path, Scenario]] = []
+    broken: list[ScenarioResult] = []
+    for path in files:
+        try:
+            runs += [(path, s) for s in expand(load_scenario(path))]
+        except ScenarioError as exc:
+            res = ScenarioResult(path.stem, str(path), False, f"error: {exc}", 0.0)
+            broken.append(res)
+            if on_result:
+                on_result(res)
+    return broken + list(await asyncio.gather(*(one(p, s) for p, s in runs)))

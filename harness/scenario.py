@@ -1,0 +1,407 @@
+"""Scenario files: the schema (pydantic), YAML loading with file:line errors, seeded faker values.
+
+A scenario names the app under test, the fake model's script and faults, the calls to
+place and what must hold afterwards. ``load_scenario`` is the only entry point; every
+mistake in a file comes back as one :class:`ScenarioError` naming the file, the line and
+what was expected there.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from faker import Faker
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from audio_fixtures import FixtureNotFound
+from audio_fixtures import fixture as find_fixture
+from mock_api.faults import Fault
+from mock_api.realtime.script import Script
+
+Path_ = tuple[str | int, ...]
+
+
+class ScenarioError(ValueError):
+    def __init__(self, file: Path | str, line: int | None, message: str) -> None:
+        self.file, self.line, self.detail = str(file), line, message
+        super().__init__(f"{file}:{line if line is not None else '?'}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---- the app under test ----------------------------------------------------------------------
+
+
+class ReadyProbe(_Strict):
+    """How the runner knows the app is up: an HTTP GET answering < 500, or a line on its output."""
+
+    http: str | None = Field(None, description="Path to GET on the app, e.g. /healthz.")
+    log: str | None = Field(None, description="Regex a line of the app's output must match.")
+    timeout_s: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> ReadyProbe:
+        if (self.http is None) == (self.log is None):
+            raise ValueError("give exactly one of 'http' or 'log'")
+        return self
+
+
+class AppSpec(_Strict):
+    command: list[str] = Field(min_length=1, description="argv of the app; {port} is replaced by its port.")
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = Field(None, description="Working directory, relative to the scenario file (default: its folder).")
+    webhook_path: str = Field("/webhook", pattern="^/")
+    ready: ReadyProbe = Field(default_factory=lambda: ReadyProbe(http="/healthz"))
+    openai: Literal["base_url", "intercept"] = Field(
+        "base_url", description="base_url: OPENAI_BASE_URL points at the mock; intercept: HTTPS_PROXY + CA."
+    )
+
+
+# ---- the calls --------------------------------------------------------------------------------
+
+
+class Step(_Strict):
+    """One thing the caller does. Exactly one action per step."""
+
+    say: str | None = Field(None, description="Audio fixture name, or a path to an audio file.")
+    pause_ms: int | None = Field(None, ge=0)
+    dtmf: str | None = Field(None, pattern=r"^[0-9A-D*#]+$")
+    barge_in: str | None = Field(None, description="Fixture spoken over the assistant's reply.")
+    wait_for: str | None = Field(None, description="Journal event kind to wait for, e.g. response.done.")
+    hangup: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Step:
+        set_ = [
+            k for k in ("say", "pause_ms", "dtmf", "barge_in", "wait_for", "hangup") if getattr(self, k) is not None
+        ]
+        if len(set_) != 1:
+            raise ValueError(f"a step takes exactly one of say, pause_ms, dtmf, barge_in, wait_for, hangup; got {set_}")
+        return self
+
+
+class CallSpec(_Strict):
+    mode: Literal["virtual", "sip"] = "virtual"
+    from_: str = Field("sip:+15555550100@127.0.0.1", alias="from")
+    to: str = "sip:proj_rtsip@127.0.0.1"
+    headers: dict[str, str] = Field(default_factory=dict)
+    steps: list[Step] = Field(default_factory=list)
+    faults: list[Fault] = Field(default_factory=list)
+    speed: float = Field(1.0, gt=0, le=20, description="How fast a virtual caller feeds its audio (1 = real time).")
+    max_duration_s: float = Field(30.0, gt=0)
+
+
+# ---- expectations -------------------------------------------------------------------------------
+
+
+class ClientEvents(_Strict):
+    sent: list[str] = Field(default_factory=list, description="Event types the app must send.")
+    not_sent: list[str] = Field(default_factory=list)
+    order: list[str] = Field(default_factory=list, description="These types, first occurrences in this order.")
+
+
+class ServerError(_Strict):
+    code: str | None = None
+    message: str | None = Field(None, description="Regex on error.message.")
+    param: str | None = None
+
+
+class HttpCheck(_Strict):
+    path: str = Field(pattern="^/", description="GET on the app; {call_id} is replaced.")
+    status: int = 200
+    contains: list[str] = Field(default_factory=list)
+    regex: str | None = None
+
+
+class RangeMs(_Strict):
+    max: float | None = None
+    min: float | None = None
+
+
+class Expectations(_Strict):
+    call_state: str | None = Field(None, description="Final state: ended, rejected, referred, failed, no_answer.")
+    accept: dict[str, Any] | None = Field(None, description="Dotted paths into the accept body and their values.")
+    accepted: bool | None = None
+    client_events: ClientEvents | None = None
+    server_errors: list[ServerError] | None = Field(None, description="Errors the app must receive; [] = none.")
+    transcription_events: Literal["completed", "failed", "none"] | None = None
+    sip_final_status: int | None = None
+    refer_target: str | None = None
+    app_output: list[str] = Field(default_factory=list, description="Regexes the app's output must match.")
+    app_output_absent: list[str] = Field(default_factory=list)
+    http: list[HttpCheck] = Field(default_factory=list)
+    time_to_first_audio_ms: RangeMs | None = None
+    webhook_status: int | None = Field(None, description="Status the app answered the (last) webhook with.")
+    effective_session: dict[str, Any] | None = Field(
+        None, description="Dotted paths into the last session.created/updated the app received, and their values."
+    )
+    media_corrupt: bool | None = Field(None, description="Whether reply audio to the caller was garbled (static).")
+    ws_connected: bool | None = None
+
+
+# ---- the scenario --------------------------------------------------------------------------------
+
+
+class FakerVar(_Strict):
+    provider: str = Field(description="A faker provider method, e.g. name, phone_number, numerify.")
+    args: list[Any] = Field(default_factory=list)
+
+
+class MockSpec(_Strict):
+    script: Script = Field(default_factory=Script)
+    faults: list[Fault] = Field(default_factory=list)
+    strict_accept: bool = False
+    legacy_beta: bool = False
+    ring_timeout_s: float | None = Field(None, gt=0)
+    retry_attempts: int = Field(3, ge=1, le=20, description="Webhook delivery attempts before giving up.")
+
+
+class Variant(_Strict):
+    """One version of the app (e.g. the forum's buggy one and the fixed one) with its own expectations."""
+
+    app_args: list[str] = Field(default_factory=list, description="Appended to app.command.")
+    env: dict[str, str] = Field(default_factory=dict)
+    faults: list[Fault] = Field(default_factory=list, description="Added to mock.faults.")
+    expect: Expectations = Field(default_factory=Expectations)
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    seed: int = 0
+    vars: dict[str, Annotated[FakerVar | str, Field(union_mode="left_to_right")]] = Field(default_factory=dict)
+    app: AppSpec
+    mock: MockSpec = Field(default_factory=MockSpec)
+    calls: list[CallSpec] = Field(min_length=1)
+    expect: Expectations = Field(default_factory=Expectations)
+    variants: dict[str, Variant] = Field(
+        default_factory=dict, description="Run once per variant (e.g. buggy, fixed), each with its own checks."
+    )
+    source: str | None = Field(None, exclude=True, description="Set by the loader: the file path.")
+
+    @field_validator("vars")
+    @classmethod
+    def _providers_exist(cls, value: dict[str, FakerVar | str]) -> dict[str, FakerVar | str]:
+        fake = Faker()
+        for name, var in value.items():
+            provider = var.provider if isinstance(var, FakerVar) else var
+            if not callable(getattr(fake, provider, None)):
+                raise ValueError(f"var {name!r}: faker has no provider {provider!r}")
+        return value
+
+
+def expand(scenario: Scenario) -> list[Scenario]:
+    """One runnable scenario per variant (``name[variant]``), or the scenario itself."""
+    if not scenario.variants:
+        return [scenario]
+    out = []
+    for vname, v in scenario.variants.items():
+        expect = Expectations.model_validate(
+            {**scenario.expect.model_dump(exclude_unset=True), **v.expect.model_dump(exclude_unset=True)}
+        )
+        app = scenario.app.model_copy(update={"command": [*scenario.app.command, *v.app_args],
+                                              "env": {**scenario.app.env, **v.env}})
+        mock = scenario.mock.model_copy(update={"faults": [*scenario.mock.faults, *v.faults]})
+        out.append(scenario.model_copy(update={"name": f"{scenario.name}[{vname}]", "app": app, "mock": mock,
+                                               "expect": expect, "variants": {}}))
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema editors use (``rtsip schema`` prints it)."""
+    return Scenario.model_json_schema(by_alias=True)
+
+
+# ---- loading with line numbers ---------------------------------------------------------------------
+
+
+def _compose(text: str, file: Path) -> tuple[Any, dict[Path_, int]]:
+    """Load YAML and remember the 1-based line of every mapping key and sequence item."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ScenarioError(
+            file, mark.line + 1 if mark else None, f"not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    lines: dict[Path_, int] = {}
+
+    def walk(n: yaml.Node | None, path: Path_) -> None:
+        if n is None:
+            return
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value
+                lines[(*path, key)] = k.start_mark.line + 1
+                walk(v, (*path, key))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, (*path, i))
+
+    walk(node, ())
+    data = yaml.safe_load(text) if node is not None else None
+    return data, lines
+
+
+def _line_for(lines: dict[Path_, int], loc: Path_) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _render(data: Any, values: dict[str, str], file: Path, lines: dict[Path_, int], path: Path_ = ()) -> Any:
+    if isinstance(data, dict):
+        return {k: _render(v, values, file, lines, (*path, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_render(v, values, file, lines, (*path, i)) for i, v in enumerate(data)]
+    if isinstance(data, str):
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in values:
+                known = ", ".join(sorted(values)) or "none defined"
+                raise ScenarioError(
+                    file, _line_for(lines, path), f"unknown variable {{{{ {m.group(1)} }}}}; vars: {known}"
+                )
+            return values[m.group(1)]
+
+        return _VAR.sub(sub, data)
+    return data
+
+
+def faker_values(vars_: dict[str, FakerVar | str], seed: int) -> dict[str, str]:
+    """Seeded: the same file and seed give the same caller numbers, names and policy numbers."""
+    fake = Faker()
+    fake.seed_instance(seed)
+    out: dict[str, str] = {}
+    for name, var in vars_.items():
+        spec = var if isinstance(var, FakerVar) else FakerVar(provider=var)
+        out[name] = str(getattr(fake, spec.provider)(*spec.args))
+    return out
+
+
+def _loc_text(loc: Path_) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ScenarioError(file, None, f"cannot read: {exc.strerror}") from None
+    data, lines = _compose(text, file)
+    if not isinstance(data, dict):
+        raise ScenarioError(file, 1, "expected a mapping with at least 'name', 'app' and 'calls'")
+    raw_vars = data.get("vars") or {}
+    try:
+        vars_model = Scenario.model_validate({"name": "x", "app": {"command": ["x"]}, "calls": [{}], "vars": raw_vars})
+    except ValidationError as exc:
+        _raise(file, lines, exc)
+    used_seed = seed if seed is not None else int(data.get("seed", 0) or 0)
+    values = faker_values(vars_model.vars, used_seed)
+    rendered = _render(data, values, file, lines)
+    try:
+        scenario = Scenario.model_validate(rendered)
+    except ValidationError as exc:
+        _raise(file, lines, exc)
+    scenario.source = str(file)
+    scenario.seed = used_seed
+    _check_fixtures(scenario, file, lines)
+    return scenario
+
+
+def _raise(file: Path, lines: dict[Path_, int], exc: ValidationError) -> None:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"FakerVar", "str"}))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key '{loc[-1]}'"
+        parent = loc[:-1]
+        model = _model_at(parent)
+        if model is not None:
+            allowed = ", ".join(f.alias or n for n, f in model.model_fields.items() if not f.exclude)
+            msg += f"; expected one of: {allowed}"
+    elif err["type"] == "missing":
+        msg = f"missing required key '{loc[-1]}'"
+    else:
+        msg = (
+            f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict | list) else msg
+        )
+    raise ScenarioError(file, _line_for(lines, loc), f"at {_loc_text(loc)}: {msg}") from None
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    model: type[BaseModel] = Scenario
+    for p in loc:
+        if isinstance(p, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == p), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        found = _first_model(ann)
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _first_model(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()):
+        m = _first_model(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def resolve_audio(ref: str, base: Path) -> Path:
+    """A step's audio: a committed fixture name, or a file relative to the scenario."""
+    try:
+        return find_fixture(ref).path
+    except FixtureNotFound as exc:
+        p = (base / ref).resolve()
+        if p.is_file():
+            return p
+        raise FileNotFoundError(str(exc)) from None
+
+
+def _check_fixtures(scenario: Scenario, file: Path, lines: dict[Path_, int]) -> None:
+    for ci, call in enumerate(scenario.calls):
+        for si, step in enumerate(call.steps):
+            for key in ("say", "barge_in"):
+                ref = getattr(step, key)
+                if ref is None:
+                    continue
+                try:
+                    resolve_audio(ref, file.parent)
+                except FileNotFoundError as exc:
+                    loc: Path_ = ("calls", ci, "steps", si, key)
+                    raise ScenarioError(
+                        file, _line_for(lines, loc), f"at {_loc_text(loc)}: no fixture or audio file {ref!r}; {exc}"
+                    ) from None
+    for ti, turn in enumerate(scenario.mock.script.turns):
+        if turn.audio is not None:
+            try:
+                resolve_audio(turn.audio, file.parent)
+            except FileNotFoundError as exc:
+                loc = ("mock", "script", "turns", ti, "audio")
+                raise ScenarioError(
+                    file, _line_for(lines, loc), f"at {_loc_text(loc)}: no fixture or audio file {turn.audio!r}; {exc}"
+                ) from None

@@ -1,0 +1,219 @@
+"""The worker IPC protocol: JSON lines, commands on the worker's stdin, events on its stdout.
+
+Why JSON lines over pipes: the parent starts each worker as a plain subprocess (never a fork of a
+threaded process), pipes come for free, die with the process (EOF tells the parent at once that a
+worker is gone) and need no port allocation.  Audio frames never cross this boundary; only
+commands, events and file paths (plus optional small base64 PCM chunks for streamed playback).
+
+Wire format (one JSON object per line, UTF-8):
+
+* command: ``{"v": 1, "op": "<op>", "req": <int>, ...args}``
+* event:   ``{"v": 1, "ev": "<kind>", ...fields}``; every command gets exactly one
+  ``{"ev": "reply", "req": <same int>, "ok": true, "result": {...}}`` or ``"ok": false, "error": "..."``.
+
+The op and event names, with their fields, are listed in :class:`Op` and :class:`Ev`.  A peer that
+sees a different ``v`` must refuse to talk (the worker answers ``ready`` with its version first).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, TypeVar
+
+PROTOCOL_VERSION = 1
+_T = TypeVar("_T")
+
+
+class Op(StrEnum):
+    """Commands a parent may send.  Fields after the dash are the command's arguments."""
+
+    PING = "ping"  # - → result {pid, calls, cpu_s}
+    MAKE_CALL = "make_call"  # - ref, uri, headers{}, play[], record?, vad?, refer_status?, hangup_on_refer?
+    RINGING = "ringing"  # - ref, code=180
+    ANSWER = "answer"  # - ref, code=200, play[], record?, vad?, headers{}
+    REJECT = "reject"  # - ref, code=603, reason?
+    REDIRECT = "redirect"  # - ref, contact, code=302
+    REFER = "refer"  # - ref, target
+    HANGUP = "hangup"  # - ref, code?, reason?
+    PLAY = "play"  # - ref, path (8 kHz mono 16-bit WAV), clear=False
+    PLAY_PCM = "play_pcm"  # - ref, pcm (base64 of 8 kHz mono L16), clear=False
+    CLEAR_PLAYBACK = "clear_playback"  # - ref
+    RECORD = "record"  # - ref, path
+    SET_VAD = "set_vad"  # - ref, **VadParams fields
+    SEND_DTMF = "send_dtmf"  # - ref, digits, method="rfc2833"|"info"
+    STATS = "stats"  # - ref? → result {calls: {ref: {...}}}
+    SHUTDOWN = "shutdown"  # - (worker hangs up everything and exits)
+
+
+class Ev(StrEnum):
+    """Events a worker (or the supervisor, last block) emits.  Fields after the dash."""
+
+    READY = "ready"  # - protocol, pid, name, tls_port, tcp_port, udp_port, max_calls
+    REPLY = "reply"  # - req, ok, result | error
+    INCOMING_CALL = "incoming_call"  # - ref, sip_call_id, request_uri, user, from, to, headers[[k,v]], src, raw, t
+    REJECTED_INCOMING = "rejected_incoming"  # - code, reason, sip_call_id, request_uri, src (pjsua refused it)
+    CALL_STATE = "call_state"  # - ref, state, code, reason, t_ms
+    MEDIA_ACTIVE = "media_active"  # - ref, codec, clock_rate, srtp, t_ms
+    FIRST_AUDIO = "first_audio"  # - ref, audio_ms, t_ms (first received frame above the energy gate)
+    SPEECH_STARTED = "speech_started"  # - ref, audio_ms
+    SPEECH_STOPPED = "speech_stopped"  # - ref, audio_ms (end of speech), detected_ms (decision time)
+    PLAYBACK_DONE = "playback_done"  # - ref, audio_ms
+    DTMF = "dtmf"  # - ref, digit, method
+    REFER_RECEIVED = "refer_received"  # - ref, target, status
+    REFER_STATUS = "refer_status"  # - ref, code, reason, final
+    RECORDING = "recording"  # - ref, path, duration_ms
+    CALL_ENDED = "call_ended"  # - ref, code, reason, end_code, end_reason, by, cause, answered, marks{}, ...
+    TRANSPORT = "transport"  # - state, error?, tls_verify_status?, tls_verify_msgs[]
+    LOG = "log"  # - level, msg
+    EXIT = "exit"  # - failed (last line a worker writes before it exits)
+    # emitted by the supervisor, never by a worker:
+    WORKER_STARTED = "worker_started"  # - worker, pid, tls_port, tcp_port, udp_port, restarts
+    WORKER_EXITED = "worker_exited"  # - worker, pid, returncode, restarting
+    CALL_FAILED = "call_failed"  # - ref, reason, worker, returncode (a worker died with this call live)
+    CALL_REDIRECTED = "call_redirected"  # - ref, sip_call_id, to_worker, contact (front-door 302)
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message of this protocol version."""
+
+
+def _load(line: bytes | str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("message is not an object")
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {obj.get('v')!r} != {PROTOCOL_VERSION}")
+    return obj
+
+
+@dataclass
+class Command:
+    """One request to a worker; ``req`` pairs it with its ``reply`` event."""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    req: int = 0
+
+    def to_line(self) -> bytes:
+        return (json.dumps({"v": PROTOCOL_VERSION, "op": self.op, "req": self.req, **self.args}) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes | str) -> Command:
+        obj = _load(line)
+        op = obj.pop("op", None)
+        if op not in Op._value2member_map_:
+            raise ProtocolError(f"unknown op {op!r}")
+        obj.pop("v")
+        req = obj.pop("req", 0)
+        if not isinstance(req, int):
+            raise ProtocolError("req must be an integer")
+        return cls(op=str(op), args=obj, req=req)
+
+
+@dataclass
+class Event:
+    """One event from a worker (``worker`` is filled in by the supervisor: the pool index)."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    worker: int | None = None
+
+    def to_line(self) -> bytes:
+        return (json.dumps({"v": PROTOCOL_VERSION, "ev": self.kind, **self.data}) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes | str) -> Event:
+        obj = _load(line)
+        kind = obj.pop("ev", None)
+        if not isinstance(kind, str):
+            raise ProtocolError("event without 'ev'")
+        obj.pop("v")
+        return cls(kind=kind, data=obj)
+
+    @property
+    def ref(self) -> str | None:
+        ref = self.data.get("ref")
+        return ref if isinstance(ref, str) else None
+
+
+def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)
+
+
+@dataclass
+class VadParams:
+    """Speech detection on received audio, per call.
+
+    Mirrors the Realtime API's ``server_vad`` turn detection: ``threshold`` (0..1) picks the
+    webrtcvad aggressiveness (0.5 → mode 2), ``silence_duration_ms`` is the end-of-speech hangover.
+    ``min_speech_ms`` voiced audio is needed before ``speech_started`` fires (its ``audio_ms`` is the
+    first voiced frame, so the reported boundary does not move); ``energy_floor_dbfs`` keeps
+    line hiss from counting as speech.  ``prefix_padding_ms`` is carried for the parent (the worker
+    reports raw boundaries).
+    """
+
+    enabled: bool = True
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    min_speech_ms: int = 60
+    energy_floor_dbfs: float = -50.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VadParams:
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def mode(self) -> int:
+        return max(0, min(3, int(self.threshold * 4)))
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs at start; passed as one JSON argument (``--config``).
+
+    Ports: 0 binds an ephemeral port (reported in ``ready``), ``None`` disables that transport.
+    ``rtp_port`` is the first RTP port pjsua tries; give each worker its own range so processes
+    do not race for the same ports.
+    """
+
+    name: str = "sipworker"
+    bind: str = "127.0.0.1"
+    tls_port: int | None = 0
+    tcp_port: int | None = None
+    udp_port: int | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+    verify_server: bool = True
+    verify_client: bool = False
+    srtp: str = "disabled"  # disabled | optional | mandatory
+    rtp_port: int = 4000
+    rtp_port_range: int = 200
+    user: str = "rtsip"
+    user_agent: str = "rtsip-sipworker"
+    log_level: int = 1
+    no_delay: bool = True
+    max_calls: int = 4
+    first_audio_peak: int = 300
+    rtp_timeout_s: float = 15.0  # hang up a call that received no RTP for this long (0: never)
+    rec_dir: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerConfig:
+        return _from_dict(cls, json.loads(text))
