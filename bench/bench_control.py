@@ -28,7 +28,7 @@ async def webhook_latency(calls: int) -> list[float]:
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
     done = asyncio.Event()
-    async with MockProcess(["--port", "0", "--ring-timeout", "3600"]) as mock:
+    async with MockProcess(["--port", "0", "--no-sip", "--ring-timeout", "3600"]) as mock:
         verifier = OpenAI(api_key="sk-bench", webhook_secret=mock.webhook_secret)
 
         async def hook(request: web.Request) -> web.Response:
@@ -63,7 +63,8 @@ async def accept_latency(concurrency: int, rounds: int) -> tuple[list[float], li
     """Client-observed ms per accept, and the server's own share (journal request → response)."""
     lat: list[float] = []
     inside: list[float] = []
-    async with MockProcess(["--port", "0", "--ring-timeout", "3600"]) as mock, MockClient(mock.url) as control:
+    args = ["--port", "0", "--no-sip", "--ring-timeout", "3600"]
+    async with MockProcess(args) as mock, MockClient(mock.url) as control:
         client = AsyncOpenAI(api_key="sk-bench", base_url=mock.base_url, max_retries=0)
         for _ in range(rounds):
             ids = [await control.start_call() for _ in range(concurrency)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 
@@ -52,14 +53,14 @@ async def _client(http: aiohttp.ClientSession, url: str, n: int, out: list[float
 def _server_share(entries: list[dict[str, object]]) -> list[float]:
     """ms from each journaled client frame to the next journal entry (its first server event)."""
     shares = []
-    for a, b in zip(entries, entries[1:], strict=False):
+    for a, b in itertools.pairwise(entries):
         if a["kind"] == "ws.client" and b["kind"] == "ws.server":
             shares.append(float(b["t_ms"]) - float(a["t_ms"]))  # type: ignore[arg-type]
     return shares
 
 
 async def latency(sessions: int, events: int) -> tuple[list[float], list[float]]:
-    async with MockProcess(["--port", "0"]) as mock, MockClient(mock.url) as control:
+    async with MockProcess(["--port", "0", "--no-sip"]) as mock, MockClient(mock.url) as control:
         url = mock.base_url.replace("http://", "ws://", 1) + "/realtime?model=gpt-realtime"
         samples: list[float] = []
         conn = aiohttp.TCPConnector(limit=0)

@@ -53,12 +53,18 @@ def _add_mock(sub: Any) -> None:
                    help="serve OpenAI-Beta: realtime=v1 sockets instead of closing them with 4000")
     p.add_argument("--ring-timeout", type=float, default=None, metavar="S",
                    help="fail calls nobody accepts within S seconds (default 30)")
+    p.add_argument("--sip-port", type=int, default=5061, metavar="PORT",
+                   help="SIP port for TLS, TCP and UDP (default 5061; 0 picks a free one)")
+    p.add_argument("--sip-workers", type=int, default=1, metavar="N",
+                   help="SIP worker processes, 4 calls each (default 1)")
+    p.add_argument("--no-sip", action="store_true", help="do not start the SIP ingress (HTTP and WebSocket only)")
+    p.add_argument("--record", action="store_true", help="record what each SIP caller sent, in the state directory")
     p.set_defaults(func=cmd_mock)
 
 
 def cmd_mock(args: argparse.Namespace) -> int:
     from mock_api.config import MockConfig
-    from mock_api.running import running_mock
+    from mock_api.running import SipOptions, running_mock
     from mock_api.state import state_dir, webhook_secret
 
     sdir = state_dir(args.state_dir)
@@ -87,9 +93,11 @@ def cmd_mock(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_mock(config, args.host, args.port) as mock:
+        sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record)
+        async with running_mock(config, args.host, args.port, sip) as mock:
+            sip_part = f" sip={mock.sip.uri()} ca={mock.sip.certs.ca}" if mock.sip else ""
             print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
-                  f"webhook_url={config.webhook_url or '-'} state_dir={sdir}", flush=True)
+                  f"webhook_url={config.webhook_url or '-'}{sip_part} state_dir={sdir}", flush=True)
             await stop.wait()
 
     try:

@@ -136,8 +136,8 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
         last = attempts[-1].data.get("status") if attempts else None
         add("webhook answer", last == exp.webhook_status, exp.webhook_status, last)
     if exp.effective_session:
-        kinds = ("session.created", "session.updated")
-        sessions = [e["session"] for e in server_events(view) if e.get("type") in kinds]
+        session_kinds = ("session.created", "session.updated")
+        sessions = [e["session"] for e in server_events(view) if e.get("type") in session_kinds]
         current = sessions[-1] if sessions else None
         for path, want in exp.effective_session.items():
             got = dotted(current, path) if current is not None else _MISSING

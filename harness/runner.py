@@ -8,6 +8,7 @@ scenario's result is returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import sys
 import time
@@ -47,11 +48,13 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     description: str = ""
     seed: int = 0
+    app_started_at: float | None = None  # wall clock, the journal's clock, for aligning app output
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "file": self.file, "passed": self.passed, "verdict": self.verdict,
             "seconds": round(self.seconds, 3), "seed": self.seed, "description": self.description,
+            "app_started_at": self.app_started_at,
             "checks": [c.to_json() for c in self.checks], "notes": self.notes,
             "calls": [c.model_dump(mode="json") for c in self.calls],
             "app_output": [{"t": round(t, 3), "line": line} for t, line in self.app_output],
@@ -99,15 +102,26 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
         retry=RetryPolicy(max_attempts=scenario.mock.retry_attempts, initial_delay_s=0.2, max_delay_s=1.0,
                           timeout_s=5.0),
     )
-    async with running_mock(config) as mock, MockClient(mock.url) as control:
+    async with running_mock(config) as mock, MockClient(mock.url) as control, contextlib.AsyncExitStack() as extra:
         env = {**scenario.app.env, "OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": API_KEY,
                "OPENAI_WEBHOOK_SECRET": config_secret(mock.server.config), "PORT": str(port)}
+        if scenario.app.openai == "intercept":
+            # Zero-change interception (mock_api/proxy.py): HTTPS_PROXY + the local CA instead of a base URL;
+            # proxy_env also pins OPENAI_BASE_URL to https://api.openai.com/v1. Torn down before the mock.
+            from mock_api.proxy import proxy_env, running_proxy
+            from mock_api.state import state_dir
+
+            proxy = await extra.enter_async_context(running_proxy(mock, state_dir()))
+            env.update(proxy_env(proxy, proxy.ca_path))
+            if "OPENAI_BASE_URL" in scenario.app.env:  # e.g. an Azure endpoint: intercepted as well
+                env["OPENAI_BASE_URL"] = scenario.app.env["OPENAI_BASE_URL"]
         cwd = (file.parent / (scenario.app.cwd or ".")).resolve()
         command = [arg.replace("{port}", str(port)).replace("{python}", sys.executable) for arg in scenario.app.command]
         app = AppProcess(command, env, cwd)
         try:
             note("starting app")
             await app.start()
+            result.app_started_at = time.time()
             ready = scenario.app.ready
             secs = await app.wait_ready(port=port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
             result.notes.append(f"app ready in {secs:.2f} s")

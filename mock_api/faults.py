@@ -102,7 +102,8 @@ _ALL = [
         "voice_frozen_after_first_audio",
         "session",
         "17",
-        "Voice changes after the first audio output are ignored (on by default, as on the real service).",
+        "Voice changes after the first audio output are silently ignored (session.updated keeps the old voice) "
+        "instead of refused with cannot_update_voice.",
     ),
     # media / SIP
     FaultInfo("static_audio", "media", "8", "Outbound RTP carries noise while WebSocket events stay normal."),

@@ -135,7 +135,8 @@ async def transcriptions(request: web.Request) -> web.Response:
                  "total_tokens": audio_tokens + out,
                  "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens}}
     if fmt == "verbose_json":
-        return web.json_response({"task": "transcribe", "language": _LANGUAGE_NAMES.get(primary(detected) or "", detected),
+        language = _LANGUAGE_NAMES.get(primary(detected) or "", detected)
+        return web.json_response({"task": "transcribe", "language": language,
                                   "duration": seconds, "text": text,
                                   "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": text,
                                                 "tokens": [], "temperature": 0.0, "avg_logprob": -0.1,

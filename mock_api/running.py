@@ -6,6 +6,8 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,12 +15,26 @@ from .config import MockConfig
 from .http import create_app
 from .server import MockServer
 
+if TYPE_CHECKING:
+    from .sip import SipIngress
+
+
+@dataclass(frozen=True)
+class SipOptions:
+    """The SIP ingress: where it listens and how many worker processes (4 calls each) it runs."""
+
+    state_dir: Path
+    port: int = 5061
+    workers: int = 1
+    record: bool = False
+
 
 @dataclass
 class RunningMock:
     server: MockServer
     host: str
     port: int
+    sip: SipIngress | None = None
 
     @property
     def url(self) -> str:
@@ -31,8 +47,8 @@ class RunningMock:
 
 
 @asynccontextmanager
-async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1",
-                       port: int = 0) -> AsyncIterator[RunningMock]:
+async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+                       sip: SipOptions | None = None) -> AsyncIterator[RunningMock]:
     server = MockServer(config)
     runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
     await runner.setup()
@@ -42,9 +58,18 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     server_obj = site._server
     if server_obj is not None and getattr(server_obj, "sockets", None):
         bound = server_obj.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    ingress = None
     try:
-        yield RunningMock(server, host, bound)
+        if sip is not None:
+            from .sip import SipIngress  # only SIP users pay for the worker pool
+
+            ingress = SipIngress(server, sip.state_dir, host=host, port=sip.port, workers=sip.workers,
+                                 record=sip.record)
+            await ingress.start()
+        yield RunningMock(server, host, bound, ingress)
     finally:
+        if ingress is not None:
+            await ingress.stop()
         await runner.cleanup()
 
 

@@ -3,14 +3,16 @@
 It decides nothing about the protocol. It routes an upgrade to a session (one per
 ``call_id``, shared by every socket of that call, or one per ``?model=`` / ``?intent=``
 socket), applies the upgrade rules of reference §1.4 / §8, pumps the session's timers,
-fans server events out to the sockets, hands reply audio to the media path, journals
-every event both ways, and closes the sockets when the call ends.
+fans server events out to the sockets, hands reply audio to the media path (and takes
+speech boundaries and DTMF from it, telling it the effective config so its VAD follows
+``turn_detection``), journals every event both ways, and closes the sockets when the call ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import weakref
 from collections.abc import Callable
@@ -33,6 +35,7 @@ WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
 _SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_ws_server")
 
 MediaSink = Callable[[AudioOut | ClearAudio], None]
+ConfigSink = Callable[[dict[str, Any]], object]
 
 
 class SessionHost:
@@ -44,6 +47,7 @@ class SessionHost:
         self.call_id = call_id
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[tuple[str, Any] | None]] = {}
         self.media_sink: MediaSink | None = None
+        self._on_config: ConfigSink | None = None
         self._wake = asyncio.Event()
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
         self.closed = False
@@ -65,6 +69,26 @@ class SessionHost:
     def dtmf(self, digit: str) -> None:
         self.dispatch(self.session.dtmf(digit, self.server.clock()))
 
+    def media_speech_started(self, audio_ms: int) -> None:
+        """The SIP worker's VAD heard the caller start speaking at ``audio_ms`` (first voiced ms)."""
+        self.dispatch(self.session.media_speech_started(audio_ms, self.server.clock()))
+
+    def media_speech_stopped(self, audio_ms: int, detected_ms: int) -> None:
+        """The SIP worker's VAD heard the caller stop (last voiced ms, and when the silence ran out)."""
+        self.dispatch(self.session.media_speech_stopped(audio_ms, detected_ms, self.server.clock()))
+
+    @property
+    def on_session_config(self) -> ConfigSink | None:
+        """Called with the full effective session config now and after every ``session.updated``
+        (the SIP ingress keeps its worker's VAD in step with ``turn_detection``)."""
+        return self._on_config
+
+    @on_session_config.setter
+    def on_session_config(self, sink: ConfigSink | None) -> None:
+        self._on_config = sink
+        if sink is not None:
+            sink(copy.deepcopy(self.session.config))
+
     # ---- outputs ------------------------------------------------------------------------
 
     def dispatch(self, outputs: list[Output], origin: web.WebSocketResponse | None = None) -> None:
@@ -72,6 +96,8 @@ class SessionHost:
             if isinstance(out, dict):
                 fidelity.audit(out)
                 self.server.journal.record(self.call_id, "ws.server", event=_journal_view(out))
+                if out["type"] == "session.updated" and self._on_config is not None:
+                    self._on_config(copy.deepcopy(out["session"]))
                 targets = [origin] if out["type"] == "error" and origin in self.sockets else list(self.sockets)
                 text = json.dumps(out)
                 for ws in targets:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .certs import CertPaths, ensure_certs
+from mock_api.certs import CertPaths, ensure_certs
+
 from .ipc import Ev, Event, Op, WorkerConfig
 from .supervisor import WorkerPool, pool_configs
 

@@ -36,16 +36,17 @@ def test_help_documents_every_flag_and_env() -> None:
 
 async def test_mock_ready_line_and_stable_secret(tmp_path: Path) -> None:
     env = {"RTSIP_STATE_DIR": str(tmp_path)}
-    async with MockProcess(["--port", "0"], env=env) as first:
+    async with MockProcess(["--port", "0", "--no-sip"], env=env) as first:
         assert first.base_url.startswith("http://127.0.0.1:") and first.base_url.endswith("/v1")
         assert first.webhook_secret.startswith("whsec_")
         async with MockClient(first.url) as control:
             assert (await control.start_call()).startswith("rtc_")
         secret = first.webhook_secret
     assert first._proc is not None and first._proc.returncode == 0
-    async with MockProcess(["--port", "0"], env=env) as second:
+    async with MockProcess(["--port", "0", "--no-sip"], env=env) as second:
         assert second.webhook_secret == secret
-    async with MockProcess(["--port", "0"], env={**env, "OPENAI_WEBHOOK_SECRET": "whsec_ZmFrZQ=="}) as third:
+    env_secret = {**env, "OPENAI_WEBHOOK_SECRET": "whsec_ZmFrZQ=="}
+    async with MockProcess(["--port", "0", "--no-sip"], env=env_secret) as third:
         assert third.webhook_secret == "whsec_ZmFrZQ=="
 
 
@@ -53,7 +54,7 @@ async def test_mock_delivers_to_webhook_url_flag(tmp_path: Path) -> None:
     secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
     receiver = await WebhookReceiver(secret=secret).start()
     try:
-        args = ["--port", "0", "--webhook-url", receiver.url, "--webhook-secret", secret, "--state-dir",
+        args = ["--port", "0", "--no-sip", "--webhook-url", receiver.url, "--webhook-secret", secret, "--state-dir",
                 str(tmp_path)]
         async with MockProcess(args) as mock, MockClient(mock.url) as control:
             call_id = await control.start_call(headers={"X-Customer": "42"})
@@ -68,13 +69,13 @@ def test_mock_reports_port_in_use(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = rtsip("mock", "--port", str(port), "--state-dir", str(tmp_path))
+        r = rtsip("mock", "--port", str(port), "--no-sip", "--state-dir", str(tmp_path))
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
 
 
 def test_mock_rejects_unknown_fault(tmp_path: Path) -> None:
-    r = rtsip("mock", "--port", "0", "--fault", "no_such_fault", "--state-dir", str(tmp_path))
+    r = rtsip("mock", "--port", "0", "--no-sip", "--fault", "no_such_fault", "--state-dir", str(tmp_path))
     assert r.returncode == 2 and "unknown fault 'no_such_fault'" in r.stderr
 
 

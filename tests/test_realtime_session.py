@@ -336,6 +336,7 @@ def test_sip_playback_stops_and_dtmf() -> None:
     assert [e["response_id"] for e in d.of("output_audio_buffer.stopped")] == [rid]
     assert d.types().index("rate_limits.updated") < d.types().index("output_audio_buffer.stopped")
     (dt,) = d.session.dtmf("9", d.now)
+    assert isinstance(dt, dict)
     assert dt["type"] == "input_audio_buffer.dtmf_event_received" and dt["event"] == "9" and "event_id" not in dt
     d._take([dt])
 

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import websockets
@@ -22,9 +22,9 @@ from mock_api.control_models import CallView
 from mock_api.realtime.voice import VOICE_PITCH_HZ
 from tests.realtime_fixtures import assert_server_event, utterance
 
-SCRIPT = {"greeting": "Thank you for calling, how can I help you?", "response_latency_s": 0.01,
+SCRIPT: dict[str, Any] = {"greeting": "Thank you for calling, how can I help you?", "response_latency_s": 0.01,
           "generation_speed": 40, "transcription_delay_s": 0.05}
-END_CALL = {"type": "function", "name": "end_call", "description": "Ends the call after saying bye.",
+END_CALL: Any = {"type": "function", "name": "end_call", "description": "Ends the call after saying bye.",
             "parameters": {"type": "object", "properties": {}, "required": []}}
 
 
@@ -49,8 +49,8 @@ def audio_out(view: CallView, response_id: str | None = None) -> list[dict[str, 
 
 
 async def start(control: MockClient, client: AsyncOpenAI, *, faults: list[Any] | None = None,
-                **accept: Any) -> str:
-    call_id = await control.start_call(script=SCRIPT, faults=faults)
+                script: dict[str, Any] | None = None, **accept: Any) -> str:
+    call_id = await control.start_call(script=script or SCRIPT, faults=faults)
     await client.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime", **accept)
     return call_id
 
@@ -104,7 +104,9 @@ async def test_static_after_update_corrected_flow_keeps_g711(client: AsyncOpenAI
 
 
 async def test_greeting_before_voice_update_uses_the_old_voice(client: AsyncOpenAI, control: MockClient) -> None:
-    call_id = await start(control, client)  # accept without a voice: alloy
+    # accept without a voice (alloy); the model takes 0.4 s to start speaking, as a real one might, so the
+    # voice update below lands after response.created but before the first audio however busy the machine
+    call_id = await start(control, client, script={**SCRIPT, "response_latency_s": 0.4})
     async with client.realtime.connect(call_id=call_id) as conn:
         await recv_until(conn, "session.created")
         # the buggy order: greeting first, voice update right behind it without waiting
@@ -235,8 +237,8 @@ async def _turn_end(client: AsyncOpenAI, turn_detection: dict[str, Any]) -> tupl
     """Speech 400..1600 ms then 2.1 s of silence over a ?model= socket; returns (session td, speech_stopped)."""
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await recv_until(conn, "session.created")
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {
-            "turn_detection": turn_detection}}})
+        await conn.session.update(session=cast(Any, {"type": "realtime", "audio": {"input": {
+            "turn_detection": turn_detection}}}))
         (updated,) = await recv_until(conn, "session.updated")
         pcm = utterance(1200, lead_ms=400, tail_ms=2100)
         step = 24000 * 2 // 10  # 100 ms appends, as a client streaming audio would
@@ -262,8 +264,8 @@ async def test_semantic_vad_eagerness_sets_how_long_it_waits(client: AsyncOpenAI
 async def test_semantic_vad_takes_no_server_vad_knobs(client: AsyncOpenAI) -> None:
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await recv_until(conn, "session.created")
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": {
-            "type": "semantic_vad", "idle_timeout_ms": 6000}}}})  # type: ignore[typeddict-unknown-key]
+        await conn.session.update(session=cast(Any, {"type": "realtime", "audio": {"input": {"turn_detection": {
+            "type": "semantic_vad", "idle_timeout_ms": 6000}}}}))
         (err,) = await recv_until(conn, "error")
         assert err["error"]["code"] == "unknown_parameter"
         assert err["error"]["param"] == "session.audio.input.turn_detection.idle_timeout_ms"

@@ -8,7 +8,7 @@ import io
 import json
 import wave
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -312,7 +312,7 @@ async def test_client_secrets_and_whisper_transcriptions(mock: Mock) -> None:
     assert secret.session.type == "realtime"
     with pytest.raises(BadRequestError) as info:
         await mock.client.realtime.client_secrets.create(
-            session={"type": "realtime", "temperature": 0.7})  # type: ignore[typeddict-unknown-key]
+            session=cast(Any, {"type": "realtime", "temperature": 0.7}))
     assert info.value.body["message"] == "Unknown parameter: 'session.temperature'."  # type: ignore[index]
     assert info.value.code == "unknown_parameter"
     wav = io.BytesIO()

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from cryptography import x509
 
+from mock_api import certs
 from mock_api.audio import load_audio
-from sipworker import certs, media, sipmsg
+from sipworker import media, sipmsg
 from sipworker.ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures"

@@ -346,6 +346,53 @@ class RealtimeSession:
         return [{"type": "input_audio_buffer.dtmf_event_received", "event": digit,
                  "received_at": int(self._wall(now))}]
 
+    def media_speech_started(self, audio_ms: int, now: float) -> list[Output]:
+        """Speech start found by the media path's own VAD (SIP workers keep caller audio to themselves).
+
+        ``audio_ms`` is the first voiced caller-audio millisecond; the event's ``audio_start_ms``
+        includes ``prefix_padding_ms`` as with the session's own VAD. Nothing is emitted for manual
+        turns (``turn_detection: null``) or while a turn is already in progress.
+        """
+        try:
+            self._pad_buffer_to(float(audio_ms))
+            td = self._input_cfg().get("turn_detection")
+            out: list[Output] = []
+            if isinstance(td, dict) and self._pending_item_id is None:
+                pad = int(_or(td.get("prefix_padding_ms"), 300))
+                out = self._speech_started(max(0, int(audio_ms) - pad), now)
+            out.extend(self._run_due(now))
+            return out
+        except Exception as exc:
+            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+
+    def media_speech_stopped(self, audio_ms: int, detected_ms: int, now: float) -> list[Output]:
+        """Speech end found by the media path's VAD: ``audio_ms`` the last voiced ms, ``detected_ms``
+        when the silence ran out (the event's ``audio_end_ms``, as the real server reports it).
+
+        The session holds no caller audio on this path, so the input buffer is filled with silence
+        up to ``detected_ms``: committed items, usage and ``input_audio_buffer.commit`` (manual
+        turns) then see the caller's real durations.
+        """
+        try:
+            self._pad_buffer_to(float(max(audio_ms, detected_ms)))
+            td = self._input_cfg().get("turn_detection")
+            out: list[Output] = []
+            if isinstance(td, dict) and self._pending_item_id is not None:
+                out = self._speech_stopped(int(max(audio_ms, detected_ms)), now)
+            out.extend(self._run_due(now))
+            return out
+        except Exception as exc:
+            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+
+    def _pad_buffer_to(self, ms: float) -> None:
+        """Account for caller audio the media path heard but did not hand over (as silence)."""
+        missing = ms - self._audio_ms
+        if missing > 0:
+            rate = self._buffer_rate()
+            pcm = audio.silence(missing, rate)
+            self._buffer.extend(pcm)
+            self._audio_ms += audio.duration_ms(pcm, rate)
+
     # ---- dispatch ---------------------------------------------------------------------------
 
     def _receive(self, text: str | bytes, now: float) -> list[Output]:
@@ -631,7 +678,7 @@ class RealtimeSession:
         return next((i for i in self.items if i["id"] == item_id), None)
 
     def _on_conversation_item_create(self, msg: dict[str, Any], now: float, event_id: str | None) -> list[Output]:
-        item = copy.deepcopy(msg["item"])
+        item = msg["item"]  # msg was parsed from this frame alone: the session owns it, no copy needed
         prev_id = msg.get("previous_item_id")
         if prev_id is not None and prev_id != "root" and self._item(prev_id) is None:
             return [ev.error("invalid_value", f"Error adding item: the previous item with id '{prev_id}' does not "
@@ -1114,7 +1161,7 @@ class RealtimeSession:
             return None
         if self._idle_since is None or self.active_response_id is not None or self._playback:
             return None
-        if self._detector is not None and self._detector.in_speech:
+        if (self._detector is not None and self._detector.in_speech) or self._pending_item_id is not None:
             return None
         return self._idle_since + float(td["idle_timeout_ms"]) / 1000.0
 

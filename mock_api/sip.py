@@ -1,0 +1,327 @@
+"""The mock's SIP ingress: real SIP/TLS calls in, the same call lifecycle out.
+
+A pool of SIP workers (answering role) takes INVITEs for ``sip:proj_<anything>@host:port``.
+Each becomes a ringing call with the INVITE's headers, which fires the signed webhook;
+the call lifecycle's effects (answer, final status, REFER, BYE) go back to the worker;
+the worker's speech boundaries, DTMF and hang-ups feed the Realtime session; reply audio
+streams back to the caller. This module only translates: ``calls.Call`` decides, the
+session core speaks, the workers do the SIP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sipworker.ipc import Ev, Event, Op, WorkerConfig
+from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
+
+from . import audio, ws
+from . import calls as c
+from . import faults as faultlib
+from .certs import CertPaths, ensure_certs
+from .realtime.session import AudioOut, ClearAudio
+from .server import MockServer
+
+SIP_RATE = 8000
+USER_PREFIX = "proj_"
+
+
+def media_security(raw_invite: str) -> str:
+    """``srtp`` when the SDP offer asks for RTP/SAVP, else ``rtp`` (the webhook's sip_media_security)."""
+    return "srtp" if "RTP/SAVP" in raw_invite else "rtp"
+
+
+def vad_params(session_config: dict[str, Any]) -> dict[str, Any]:
+    """The worker's speech detection, from the session's ``audio.input.turn_detection``.
+
+    With ``turn_detection: null`` (manual turns) detection keeps running, so the session
+    still learns how much caller audio there is; it just does not end turns by itself.
+    """
+    td = ((session_config.get("audio") or {}).get("input") or {}).get("turn_detection")
+    if not isinstance(td, dict):
+        return {"enabled": True, "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+    if td.get("type") == "semantic_vad":
+        silence = {"high": 300, "medium": 700, "auto": 700, "low": 1500}.get(td.get("eagerness") or "auto", 700)
+        return {"enabled": True, "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": silence}
+    return {
+        "enabled": True,
+        "threshold": float(td.get("threshold", 0.5)),
+        "prefix_padding_ms": int(td.get("prefix_padding_ms", 300)),
+        "silence_duration_ms": int(td.get("silence_duration_ms", 200)),
+    }
+
+
+@dataclass
+class _Leg:
+    """One SIP call's link between a worker ref and a call_id, with its command lane."""
+
+    ref: str
+    call_id: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    answered: bool = False
+    ended: bool = False
+
+
+class SipIngress:
+    def __init__(self, server: MockServer, state_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
+                 port: int = 5061, workers: int = 1, tcp: bool = True, udp: bool = True,
+                 rtp_base: int = 20000, record: bool = False) -> None:
+        self.server = server
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = port
+        self.certs: CertPaths = ensure_certs(self.state_dir)
+        self.record = record
+        template = WorkerConfig(
+            name="ingress", bind=host, tls_port=0, tcp_port=0 if tcp else None, udp_port=0 if udp else None,
+            cert_file=str(self.certs.cert), key_file=str(self.certs.key), srtp="optional", user="proj_rtsip",
+            rtp_timeout_s=30.0,
+        )
+        configs = pool_configs(workers, template, first_tls_port=port, first_tcp_port=port if tcp else None,
+                               first_udp_port=port if udp else None, rtp_base=rtp_base)
+        self.pool = WorkerPool(configs, on_event=self._on_event, front_door=True)
+        self._legs: dict[str, _Leg] = {}  # ref → leg
+        self._by_call: dict[str, _Leg] = {}  # call_id → leg
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.pool.start()
+        self.port = self.pool.workers[0].ports.get("tls", self.port)
+        self.server.on_effect(self._on_effect)
+        self.server.on_call_active(self._on_active)
+        self.server.journal.record(None, "sip.listening", uri=self.uri(), ca=str(self.certs.ca),
+                                   workers=len(self.pool.workers))
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pool.stop()
+
+    async def __aenter__(self) -> SipIngress:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def uri(self, user: str = "proj_rtsip", transport: str = "tls") -> str:
+        return self.pool.contact_uri(0, user, transport)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- worker events → calls and sessions ---------------------------------------------------
+
+    async def _on_event(self, ev: Event) -> None:
+        handler = _HANDLERS.get(ev.kind)
+        if handler is not None:
+            await handler(self, ev)
+
+    async def _incoming(self, ev: Event) -> None:
+        d = ev.data
+        ref = str(d["ref"])
+        user = str(d.get("user") or "")
+        if not user.startswith(USER_PREFIX):
+            self.server.journal.record(None, "sip.rejected", reason="unknown user", user=user,
+                                       request_uri=d.get("request_uri"), status=404)
+            with contextlib.suppress(WorkerError):
+                await self.pool.call_command(ref, Op.REJECT, code=404, reason="Not Found")
+            return
+        headers = [(str(k), str(v)) for k, v in d.get("headers", [])]
+        call = self.server.start_call(
+            from_uri=str(d.get("from") or ""), to_uri=str(d.get("to") or ""), headers=headers, transport="sip",
+            media_security=media_security(str(d.get("raw") or "")), sip_call_id=d.get("sip_call_id"),
+        )
+        leg = _Leg(ref, call.call_id)
+        self._legs[ref] = leg
+        self._by_call[call.call_id] = leg
+        self.server.journal.record(call.call_id, "sip.invite", request_uri=d.get("request_uri"), src=d.get("src"),
+                                   transport=d.get("transport"), worker=ev.worker, ref=ref)
+        await self._command(leg, Op.RINGING, code=180)
+        self.server.journal.record(call.call_id, "sip.sent", status=180)
+
+    async def _call_state(self, ev: Event) -> None:
+        leg = self._legs.get(str(ev.ref))
+        if leg is not None:
+            self.server.journal.record(leg.call_id, "sip.state", state=ev.data.get("state"), code=ev.data.get("code"),
+                                       reason=ev.data.get("reason"))
+
+    async def _media_active(self, ev: Event) -> None:
+        leg = self._legs.get(str(ev.ref))
+        if leg is not None:
+            self.server.journal.record(leg.call_id, "sip.media", codec=ev.data.get("codec"),
+                                       srtp=ev.data.get("srtp"), clock_rate=ev.data.get("clock_rate"))
+
+    async def _speech(self, ev: Event) -> None:
+        leg = self._legs.get(str(ev.ref))
+        if leg is None:
+            return
+        started = ev.kind == Ev.SPEECH_STARTED
+        audio_ms = int(ev.data.get("audio_ms", 0))
+        end_ms = int(ev.data.get("detected_ms", audio_ms))
+        self.server.journal.record(leg.call_id, "sip.speech_started" if started else "sip.speech_stopped",
+                                   audio_ms=audio_ms, **({} if started else {"detected_ms": end_ms}))
+        host = ws.get_session(self.server, leg.call_id)
+        if host is not None:
+            if started:
+                host.media_speech_started(audio_ms)
+            else:
+                host.media_speech_stopped(audio_ms, end_ms)
+
+    async def _dtmf(self, ev: Event) -> None:
+        leg = self._legs.get(str(ev.ref))
+        if leg is None:
+            return
+        digit = str(ev.data.get("digit"))
+        self.server.journal.record(leg.call_id, "sip.dtmf", digit=digit, method=ev.data.get("method"))
+        host = ws.get_session(self.server, leg.call_id)
+        if host is not None:
+            host.dtmf(digit)
+
+    async def _refer_status(self, ev: Event) -> None:
+        leg = self._legs.get(str(ev.ref))
+        if leg is None:
+            return
+        self.server.journal.record(leg.call_id, "sip.refer_status", code=ev.data.get("code"),
+                                   final=ev.data.get("final"))
+        call = self.server.calls.get(leg.call_id)
+        if ev.data.get("final") and call is not None and call.state is c.CallState.REFERRING:
+            # The provider answered the REFER: the transfer is out of our hands, our leg ends.
+            self.server.apply(call, c.ReferDone(), source="sip")
+
+    async def _ended(self, ev: Event) -> None:
+        leg = self._legs.pop(str(ev.ref), None)
+        if leg is None:
+            return
+        leg.ended = True
+        self._by_call.pop(leg.call_id, None)
+        d = ev.data
+        self.server.journal.record(leg.call_id, "sip.ended", kind=ev.kind, code=d.get("code"), reason=d.get("reason"),
+                                   by=d.get("by"), cause=d.get("cause"), recording=d.get("recording"))
+        call = self.server.calls.get(leg.call_id)
+        if call is None or call.state.terminal:
+            return
+        if ev.kind == Ev.CALL_FAILED:
+            self.server.apply(call, c.Fail(f"sip worker died (rc {d.get('returncode')})", 500), source="sip")
+        else:
+            self.server.apply(call, c.CallerBye(), source="sip")
+
+    async def _rejected_incoming(self, ev: Event) -> None:
+        self.server.journal.record(None, "sip.rejected", status=ev.data.get("code"), reason=ev.data.get("reason"),
+                                   request_uri=ev.data.get("request_uri"), src=ev.data.get("src"))
+
+    async def _redirected(self, ev: Event) -> None:
+        self.server.journal.record(None, "sip.redirected", sip_call_id=ev.data.get("sip_call_id"),
+                                   to_worker=ev.data.get("to_worker"), contact=ev.data.get("contact"))
+
+    async def _worker(self, ev: Event) -> None:
+        self.server.journal.record(None, f"sip.{ev.kind}", **ev.data)
+
+    # ---- call effects → worker commands ----------------------------------------------------------
+
+    def _on_effect(self, call: c.Call, effect: c.Effect) -> None:
+        leg = self._by_call.get(call.call_id)
+        if leg is None or call.transport != "sip":
+            return
+        if isinstance(effect, c.AnswerSip):
+            config = call.accept_body or {}
+            args: dict[str, Any] = {"code": 200, "vad": vad_params(config)}
+            if self.record:
+                rec_dir = self.state_dir / "recordings"
+                rec_dir.mkdir(parents=True, exist_ok=True)
+                args["record"] = str(rec_dir / f"{call.call_id}-caller.wav")
+            self._spawn(self._answer(leg, args))
+        elif isinstance(effect, c.SendSipFinal):
+            self._spawn(self._command(leg, Op.REJECT, code=effect.status_code))
+            self.server.journal.record(call.call_id, "sip.sent", status=effect.status_code)
+        elif isinstance(effect, c.SendRefer):
+            self._spawn(self._command(leg, Op.REFER, target=effect.target_uri))
+            self.server.journal.record(call.call_id, "sip.sent", request="REFER", refer_to=effect.target_uri)
+        elif isinstance(effect, c.SendBye):
+            delay = 0.0
+            if call.state is c.CallState.FAILED and (call.end_reason or "").startswith("invalid_session_config"):
+                fault = faultlib.find(self.server.faults_for(call.call_id), "accept_invalid_hangup")
+                delay = float(fault.param("after_s")) if fault else 1.0  # the real leg dies about a second later
+            self._spawn(self._bye(leg, delay))
+
+    async def _answer(self, leg: _Leg, args: dict[str, Any]) -> None:
+        await self._command(leg, Op.ANSWER, **args)
+        leg.answered = True
+        self.server.journal.record(leg.call_id, "sip.sent", status=200, vad=args["vad"])
+
+    async def _bye(self, leg: _Leg, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        if not leg.ended:
+            self.server.journal.record(leg.call_id, "sip.sent", request="BYE")
+            await self._command(leg, Op.HANGUP)
+
+    async def _command(self, leg: _Leg, op: Op, **args: Any) -> None:
+        """Commands of one call go out in order; a worker that is gone is already journaled."""
+        async with leg.lock:
+            if leg.ended and op is not Op.HANGUP:
+                return
+            try:
+                await self.pool.call_command(leg.ref, op, **args)
+            except (WorkerError, KeyError) as exc:
+                self.server.journal.record(leg.call_id, "sip.command_failed", op=str(op), error=str(exc))
+
+    # ---- media: the session's reply audio → the caller ------------------------------------------
+
+    def _on_active(self, call: c.Call) -> None:
+        if call.transport != "sip":
+            return
+        host = ws.get_session(self.server, call.call_id)
+        leg = self._by_call.get(call.call_id)
+        if host is None or leg is None:
+            return
+        static = faultlib.find(self.server.faults_for(call.call_id), "static_audio") is not None
+        host.media_sink = self._sink(leg, static)
+        host.on_session_config = lambda cfg: self._spawn(self._command(leg, Op.SET_VAD, **vad_params(cfg)))
+
+    def _sink(self, leg: _Leg, static: bool) -> Callable[[AudioOut | ClearAudio], None]:
+        def sink(out: AudioOut | ClearAudio) -> None:
+            if isinstance(out, ClearAudio):
+                self.server.journal.record(leg.call_id, "sip.clear_playback", response_id=out.response_id)
+                self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
+                return
+            pcm = out.pcm if out.rate == SIP_RATE else audio.resample(out.pcm, out.rate, SIP_RATE)
+            if static or out.corrupt:
+                pcm = garble(pcm)
+            self._spawn(self._command(leg, Op.PLAY_PCM, pcm=base64.b64encode(pcm).decode()))
+
+        return sink
+
+
+def garble(pcm: bytes) -> bytes:
+    """What a G.711 leg plays when it is handed the wrong encoding: loud broadband noise (§13.7, §13.8)."""
+    return audio.pcm_to_ulaw(pcm) * 2  # raw µ-law bytes read as 16-bit PCM: static, same duration
+
+
+_HANDLERS: dict[str, Callable[[SipIngress, Event], Any]] = {
+    Ev.INCOMING_CALL: SipIngress._incoming,
+    Ev.CALL_STATE: SipIngress._call_state,
+    Ev.MEDIA_ACTIVE: SipIngress._media_active,
+    Ev.SPEECH_STARTED: SipIngress._speech,
+    Ev.SPEECH_STOPPED: SipIngress._speech,
+    Ev.DTMF: SipIngress._dtmf,
+    Ev.REFER_STATUS: SipIngress._refer_status,
+    Ev.CALL_ENDED: SipIngress._ended,
+    Ev.CALL_FAILED: SipIngress._ended,
+    Ev.REJECTED_INCOMING: SipIngress._rejected_incoming,
+    Ev.CALL_REDIRECTED: SipIngress._redirected,
+    Ev.WORKER_STARTED: SipIngress._worker,
+    Ev.WORKER_EXITED: SipIngress._worker,
+}
