@@ -107,7 +107,9 @@ class App:
             )
             self.say(call_id, "accepted (beta-shaped body)")
             return
-        audio: dict[str, Any] = {"input": {}, "output": {}}
+        # 600 ms of silence ends a turn: callers pause between the digits of a policy number
+        audio: dict[str, Any] = {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 600}},
+                                 "output": {}}
         if "no_transcription" not in self.bugs:
             audio["input"]["transcription"] = {"model": "gpt-4o-transcribe"}
         if "greeting_before_voice" not in self.bugs:

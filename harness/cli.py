@@ -209,12 +209,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo", help="one real SIP/TLS call through the whole stack, narrated live",
+        description="Start the mock with its SIP ingress, the example SDK app and the softphone; place one real "
+                    "SIP/TLS call with fixture audio; print the live timeline and both transcripts; write an HTML "
+                    "report. Exit status 0 when the call went as expected.",
+        epilog="environment:\n  RTSIP_STATE_DIR  where the report goes (default $XDG_STATE_HOME/rtsip)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="where to write the HTML report (default <state dir>/reports/demo-<time>.html)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.html)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtsip", description="Local SIP test bench and fake OpenAI Realtime API.",
         epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
     _add_mock(sub)
     _add_trigger(sub)
     call_cmd.register(sub)

@@ -1,32 +1,65 @@
-"""pytest plugin (entry point ``rtsip`` via ``pytest11``): a running fake OpenAI per test.
+"""pytest plugin (entry point ``rtsip`` via ``pytest11``): the fake OpenAI, a softphone and scenarios
+as fixtures, with expectations checked at teardown the way pytest-httpserver checks its own.
 
-    async def test_my_app(openai_mock):
-        call_id = await openai_mock.control.start_call(headers={"X-Claim-Id": "7"})
-        ...
-        view = await openai_mock.control.call(call_id)
-        assert view.state == "active"
+    async def test_claims_app(openai_mock):
+        openai_mock.expect(accept={"audio.input.transcription.model": "gpt-4o-transcribe"},
+                           server_errors=[], call_state="ended")
+        async with openai_mock.app(["python", "app.py", "--port", "{port}"]) as app:
+            call_id = await openai_mock.control.start_call()
+            await openai_mock.control.say(call_id, "caller_policy_number", speed=3, wait=True)
+            await openai_mock.control.caller_hangup(call_id)
+        # expectations are checked when the fixture tears down
 
-More fixtures (softphone, run_scenario, expectations) join as those parts land.
+Fixtures: ``openai_mock`` (HTTP/WebSocket only), ``openai_mock_sip`` (with the SIP/TLS
+ingress), ``softphone`` (trusts that mock's CA), ``run_scenario`` (runs scenario files).
+See docs/pytest.md for a complete walk-through.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from mock_api.client import MockClient
-from mock_api.config import MockConfig
-from mock_api.running import RunningMock, running_mock
+from mock_api.config import ConfigPatch, MockConfig
+from mock_api.running import RunningMock, SipOptions, free_port, running_mock
+
+from .app_process import AppProcess
+from .expect import Check, evaluate
+from .scenario import Expectations, expand, load_scenario
+
+
+@dataclass
+class RunningApp:
+    process: AppProcess
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output(self) -> str:
+        return self.process.output
 
 
 @dataclass
 class OpenAIMock:
-    """What a test needs: where the mock is, its secret, and the control client."""
+    """A running fake OpenAI: where it is, its control client, and the expectations to check."""
 
     running: RunningMock
     control: MockClient
+    state_dir: Path
+    expectations: list[tuple[Expectations, int | None]] = field(default_factory=list)
+    apps: list[RunningApp] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -38,12 +71,111 @@ class OpenAIMock:
         return self.running.server.config.webhook_secret or ""
 
     @property
-    def journal(self) -> object:
-        return self.running.server.journal
+    def sip_uri(self) -> str:
+        if self.running.sip is None:
+            raise RuntimeError("this mock has no SIP ingress: use the openai_mock_sip fixture")
+        return self.running.sip.uri()
+
+    def env(self, port: int | None = None) -> dict[str, str]:
+        """What an app needs to reach this mock instead of OpenAI."""
+        env = {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": "sk-rtsip-test-key",
+               "OPENAI_WEBHOOK_SECRET": self.webhook_secret}
+        if port is not None:
+            env["PORT"] = str(port)
+        return env
+
+    def configure(self, **settings: Any) -> None:
+        """Faults, script, retry policy, strict_accept...: same fields as PUT /_mock/config."""
+        self.running.server.configure(ConfigPatch.model_validate(settings))
+
+    def expect(self, call: int | None = 0, **checks: Any) -> None:
+        """Expect something of call number ``call`` (None: every call), checked at teardown.
+
+        Takes the keys of a scenario's ``expect:`` block, e.g. ``call_state="ended"``,
+        ``accept={"audio.input.transcription.model": "whisper-1"}``, ``server_errors=[]``,
+        ``client_events={"sent": ["session.update"]}``, ``transcription_events="completed"``.
+        """
+        self.expectations.append((Expectations.model_validate(checks), call))
+
+    @asynccontextmanager
+    async def app(self, command: list[str], *, webhook_path: str = "/webhook", ready_http: str | None = "/healthz",
+                  ready_log: str | None = None, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                  timeout: float = 20.0) -> AsyncIterator[RunningApp]:
+        """Start the app under test on a free port, pointed at this mock, and stop it afterwards."""
+        port = free_port()
+        argv = [a.replace("{port}", str(port)).replace("{python}", sys.executable) for a in command]
+        proc = AppProcess(argv, {**(env or {}), **self.env(port)}, Path(cwd) if cwd else None)
+        self.configure(webhook_url=f"http://127.0.0.1:{port}{webhook_path}")
+        await proc.start()
+        running = RunningApp(proc, port)
+        self.apps.append(running)
+        try:
+            await proc.wait_ready(port=port, http_path=None if ready_log else ready_http, log_regex=ready_log,
+                                  timeout=timeout)
+            yield running
+        finally:
+            await proc.stop()
+
+    async def check(self) -> list[Check]:
+        """Evaluate every expectation against the journal; returns the failed checks."""
+        views = await self.control.calls()
+        output = "\n".join(a.output for a in self.apps)
+        failed: list[Check] = []
+        for exp, index in self.expectations:
+            targets = views if index is None else ([views[index]] if index < len(views) else [None])
+            for view in targets:
+                failed += [c for c in evaluate(exp, view, output, []) if not c.ok]
+        return failed
+
+
+@asynccontextmanager
+async def _mock(sip: bool) -> AsyncIterator[OpenAIMock]:
+    state = Path(tempfile.mkdtemp(prefix="rtsip-pytest-"))
+    options = SipOptions(state, port=0, workers=2) if sip else None
+    async with running_mock(MockConfig(), sip=options) as running, MockClient(running.url) as control:
+        mock = OpenAIMock(running, control, state)
+        yield mock
+        failed = await mock.check()
+        if failed:
+            lines = [f"{c.name}: expected {c.expected!r}, got {c.actual!r}" for c in failed]
+            pytest.fail("rtsip expectations not met:\n  " + "\n  ".join(lines), pytrace=False)
 
 
 @pytest_asyncio.fixture
 async def openai_mock() -> AsyncIterator[OpenAIMock]:
-    """A fake OpenAI server on 127.0.0.1 (a free port), reset for every test."""
-    async with running_mock(MockConfig()) as running, MockClient(running.url) as control:
-        yield OpenAIMock(running, control)
+    """A fake OpenAI (REST, WebSocket, webhooks, control API) on 127.0.0.1, checked at teardown."""
+    async with _mock(sip=False) as mock:
+        yield mock
+
+
+@pytest_asyncio.fixture
+async def openai_mock_sip() -> AsyncIterator[OpenAIMock]:
+    """The same with the SIP/TLS ingress (``openai_mock_sip.sip_uri``) for real calls."""
+    async with _mock(sip=True) as mock:
+        yield mock
+
+
+@pytest_asyncio.fixture
+async def softphone(openai_mock_sip: OpenAIMock) -> AsyncIterator[Any]:
+    """A softphone that trusts the SIP mock's CA: ``call = await softphone.call(openai_mock_sip.sip_uri)``."""
+    from .softphone import Softphone
+
+    assert openai_mock_sip.running.sip is not None
+    log = open(openai_mock_sip.state_dir / "softphone.log", "a")  # noqa: SIM115
+    try:
+        async with Softphone(ca=openai_mock_sip.running.sip.certs.ca, state_dir=openai_mock_sip.state_dir / "phone",
+                             stderr=log) as phone:
+            yield phone
+    finally:
+        log.close()
+
+
+@pytest.fixture
+def run_scenario() -> Callable[..., Awaitable[list[Any]]]:
+    """``results = await run_scenario("scenarios/forum/03_missing_session_type.yaml")``: one result per variant."""
+    from .runner import run_scenario as run_one
+
+    async def run(path: str | Path, **kw: Any) -> list[Any]:
+        return [await run_one(s, **kw) for s in expand(load_scenario(path))]
+
+    return run

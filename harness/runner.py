@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fnmatch
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,16 +20,17 @@ from typing import Any
 
 import aiohttp
 
-from audio_fixtures import FixtureNotFound
-from audio_fixtures import fixture as find_fixture
 from mock_api.client import MockClient, MockControlError
 from mock_api.config import MockConfig, RetryPolicy
-from mock_api.control_models import CallView
-from mock_api.running import free_port, running_mock
+from mock_api.control_models import CallView, JournalEntry
+from mock_api.running import SipOptions, free_port, running_mock
+from mock_api.state import state_dir
 
 from .app_process import AppFailed, AppProcess
+from .callers import Caller, SipCaller, VirtualCaller
 from .expect import Check, evaluate
-from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario, resolve_audio
+from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario
+from .softphone import Softphone
 
 API_KEY = "sk-rtsip-test-key"
 DEFAULT_RING_TIMEOUT_S = 8.0
@@ -87,7 +89,10 @@ def selected(name: str, file: Path, expr: str | None) -> bool:
     return False
 
 
-async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None = None) -> ScenarioResult:
+async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None = None,
+                       on_entry: Callable[[str, JournalEntry], None] | None = None,
+                       run_dir: Path | None = None) -> ScenarioResult:
+    """Run one scenario (one variant). ``on_entry`` sees each journal entry of each call as it lands."""
     started = time.monotonic()
     note = on_step or (lambda _msg: None)
     file = Path(scenario.source or ".")
@@ -102,14 +107,18 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
         retry=RetryPolicy(max_attempts=scenario.mock.retry_attempts, initial_delay_s=0.2, max_delay_s=1.0,
                           timeout_s=5.0),
     )
-    async with running_mock(config) as mock, MockClient(mock.url) as control, contextlib.AsyncExitStack() as extra:
+    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="rtsip-run-"))
+    needs_sip = any(c.mode == "sip" for c in scenario.calls)
+    sip = SipOptions(state_dir(), port=0, workers=1) if needs_sip else None
+    phone: Softphone | None = None
+    async with running_mock(config, sip=sip) as mock, MockClient(mock.url) as control, \
+            contextlib.AsyncExitStack() as extra:
         env = {**scenario.app.env, "OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": API_KEY,
                "OPENAI_WEBHOOK_SECRET": config_secret(mock.server.config), "PORT": str(port)}
         if scenario.app.openai == "intercept":
             # Zero-change interception (mock_api/proxy.py): HTTPS_PROXY + the local CA instead of a base URL;
             # proxy_env also pins OPENAI_BASE_URL to https://api.openai.com/v1. Torn down before the mock.
             from mock_api.proxy import proxy_env, running_proxy
-            from mock_api.state import state_dir
 
             proxy = await extra.enter_async_context(running_proxy(mock, state_dir()))
             env.update(proxy_env(proxy, proxy.ca_path))
@@ -126,11 +135,34 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
             secs = await app.wait_ready(port=port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
             result.notes.append(f"app ready in {secs:.2f} s")
             call_ids = []
-            for i, call in enumerate(scenario.calls):
-                note(f"call {i + 1}/{len(scenario.calls)}")
-                call_ids.append(await _place_call(call, control, file, result, app))
+            callers: list[Caller] = []
+            watchers: list[_Watcher] = []
+            for i, spec in enumerate(scenario.calls):
+                note(f"call {i + 1}/{len(scenario.calls)} ({spec.mode})")
+                caller: Caller
+                if spec.mode == "sip":
+                    assert mock.sip is not None
+                    if phone is None:
+                        log = extra.enter_context(open(run_dir / "softphone.log", "a"))  # noqa: SIM115
+                        phone = await extra.enter_async_context(
+                            Softphone(ca=mock.sip.certs.ca, state_dir=run_dir / "phone", stderr=log))
+                    caller = await SipCaller.place(phone, mock.sip.uri(), control, spec, file.parent)
+                else:
+                    caller = await VirtualCaller.place(control, spec, file.parent)
+                callers.append(caller)
+                call_ids.append(caller.call_id)
+                if on_entry is not None:
+                    watchers.append(_Watcher(control, caller.call_id, on_entry))
+                await _drive(caller, spec, control, result)
             await _settle(control, call_ids)
+            for w in watchers:
+                await w.stop()
             result.calls = [await control.call(cid) for cid in call_ids]
+            for view, caller in zip(result.calls, callers, strict=True):
+                media = caller.media()
+                view.recording = media.get("recording")
+                view.sent_audio = media.get("sent_audio") or []
+                view.caller = media
             http_results = await _http_checks(scenario, port, call_ids[0] if call_ids else "")
             result.checks = evaluate(scenario.expect, result.calls[0] if result.calls else None, app.output,
                                      http_results)
@@ -173,60 +205,78 @@ async def _wait_state(control: MockClient, call_id: str, timeout: float) -> Call
         return await control.call(call_id)
 
 
-async def _place_call(call: CallSpec, control: MockClient, file: Path, result: ScenarioResult,
-                      app: AppProcess) -> str:
-    if call.mode == "sip":
-        raise ScenarioError(file, None, "SIP calls in scenarios need the SIP ingress (issue 4); use mode: virtual")
-    call_id = await control.start_call(from_=call.from_, to=call.to, headers=call.headers, faults=call.faults)
-    deadline = time.monotonic() + call.max_duration_s
-    for i, step in enumerate(call.steps):
+async def _drive(caller: Caller, spec: CallSpec, control: MockClient, result: ScenarioResult) -> None:
+    """Run a call's steps; speaking and dialling wait until the app has answered."""
+    call_id = caller.call_id
+    deadline = time.monotonic() + spec.max_duration_s
+    waits: dict[str, int] = {}  # the n-th `wait_for: X` step waits for the n-th X
+    for i, step in enumerate(spec.steps):
         if time.monotonic() > deadline:
             result.notes.append(f"call {call_id}: max_duration_s reached at step {i}")
             break
         if step.hangup:
-            view = await control.call(call_id)
-            if not view.terminal:
-                await control.caller_hangup(call_id)
+            await caller.hangup()
             continue
         if step.pause_ms is not None:
             await asyncio.sleep(step.pause_ms / 1000)
             continue
         if step.wait_for is not None:
-            await _wait_for_event(control, call_id, step.wait_for, max(0.1, deadline - time.monotonic()), result)
+            waits[step.wait_for] = waits.get(step.wait_for, 0) + 1
+            await _wait_for_event(control, call_id, step.wait_for, max(0.1, deadline - time.monotonic()), result,
+                                  count=waits[step.wait_for])
             continue
-        # the caller speaks or dials: only once the app has answered
         view = await _wait_state(control, call_id, min(DEFAULT_RING_TIMEOUT_S + 1, deadline - time.monotonic()))
         if view.state not in ("active", "referring"):
             result.notes.append(f"call {call_id}: step {i} skipped, the call is {view.state}")
             break
         if step.dtmf is not None:
-            await control.dtmf(call_id, step.dtmf)
+            await caller.dtmf(step.dtmf)
         elif step.say is not None:
-            await _say(control, call_id, step.say, file, call.speed)
+            await caller.say(step.say)
         elif step.barge_in is not None:
             await _wait_for_event(control, call_id, "response.created", 10, result)
-            await _say(control, call_id, step.barge_in, file, call.speed)
-    return call_id
-
-
-async def _say(control: MockClient, call_id: str, ref: str, file: Path, speed: float) -> None:
-    try:
-        find_fixture(ref)
-        await control.say(call_id, ref, speed=speed, wait=True)
-    except FixtureNotFound:
-        await control.say(call_id, path=str(resolve_audio(ref, file.parent)), speed=speed, wait=True)
+            await caller.say(step.barge_in)
 
 
 async def _wait_for_event(control: MockClient, call_id: str, kind: str, timeout: float,
-                          result: ScenarioResult) -> None:
+                          result: ScenarioResult, count: int = 1) -> None:
+    """Until the call's journal holds ``count`` entries of ``kind`` (a journal kind or an event type)."""
+
     def seen(v: CallView) -> bool:
-        return any(e.kind == kind or (e.kind in ("ws.server", "ws.client") and isinstance(e.data.get("event"), dict)
-                                      and e.data["event"].get("type") == kind) for e in v.entries) or v.terminal
+        n = sum(1 for e in v.entries if e.kind == kind or (
+            e.kind in ("ws.server", "ws.client") and isinstance(e.data.get("event"), dict)
+            and e.data["event"].get("type") == kind))
+        return n >= count or v.terminal
 
     try:
         await control.wait_for(call_id, seen, timeout=timeout, interval=0.05)
     except TimeoutError:
         result.notes.append(f"call {call_id}: no {kind} within {timeout:.1f} s")
+
+
+class _Watcher:
+    """Hands each new journal entry of a call to ``on_entry`` while it runs (live timelines)."""
+
+    def __init__(self, control: MockClient, call_id: str, on_entry: Callable[[str, JournalEntry], None]) -> None:
+        self.control, self.call_id, self.on_entry = control, call_id, on_entry
+        self.seen = 0
+        self.task = asyncio.create_task(self._run())
+
+    async def flush(self) -> None:
+        view = await self.control.call(self.call_id)
+        for entry in view.entries[self.seen:]:
+            self.on_entry(self.call_id, entry)
+        self.seen = len(view.entries)
+
+    async def _run(self, interval: float = 0.1) -> None:
+        while True:
+            await self.flush()
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.flush()
 
 
 async def _settle(control: MockClient, call_ids: list[str], quiet_s: float = SETTLE_S, limit_s: float = 10) -> None:

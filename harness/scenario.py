@@ -379,7 +379,7 @@ def resolve_audio(ref: str, base: Path) -> Path:
         p = (base / ref).resolve()
         if p.is_file():
             return p
-        raise FileNotFoundError(str(exc)) from None
+        raise FileNotFoundError(exc.args[0] if exc.args else ref) from None
 
 
 def _check_fixtures(scenario: Scenario, file: Path, lines: dict[Path_, int]) -> None:
@@ -399,7 +399,7 @@ def _check_fixtures(scenario: Scenario, file: Path, lines: dict[Path_, int]) -> 
     for ti, turn in enumerate(scenario.mock.script.turns):
         if turn.audio is not None:
             try:
-                resolve_audio(turn.audio, file.parent)
+                turn.audio = str(resolve_audio(turn.audio, file.parent))  # the mock gets an absolute path
             except FileNotFoundError as exc:
                 loc = ("mock", "script", "turns", ti, "audio")
                 raise ScenarioError(

@@ -69,8 +69,9 @@ class MockClient:
             body["media_security"] = media_security
         return StartCallResponse.model_validate(await self._req("POST", "/_mock/calls", body)).call_id
 
-    async def calls(self) -> list[CallView]:
-        return CallList.model_validate(await self._req("GET", "/_mock/calls")).calls
+    async def calls(self, entries: bool = True) -> list[CallView]:
+        path = "/_mock/calls" if entries else "/_mock/calls?entries=0"
+        return CallList.model_validate(await self._req("GET", path)).calls
 
     async def call(self, call_id: str) -> CallView:
         return CallView.model_validate(await self._req("GET", f"/_mock/calls/{call_id}"))

@@ -90,6 +90,10 @@ class CallView(BaseModel):
     end_reason: str | None
     started_at: float | None = None
     entries: list[JournalEntry] = Field(default_factory=list)
+    # Filled by the harness, not the mock: what the caller's side saw (SIP calls) and sent.
+    recording: str | None = Field(None, description="WAV of what the caller heard.")
+    sent_audio: list[str] = Field(default_factory=list, description="Audio files the caller spoke.")
+    caller: dict[str, Any] = Field(default_factory=dict, description="The caller's own marks and results.")
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.entries]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,8 +74,23 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
         await runner.cleanup()
 
 
+# Ports handed to other processes (an app under test) come from below the kernel's ephemeral range
+# (32768-60999 here), so an outgoing connection cannot take one between our check and the app's bind.
+# RTP ranges start at 20000 (SIP ingress) and 30000 (softphone).
+_APP_PORTS = range(10000, 19999)
+_RNG = random.SystemRandom()  # not the global RNG, which tests may seed
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """The one place that finds a free port (tests bind port 0 where they can)."""
-    with socket.socket() as s:
+    """The one place that finds a free port for another process to bind (tests bind 0 where they can)."""
+    for _ in range(200):
+        port = _RNG.choice(_APP_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # everything tried was busy: let the kernel pick
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -86,7 +86,11 @@ class SipIngress:
         )
         configs = pool_configs(workers, template, first_tls_port=port, first_tcp_port=port if tcp else None,
                                first_udp_port=port if udp else None, rtp_base=rtp_base)
-        self.pool = WorkerPool(configs, on_event=self._on_event, front_door=True)
+        # pjsip's own log goes to a file, not the user's terminal
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.log_path = self.state_dir / "logs" / "sip-ingress.log"
+        self._log = open(self.log_path, "a")  # noqa: SIM115  (closed in stop)
+        self.pool = WorkerPool(configs, on_event=self._on_event, front_door=True, stderr=self._log)
         self._legs: dict[str, _Leg] = {}  # ref → leg
         self._by_call: dict[str, _Leg] = {}  # call_id → leg
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -106,6 +110,7 @@ class SipIngress:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pool.stop()
+        self._log.close()
 
     async def __aenter__(self) -> SipIngress:
         await self.start()

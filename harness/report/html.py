@@ -71,7 +71,7 @@ def render_html(results: list[ScenarioResult], title: str = "rtsip run report") 
         '<button type="button" id="collapse-all">collapse all</button>'
         '<label><input type="checkbox" id="only-failed"> failed only</label></div>',
         _summary_table(docs),
-        *(_scenario(i, d) for i, d in enumerate(docs)),
+        *(_scenario(i, d, expanded=len(docs) == 1) for i, d in enumerate(docs)),
         "</main>",
         '<footer>rtsip · times are seconds on the mock\'s journal clock since each call began; '
         "app output lines are placed approximately (marked ≈).</footer>",
@@ -169,10 +169,11 @@ def _summary_table(docs: list[dict[str, Any]]) -> str:
     return "".join(rows)
 
 
-def _scenario(i: int, d: dict[str, Any]) -> str:
+def _scenario(i: int, d: dict[str, Any], expanded: bool = False) -> str:
+    """Failed scenarios (and a run's only scenario) start open."""
     failed = not d.get("passed")
     calls = d.get("calls", [])
-    out = [f'<details class="scenario{" failed" if failed else ""}" id="s{i}"{" open" if failed else ""}>',
+    out = [f'<details class="scenario{" failed" if failed else ""}" id="s{i}"{" open" if failed or expanded else ""}>',
            f'<summary>{_badge(d)}<h2>{_e(d.get("name"))}</h2>'
            f'<span class="meta">{_e(d.get("file", ""))} · seed {_e(d.get("seed", 0))} · '
            f'{float(d.get("seconds", 0)):.1f} s · {len(calls)} call{"s" if len(calls) != 1 else ""}</span></summary>',

@@ -1,0 +1,119 @@
+"""The two kinds of caller a scenario can place: virtual (control API) and real SIP (softphone).
+
+Both do the same things (speak a file, dial digits, hang up) so the runner drives them
+with one step loop, and the app under test cannot tell them apart on its side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from audio_fixtures import FixtureNotFound
+from audio_fixtures import fixture as find_fixture
+from mock_api import audio
+from mock_api.client import MockClient
+
+from .scenario import CallSpec, resolve_audio
+from .softphone import Softphone, SoftphoneCall
+
+TRAILING_SILENCE_MS = 800  # after each utterance, so the VAD can end the turn
+
+
+class Caller(Protocol):
+    call_id: str
+
+    async def say(self, ref: str) -> None: ...
+    async def dtmf(self, digits: str) -> None: ...
+    async def hangup(self) -> None: ...
+    def media(self) -> dict[str, Any]: ...
+
+
+def audio_path(ref: str, base: Path) -> Path:
+    return resolve_audio(ref, base)
+
+
+class VirtualCaller:
+    """No SIP leg: the mock feeds the audio into the session, paced like RTP (``speed`` × real time)."""
+
+    def __init__(self, control: MockClient, call_id: str, base: Path, speed: float) -> None:
+        self.control, self.call_id, self.base, self.speed = control, call_id, base, speed
+        self.sent: list[str] = []
+
+    @classmethod
+    async def place(cls, control: MockClient, spec: CallSpec, base: Path) -> VirtualCaller:
+        call_id = await control.start_call(from_=spec.from_, to=spec.to, headers=spec.headers, faults=spec.faults)
+        return cls(control, call_id, base, spec.speed)
+
+    async def say(self, ref: str) -> None:
+        try:
+            find_fixture(ref)
+            await self.control.say(self.call_id, ref, speed=self.speed, wait=True,
+                                   trailing_silence_ms=TRAILING_SILENCE_MS)
+        except FixtureNotFound:
+            await self.control.say(self.call_id, path=str(audio_path(ref, self.base)), speed=self.speed, wait=True,
+                                   trailing_silence_ms=TRAILING_SILENCE_MS)
+        self.sent.append(str(audio_path(ref, self.base)))
+
+    async def dtmf(self, digits: str) -> None:
+        await self.control.dtmf(self.call_id, digits)
+
+    async def hangup(self) -> None:
+        view = await self.control.call(self.call_id)
+        if not view.terminal:
+            await self.control.caller_hangup(self.call_id)
+
+    def media(self) -> dict[str, Any]:
+        return {"sent_audio": self.sent}
+
+
+class SipCaller:
+    """A real SIP/TLS call from the softphone to the mock's SIP ingress."""
+
+    def __init__(self, phone_call: SoftphoneCall, call_id: str, base: Path) -> None:
+        self.phone_call, self.call_id, self.base = phone_call, call_id, base
+        self.sent: list[str] = []
+
+    @classmethod
+    async def place(cls, phone: Softphone, uri: str, control: MockClient, spec: CallSpec, base: Path,
+                    timeout: float = 10.0) -> SipCaller:
+        call = await phone.call(uri, headers=spec.headers)
+        call_id = await _mock_call_for(control, call, timeout)
+        return cls(call, call_id, base)
+
+    async def say(self, ref: str) -> None:
+        path = audio_path(ref, self.base)
+        await self.phone_call.play(path)
+        ms = audio.duration_ms(audio.load_audio(path, 8000), 8000)
+        await asyncio.sleep((ms + TRAILING_SILENCE_MS) / 1000)
+        self.sent.append(str(path))
+
+    async def dtmf(self, digits: str) -> None:
+        await self.phone_call.send_dtmf(digits)
+
+    async def hangup(self) -> None:
+        if not self.phone_call.is_ended:
+            await self.phone_call.hangup()
+            await self.phone_call.ended(timeout=10)
+
+    def media(self) -> dict[str, Any]:
+        c = self.phone_call
+        return {"sent_audio": self.sent, "recording": c.recording, "final_status": c.final_status,
+                "time_to_first_audio_ms": c.time_to_first_audio_ms, "marks": dict(c.marks),
+                "refer_target": c.refer_target, "ended_by": c.ended_by}
+
+
+async def _mock_call_for(control: MockClient, call: SoftphoneCall, timeout: float) -> str:
+    """The mock's call_id for our INVITE: the call whose Call-ID header is ours."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for view in await control.calls(entries=False):
+            if any(h.name.lower() == "call-id" and h.value == call.sip_call_id for h in view.sip_headers):
+                return view.call_id
+        if call.is_ended:
+            raise RuntimeError(f"the SIP call ended with {call.final_status} {call.final_reason} before the mock "
+                               "registered it")
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the mock never registered SIP call {call.sip_call_id}")
