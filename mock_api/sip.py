@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,10 @@ def vad_params(session_config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class SipIngressError(RuntimeError):
+    """The SIP workers could not start (a port taken, a bad certificate...); the message says why."""
+
+
 @dataclass
 class _Leg:
     """One SIP call's link between a worker ref and a call_id, with its command lane."""
@@ -84,8 +89,10 @@ class SipIngress:
             cert_file=str(self.certs.cert), key_file=str(self.certs.key), srtp="optional", user="proj_rtsip",
             rtp_timeout_s=30.0,
         )
-        configs = pool_configs(workers, template, first_tls_port=port, first_tcp_port=port if tcp else None,
-                               first_udp_port=port if udp else None, rtp_base=rtp_base)
+        # SIP's usual pair: TLS on `port` (5061), TCP and UDP one below (5060); 0 = any free ports
+        plain = port - 1 if port else 0
+        configs = pool_configs(workers, template, first_tls_port=port, first_tcp_port=plain if tcp else None,
+                               first_udp_port=plain if udp else None, rtp_base=rtp_base)
         # pjsip's own log goes to a file, not the user's terminal
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir / "logs" / "sip-ingress.log"
@@ -97,8 +104,36 @@ class SipIngress:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
+    def _check_ports(self) -> None:
+        """Fail fast and clearly on a taken port (pjsip may not report it, notes G1-G3)."""
+        if not self.port:
+            return
+        wanted = [(socket.SOCK_STREAM, self.port, "TLS")]
+        cfg = self.pool.configs[0]
+        if cfg.tcp_port:
+            wanted.append((socket.SOCK_STREAM, cfg.tcp_port, "TCP"))
+        if cfg.udp_port:
+            wanted.append((socket.SOCK_DGRAM, cfg.udp_port, "UDP"))
+        for kind, port, name in wanted:
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind((self.host, port))
+                except OSError as exc:
+                    self._log.close()
+                    raise SipIngressError(f"cannot start the SIP ingress on {self.host}:{self.port}: {name} port "
+                                          f"{port}: {exc.strerror or exc}") from None
+
     async def start(self) -> None:
-        await self.pool.start()
+        self._check_ports()
+        try:
+            await self.pool.start()
+        except WorkerError as exc:
+            self._log.flush()
+            reason = next((line.split("error:", 1)[-1].strip() for line in reversed(
+                self.log_path.read_text(errors="replace").splitlines()) if "error" in line.lower()), str(exc))
+            self._log.close()
+            raise SipIngressError(f"cannot start the SIP ingress on {self.host}:{self.port}: {reason} "
+                                  f"(log: {self.log_path})") from None
         self.port = self.pool.workers[0].ports.get("tls", self.port)
         self.server.on_effect(self._on_effect)
         self.server.on_call_active(self._on_active)

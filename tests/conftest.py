@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from openai import AsyncOpenAI
 
+from harness.softphone import Softphone
 from mock_api import fidelity
 from mock_api.client import MockClient
 from mock_api.config import MockConfig, RetryPolicy
-from mock_api.running import RunningMock, running_mock
+from mock_api.running import RunningMock, SipOptions, running_mock
 from tests.helpers import WebhookReceiver
+from tests.sip_helpers import SCRIPT, Receiver
 
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay_s=0.05, max_delay_s=0.2, timeout_s=1.0)
 
@@ -57,6 +60,28 @@ async def client(mock: RunningMock) -> AsyncIterator[AsyncOpenAI]:
     c = AsyncOpenAI(api_key="sk-test-key", base_url=mock.base_url, max_retries=0)
     yield c
     await c.close()
+
+
+@pytest.fixture
+async def sip_stack(tmp_path: Path) -> AsyncIterator[tuple[RunningMock, Receiver, MockClient]]:
+    config = MockConfig(script=SCRIPT, ring_timeout_s=10)
+    async with running_mock(config, sip=SipOptions(tmp_path / "mock", port=0, workers=2)) as mock:
+        receiver = await Receiver(secret=mock.server.config.webhook_secret or "").start()
+        mock.server.config = mock.server.config.model_copy(update={"webhook_url": receiver.url})
+        async with MockClient(mock.url) as control:
+            yield mock, receiver, control
+        await receiver.stop()
+
+
+@pytest.fixture
+async def sip_phone(sip_stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path,
+                request: pytest.FixtureRequest) -> AsyncIterator[Softphone]:
+    """A softphone trusting the stack's CA; a module sets PHONE_WORKERS for more than 4 calls at once."""
+    mock = sip_stack[0]
+    assert mock.sip is not None
+    workers = getattr(request.module, "PHONE_WORKERS", 1)
+    async with Softphone(ca=mock.sip.certs.ca, state_dir=tmp_path / "phone", workers=workers) as p:
+        yield p
 
 
 from tests.realtime_fixtures import realtime_event_validator  # noqa: E402, F401  (fixture re-export)

@@ -108,3 +108,22 @@ def test_trigger_reports_unreachable_app(tmp_path: Path) -> None:
     r = rtsip("trigger", "realtime.call.incoming", "--forward-to", f"http://127.0.0.1:{port}/hook",
               "--state-dir", str(tmp_path))
     assert r.returncode == 1 and "delivery failed" in r.stderr
+
+
+def test_mock_reports_sip_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = rtsip("mock", "--port", "0", "--sip-port", str(port), "--state-dir", str(tmp_path))
+    assert r.returncode == 1
+    assert f"cannot start the SIP ingress on 127.0.0.1:{port}: TLS port {port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+async def test_mock_with_sip_prints_uri_and_ca(tmp_path: Path) -> None:
+    async with MockProcess(["--port", "0", "--sip-port", "0", "--state-dir", str(tmp_path)]) as mock:
+        sip = mock.ready["sip"]
+        assert sip.startswith("sip:proj_rtsip@127.0.0.1:") and sip.endswith(";transport=tls")
+        assert mock.ready["ca"] == str(tmp_path / "tls" / "ca.pem")
+        assert Path(mock.ready["ca"]).read_text().startswith("-----BEGIN CERTIFICATE-----")

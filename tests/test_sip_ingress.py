@@ -8,111 +8,23 @@ sideband WebSocket through the official SDK.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pytest
-from aiohttp import web
-from openai import AsyncOpenAI
 
 from audio_fixtures import fixture
 from harness.audio_compare import windowed_correlation
 from harness.softphone import Softphone
 from mock_api import audio
 from mock_api.client import MockClient
-from mock_api.config import MockConfig
-from mock_api.running import RunningMock, SipOptions, running_mock
-from tests.helpers import WebhookReceiver
-
-CALLER = fixture("caller_policy_number")
-REPLY = fixture("assistant_confirm_policy")
-SCRIPT = {"turns": [{"hears": CALLER.text, "says": REPLY.text, "audio": str(REPLY.path)}],
-          "transcription_delay_s": 0.1}
+from mock_api.running import RunningMock
+from tests.sip_helpers import CALLER, REPLY, App, Receiver
 
 
-@dataclass
-class App:
-    """What a voice app does: verify, accept with the SDK, drive the call's WebSocket."""
-
-    mock: RunningMock
-    accept: dict[str, Any] = field(default_factory=lambda: {
-        "type": "realtime", "model": "gpt-realtime", "instructions": "You are Alex.",
-        "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"},
-                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
-    action: str = "accept"  # accept | reject:<code> | refer:<uri> after the first reply | hangup after reply
-    events: list[Any] = field(default_factory=list)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.client = AsyncOpenAI(api_key="sk-app", base_url=self.mock.base_url, max_retries=0)
-
-    async def on_webhook(self, event: Any) -> None:
-        call_id = event.data.call_id
-        if self.action.startswith("reject"):
-            code = self.action.partition(":")[2]
-            await (self.client.realtime.calls.reject(call_id, status_code=int(code)) if code
-                   else self.client.realtime.calls.reject(call_id))
-            return
-        await self.client.realtime.calls.accept(call_id, **self.accept)
-        task = asyncio.create_task(self.drive(call_id))
-        self.tasks.add(task)
-
-    async def drive(self, call_id: str) -> None:
-        try:
-            async with self.client.realtime.connect(call_id=call_id) as conn:
-                async for event in conn:
-                    self.events.append(event)
-                    if event.type == "response.done" and self.action.startswith("refer"):
-                        await self.client.realtime.calls.refer(call_id, target_uri=self.action.partition(":")[2])
-                    if event.type == "output_audio_buffer.stopped" and self.action == "hangup":
-                        await self.client.realtime.calls.hangup(call_id)
-        except Exception as exc:
-            self.events.append(exc)
-        finally:
-            self.closed.set()
-
-    def of(self, kind: str) -> list[Any]:
-        return [e for e in self.events if getattr(e, "type", None) == kind]
-
-
-class Receiver(WebhookReceiver):
-    app: App | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        response = await super()._handle(request)
-        d = self.deliveries[-1]
-        if d.error is None and self.app is not None:
-            await self.app.on_webhook(d.event)
-        return response
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[RunningMock, Receiver, MockClient]]:
-    config = MockConfig(script=SCRIPT, ring_timeout_s=10)
-    async with running_mock(config, sip=SipOptions(tmp_path / "mock", port=0, workers=2)) as mock:
-        receiver = await Receiver(secret=mock.server.config.webhook_secret or "").start()
-        mock.server.config = mock.server.config.model_copy(update={"webhook_url": receiver.url})
-        async with MockClient(mock.url) as control:
-            yield mock, receiver, control
-        await receiver.stop()
-
-
-@pytest.fixture
-async def phone(stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path) -> AsyncIterator[Softphone]:
-    mock = stack[0]
-    assert mock.sip is not None
-    async with Softphone(ca=mock.sip.certs.ca, state_dir=tmp_path / "phone") as p:
-        yield p
-
-
-async def test_happy_path_tls_call(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_happy_path_tls_call(sip_stack: tuple[RunningMock, Receiver, MockClient],
+        sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     app = receiver.app = App(mock, action="hangup")
-    call = await phone.call(mock.sip.uri("proj_claims"), headers={"X-Claim-Id": "CLM-77"}, audio=[CALLER.path])
+    call = await sip_phone.call(mock.sip.uri("proj_claims"), headers={"X-Claim-Id": "CLM-77"}, audio=[CALLER.path])
     assert await call.answered(timeout=10)
     await call.ended(timeout=30)
     await asyncio.wait_for(app.closed.wait(), 10)
@@ -142,15 +54,15 @@ async def test_happy_path_tls_call(stack: tuple[RunningMock, Receiver, MockClien
     assert call.time_to_first_audio_ms is not None
 
 
-async def test_vad_boundaries_follow_the_fixture(stack: tuple[RunningMock, Receiver, MockClient],
-                                                 phone: Softphone) -> None:
-    mock, receiver, _control = stack
+async def test_vad_boundaries_follow_the_fixture(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                                 sip_phone: Softphone) -> None:
+    mock, receiver, _control = sip_stack
     assert mock.sip is not None
     two = fixture("caller_two_utterances")
     app = receiver.app = App(mock)
     app.accept["audio"]["input"]["turn_detection"] = {"type": "server_vad", "silence_duration_ms": 500,
                                                       "create_response": False}
-    call = await phone.call(mock.sip.uri(), audio=[two.path])
+    call = await sip_phone.call(mock.sip.uri(), audio=[two.path])
     assert await call.answered(timeout=10)
     await asyncio.sleep(two.duration_ms / 1000 + 1.5)
     await call.hangup()
@@ -164,25 +76,26 @@ async def test_vad_boundaries_follow_the_fixture(stack: tuple[RunningMock, Recei
         assert abs((e.audio_end_ms - 500) - seg_end) <= 150
 
 
-async def test_reject_codes_reach_the_caller(stack: tuple[RunningMock, Receiver, MockClient],
-                                             phone: Softphone) -> None:
-    mock, receiver, _control = stack
+async def test_reject_codes_reach_the_caller(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                             sip_phone: Softphone) -> None:
+    mock, receiver, _control = sip_stack
     assert mock.sip is not None
     receiver.app = App(mock, action="reject:486")
-    busy = await phone.call(mock.sip.uri())
+    busy = await sip_phone.call(mock.sip.uri())
     assert not await busy.answered(timeout=10)
     assert busy.final_status == 486
     receiver.app = App(mock, action="reject")
-    declined = await phone.call(mock.sip.uri())
+    declined = await sip_phone.call(mock.sip.uri())
     assert not await declined.answered(timeout=10)
     assert declined.final_status == 603
 
 
-async def test_refer_reaches_the_caller(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_refer_reaches_the_caller(sip_stack: tuple[RunningMock, Receiver, MockClient],
+        sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     app = receiver.app = App(mock, action="refer:sip:agent@example.com")
-    call = await phone.call(mock.sip.uri(), audio=[fixture("caller_ask_human").path])
+    call = await sip_phone.call(mock.sip.uri(), audio=[fixture("caller_ask_human").path])
     assert await call.answered(timeout=10)
     await call.ended(timeout=30)
     assert call.refer_target is not None and "sip:agent@example.com" in call.refer_target
@@ -191,12 +104,12 @@ async def test_refer_reaches_the_caller(stack: tuple[RunningMock, Receiver, Mock
     assert views[-1].state == "referred" and views[-1].refer_target == "sip:agent@example.com"
 
 
-async def test_caller_hangup_closes_the_websocket(stack: tuple[RunningMock, Receiver, MockClient],
-                                                  phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_caller_hangup_closes_the_websocket(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                                  sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     app = receiver.app = App(mock)
-    call = await phone.call(mock.sip.uri())
+    call = await sip_phone.call(mock.sip.uri())
     assert await call.answered(timeout=10)
     await asyncio.sleep(0.5)
     await call.hangup()
@@ -206,10 +119,11 @@ async def test_caller_hangup_closes_the_websocket(stack: tuple[RunningMock, Rece
     assert "ws.close" in view.kinds()
 
 
-async def test_unknown_user_gets_404(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone) -> None:
-    mock, _receiver, control = stack
+async def test_unknown_user_gets_404(sip_stack: tuple[RunningMock, Receiver, MockClient],
+        sip_phone: Softphone) -> None:
+    mock, _receiver, control = sip_stack
     assert mock.sip is not None
-    call = await phone.call(mock.sip.uri("someone_else"))
+    call = await sip_phone.call(mock.sip.uri("someone_else"))
     assert not await call.answered(timeout=10)
     assert call.final_status == 404
     assert await control.calls() == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,29 +18,13 @@ from harness.audio_compare import windowed_correlation
 from harness.softphone import Softphone
 from mock_api import audio
 from mock_api.client import MockClient
-from mock_api.config import MockConfig
-from mock_api.running import RunningMock, SipOptions, running_mock
-from tests.test_sip_ingress import SCRIPT, App, Receiver
+from mock_api.running import RunningMock
+from tests.sip_helpers import App, Receiver
 
 REPLY = fixture("assistant_confirm_policy")
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[RunningMock, Receiver, MockClient]]:
-    async with running_mock(MockConfig(script=SCRIPT, ring_timeout_s=10),
-                            sip=SipOptions(tmp_path / "mock", port=0, workers=2)) as mock:
-        receiver = await Receiver(secret=mock.server.config.webhook_secret or "").start()
-        mock.server.config = mock.server.config.model_copy(update={"webhook_url": receiver.url})
-        async with MockClient(mock.url) as control:
-            yield mock, receiver, control
-        await receiver.stop()
-
-
-@pytest.fixture
-async def phone(stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path) -> AsyncIterator[Softphone]:
-    assert stack[0].sip is not None
-    async with Softphone(ca=stack[0].sip.certs.ca, state_dir=tmp_path / "phone", workers=3) as p:
-        yield p
+PHONE_WORKERS = 3  # the slot test fills 8 calls
 
 
 SIPP_INVITE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -88,9 +71,9 @@ this is not an SDP body"""
 
 
 @pytest.mark.parametrize(("sdp", "status"), [(NO_COMMON_CODEC, 488), (MALFORMED, 400)])
-async def test_bad_sdp_offers_get_a_clear_status(stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path,
-                                                 phone: Softphone, sdp: str, status: int) -> None:
-    mock, receiver, control = stack
+async def test_bad_sdp_offers_get_a_clear_status(sip_stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path,
+                                                 sip_phone: Softphone, sdp: str, status: int) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None and shutil.which("sipp"), "SIPp (Debian: sip-tester) is needed"
     scenario = tmp_path / "invite.xml"
     scenario.write_text(SIPP_INVITE.replace("{sdp}", sdp).replace("{status}", str(status)))
@@ -106,29 +89,30 @@ async def test_bad_sdp_offers_get_a_clear_status(stack: tuple[RunningMock, Recei
     assert await control.calls() == []
     # the mock keeps serving real calls
     receiver.app = App(mock)
-    call = await phone.call(mock.sip.uri())
+    call = await sip_phone.call(mock.sip.uri())
     assert await call.answered(timeout=10)
     await call.hangup()
 
 
-async def test_no_answer_in_time_fails_the_call(stack: tuple[RunningMock, Receiver, MockClient],
-                                               phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_no_answer_in_time_fails_the_call(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                               sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     await control.configure(faults=[{"name": "no_answer_timeout", "seconds": 1.0}], no_answer_status=480)
     receiver.app = None  # the app takes the webhook and never accepts
-    call = await phone.call(mock.sip.uri())
+    call = await sip_phone.call(mock.sip.uri())
     assert not await call.answered(timeout=10)
     assert call.final_status == 480
     [view] = await control.calls()
     assert view.state == "no_answer" and view.sip_final_status == 480
 
 
-async def test_dtmf_reaches_the_app(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_dtmf_reaches_the_app(sip_stack: tuple[RunningMock, Receiver, MockClient],
+        sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     app = receiver.app = App(mock)
-    call = await phone.call(mock.sip.uri())
+    call = await sip_phone.call(mock.sip.uri())
     assert await call.answered(timeout=10)
     await asyncio.sleep(0.3)
     await call.send_dtmf("12#")
@@ -142,13 +126,13 @@ async def test_dtmf_reaches_the_app(stack: tuple[RunningMock, Receiver, MockClie
     assert [e.data["digit"] for e in view.of_kind("sip.dtmf")] == ["1", "2", "#"]
 
 
-async def test_static_audio_garbles_media_only(stack: tuple[RunningMock, Receiver, MockClient],
-                                               phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_static_audio_garbles_media_only(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                               sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     await control.configure(faults=["static_audio"])
     app = receiver.app = App(mock, action="hangup")
-    call = await phone.call(mock.sip.uri(), audio=[fixture("caller_policy_number").path])
+    call = await sip_phone.call(mock.sip.uri(), audio=[fixture("caller_policy_number").path])
     assert await call.answered(timeout=10)
     await call.ended(timeout=30)
     # the WebSocket looks perfectly normal...
@@ -163,12 +147,13 @@ async def test_static_audio_garbles_media_only(stack: tuple[RunningMock, Receive
     assert corr.median < 0.5, corr
 
 
-async def test_barge_in_clears_playback(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_barge_in_clears_playback(sip_stack: tuple[RunningMock, Receiver, MockClient],
+        sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     app = receiver.app = App(mock)
     two = fixture("caller_two_utterances")  # the second utterance starts while the reply plays
-    call = await phone.call(mock.sip.uri(), audio=[two.path])
+    call = await sip_phone.call(mock.sip.uri(), audio=[two.path])
     assert await call.answered(timeout=10)
     await asyncio.sleep(two.duration_ms / 1000 + 1.0)
     await call.hangup()
@@ -180,11 +165,12 @@ async def test_barge_in_clears_playback(stack: tuple[RunningMock, Receiver, Mock
     assert "sip.clear_playback" in view.kinds()
 
 
-async def test_worker_killed_mid_call(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_worker_killed_mid_call(sip_stack: tuple[RunningMock, Receiver, MockClient],
+        sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     receiver.app = App(mock)
-    call = await phone.call(mock.sip.uri())
+    call = await sip_phone.call(mock.sip.uri())
     assert await call.answered(timeout=10)
     [view] = await control.calls()
     worker = next(e.data["worker"] for e in view.entries if e.kind == "sip.invite")
@@ -194,14 +180,14 @@ async def test_worker_killed_mid_call(stack: tuple[RunningMock, Receiver, MockCl
     assert "sip.ended" in failed.kinds()
     await mock.sip.pool.wait_worker_alive(worker)
     receiver.app = App(mock)
-    nxt = await phone.call(mock.sip.uri())
+    nxt = await sip_phone.call(mock.sip.uri())
     assert await nxt.answered(timeout=15)
     await nxt.hangup()
 
 
-async def test_calls_beyond_every_slot_are_refused(stack: tuple[RunningMock, Receiver, MockClient],
-                                                   phone: Softphone) -> None:
-    mock, receiver, control = stack
+async def test_calls_beyond_every_slot_are_refused(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                                   sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
     assert mock.sip is not None
     receiver.app = App(mock)
     slots = sum(w.max_calls for w in mock.sip.pool.workers)  # 2 workers x 4
@@ -209,9 +195,9 @@ async def test_calls_beyond_every_slot_are_refused(stack: tuple[RunningMock, Rec
     for _ in range(slots):
         # one at a time: the front worker frees a redirected call's slot a moment after its 302, so a
         # burst faster than that can meet 486 at the front door, as it would at a real trunk
-        calls.append(await phone.call(mock.sip.uri()))
+        calls.append(await sip_phone.call(mock.sip.uri()))
         assert await calls[-1].answered(timeout=15), (calls[-1].final_status, calls[-1].final_reason)
-    extra = await phone.call(mock.sip.uri())
+    extra = await sip_phone.call(mock.sip.uri())
     assert not await extra.answered(timeout=10)
     assert extra.final_status is not None and extra.final_status >= 400
     journal = await control.server_journal()
@@ -222,8 +208,8 @@ async def test_calls_beyond_every_slot_are_refused(stack: tuple[RunningMock, Rec
     assert len(await control.calls()) == slots
 
 
-async def test_tls_with_a_wrong_ca_fails(stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path) -> None:
-    mock, _receiver, control = stack
+async def test_tls_with_a_wrong_ca_fails(sip_stack: tuple[RunningMock, Receiver, MockClient], tmp_path: Path) -> None:
+    mock, _receiver, control = sip_stack
     assert mock.sip is not None
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.commands import header_arg
 from sipworker.ipc import Ev, Event
 
 EPILOG = """examples:
@@ -24,13 +25,6 @@ EPILOG = """examples:
 By default the server certificate is verified against <state dir>/tls/ca.pem (what `rtsip mock`
 generates and prints); --ca names another CA, --insecure skips verification.
 """
-
-
-def _header(value: str) -> tuple[str, str]:
-    name, sep, val = value.partition(":")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected K:V, got {value!r}")
-    return name.strip(), val.strip()
 
 
 def register(subparsers: Any) -> None:
@@ -44,7 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("uri", help="SIP URI, e.g. 'sip:proj_x@127.0.0.1:5061;transport=tls'")
     p.add_argument("--audio", nargs="+", default=[], metavar="FILE", help="audio to play once answered, in order")
     p.add_argument("--record", metavar="OUT.wav", help="write what the caller heard to this WAV (8 kHz mono)")
-    p.add_argument("--header", action="append", type=_header, default=[], metavar="K:V", help="extra INVITE header")
+    p.add_argument("--header", action="append", type=header_arg, default=[], metavar="K:V", help="extra INVITE header")
     p.add_argument("--dtmf", metavar="DIGITS", help="send these DTMF digits (RFC 2833) once answered")
     tls = p.add_mutually_exclusive_group()
     tls.add_argument("--ca", metavar="PEM", help="CA to verify the server with (default: <state dir>/tls/ca.pem)")
