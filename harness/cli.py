@@ -14,19 +14,14 @@ from typing import Any
 import yaml
 
 from harness.commands import call as call_cmd
+from harness.commands import header_arg
+from harness.commands import load as load_cmd
 
 ENV_HELP = """environment:
   OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --webhook-secret is not given
   RTSIP_WEBHOOK_URL      webhook target, used when --webhook-url is not given
   RTSIP_STATE_DIR        state directory (default $XDG_STATE_HOME/rtsip or ~/.local/state/rtsip)
 """
-
-
-def _header(value: str) -> tuple[str, str]:
-    name, sep, val = value.partition(":")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected K:V, got {value!r}")
-    return name.strip(), val.strip()
 
 
 def _add_mock(sub: Any) -> None:
@@ -54,7 +49,7 @@ def _add_mock(sub: Any) -> None:
     p.add_argument("--ring-timeout", type=float, default=None, metavar="S",
                    help="fail calls nobody accepts within S seconds (default 30)")
     p.add_argument("--sip-port", type=int, default=5061, metavar="PORT",
-                   help="SIP port for TLS, TCP and UDP (default 5061; 0 picks a free one)")
+                   help="SIP/TLS port (default 5061); TCP and UDP listen one below (5060); 0 picks free ports")
     p.add_argument("--sip-workers", type=int, default=1, metavar="N",
                    help="SIP worker processes, 4 calls each (default 1)")
     p.add_argument("--no-sip", action="store_true", help="do not start the SIP ingress (HTTP and WebSocket only)")
@@ -100,10 +95,15 @@ def cmd_mock(args: argparse.Namespace) -> int:
                   f"webhook_url={config.webhook_url or '-'}{sip_part} state_dir={sdir}", flush=True)
             await stop.wait()
 
+    from mock_api.sip import SipIngressError
+
     try:
         asyncio.run(serve())
     except OSError as exc:
         print(f"rtsip mock: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except SipIngressError as exc:
+        print(f"rtsip mock: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -120,7 +120,7 @@ def _add_trigger(sub: Any) -> None:
     p.add_argument("--secret", default=os.environ.get("OPENAI_WEBHOOK_SECRET"),
                    help="whsec_ secret (env OPENAI_WEBHOOK_SECRET; default: the mock's secret in the state directory)")
     p.add_argument("--state-dir", default=None, help="state directory (env RTSIP_STATE_DIR)")
-    p.add_argument("--header", action="append", type=_header, default=[], metavar="K:V",
+    p.add_argument("--header", action="append", type=header_arg, default=[], metavar="K:V",
                    help="extra SIP header in data.sip_headers (repeatable)")
     p.add_argument("--from", dest="from_uri", default="sip:+15555550100@127.0.0.1", help="From URI")
     p.add_argument("--to", dest="to_uri", default="sip:proj_rtsip@127.0.0.1", help="To URI")
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mock(sub)
     _add_trigger(sub)
     call_cmd.register(sub)
+    load_cmd.register(sub)
     _add_run(sub)
     _add_schema(sub)
     return parser

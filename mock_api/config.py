@@ -25,6 +25,24 @@ class RetryPolicy(BaseModel):
         return min(self.max_delay_s, self.initial_delay_s * self.multiplier ** (attempt - 1))
 
 
+class LimitsConfig(BaseModel):
+    """OpenAI-side limits (reference §1.3, §6 ``rate_limits.updated``, §8); every cap is off (None) by default.
+
+    Budgets refill continuously over ``window_s`` (60 s, as the real per-minute limits do; tests
+    shorten it so a spent budget comes back within a second).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrent_sessions: int | None = Field(
+        None, ge=0, description="Active calls plus ?model= sockets; an accept beyond it answers 429.")
+    requests_per_minute: int | None = Field(
+        None, gt=0, description="REST call controls (accept, reject, refer, hangup); beyond it 429.")
+    tokens_per_minute: int | None = Field(
+        None, gt=0, description="Response tokens, shared by all sessions; a response over it fails.")
+    window_s: float = Field(60.0, gt=0, description="Period over which the per-minute budgets refill.")
+
+
 class MockConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +59,7 @@ class MockConfig(BaseModel):
     max_body_bytes: int = Field(1 << 20, gt=0)
     faults: list[Fault] = Field(default_factory=list)
     script: dict[str, Any] | None = Field(None, description="Default behaviour script for new sessions.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 class ConfigPatch(BaseModel):
@@ -58,8 +77,15 @@ class ConfigPatch(BaseModel):
     no_answer_status: int | None = Field(None, ge=400, le=699)
     faults: list[Fault] | None = None
     script: dict[str, Any] | None = None
+    limits: LimitsConfig | None = Field(
+        None, description="Merged into the current limits: only the caps present change (null turns one off); "
+        "`\"limits\": null` turns them all off.")
 
     def apply(self, config: MockConfig) -> MockConfig:
-        return config.model_copy(update=self.model_dump(exclude_unset=True, exclude_none=False) | {
+        update = self.model_dump(exclude_unset=True, exclude_none=False) | {
             k: getattr(self, k) for k in self.model_fields_set
-        })
+        }
+        if "limits" in self.model_fields_set:
+            update["limits"] = LimitsConfig() if self.limits is None else config.limits.model_copy(
+                update={k: getattr(self.limits, k) for k in self.limits.model_fields_set})
+        return config.model_copy(update=update)

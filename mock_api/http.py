@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import audio, errors, realtime_rest, virtual, ws
 from . import calls as c
@@ -36,6 +37,7 @@ JSON_PARSE_ERROR = (
     "trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)"
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
 
 
 class BadRequest(Exception):
@@ -139,8 +141,11 @@ async def call_control(request: web.Request) -> web.Response:
     denied = server.authenticate(request)
     if denied is not None:
         return _journal_response(server, jid, denied)
+    limited = _over_rpm(server, jid, op, body)
+    if limited is not None:
+        return _journal_response(server, jid, limited)
     if call is None:
-        return _journal_response(server, None, _refusal(c.not_found()))
+        return _journal_response(server, None, _with_rpm_headers(server, _refusal(c.not_found())))
     if call.state.terminal:
         return _journal_response(server, jid, _refusal(c.not_found()))
     if not isinstance(body, dict):
@@ -148,10 +153,58 @@ async def call_control(request: web.Request) -> web.Response:
             400, f"Invalid type for body: expected an object, but got {type(body).__name__} instead.",
             code="invalid_type"))
     handler = _OPS[op]
-    return _journal_response(server, jid, handler(server, call, body, azure))
+    return _journal_response(server, jid, _with_rpm_headers(server, handler(server, call, body, azure)))
+
+
+# ---- OpenAI-side limits (issue 6 part 3): 429s the SDK turns into openai.RateLimitError ----------------
+
+
+def _resource(body: Any) -> str:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else "gpt-realtime"
+
+
+def _over_rpm(server: MockServer, call_id: str | None, op: str, body: Any) -> web.Response | None:
+    """``requests_per_minute``: HTTP 429, the real envelope (type ``requests``, code ``rate_limit_exceeded``),
+    ``x-ratelimit-*-requests`` and ``retry-after`` (whole seconds, which the SDK's retry loop honours)."""
+    now = server.clock()
+    hit = server.limits.request(now)
+    if hit is None:
+        return None
+    server.limit_hit(call_id, hit, "rest", op=op)
+    retry_s = hit.retry_after_s or 0.0  # finite: one request never exceeds a limit of at least one
+    headers = server.limits.request_headers(now) | {"retry-after": str(max(1, math.ceil(retry_s - 1e-6)))}
+    return errors.rest_error(429, hit.message(_resource(body)), type=hit.error_type, code="rate_limit_exceeded",
+                             headers=headers)
+
+
+def _with_rpm_headers(server: MockServer, resp: web.Response) -> web.Response:
+    """With an RPM limit set, every call-control answer reports the budget, as the real API's answers do."""
+    resp.headers.update(server.limits.request_headers(server.clock()))
+    return resp
+
+
+def _over_sessions(server: MockServer, call: c.Call, body: dict[str, Any]) -> web.Response | None:
+    """``max_concurrent_sessions``: an accept that would start one session too many answers HTTP 429.
+
+    Same envelope as the RPM 429 (type ``requests``, code ``rate_limit_exceeded``; the message names
+    "concurrent sessions"), so the SDK raises ``openai.RateLimitError``. No ``retry-after``: nobody knows
+    when a session will end, so the SDK falls back to its own short backoff. The call stays ringing,
+    so the app may retry the accept (or reject) until the ring timer runs out.
+    """
+    if call.state is not c.CallState.RINGING:
+        return None
+    hit = server.limits.session_full()
+    if hit is None:
+        return None
+    server.limit_hit(call.call_id, hit, "accept")
+    return errors.rest_error(429, hit.message(_resource(body)), type=hit.error_type, code="rate_limit_exceeded")
 
 
 def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
+    limited = _over_sessions(server, call, body)
+    if limited is not None:
+        return limited
     problem = validate_session_config(body, prefix="", kind="realtime")
     if problem is None and azure and not body.get("model"):
         # Azure wants the deployment name as `model` (reference §12).
@@ -238,13 +291,18 @@ def _invalid(exc: ValidationError) -> web.Response:
     return errors.rest_error(400, f"Invalid value for '{loc}': {first['msg']}", code="invalid_value", param=loc or None)
 
 
+async def read_model(request: web.Request, model: type[M]) -> M:
+    """A control-API body as ``model``; a bad one raises BadRequest with a real-shaped 400."""
+    body = await read_json(request, request.app[SERVER_KEY])
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest(_invalid(exc)) from None
+
+
 async def start_call(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
-    body = await read_json(request, server)
-    try:
-        req = StartCallRequest.model_validate(body)
-    except ValidationError as exc:
-        return _invalid(exc)
+    req = await read_model(request, StartCallRequest)
     call = server.start_call(from_uri=req.from_, to_uri=req.to, headers=[(h.name, h.value) for h in req.headers],
                              media_security=req.media_security, faults=req.faults, script=req.script)
     return _json(StartCallResponse(call_id=call.call_id, state=call.state.value), 201)
@@ -291,11 +349,7 @@ async def caller_say(request: web.Request) -> web.Response:
     """The virtual caller speaks a fixture or audio file, paced like RTP."""
     server = request.app[SERVER_KEY]
     call_id = request.match_info["call_id"]
-    body = await read_json(request, server)
-    try:
-        req = SayRequest.model_validate(body)
-    except ValidationError as exc:
-        return _invalid(exc)
+    req = await read_model(request, SayRequest)
     host = _live_host(server, call_id)
     if isinstance(host, web.Response):
         return host
@@ -343,17 +397,28 @@ async def get_config(request: web.Request) -> web.Response:
 
 async def put_config(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
-    body = await read_json(request, server)
-    try:
-        patch = ConfigPatch.model_validate(body)
-    except ValidationError as exc:
-        return _invalid(exc)
-    return _json(server.configure(patch))
+    return _json(server.configure(await read_model(request, ConfigPatch)))
 
 
 async def health(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     return web.json_response({"ok": True, "calls": len(server.calls), "pending_tasks": server.pending_tasks})
+
+
+async def limits_view(request: web.Request) -> web.Response:
+    """The limits as configured and as they stand: what a load test reads besides ``limits.hit`` entries."""
+    server = request.app[SERVER_KEY]
+    lim, now = server.limits, server.clock()
+
+    def bucket(b: Any) -> dict[str, Any] | None:
+        return None if b is None else {"limit": b.limit, "remaining": b.remaining(now),
+                                       "reset_seconds": round(b.reset_s(now), 3)}
+
+    return web.json_response({
+        "config": server.config.limits.model_dump(),
+        "sessions": {"limit": lim.max_sessions, "active": lim.sessions.active},
+        "requests": bucket(lim.requests), "tokens": bucket(lim.tokens), "hits": dict(lim.hits),
+    })
 
 
 async def faults_list(request: web.Request) -> web.Response:
@@ -382,6 +447,7 @@ def create_app(server: MockServer) -> web.Application:
     app.router.add_get("/_mock/config", get_config)
     app.router.add_put("/_mock/config", put_config)
     app.router.add_get("/_mock/faults", faults_list)
+    app.router.add_get("/_mock/limits", limits_view)
     app.router.add_get("/_mock/health", health)
     ws.setup(app, server)
     realtime_rest.setup(app, server)

@@ -19,6 +19,7 @@ from . import faults as faultlib
 from .config import ConfigPatch, MockConfig
 from .faults import Fault
 from .journal import Journal
+from .limits import Hit, Limiter
 from .webhooks import WebhookSender, incoming_call_event, new_secret
 
 CallCallback = Callable[[c.Call], None]
@@ -66,13 +67,30 @@ class MockServer:
         self._active_cbs: list[CallCallback] = []
         self._ended_cbs: list[CallCallback] = []
         self._effect_cbs: list[EffectCallback] = []
+        self.limits = Limiter()
+        self._configure_limits()
 
     # ---- configuration ------------------------------------------------------------------
 
     def configure(self, patch: ConfigPatch) -> MockConfig:
         self.config = patch.apply(self.config)
         self.journal.record(None, "config", changed=sorted(patch.model_fields_set))
+        if "limits" in patch.model_fields_set:
+            self._configure_limits()
+            self.journal.record(None, "limits.config", **self.config.limits.model_dump())
         return self.config
+
+    def _configure_limits(self) -> None:
+        lim = self.config.limits
+        self.limits.configure(max_concurrent_sessions=lim.max_concurrent_sessions,
+                              requests_per_minute=lim.requests_per_minute,
+                              tokens_per_minute=lim.tokens_per_minute, window_s=lim.window_s, now=self.clock())
+
+    def limit_hit(self, call_id: str | None, hit: Hit, where: str, **extra: Any) -> None:
+        """Journal one refusal so a load test can count them: ``limits.hit`` with ``limit`` = which cap."""
+        self.journal.record(call_id, "limits.hit", limit=hit.limit, where=where, value=hit.value, used=hit.used,
+                            requested=hit.requested, retry_after_s=None if hit.retry_after_s is None
+                            else round(hit.retry_after_s, 3), **extra)
 
     def faults_for(self, call_id: str | None) -> list[Fault]:
         return [*self.config.faults, *self._call_faults.get(call_id or "", [])]
@@ -167,12 +185,14 @@ class MockServer:
         self.journal.record(call.call_id, "call.effect", effect=type(effect).__name__,
                             **{k: v for k, v in vars(effect).items() if k != "config"})
         if isinstance(effect, c.StartSession):
+            self.limits.sessions.acquire(call.call_id)
             for cb in self._active_cbs:
                 cb(call)
             hangup = faultlib.find(self.faults_for(call.call_id), "random_hangup")
             if hangup:
                 self._later(call, float(hangup.param("after_s")), lambda cl: self.apply(cl, c.CallerBye(), "fault"))
         elif isinstance(effect, c.EndSession):
+            self.limits.end_session(call.call_id)
             for cb in self._ended_cbs:
                 cb(call)
         else:
@@ -224,6 +244,7 @@ class MockServer:
         self.calls.clear()
         self._call_faults.clear()
         self._call_scripts.clear()
+        self.limits.refill(self.clock())
         self.journal.clear()
 
     async def _cancel_all(self) -> None:

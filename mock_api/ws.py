@@ -25,12 +25,13 @@ from . import errors, fidelity
 from . import faults as faultlib
 from .calls import Call, CallState
 from .realtime import events as rt_events
-from .realtime.session import AudioOut, ClearAudio, Close, Output, RealtimeSession
+from .realtime.session import AudioOut, ClearAudio, Close, LimitHit, Output, RealtimeSession
 from .server import MockServer, request_key
 
 PREFIXES = ("/v1", "/openai/v1")
 PING_INTERVAL_S = 20.3  # the real server's keepalive (reference §0)
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 15 MiB audio per append, base64-inflated
+SESSION_LIMIT_CLOSE = 1013  # RFC 6455 "Try Again Later": a ?model= socket over max_concurrent_sessions
 WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
 _SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_ws_server")
 
@@ -51,6 +52,7 @@ class SessionHost:
         self._wake = asyncio.Event()
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
         self.closed = False
+        self.slot: str | None = None  # the concurrent-session slot a ?model= socket holds
 
     # ---- inputs (from sockets and the media path) -----------------------------------------
 
@@ -109,6 +111,8 @@ class SessionHost:
                                                corrupt=out.corrupt, voice=out.voice)
                 if self.media_sink is not None:
                     self.media_sink(out)
+            elif isinstance(out, LimitHit):
+                self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id)
             elif isinstance(out, Close):
                 for q in self.sockets.values():
                     q.put_nowait(("close", (out.code, out.reason)))
@@ -179,7 +183,7 @@ def _host_for_call(server: MockServer, call: Call) -> SessionHost:
         session = RealtimeSession(
             kind="realtime", transport="sip", config=call.accept_body or {"type": "realtime"},
             model=(call.accept_body or {}).get("model"), script=server.script_for(call.call_id),
-            faults=server.faults_for(call.call_id), now=server.clock(),
+            faults=server.faults_for(call.call_id), now=server.clock(), limiter=server.limits,
         )
         host = reg.calls[call.call_id] = SessionHost(server, session, call.call_id)
     return host
@@ -188,18 +192,16 @@ def _host_for_call(server: MockServer, call: Call) -> SessionHost:
 # ---- the endpoint ---------------------------------------------------------------------
 
 
-def _error_frame(code: str | None, message: str) -> str:
-    return json.dumps(rt_events.error(code, message))
-
-
 async def _refuse_after_upgrade(ws: web.WebSocketResponse, server: MockServer, call_id: str | None,
-                                code: str | None, message: str, close_code: int) -> web.WebSocketResponse:
+                                code: str | None, message: str, close_code: int,
+                                type_: str = "invalid_request_error") -> web.WebSocketResponse:
     """Auth and shape failures still complete the 101, then send error + close (reference §8)."""
-    frame = _error_frame(code, message)
-    fidelity.audit(json.loads(frame))
-    server.journal.record(call_id, "ws.server", event=json.loads(frame))
+    event = rt_events.error(code, message, type_=type_)
+    frame = json.dumps(event)
+    fidelity.audit(event)
+    server.journal.record(call_id, "ws.server", event=event)
     await ws.send_str(frame)
-    reason = f"invalid_request_error.{code}" if code else "invalid_request_error"
+    reason = f"{type_}.{code}" if code else type_
     await ws.close(code=close_code, message=reason.encode())
     server.journal.record(call_id, "ws.close", code=close_code, reason=reason)
     return ws
@@ -256,9 +258,19 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         if model and intent == "realtime" and not _model_ok(model):
             return await _refuse_after_upgrade(ws, server, None, "invalid_model",
                                                f'Model "{model}" is not supported in realtime mode.', 4000)
+        slot = f"ws:{id(ws):x}"
+        hit = server.limits.session(slot)
+        if hit is not None:
+            # Over max_concurrent_sessions: the 101 completes, then the same error a REST 429 carries
+            # (type "requests", code "rate_limit_exceeded") and a 1013 "Try Again Later" close.
+            server.limit_hit(None, hit, "websocket", model=model, intent=intent)
+            return await _refuse_after_upgrade(ws, server, None, "rate_limit_exceeded",
+                                               hit.message(model or "gpt-realtime"), SESSION_LIMIT_CLOSE,
+                                               type_=hit.error_type)
         session = RealtimeSession(kind=intent, transport="websocket", model=model, script=server.script_for(None),
-                                  faults=server.faults_for(None), now=server.clock())
+                                  faults=server.faults_for(None), now=server.clock(), limiter=server.limits)
         host = owned = SessionHost(server, session, None)
+        host.slot = slot
     host.sockets[ws] = asyncio.Queue()
     writer = asyncio.get_running_loop().create_task(host.writer(ws))
     created = host.session.session_created()
@@ -287,6 +299,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         server.journal.record(call_id, "ws.close", code=ws.close_code)
         if owned is not None:
             owned.close()
+            server.limits.end_session(owned.slot or "")
     return ws
 
 

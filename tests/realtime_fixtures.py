@@ -44,7 +44,7 @@ class Driver:
         self.session = RealtimeSession(now=self.now, **kw)
         self.events: list[dict[str, Any]] = []
         self.audio: list[AudioOut] = []
-        self.other: list[ClearAudio | Close] = []
+        self.other: list[Any] = []  # ClearAudio, Close, LimitHit
         self._take(self.session.start(self.now))
 
     def _take(self, outs: list[Output]) -> list[dict[str, Any]]:

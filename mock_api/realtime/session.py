@@ -60,6 +60,7 @@ from openai.types.realtime import (
 
 from .. import audio, ids
 from ..faults import Fault, find
+from ..limits import Hit, Limiter, Reservation, SessionTokens
 from . import events as ev
 from . import usage as u
 from .script import Script, ToolCall
@@ -101,7 +102,15 @@ class Close:
     reason: str
 
 
-Output = dict[str, Any] | AudioOut | ClearAudio | Close
+@dataclass(frozen=True)
+class LimitHit:
+    """A response refused over the tokens-per-minute budget, for the adapter to journal (``limits.hit``)."""
+
+    hit: Hit
+    response_id: str
+
+
+Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit
 
 DEFAULT_INSTRUCTIONS = (
     "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. Act like a human, but remember "
@@ -114,8 +123,7 @@ SESSION_LIFETIME_S = 3600
 MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100.0
 AUDIO_CHUNK_MS = 100
-TOKENS_LIMIT = 40000
-TOKENS_PER_SECOND = 40000 / 60.0
+TOKENS_LIMIT = 40000  # the reported (never enforced) budget when no tokens_per_minute limit is set
 
 _EVENT_PARAMS: dict[str, Any] = {
     "session.update": SessionUpdateEventParam,
@@ -232,6 +240,7 @@ class _Response:
     outputs: list[_Output] = field(default_factory=list)
     status: str = "in_progress"
     started_audio: bool = False
+    held: Reservation | None = None  # tokens reserved against the TPM budget at response.created
 
 
 # ---- the session ------------------------------------------------------------------------------
@@ -251,6 +260,7 @@ class RealtimeSession:
         now: float = 0.0,
         wall: float | None = None,
         sip_audio_deltas: bool = False,
+        limiter: Limiter | None = None,
     ) -> None:
         self.kind: Kind = kind
         self.transport: Transport = transport
@@ -289,8 +299,7 @@ class RealtimeSession:
         self._tools_called: set[int] = set()
         self._audio_out_started = False
         self._last_input_tokens = 0
-        self._tokens_remaining = float(TOKENS_LIMIT)
-        self._tokens_at = now
+        self.tokens = SessionTokens(limiter, now, default_limit=TOKENS_LIMIT)
         self._playback: dict[str, float] = {}  # response_id -> playback end (monotonic s), SIP only
         self._playback_start: dict[str, float] = {}
         self._idle_since: float | None = now
@@ -837,12 +846,45 @@ class RealtimeSession:
             context_text_tokens=text_tok, context_audio_tokens=audio_tok,
         )
         self._responses[resp.id] = resp
+        tools_called = set(self._tools_called)
+        self._plan(resp, params, context, instructions, tools)
+        held = self.tokens.reserve(self._estimate(resp), now)
+        if isinstance(held, Hit):
+            self._tools_called = tools_called  # the refused response used up no scripted turn
+            return self._refuse_over_budget(resp, held, now)
+        resp.held = held
         if in_conv:
             self.active_response_id = resp.id
         self._idle_since = None
-        self._plan(resp, params, context, instructions, tools)
         self._schedule_output(resp, now)
         return [ev.event("response.created", response=self._response_obj(resp))]
+
+    @staticmethod
+    def _estimate(resp: _Response) -> int:
+        """Tokens a response will cost: its whole input plus the output it is about to generate."""
+        out = sum(u.text_tokens(o.text) + u.assistant_audio_tokens(audio.duration_ms(o.pcm, o.rate) if o.pcm else 0)
+                  for o in resp.outputs)
+        return resp.context_text_tokens + resp.context_audio_tokens + out
+
+    def _refuse_over_budget(self, resp: _Response, hit: Hit, now: float) -> list[Output]:
+        """Tokens per minute spent: the response fails at once, as ``response.done`` with ``status: failed``.
+
+        ``status_details.error`` carries the real 429 body's ``type``/``code``/message (SDK
+        ``RealtimeResponseStatus.Error``); no output, zero usage; then ``rate_limits.updated``
+        with the budget as it stands, so a client can wait ``reset_seconds``.
+        """
+        created = ev.event("response.created", response=self._response_obj(resp))
+        resp.outputs = []
+        resp.status = "failed"
+        model = str(self.config.get("model") or "gpt-realtime")
+        details = {"type": "failed", "reason": None,
+                   "error": {"type": hit.error_type, "code": "rate_limit_exceeded", "message": hit.message(model)}}
+        use = u.response_usage(in_text=0, in_audio=0, cached_prefix=0, out_text=0, out_audio=0)
+        done = ev.event("response.done", response=self._response_obj(resp, final=True, usage=use, details=details))
+        if self.active_response_id is None:
+            self._idle_since = now
+        return [created, done, LimitHit(hit, resp.id),
+                ev.event("rate_limits.updated", rate_limits=[self.tokens.rate_limit(now)])]
 
     def _response_obj(self, resp: _Response, final: bool = False, usage: Any = None,
                       details: Any = None) -> dict[str, Any]:
@@ -1068,7 +1110,7 @@ class RealtimeSession:
                                                                           details=details)))
         if self.active_response_id == resp.id:
             self.active_response_id = None
-        evs.append(self._rate_limits(use["total_tokens"], now))
+        evs.append(self._rate_limits(resp, use["total_tokens"], now))
         if self.transport == "sip" and resp.started_audio and resp.id in self._playback:
             self._at(self._playback[resp.id], partial(self._playback_done, resp))
         self._idle_since = max(now, self._playback.get(resp.id, now))
@@ -1080,16 +1122,11 @@ class RealtimeSession:
         del self._playback[resp.id]
         return [ev.event("output_audio_buffer.stopped", response_id=resp.id)]
 
-    def _rate_limits(self, spent: int, now: float) -> dict[str, Any]:
-        self._tokens_remaining = min(TOKENS_LIMIT, self._tokens_remaining + (now - self._tokens_at) *
-                                     TOKENS_PER_SECOND)
-        self._tokens_at = now
-        self._tokens_remaining = max(0.0, self._tokens_remaining - spent)
-        reset = round((TOKENS_LIMIT - self._tokens_remaining) / TOKENS_PER_SECOND, 3)
-        # 2026 traffic shows only the tokens bucket (reference §11)
-        return ev.event("rate_limits.updated", rate_limits=[
-            {"name": "tokens", "limit": TOKENS_LIMIT, "remaining": int(self._tokens_remaining),
-             "reset_seconds": reset}])
+    def _rate_limits(self, resp: _Response, spent: int, now: float) -> dict[str, Any]:
+        """Settle the response's reservation and report the budget left (2026 traffic: tokens only, §11)."""
+        self.tokens.settle(resp.held or Reservation(self.tokens.bucket, 0), spent, now)
+        resp.held = None
+        return ev.event("rate_limits.updated", rate_limits=[self.tokens.rate_limit(now)])
 
     def _on_response_cancel(self, msg: dict[str, Any], now: float, event_id: str | None) -> list[Output]:
         rid = msg.get("response_id") or self.active_response_id

@@ -1,0 +1,63 @@
+"""rtsip load: many calls from one scenario against the app under test, with live progress and reports.
+
+Thin shell over :mod:`harness.load`. Exit status 0 when every call completed, 1 when some
+failed, 2 on bad input (nothing placed), 130 when stopped by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  rtsip load scenarios/load/turn_every_5s.yaml --calls 200 --concurrency 50 --rate 20
+  rtsip load scenarios/load/turn_every_5s.yaml --calls 5000 --concurrency 2000 --rate 100 --json out.json
+  rtsip load scenarios/load/sip_two_way.yaml --mode sip --calls 24 --concurrency 12 --csv stats.csv --html report.html
+
+Metrics come from each call's journal: webhook sent -> accept, accept -> WebSocket, INVITE -> 180/200
+(sip), caller speech end -> first transcription event and -> first reply audio. The run stops by itself
+at --calls or --duration, whichever comes first; Ctrl-C hangs up the calls in flight, tears everything
+down and still writes the reports (twice: stop at once).
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "load", help="load-test an app: many virtual or SIP calls from one scenario, with latency percentiles",
+        description=__doc__.splitlines()[0] if __doc__ else None, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file; its first call's steps are used")
+    p.add_argument("--calls", type=int, default=100, metavar="N", help="calls to place in all (default 100)")
+    p.add_argument("--concurrency", type=int, default=10, metavar="C", help="calls in flight at once (default 10)")
+    p.add_argument("--rate", type=float, default=10.0, metavar="R", help="at most R new calls per second (default 10)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop placing calls after S seconds")
+    p.add_argument("--mode", choices=["virtual", "sip"], help="callers (default: the scenario's first call's mode)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="CSV/plot interval (default 1 s)")
+    p.add_argument("--processes", type=int, metavar="K",
+                   help="virtual-caller driver processes (default: one per 1,000 concurrent calls, up to the cores)")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write SIPp-style per-interval statistics")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write counts, percentiles and every call's record")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report with plots")
+    p.add_argument("--port", type=int, default=0, help="the mock's HTTP port (default: a free one)")
+    p.add_argument("--sip-port", type=int, default=0, help="the mock's SIP port in sip mode (default: a free one)")
+    p.add_argument("--app-port", type=int, default=0, help="the app's port (default: a free one)")
+    p.add_argument("--mock-config", type=Path, metavar="FILE",
+                   help="YAML/JSON mock settings merged over the scenario's (e.g. limits)")
+    p.add_argument("--run-dir", type=Path, metavar="DIR", help="where logs and state go (default: a temp dir)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.set_defaults(func=cmd_load)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from harness.load import LoadOptions, run
+
+    options = LoadOptions(
+        scenario=args.scenario, calls=args.calls, concurrency=args.concurrency, rate=args.rate,
+        duration=args.duration, mode=args.mode, interval=args.interval, csv=args.csv, json=args.json,
+        html=args.html, processes=args.processes, port=args.port, sip_port=args.sip_port, app_port=args.app_port,
+        mock_config=args.mock_config, run_dir=args.run_dir, progress=not args.no_progress,
+    )
+    _, code = run(options)
+    return code

@@ -1,0 +1,238 @@
+"""Load-test metrics, read from a call's journal only: latencies, failure reasons, percentiles.
+
+Nothing here looks at private state of the mock or the app: every number comes from the
+journal entries of ``GET /_mock/calls/{call_id}`` (times are ms since the call began, plus
+the call's wall-clock anchor), so a user can recompute each figure from the JSON report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mock_api.control_models import CallView, JournalEntry
+
+# metric name → what it measures (the order is the order of every table and report)
+METRICS: dict[str, str] = {
+    "webhook_to_accept_ms": "webhook sent → accept received",
+    "accept_to_ws_ms": "accept → WebSocket attached",
+    "invite_to_180_ms": "INVITE → 180 Ringing (sip)",
+    "invite_to_200_ms": "INVITE → 200 OK (sip)",
+    "speech_end_to_transcript_ms": "caller speech end → first transcription event",
+    "speech_end_to_audio_ms": "caller speech end → first reply audio",
+}
+MAIN_METRICS = ("webhook_to_accept_ms", "accept_to_ws_ms", "speech_end_to_audio_ms")
+PERCENTILES = (50, 95, 99)
+TRANSCRIPTION_EVENTS = ("conversation.item.input_audio_transcription.delta",
+                        "conversation.item.input_audio_transcription.completed",
+                        "conversation.item.input_audio_transcription.failed")
+
+
+@dataclass
+class CallRecord:
+    """One placed call: when, how it ended, its metrics (each sample as [wall time s, value ms])."""
+
+    index: int
+    call_id: str | None = None
+    worker: int = 0
+    start: float = 0.0  # wall clock, unix seconds, when the driver placed the call
+    end: float = 0.0  # when the driver was done with it
+    ok: bool = False
+    reason: str | None = None
+    metrics: dict[str, list[list[float]]] = field(default_factory=dict)
+    rtp: dict[str, int] = field(default_factory=dict)
+    turns: int = 0
+    state: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "call_id": self.call_id, "worker": self.worker, "start": round(self.start, 4),
+                "end": round(self.end, 4), "ok": self.ok, "reason": self.reason, "state": self.state,
+                "turns": self.turns, "metrics": self.metrics, "rtp": self.rtp}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CallRecord:
+        return cls(index=d["index"], call_id=d.get("call_id"), worker=d.get("worker", 0), start=d["start"],
+                   end=d["end"], ok=d["ok"], reason=d.get("reason"), metrics=d.get("metrics", {}),
+                   rtp=d.get("rtp", {}), turns=d.get("turns", 0), state=d.get("state"))
+
+
+def _event_type(e: JournalEntry) -> str | None:
+    if e.kind in ("ws.server", "ws.client"):
+        ev = e.data.get("event")
+        if isinstance(ev, dict):
+            t = ev.get("type")
+            return str(t) if t is not None else None
+    return None
+
+
+def _first(entries: Iterable[JournalEntry], pred: Any, after: float = -1.0) -> JournalEntry | None:
+    for e in entries:
+        if e.t_ms >= after and pred(e):
+            return e
+    return None
+
+
+def extract(view: CallView) -> dict[str, list[list[float]]]:
+    """Every latency sample of one call, as metric → [[wall time of the later event, ms], ...]."""
+    anchor = view.started_at or view.created_at
+    es = view.entries
+    out: dict[str, list[list[float]]] = {}
+
+    def add(name: str, a: JournalEntry | float | None, b: JournalEntry | None) -> None:
+        if a is None or b is None:
+            return
+        ta = a if isinstance(a, float) else a.t_ms
+        out.setdefault(name, []).append([round(anchor + b.t_ms / 1000, 4), round(b.t_ms - ta, 3)])
+
+    accept = _first(es, lambda e: e.kind == "rest.request" and e.data.get("op") == "accept")
+    attempts = [e for e in es if e.kind == "webhook.attempt"]
+    if accept is not None and attempts:
+        # the attempt the app answered with the accept: the last one sent before the accept arrived
+        sent = [a.t_ms - float(a.data.get("latency_ms") or 0) for a in attempts]
+        before = [s for s in sent if s <= accept.t_ms] or sent[:1]
+        add("webhook_to_accept_ms", float(before[-1]), accept)
+    if accept is not None:
+        add("accept_to_ws_ms", accept, _first(es, lambda e: e.kind == "ws.connect", accept.t_ms))
+    invite = _first(es, lambda e: e.kind == "sip.invite")
+    if invite is not None:
+        add("invite_to_180_ms", invite, _first(es, lambda e: e.kind == "sip.sent" and e.data.get("status") == 180))
+        add("invite_to_200_ms", invite, _first(es, lambda e: e.kind == "sip.sent" and e.data.get("status") == 200))
+    for stop in speech_stops(view):
+        add("speech_end_to_transcript_ms", stop,
+            _first(es, lambda e: _event_type(e) in TRANSCRIPTION_EVENTS, stop.t_ms))
+        add("speech_end_to_audio_ms", stop, _first(es, lambda e: e.kind == "audio.out", stop.t_ms))
+    return out
+
+
+def speech_stops(view: CallView) -> list[JournalEntry]:
+    """Where the caller's turns ended: the SIP leg's VAD (sip mode) or the session's speech_stopped."""
+    sip = [e for e in view.entries if e.kind == "sip.speech_stopped"]
+    if sip:
+        return sip
+    return [e for e in view.entries if _event_type(e) == "input_audio_buffer.speech_stopped"]
+
+
+def failure(view: CallView, *, sip_status: int | None = None) -> str | None:
+    """Why a call failed, from its journal (None: it went through). The most specific cause wins."""
+    es = view.entries
+    kinds = {e.kind for e in es}
+    if sip_status not in (None, 200):
+        return f"SIP {sip_status}" if sip_status else "SIP no final response"
+    for e in es:
+        if e.kind == "sip.ended" and e.data.get("kind") == "call_failed":
+            return "SIP worker died"
+    accept = _first(es, lambda e: e.kind == "rest.request" and e.data.get("op") == "accept")
+    if accept is None:
+        attempts = [e for e in es if e.kind == "webhook.attempt"]
+        bad = [a for a in attempts if not a.data.get("ok")]
+        if bad and not any(a.data.get("ok") for a in attempts):
+            last = bad[-1].data
+            if last.get("status") is not None:
+                return f"webhook {last['status']}"
+            err = str(last.get("error") or "error").split(":")[0]
+            return f"webhook {err}"
+        if "webhook.queued" in kinds and not attempts:
+            return "webhook never delivered"
+        return "no accept"
+    for e in es:
+        if e.kind == "rest.response" and int(e.data.get("status") or 0) >= 400:
+            status = int(e.data["status"])
+            body = e.data.get("body")
+            detail: Any = body.get("error") if isinstance(body, dict) else None
+            code = detail.get("code") if isinstance(detail, dict) else None
+            label = {404: "REST 404", 429: "REST 429 rate limited"}.get(status, f"REST {status}")
+            return f"{label} ({code})" if code else label
+    if "ws.refused" in kinds:
+        return "WebSocket 404"
+    if "ws.connect" not in kinds:
+        return "no WebSocket"
+    for e in es:
+        if _event_type(e) == "error" and e.kind == "ws.server":
+            ev_err: dict[str, Any] = e.data["event"].get("error") or {}
+            return f"WebSocket error event ({ev_err.get('code') or ev_err.get('type') or 'error'})"
+    for e in es:
+        if e.kind == "ws.close" and e.data.get("code") not in (None, 1000, 1001):
+            return f"WebSocket closed {e.data.get('code')}"
+    if view.state not in ("ended", "active"):
+        return f"call {view.state}" + (f" ({view.end_reason})" if view.end_reason else "")
+    audio = [e.t_ms for e in es if e.kind == "audio.out"]
+    for stop in speech_stops(view):
+        if not any(t >= stop.t_ms for t in audio):
+            return "turn without reply"
+    return None
+
+
+# ---- percentiles and summaries ------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (what SIPp and most load tools report); None for no values."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(1, math.ceil(p / 100 * len(s)))
+    return float(s[k - 1])
+
+
+def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
+    out: dict[str, float | int | None] = {"count": len(values)}
+    for p in PERCENTILES:
+        out[f"p{p}"] = percentile(values, p)
+    out["max"] = max(values) if values else None
+    out["mean"] = round(sum(values) / len(values), 3) if values else None
+    return out
+
+
+def metric_values(records: Iterable[CallRecord], name: str) -> list[float]:
+    return [v for r in records for _, v in r.metrics.get(name, [])]
+
+
+def summary(records: Sequence[CallRecord]) -> dict[str, dict[str, float | int | None]]:
+    return {name: summarize(metric_values(records, name)) for name in METRICS}
+
+
+def reasons(records: Iterable[CallRecord]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        if not r.ok:
+            key = r.reason or "unknown"
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+@dataclass
+class Interval:
+    start: float  # seconds since the run began
+    end: float
+    created: int = 0
+    completed: int = 0
+    failed: int = 0
+    active: int = 0  # calls in flight at the end of the interval
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # process → % of one core over the interval
+
+
+def intervals(records: Sequence[CallRecord], t0: float, t_end: float, step: float) -> list[Interval]:
+    """Per-interval counts and latency samples (each sample goes where its later event happened)."""
+    n = max(1, math.ceil((t_end - t0) / step))
+    out = [Interval(i * step, (i + 1) * step) for i in range(n)]
+
+    def slot(t: float) -> Interval:
+        return out[min(n - 1, max(0, int((t - t0) // step)))]
+
+    for r in records:
+        slot(r.start).created += 1
+        end = slot(r.end)
+        if r.ok:
+            end.completed += 1
+        else:
+            end.failed += 1
+        for name, samples in r.metrics.items():
+            for at, v in samples:
+                slot(at).samples.setdefault(name, []).append(v)
+    for iv in out:
+        edge = t0 + iv.end
+        iv.active = sum(1 for r in records if r.start <= edge < r.end)
+    return out

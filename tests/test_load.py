@@ -1,0 +1,265 @@
+"""rtsip load: every call accounted for, percentiles from the journal, reports, bad input, limits, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.load import LoadError, LoadOptions, descendants, plan, run_load
+from harness.load_metrics import METRICS, CallRecord, extract, failure, percentile, summarize
+from harness.load_report import to_json, write_reports
+from mock_api.control_models import CallView, JournalEntry
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD = ROOT / "scenarios" / "load"
+ONE_TURN = LOAD / "one_turn.yaml"
+
+
+def _opts(**kw: object) -> LoadOptions:
+    base: dict[str, object] = {"scenario": ONE_TURN, "calls": 10, "concurrency": 5, "rate": 5.0, "progress": False}
+    base.update(kw)
+    return LoadOptions(**base)  # type: ignore[arg-type]
+
+
+def _check_accounting(data: dict[str, object]) -> None:
+    calls = data["calls"]
+    assert isinstance(calls, dict)
+    assert calls["completed"] + calls["failed"] == calls["placed"]
+    assert calls["lost"] == 0
+    records = data["records"]
+    assert isinstance(records, list) and len(records) == calls["placed"]
+
+
+def _check_percentiles(data: dict[str, object]) -> None:
+    """The summary's percentiles are what the per-call records (journal samples) give, recomputed here."""
+    records = data["records"]
+    metrics = data["metrics"]
+    assert isinstance(records, list) and isinstance(metrics, dict)
+    for name in METRICS:
+        values = sorted(v for r in records for _, v in r["metrics"].get(name, []))
+        summ = metrics[name]
+        assert summ["count"] == len(values)
+        if values:
+            for p in (50, 95, 99):
+                k = max(1, -(-p * len(values) // 100))  # nearest rank
+                assert summ[f"p{p}"] == pytest.approx(values[k - 1])
+            assert summ["max"] == pytest.approx(values[-1])
+
+
+# ---- units: metrics from a journal ---------------------------------------------------------------------
+
+
+def _entry(seq: int, t: float, kind: str, **data: object) -> JournalEntry:
+    return JournalEntry(seq=seq, t_ms=t, kind=kind, data=data)
+
+
+def _view(entries: list[JournalEntry], state: str = "ended") -> CallView:
+    return CallView(call_id="rtc_x", state=state, terminal=True, transport="sip", created_at=1000.0,
+                    started_at=1000.0, sip_headers=[], sip_final_status=None, refer_target=None, accept_body=None,
+                    end_reason=None, entries=entries)
+
+
+def test_metrics_come_from_the_journal() -> None:
+    ev = "conversation.item.input_audio_transcription.delta"
+    view = _view([
+        _entry(1, 0, "sip.invite"), _entry(2, 2, "sip.sent", status=180),
+        _entry(3, 10, "webhook.attempt", ok=True, status=200, latency_ms=40.0),
+        _entry(4, 45, "rest.request", op="accept"), _entry(5, 46, "rest.response", status=200),
+        _entry(6, 47, "sip.sent", status=200), _entry(7, 60, "ws.connect"),
+        _entry(8, 1000, "sip.speech_stopped", audio_ms=900),
+        _entry(9, 1100, "audio.out", ms=100), _entry(10, 1250, "ws.server", event={"type": ev}),
+    ])
+    m = extract(view)
+    assert m["invite_to_180_ms"] == [[1000.002, 2.0]]
+    assert m["invite_to_200_ms"][0][1] == 47.0
+    assert m["webhook_to_accept_ms"][0][1] == 75.0  # sent at 10 - 40 = -30, accept at 45
+    assert m["accept_to_ws_ms"][0][1] == 15.0
+    assert m["speech_end_to_transcript_ms"][0][1] == 250.0
+    assert m["speech_end_to_audio_ms"][0][1] == 100.0
+    assert failure(view) is None
+    assert failure(view, sip_status=486) == "SIP 486"
+
+
+def test_failure_reasons() -> None:
+    gave_up = _view([_entry(1, 5, "webhook.attempt", ok=False, status=500, latency_ms=1.0),
+                     _entry(2, 9, "webhook.gave_up")], state="no_answer")
+    assert failure(gave_up) == "webhook 500"
+    limited = _view([_entry(1, 5, "webhook.attempt", ok=True, status=200, latency_ms=1.0),
+                     _entry(2, 3, "rest.request", op="accept"),
+                     _entry(3, 4, "rest.response", status=429, body={"error": {"code": "rate_limit_exceeded"}})])
+    assert failure(limited) == "REST 429 rate limited (rate_limit_exceeded)"
+    no_ws = _view([_entry(1, 3, "rest.request", op="accept"), _entry(2, 4, "rest.response", status=200)])
+    assert failure(no_ws) == "no WebSocket"
+    lost_turn = _view([_entry(1, 3, "rest.request", op="accept"), _entry(2, 5, "ws.connect"),
+                       _entry(3, 900, "ws.server", event={"type": "input_audio_buffer.speech_stopped"})])
+    assert failure(lost_turn) == "turn without reply"
+
+
+def test_percentile_is_nearest_rank() -> None:
+    vals = [float(v) for v in range(1, 101)]
+    assert percentile(vals, 50) == 50.0 and percentile(vals, 95) == 95.0 and percentile(vals, 99) == 99.0
+    assert percentile([], 50) is None
+    assert summarize([3.0])["p99"] == 3.0
+
+
+# ---- bad input: each rejected before anything starts ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"rate": 0.0}, "--rate must be a positive"),
+    ({"rate": -3.0}, "--rate must be a positive"),
+    ({"concurrency": 0}, "--concurrency must be at least 1"),
+    ({"calls": 0}, "--calls must be at least 1"),
+    ({"concurrency": 20, "calls": 10}, "more than --calls"),
+    ({"calls": 100000, "concurrency": 90000}, "beyond what virtual mode can do"),
+    ({"rate": 100000.0}, "beyond what virtual mode can start"),
+    ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 100.0}, "too fast for sip mode"),
+    ({"mode": "sip", "calls": 5000, "concurrency": 5000}, "beyond what sip mode can do"),
+    ({"duration": 0.0}, "--duration must be a positive"),
+])
+def test_impossible_numbers_are_rejected(kw: dict[str, object], needle: str) -> None:
+    with pytest.raises(LoadError, match=needle.replace("(", r"\(")):
+        plan(_opts(**kw))
+
+
+def test_sip_scenario_in_virtual_mode_is_rejected() -> None:
+    with pytest.raises(LoadError, match=r"needs SIP features.*mode: sip.*--mode sip"):
+        plan(_opts(scenario=LOAD / "sip_two_way.yaml", mode="virtual"))
+    assert plan(_opts(scenario=LOAD / "sip_two_way.yaml", calls=4, concurrency=4, rate=2.0)).mode == "sip"
+
+
+def test_taken_port_is_rejected() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(LoadError, match=f"port {port} .*already taken"):
+            plan(_opts(port=port))
+        with pytest.raises(LoadError, match=f"port {port} .*already taken"):
+            plan(_opts(app_port=port))
+
+
+def _cli(*args: str, pre: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    cmd = f"{pre} exec {sys.executable} -m harness.cli load " + " ".join(args)
+    return subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_too_few_file_descriptors_is_rejected_before_any_call() -> None:
+    t = time.monotonic()
+    res = _cli(str(ONE_TURN), "--calls", "500", "--concurrency", "400", "--no-progress", pre="ulimit -n 300;")
+    assert res.returncode == 2, res.stderr
+    assert "too few file descriptors" in res.stderr and "ulimit -n" in res.stderr
+    assert "placed" not in res.stdout and time.monotonic() - t < 10  # nothing started
+
+
+def test_cli_bad_input_exits_2_without_starting_anything() -> None:
+    res = _cli(str(ONE_TURN), "--calls", "5", "--concurrency", "9", "--no-progress")
+    assert res.returncode == 2 and "more than --calls" in res.stderr
+    assert "rtsip mock ready" not in res.stdout + res.stderr
+
+
+# ---- real runs ------------------------------------------------------------------------------------------
+
+
+async def test_hundred_virtual_calls_all_accounted_for(tmp_path: Path) -> None:
+    o = _opts(calls=100, concurrency=50, rate=40.0, run_dir=tmp_path / "run", csv=tmp_path / "s.csv",
+              json=tmp_path / "r.json", html=tmp_path / "r.html")
+    result = await run_load(plan(o))
+    write_reports(result, csv_path=o.csv, json_path=o.json, html_path=o.html)
+    assert o.json is not None and o.csv is not None and o.html is not None
+    data = json.loads(o.json.read_text())
+    _check_accounting(data)
+    assert data["calls"]["placed"] == 100 and data["calls"]["failed"] == 0, data["failures"]
+    _check_percentiles(data)
+    assert data["metrics"]["webhook_to_accept_ms"]["count"] == 100
+    assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 100
+    assert data["cpu"]["mock_cpu_s"] > 0 and data["cpu"]["mock_cpu_pct_per_active_call"] > 0
+    rows = list(csv.reader(o.csv.read_text().splitlines(), delimiter=";"))
+    assert rows[0][:3] == ["StartTime", "LastResetTime", "CurrentTime"] and len(rows) > 3
+    assert sum(int(r[rows[0].index("OutgoingCall(P)")]) for r in rows[1:]) == 100
+    page = o.html.read_text()
+    assert "<svg" in page and "Concurrency" in page and "http" not in page.split("<body>")[1].split("options")[0]
+    assert "<script" not in page and "cdn" not in page.lower()
+
+
+async def test_twelve_sip_calls_two_way_audio(tmp_path: Path) -> None:
+    scen = tmp_path / "sip.yaml"
+    scen.write_text(f"""name: sip-load-test
+app:
+  command: ["{{python}}", "{ROOT / 'examples' / 'minimal_app.py'}", --port, "{{port}}"]
+mock:
+  script: {{default_reply: "Thank you, noted.", transcription_delay_s: 0.2}}
+calls:
+  - mode: sip
+    steps: [{{say: caller_confirm}}, {{pause_ms: 1500}}, {{hangup: true}}]
+""")
+    o = _opts(scenario=scen, calls=12, concurrency=12, rate=12.0, run_dir=tmp_path / "run")
+    p = plan(o)
+    assert (p.phone_workers, p.ingress_workers) == (3, 5)
+    result = await run_load(p)
+    data = to_json(result)
+    _check_accounting(data)
+    assert data["calls"]["placed"] == 12 and data["calls"]["failed"] == 0, data["failures"]
+    _check_percentiles(data)
+    for m in ("invite_to_180_ms", "invite_to_200_ms", "speech_end_to_audio_ms"):
+        assert data["metrics"][m]["count"] == 12, m
+    assert data["rtp"]["rx_loss"] == 0 and data["rtp"]["calls_without_rx"] == 0
+    assert data["rtp"]["calls_with_stats"] == 12
+    assert len({r["worker"] for r in data["records"]}) >= 4  # spread over the ingress workers' contact URIs
+
+
+async def test_load_beyond_the_session_cap_is_answered_with_429(tmp_path: Path) -> None:
+    cfg = tmp_path / "limits.yaml"
+    cfg.write_text("limits: {max_concurrent_sessions: 3}\nring_timeout_s: 2\n")
+    o = _opts(calls=8, concurrency=8, rate=20.0, mock_config=cfg, run_dir=tmp_path / "run")
+    result = await run_load(plan(o))
+    data = to_json(result)
+    _check_accounting(data)
+    limited = {k: v for k, v in data["failures"].items() if k.startswith("REST 429")}
+    assert limited, data["failures"]
+    assert data["calls"]["completed"] >= 3 and sum(limited.values()) >= 1
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "load", str(ONE_TURN), "--calls", "60",
+                             "--concurrency", "30", "--rate", "30", "--no-progress", "--json",
+                             str(tmp_path / "r.json")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        tree: list[int] = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            tree = descendants(proc.pid)
+            if len(tree) >= 4:  # load, mock, app, a driver
+                break
+            time.sleep(0.3)
+        time.sleep(3.0)  # calls in flight
+        tree = descendants(proc.pid)
+        assert len(tree) >= 4
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground group
+        _out, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    time.sleep(0.5)
+    alive = [p for p in tree if Path(f"/proc/{p}").exists()
+             and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == []
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["aborted"] and data["calls"]["lost"] == 0
+    assert data["calls"]["completed"] + data["calls"]["failed"] == data["calls"]["placed"] > 0
+
+
+def test_records_roundtrip() -> None:
+    r = CallRecord(3, "rtc_1", 0, 1.0, 2.0, False, "no accept")
+    assert CallRecord.from_json(r.to_json()) == r
