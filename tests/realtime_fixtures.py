@@ -17,7 +17,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from mock_api import audio
-from mock_api.realtime.session import AudioOut, ClearAudio, Close, Output, RealtimeSession
+from mock_api.realtime.session import AudioOut, Output, RealtimeSession
 from mock_api.realtime.voice import speech_like
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
