@@ -7,6 +7,7 @@ import ``realtime_event_validator`` into tests/conftest.py so every test gets it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -109,3 +110,26 @@ class Driver:
 def utterance(speech_ms: float = 1200, rate: int = 24000, lead_ms: float = 400, tail_ms: float = 900) -> bytes:
     """Silence, speech-like audio, silence: one caller turn webrtcvad recognises."""
     return audio.silence(lead_ms, rate) + speech_like(speech_ms, rate) + audio.silence(tail_ms, rate)
+
+
+async def recv_until(conn: Any, kind: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Raw events from an SDK connection (each checked against the SDK's models) up to the first ``kind``."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            event = json.loads(await conn.recv_bytes())
+            assert_server_event(event)
+            got.append(event)
+            if event["type"] == kind:
+                return got
+
+
+async def events_until(conn: Any, kind: str, timeout: float = 15.0) -> list[Any]:
+    """Parsed SDK events up to the first ``kind``; fails if the socket closes first."""
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        async for event in conn:
+            got.append(event)
+            if event.type == kind:
+                return got
+    raise AssertionError(f"socket closed before {kind}")

@@ -8,8 +8,6 @@ tells the ingress its effective config so the worker's VAD follows ``turn_detect
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -18,7 +16,7 @@ from mock_api import ws
 from mock_api.client import MockClient
 from mock_api.realtime.session import ClearAudio
 from mock_api.running import RunningMock
-from tests.realtime_fixtures import Driver, assert_server_event
+from tests.realtime_fixtures import Driver, recv_until
 
 SCRIPT = {"turns": [{"hears": "I'd like to book a table.", "says": "For how many people?"}],
           "response_latency_s": 0.01, "transcription_delay_s": 0.05}
@@ -69,15 +67,6 @@ def test_media_speech_barges_in_on_playback() -> None:
     assert [e["response_id"] for e in d.of("output_audio_buffer.cleared", got)] == [rid]
 
 
-async def recv_until(conn: Any, kind: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = json.loads(await conn.recv_bytes())
-            assert_server_event(event)
-            got.append(event)
-            if event["type"] == kind:
-                return got
 
 
 async def test_host_forwards_boundaries_and_config(mock: RunningMock, control: MockClient,

@@ -20,7 +20,7 @@ from openai import AsyncOpenAI
 from mock_api.client import MockClient
 from mock_api.control_models import CallView
 from mock_api.realtime.voice import VOICE_PITCH_HZ
-from tests.realtime_fixtures import assert_server_event, utterance
+from tests.realtime_fixtures import assert_server_event, recv_until, utterance
 
 SCRIPT: dict[str, Any] = {"greeting": "Thank you for calling, how can I help you?", "response_latency_s": 0.01,
           "generation_speed": 40, "transcription_delay_s": 0.05}
@@ -28,16 +28,6 @@ END_CALL: Any = {"type": "function", "name": "end_call", "description": "Ends th
             "parameters": {"type": "object", "properties": {}, "required": []}}
 
 
-async def recv_until(conn: Any, kind: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """Raw events (each checked against the SDK's RealtimeServerEvent) up to the first of ``kind``."""
-    got: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = json.loads(await conn.recv_bytes())
-            assert_server_event(event)
-            got.append(event)
-            if event["type"] == kind:
-                return got
 
 
 def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ forced to another language mis-hears the turn in the documented, deterministic w
 
 from __future__ import annotations
 
-import asyncio
 import io
 import wave
 from typing import Any
@@ -17,7 +16,7 @@ from openai import AsyncOpenAI
 
 from mock_api.client import MockClient
 from mock_api.realtime.transcription import misheard, primary, transcribe
-from tests.realtime_fixtures import Driver, utterance
+from tests.realtime_fixtures import Driver, events_until, utterance
 
 SPANISH = "Hola, buenos días. Quiero reportar un accidente de coche. Me llamo Rosalía Ricart."
 SCRIPT = {"turns": [{"hears": SPANISH, "language": "es", "says": "Claro, le ayudo con el accidente."}],
@@ -114,14 +113,6 @@ def test_prompt_still_applies_and_updates_echo_the_config() -> None:
     assert transcribe("hola", "es", {"model": "whisper-1", "prompt": "HOLA"}).text == "HOLA"
 
 
-async def events_until(conn: Any, kind: str, timeout: float = 15.0) -> list[Any]:
-    got: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for event in conn:
-            got.append(event)
-            if event.type == kind:
-                return got
-    raise AssertionError(f"socket closed before {kind}")
 
 
 @pytest.mark.parametrize(("language", "recognised"), [("es", True), ("en", False)])

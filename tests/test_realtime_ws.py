@@ -20,7 +20,7 @@ from mock_api.config import MockConfig
 from mock_api.faults import Fault
 from mock_api.http import create_app
 from mock_api.server import MockServer
-from tests.realtime_fixtures import assert_server_event, utterance
+from tests.realtime_fixtures import assert_server_event, recv_until, utterance
 
 pytestmark = pytest.mark.asyncio
 
@@ -55,17 +55,6 @@ async def mock() -> AsyncIterator[Mock]:
         await http.close()
 
 
-async def recv_until(conn: Any, type_: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Receive events (validated by the SDK) up to and including the first of ``type_``."""
-    got: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            raw = await conn.recv_bytes()
-            event = json.loads(raw)
-            assert_server_event(event)
-            got.append(event)
-            if event["type"] == type_:
-                return got
 
 
 async def recv_all(conn: Any, types: set[str], timeout: float = 5.0) -> list[dict[str, Any]]:

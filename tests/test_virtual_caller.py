@@ -10,19 +10,12 @@ from openai import AsyncOpenAI
 
 from audio_fixtures import fixture
 from mock_api.client import MockClient, MockControlError
+from tests.realtime_fixtures import events_until
 
 SCRIPT = {"turns": [{"hears": "My policy number is 5665-2870.", "says": "Thanks, I found it."}],
           "transcription_delay_s": 0.05}
 
 
-async def events_until(conn: Any, kind: str, timeout: float = 15.0) -> list[Any]:
-    got: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for event in conn:
-            got.append(event)
-            if event.type == kind:
-                return got
-    raise AssertionError(f"socket closed before {kind}")
 
 
 async def test_fixture_speech_becomes_a_turn(client: AsyncOpenAI, control: MockClient) -> None:
