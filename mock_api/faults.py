@@ -107,7 +107,6 @@ _ALL = [
     ),
     # media / SIP
     FaultInfo("static_audio", "media", "8", "Outbound RTP carries noise while WebSocket events stay normal."),
-    FaultInfo("sip_200_no_content_type", "sip", "15", "The SIP 200 OK omits Content-Type."),
 ]
 
 FAULTS: dict[str, FaultInfo] = {f.name: f for f in _ALL}
