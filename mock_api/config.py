@@ -60,6 +60,9 @@ class MockConfig(BaseModel):
     faults: list[Fault] = Field(default_factory=list)
     script: dict[str, Any] | None = Field(None, description="Default behaviour script for new sessions.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    retain_ended_calls: int | None = Field(
+        None, ge=1, description="Keep only this many ended calls (and their journals); None keeps all. Long "
+        "soaks set it so the mock's memory stays flat.")
 
 
 class ConfigPatch(BaseModel):
@@ -77,6 +80,7 @@ class ConfigPatch(BaseModel):
     no_answer_status: int | None = Field(None, ge=400, le=699)
     faults: list[Fault] | None = None
     script: dict[str, Any] | None = None
+    retain_ended_calls: int | None = Field(None, ge=1)
     limits: LimitsConfig | None = Field(
         None, description="Merged into the current limits: only the caps present change (null turns one off); "
         "`\"limits\": null` turns them all off.")

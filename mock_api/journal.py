@@ -73,5 +73,9 @@ class Journal:
     def call_ids(self) -> list[str]:
         return [k for k in self._timelines if k != SERVER]
 
+    def forget(self, call_id: str) -> None:
+        """Drop one call's timeline (the server's retention of ended calls)."""
+        self._timelines.pop(call_id, None)
+
     def clear(self) -> None:
         self._timelines.clear()

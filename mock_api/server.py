@@ -7,6 +7,7 @@ and tells the other adapters (WebSocket, SIP ingress) what happened through call
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -67,6 +68,7 @@ class MockServer:
         self._active_cbs: list[CallCallback] = []
         self._ended_cbs: list[CallCallback] = []
         self._effect_cbs: list[EffectCallback] = []
+        self._ended: collections.deque[str] = collections.deque()
         self.limits = Limiter()
         self._configure_limits()
 
@@ -179,7 +181,19 @@ class MockServer:
             self._run(call, effect)
         if outcome.after.terminal:
             self._cancel_timers(call.call_id)
+            self._retire(call.call_id)
         return outcome
+
+    def _retire(self, call_id: str) -> None:
+        """Forget the oldest ended calls beyond ``retain_ended_calls`` (None: keep everything)."""
+        self._ended.append(call_id)
+        keep = self.config.retain_ended_calls
+        while keep is not None and len(self._ended) > keep:
+            old = self._ended.popleft()
+            self.calls.pop(old, None)
+            self._call_faults.pop(old, None)
+            self._call_scripts.pop(old, None)
+            self.journal.forget(old)
 
     def _run(self, call: c.Call, effect: c.Effect) -> None:
         self.journal.record(call.call_id, "call.effect", effect=type(effect).__name__,
@@ -242,6 +256,7 @@ class MockServer:
             if not call.state.terminal:
                 self.apply(call, c.Fail("reset"), "reset")
         self.calls.clear()
+        self._ended.clear()
         self._call_faults.clear()
         self._call_scripts.clear()
         self.limits.refill(self.clock())

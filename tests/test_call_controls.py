@@ -219,3 +219,19 @@ async def test_reset_clears_everything(mock: RunningMock, control: MockClient) -
     await control.reset()
     assert await control.calls() == []
     assert mock.server.pending_tasks == 0
+
+
+async def test_retain_ended_calls_keeps_memory_bounded(mock: RunningMock, control: MockClient,
+                                                      client: AsyncOpenAI) -> None:
+    await control.configure(retain_ended_calls=2)
+    ended = []
+    for _ in range(4):
+        call_id = await control.start_call()
+        await client.realtime.calls.reject(call_id)
+        ended.append(call_id)
+    live = await control.start_call()
+    ids = {v.call_id for v in await control.calls()}
+    assert ids == {ended[2], ended[3], live}  # the two oldest ended calls are forgotten, the live one stays
+    assert set(mock.server.journal.call_ids()) == ids
+    with pytest.raises(openai.NotFoundError):
+        await client.realtime.calls.hangup(ended[0])
