@@ -45,7 +45,7 @@ async def webhook_latency(calls: int) -> list[float]:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = int(runner.addresses[0][1])
         async with MockClient(mock.url) as control:
             await control.configure(webhook_url=f"http://127.0.0.1:{port}/hook")
             for _ in range(calls):

@@ -317,7 +317,7 @@ class BenchApp:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
         self.mock.server.config = self.mock.server.config.model_copy(update={"webhook_url": self.url})
 
     async def stop(self) -> None:

@@ -11,12 +11,30 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+
+TEST_API_KEY = "sk-rtsip-test-key"
+
+
+def app_argv(command: list[str], port: int) -> list[str]:
+    """The app's command with ``{port}`` and ``{python}`` (this interpreter) filled in."""
+    return [a.replace("{port}", str(port)).replace("{python}", sys.executable) for a in command]
+
+
+def app_env(base_url: str, webhook_secret: str, port: int | None = None,
+            extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What an app needs to reach the mock instead of OpenAI, the way an SDK app reads it."""
+    env = {**(extra or {}), "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": TEST_API_KEY,
+           "OPENAI_WEBHOOK_SECRET": webhook_secret}
+    if port is not None:
+        env["PORT"] = str(port)
+    return env
 
 
 class AppFailed(RuntimeError):

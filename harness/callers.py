@@ -22,6 +22,10 @@ from .softphone import Softphone, SoftphoneCall
 TRAILING_SILENCE_MS = 800  # after each utterance, so the VAD can end the turn
 
 
+class CallerError(RuntimeError):
+    """A call could not be placed or matched to the mock's call."""
+
+
 class Caller(Protocol):
     call_id: str
 
@@ -29,10 +33,6 @@ class Caller(Protocol):
     async def dtmf(self, digits: str) -> None: ...
     async def hangup(self) -> None: ...
     def media(self) -> dict[str, Any]: ...
-
-
-def audio_path(ref: str, base: Path) -> Path:
-    return resolve_audio(ref, base)
 
 
 class VirtualCaller:
@@ -49,13 +49,13 @@ class VirtualCaller:
 
     async def say(self, ref: str) -> None:
         try:
-            find_fixture(ref)
-            await self.control.say(self.call_id, ref, speed=self.speed, wait=True,
-                                   trailing_silence_ms=TRAILING_SILENCE_MS)
+            find_fixture(ref)  # a committed fixture: the mock loads it by name
+            source: dict[str, Any] = {"fixture": ref}
         except FixtureNotFound:
-            await self.control.say(self.call_id, path=str(audio_path(ref, self.base)), speed=self.speed, wait=True,
-                                   trailing_silence_ms=TRAILING_SILENCE_MS)
-        self.sent.append(str(audio_path(ref, self.base)))
+            source = {"path": str(resolve_audio(ref, self.base))}
+        await self.control.say(self.call_id, source.get("fixture"), path=source.get("path"), speed=self.speed,
+                               wait=True, trailing_silence_ms=TRAILING_SILENCE_MS)
+        self.sent.append(str(resolve_audio(ref, self.base)))
 
     async def dtmf(self, digits: str) -> None:
         await self.control.dtmf(self.call_id, digits)
@@ -84,7 +84,7 @@ class SipCaller:
         return cls(call, call_id, base)
 
     async def say(self, ref: str) -> None:
-        path = audio_path(ref, self.base)
+        path = resolve_audio(ref, self.base)
         await self.phone_call.play(path)
         ms = audio.duration_ms(audio.load_audio(path, 8000), 8000)
         await asyncio.sleep((ms + TRAILING_SILENCE_MS) / 1000)
@@ -113,7 +113,7 @@ async def _mock_call_for(control: MockClient, call: SoftphoneCall, timeout: floa
             if any(h.name.lower() == "call-id" and h.value == call.sip_call_id for h in view.sip_headers):
                 return view.call_id
         if call.is_ended:
-            raise RuntimeError(f"the SIP call ended with {call.final_status} {call.final_reason} before the mock "
+            raise CallerError(f"the SIP call ended with {call.final_status} {call.final_reason} before the mock "
                                "registered it")
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"the mock never registered SIP call {call.sip_call_id}")
+    raise CallerError(f"the mock never registered SIP call {call.sip_call_id}")

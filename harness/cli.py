@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     event = incoming_call_event(call)
     body = encode(event)
     wid = ids.webhook_id()
-    import time
-
     headers = signed_headers(secret, wid, int(time.time()), body)
 
     async def send() -> tuple[int, str]:

@@ -25,6 +25,9 @@ class Check:
     actual: Any
     detail: str = ""
 
+    def describe(self) -> str:
+        return f"{self.name}: expected {self.expected!r}, got {self.actual!r}"
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "expected": self.expected, "actual": self.actual,
                 "detail": self.detail}

@@ -26,7 +26,6 @@ import queue as queue_mod
 import resource
 import signal
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -45,7 +44,6 @@ from audio_fixtures import fixture as find_fixture
 from .load_metrics import MAIN_METRICS, CallRecord, extract, failure, percentile
 from .scenario import CallSpec, Scenario, ScenarioError, load_scenario, resolve_audio
 
-API_KEY = "sk-rtsip-load-key"
 TRAILING_SILENCE_MS = 800
 CALLS_PER_SIP_WORKER = 4
 SIP_RATE_PER_WORKER = 30.0  # new calls/s per SIP worker process (pjsua2 notes §5: ≤ ~40 before aborts)
@@ -667,7 +665,7 @@ class Stopper:
 async def run_load(plan_: Plan, stopper: Stopper | None = None,
                    on_started: Callable[[dict[str, int]], None] | None = None) -> LoadResult:
     """Start the mock and the app, place the calls, collect every call's record; always tears down."""
-    from .app_process import AppProcess
+    from .app_process import AppProcess, app_argv, app_env
     from .mock_process import MockProcess
 
     o = plan_.options
@@ -693,13 +691,10 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
     try:
         progress.phase = "starting the mock"
         await mock.__aenter__()
-        env = {**plan_.scenario.app.env, "OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": API_KEY,
-               "OPENAI_WEBHOOK_SECRET": mock.webhook_secret, "PORT": str(app_port)}
+        env = app_env(mock.base_url, mock.webhook_secret, app_port, plan_.scenario.app.env)
         file = Path(plan_.scenario.source or o.scenario)
         cwd = (file.parent / (plan_.scenario.app.cwd or ".")).resolve()
-        command = [a.replace("{port}", str(app_port)).replace("{python}", sys.executable)
-                   for a in plan_.scenario.app.command]
-        app = AppProcess(command, env, cwd)
+        app = AppProcess(app_argv(plan_.scenario.app.command, app_port), env, cwd)
         await app.start()
         ready = plan_.scenario.app.ready
         await app.wait_ready(port=app_port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)

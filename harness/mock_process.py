@@ -39,6 +39,11 @@ class MockProcess:
         return self.ready["webhook_secret"]
 
     @property
+    def returncode(self) -> int | None:
+        """The exit status once the mock has stopped; None while it runs."""
+        return None if self._proc is None else self._proc.returncode
+
+    @property
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid

@@ -17,7 +17,6 @@ See docs/pytest.md for a complete walk-through.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,7 +31,7 @@ from mock_api.client import MockClient
 from mock_api.config import ConfigPatch, MockConfig
 from mock_api.running import RunningMock, SipOptions, free_port, running_mock
 
-from .app_process import AppProcess
+from .app_process import AppProcess, app_argv, app_env
 from .expect import Check, evaluate
 from .scenario import Expectations, expand, load_scenario
 
@@ -78,11 +77,7 @@ class OpenAIMock:
 
     def env(self, port: int | None = None) -> dict[str, str]:
         """What an app needs to reach this mock instead of OpenAI."""
-        env = {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": "sk-rtsip-test-key",
-               "OPENAI_WEBHOOK_SECRET": self.webhook_secret}
-        if port is not None:
-            env["PORT"] = str(port)
-        return env
+        return app_env(self.base_url, self.webhook_secret, port)
 
     def configure(self, **settings: Any) -> None:
         """Faults, script, retry policy, strict_accept...: same fields as PUT /_mock/config."""
@@ -103,8 +98,8 @@ class OpenAIMock:
                   timeout: float = 20.0) -> AsyncIterator[RunningApp]:
         """Start the app under test on a free port, pointed at this mock, and stop it afterwards."""
         port = free_port()
-        argv = [a.replace("{port}", str(port)).replace("{python}", sys.executable) for a in command]
-        proc = AppProcess(argv, {**(env or {}), **self.env(port)}, Path(cwd) if cwd else None)
+        proc = AppProcess(app_argv(command, port), app_env(self.base_url, self.webhook_secret, port, env),
+                          Path(cwd) if cwd else None)
         self.configure(webhook_url=f"http://127.0.0.1:{port}{webhook_path}")
         await proc.start()
         running = RunningApp(proc, port)
@@ -122,7 +117,10 @@ class OpenAIMock:
         output = "\n".join(a.output for a in self.apps)
         failed: list[Check] = []
         for exp, index in self.expectations:
-            targets = views if index is None else ([views[index]] if index < len(views) else [None])
+            if index is None:
+                targets: list[Any] = list(views) or [None]  # "every call" with no call at all fails
+            else:
+                targets = [views[index]] if index < len(views) else [None]
             for view in targets:
                 failed += [c for c in evaluate(exp, view, output, []) if not c.ok]
         return failed
@@ -137,7 +135,7 @@ async def _mock(sip: bool) -> AsyncIterator[OpenAIMock]:
         yield mock
         failed = await mock.check()
         if failed:
-            lines = [f"{c.name}: expected {c.expected!r}, got {c.actual!r}" for c in failed]
+            lines = [c.describe() for c in failed]
             pytest.fail("rtsip expectations not met:\n  " + "\n  ".join(lines), pytrace=False)
 
 

@@ -11,28 +11,13 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .runner import ScenarioResult, collect, run_files, selected
-from .scenario import ScenarioError, expand, load_scenario
-
-
-def _filter(files: list[Path], keyword: str | None) -> list[Path]:
-    if not keyword:
-        return files
-    keep = []
-    for f in files:
-        try:
-            names = [s.name for s in expand(load_scenario(f))]
-        except ScenarioError:
-            names = [f.stem]
-        if any(selected(n, f, keyword) for n in names):
-            keep.append(f)
-    return keep
+from .runner import ScenarioResult, collect, run_files
 
 
 def run_cli(paths: list[str], *, jobs: int, keyword: str | None, junit: Path | None, json_path: Path | None,
             html: Path | None) -> int:
-    console = Console(stderr=False)
-    files = _filter(collect(list(paths)), keyword)
+    console = Console()
+    files = collect(list(paths))
     missing = [f for f in files if not f.exists()]
     if missing:
         console.print(f"[red]no such scenario file: {missing[0]}[/]")
@@ -40,10 +25,13 @@ def run_cli(paths: list[str], *, jobs: int, keyword: str | None, junit: Path | N
     if not files:
         console.print("[red]no scenario files matched[/]")
         return 2
-    results = asyncio.run(_run(files, jobs, console))
+    results = asyncio.run(_run(files, jobs, keyword, console))
     if results is None:
         console.print("[yellow]interrupted; everything was torn down[/]")
         return 130
+    if not results:
+        console.print("[red]no scenario matched[/]")
+        return 2
     table = Table(title=f"rtsip run: {sum(r.passed for r in results)}/{len(results)} passed")
     table.add_column("scenario")
     table.add_column("result")
@@ -71,7 +59,7 @@ def run_cli(paths: list[str], *, jobs: int, keyword: str | None, junit: Path | N
     return 0 if all(r.passed for r in results) else 1
 
 
-async def _run(files: list[Path], jobs: int, console: Console) -> list[ScenarioResult] | None:
+async def _run(files: list[Path], jobs: int, keyword: str | None, console: Console) -> list[ScenarioResult] | None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -105,7 +93,7 @@ async def _run(files: list[Path], jobs: int, console: Console) -> list[ScenarioR
             progress.update(overall, description=f"{done} scenario runs finished")
 
         try:
-            return await run_files(files, jobs, on_result=on_result, on_step=on_step)
+            return await run_files(files, jobs, on_result=on_result, on_step=on_step, keyword=keyword)
         except asyncio.CancelledError:
             if interrupted:
                 return None

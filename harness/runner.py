@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,13 +25,12 @@ from mock_api.control_models import CallView, JournalEntry
 from mock_api.running import SipOptions, free_port, running_mock
 from mock_api.state import state_dir
 
-from .app_process import AppFailed, AppProcess
-from .callers import Caller, SipCaller, VirtualCaller
+from .app_process import AppFailed, AppProcess, app_argv, app_env
+from .callers import Caller, CallerError, SipCaller, VirtualCaller
 from .expect import Check, evaluate
 from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario
 from .softphone import Softphone
 
-API_KEY = "sk-rtsip-test-key"
 DEFAULT_RING_TIMEOUT_S = 8.0
 SETTLE_S = 1.5  # quiet time after the last step before the journal is read
 
@@ -90,8 +88,7 @@ def selected(name: str, file: Path, expr: str | None) -> bool:
 
 
 async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None = None,
-                       on_entry: Callable[[str, JournalEntry], None] | None = None,
-                       run_dir: Path | None = None) -> ScenarioResult:
+                       on_entry: Callable[[str, JournalEntry], None] | None = None) -> ScenarioResult:
     """Run one scenario (one variant). ``on_entry`` sees each journal entry of each call as it lands."""
     started = time.monotonic()
     note = on_step or (lambda _msg: None)
@@ -107,14 +104,12 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
         retry=RetryPolicy(max_attempts=scenario.mock.retry_attempts, initial_delay_s=0.2, max_delay_s=1.0,
                           timeout_s=5.0),
     )
-    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="rtsip-run-"))
     needs_sip = any(c.mode == "sip" for c in scenario.calls)
     sip = SipOptions(state_dir(), port=0, workers=1) if needs_sip else None
     phone: Softphone | None = None
     async with running_mock(config, sip=sip) as mock, MockClient(mock.url) as control, \
             contextlib.AsyncExitStack() as extra:
-        env = {**scenario.app.env, "OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": API_KEY,
-               "OPENAI_WEBHOOK_SECRET": config_secret(mock.server.config), "PORT": str(port)}
+        env = app_env(mock.base_url, mock.server.config.webhook_secret or "", port, scenario.app.env)
         if scenario.app.openai == "intercept":
             # Zero-change interception (mock_api/proxy.py): HTTPS_PROXY + the local CA instead of a base URL;
             # proxy_env also pins OPENAI_BASE_URL to https://api.openai.com/v1. Torn down before the mock.
@@ -125,8 +120,8 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
             if "OPENAI_BASE_URL" in scenario.app.env:  # e.g. an Azure endpoint: intercepted as well
                 env["OPENAI_BASE_URL"] = scenario.app.env["OPENAI_BASE_URL"]
         cwd = (file.parent / (scenario.app.cwd or ".")).resolve()
-        command = [arg.replace("{port}", str(port)).replace("{python}", sys.executable) for arg in scenario.app.command]
-        app = AppProcess(command, env, cwd)
+        app = AppProcess(app_argv(scenario.app.command, port), env, cwd)
+        watchers: list[_Watcher] = []
         try:
             note("starting app")
             await app.start()
@@ -136,13 +131,13 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
             result.notes.append(f"app ready in {secs:.2f} s")
             call_ids = []
             callers: list[Caller] = []
-            watchers: list[_Watcher] = []
             for i, spec in enumerate(scenario.calls):
                 note(f"call {i + 1}/{len(scenario.calls)} ({spec.mode})")
                 caller: Caller
                 if spec.mode == "sip":
                     assert mock.sip is not None
                     if phone is None:
+                        run_dir = Path(extra.enter_context(tempfile.TemporaryDirectory(prefix="rtsip-run-")))
                         log = extra.enter_context(open(run_dir / "softphone.log", "a"))  # noqa: SIM115
                         phone = await extra.enter_async_context(
                             Softphone(ca=mock.sip.certs.ca, state_dir=run_dir / "phone", stderr=log))
@@ -155,8 +150,6 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                     watchers.append(_Watcher(control, caller.call_id, on_entry))
                 await _drive(caller, spec, control, result)
             await _settle(control, call_ids)
-            for w in watchers:
-                await w.stop()
             result.calls = [await control.call(cid) for cid in call_ids]
             for view, caller in zip(result.calls, callers, strict=True):
                 media = caller.media()
@@ -170,25 +163,22 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 result.notes.append(f"app exited with status {app.returncode} during the run")
             failed = [c for c in result.checks if not c.ok]
             result.passed = not failed
-            result.verdict = "passed" if not failed else "failed: " + "; ".join(
-                f"{c.name}: expected {c.expected!r}, got {c.actual!r}" for c in failed)
+            result.verdict = "passed" if not failed else "failed: " + "; ".join(c.describe() for c in failed)
         except AppFailed as exc:
             result.verdict = f"error: {exc}"
-        except (MockControlError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (MockControlError, CallerError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             result.verdict = f"error: {type(exc).__name__}: {exc}"
         finally:
             note("tearing down")
+            for w in watchers:  # the live timeline gets the last entries, even after a failure
+                with contextlib.suppress(Exception):
+                    await w.stop()
             await app.stop()
             result.app_output = list(app.lines)
             if not result.calls:
                 result.calls = [v for v in [await _safe_view(control, cid) for cid in mock.server.calls] if v]
     result.seconds = time.monotonic() - started
     return result
-
-
-def config_secret(config: MockConfig) -> str:
-    assert config.webhook_secret
-    return config.webhook_secret
 
 
 async def _safe_view(control: MockClient, call_id: str) -> CallView | None:
@@ -309,8 +299,12 @@ async def _http_checks(scenario: Scenario, port: int, call_id: str) -> list[tupl
 
 
 async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[ScenarioResult], None] | None = None,
-                    on_step: Callable[[str, str], None] | None = None) -> list[ScenarioResult]:
-    """Run scenario files, ``jobs`` at a time; a file that does not load is a failed result."""
+                    on_step: Callable[[str, str], None] | None = None,
+                    keyword: str | None = None) -> list[ScenarioResult]:
+    """Run scenario files (each variant whose name matches ``keyword``), ``jobs`` at a time.
+
+    A file that does not load is a failed result.
+    """
     sem = asyncio.Semaphore(max(1, jobs))
 
     async def one(path: Path, scenario: Scenario) -> ScenarioResult:
@@ -329,8 +323,10 @@ async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[Scena
     broken: list[ScenarioResult] = []
     for path in files:
         try:
-            runs += [(path, s) for s in expand(load_scenario(path))]
+            runs += [(path, s) for s in expand(load_scenario(path)) if selected(s.name, path, keyword)]
         except ScenarioError as exc:
+            if not selected(path.stem, path, keyword):
+                continue
             res = ScenarioResult(path.stem, str(path), False, f"error: {exc}", 0.0)
             broken.append(res)
             if on_result:

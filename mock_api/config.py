@@ -86,9 +86,7 @@ class ConfigPatch(BaseModel):
         "`\"limits\": null` turns them all off.")
 
     def apply(self, config: MockConfig) -> MockConfig:
-        update = self.model_dump(exclude_unset=True, exclude_none=False) | {
-            k: getattr(self, k) for k in self.model_fields_set
-        }
+        update = {k: getattr(self, k) for k in self.model_fields_set}
         if "limits" in self.model_fields_set:
             update["limits"] = LimitsConfig() if self.limits is None else config.limits.model_copy(
                 update={k: getattr(self.limits, k) for k in self.limits.model_fields_set})

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from openai.types.realtime.call_refer_params import CallReferParams
+from openai.types.realtime.call_reject_params import CallRejectParams
 from pydantic import BaseModel, ValidationError
 
 from . import audio, errors, realtime_rest, virtual, ws
@@ -27,7 +29,7 @@ from .control_models import (
     StartCallRequest,
     StartCallResponse,
 )
-from .realtime.validation import ParamError, validate_session_config
+from .realtime.validation import ParamError, validate_payload, validate_session_config
 from .server import SERVER_KEY, MockServer
 
 PREFIXES = ("/v1", "/openai/v1")
@@ -211,46 +213,45 @@ def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool)
         problem = ParamError("missing_required_parameter", "Missing required parameter: 'model'.", "model")
     forced = faultlib.find(server.faults_for(call.call_id), "accept_invalid_hangup") is not None
     if problem is not None and server.config.strict_accept and not forced:
-        return errors.rest_error(400, problem.message, code=problem.code, param=problem.param)
+        return _param_error(problem)
     # The real service answers 200 even to a beta-shaped body, then the call fails (§13.5).
-    outcome = server.apply(call, c.Accept(body, valid=problem is None, error=problem.message if problem else None))
-    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+    return _answer(server.apply(call, c.Accept(body, valid=problem is None,
+                                               error=problem.message if problem else None)))
+
+
+def _answer(outcome: c.Outcome) -> web.Response:
+    return _ok() if outcome.refusal is None else _refusal(outcome.refusal)
+
+
+def _param_error(problem: ParamError) -> web.Response:
+    return errors.rest_error(400, problem.message, code=problem.code, param=problem.param)
 
 
 def _reject(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
-    unknown = next((k for k in body if k != "status_code"), None)
-    if unknown is not None:
-        return errors.rest_error(400, f"Unknown parameter: '{unknown}'.", code="unknown_parameter", param=unknown)
+    problem = validate_payload(CallRejectParams, body, "")  # unknown keys and types, from the SDK's own type
+    if problem is not None:
+        return _param_error(problem)
     code = body.get("status_code", 603)
-    if not isinstance(code, int) or isinstance(code, bool):
-        return errors.rest_error(400, f"Invalid type for 'status_code': expected an integer, but got "
-                                 f"{type(code).__name__} instead.", code="invalid_type", param="status_code")
-    if not 400 <= code <= 699:
+    if isinstance(code, bool) or not 400 <= code <= 699:  # a value range the type cannot say
         return errors.rest_error(400, f"Invalid 'status_code': {code}. Expected a SIP final status between 400 "
                                  "and 699.", code="invalid_value", param="status_code")
-    outcome = server.apply(call, c.Reject(code))
-    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+    return _answer(server.apply(call, c.Reject(code)))
 
 
 def _refer(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
-    unknown = next((k for k in body if k != "target_uri"), None)
-    if unknown is not None:
-        return errors.rest_error(400, f"Unknown parameter: '{unknown}'.", code="unknown_parameter", param=unknown)
-    target = body.get("target_uri")
-    if target is None:
-        return errors.rest_error(400, "Missing required parameter: 'target_uri'.",
-                                 code="missing_required_parameter", param="target_uri")
-    if not isinstance(target, str) or not target.strip():
+    problem = validate_payload(CallReferParams, body, "")
+    if problem is not None:
+        return _param_error(problem)
+    target = body["target_uri"]
+    if not target.strip():
         return errors.rest_error(400, "Invalid 'target_uri': expected a non-empty SIP or tel URI.",
                                  code="invalid_value", param="target_uri")
     noop = faultlib.find(server.faults_for(call.call_id), "refer_noop") is not None
-    outcome = server.apply(call, c.Refer(target, noop=noop))
-    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+    return _answer(server.apply(call, c.Refer(target, noop=noop)))
 
 
 def _hangup(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
-    outcome = server.apply(call, c.Hangup())
-    return _ok() if outcome.ok else _refusal(outcome.refusal)  # type: ignore[arg-type]
+    return _answer(server.apply(call, c.Hangup()))
 
 
 _OPS: dict[str, Callable[[MockServer, c.Call, dict[str, Any], bool], web.Response]] = {

@@ -200,8 +200,13 @@ class InterceptProxy:
                              target: str, lines: list[str]) -> None:
         url = urlsplit(target)
         host = url.hostname or ""
+        try:
+            port = url.port or 80
+        except ValueError:  # "http://host:notaport/": refused like any request we do not intercept
+            self._refuse(writer, method, host, 0, "invalid port in the request target")
+            return
         if not host_allowed(host, self.allow):
-            self._refuse(writer, method, host, url.port or 80, f"host {host or '?'} is not intercepted")
+            self._refuse(writer, method, host, port, f"host {host or '?'} is not intercepted")
             return
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         headers = [h for h in lines[1:] if h]
@@ -212,7 +217,7 @@ class InterceptProxy:
         else:
             kept.append("Connection: close")  # one request per connection, so every request is checked
         head = "\r\n".join([f"{method} {path} HTTP/1.1", *kept, "", ""]).encode("latin-1")
-        self.journal.record(None, "proxy.connect", host=normalize_host(host), port=url.port or 80, plain=True)
+        self.journal.record(None, "proxy.connect", host=normalize_host(host), port=port, plain=True)
         await self._relay(reader, writer, head, host)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes,

@@ -24,10 +24,9 @@ from .realtime.session import _merge_session as merge_session
 from .realtime.session import default_session
 from .realtime.transcription import primary, transcribe
 from .realtime.validation import ParamError, validate_session_config
-from .server import MockServer
+from .server import SERVER_KEY, MockServer
 
 PREFIXES = ("/v1", "/openai/v1")
-_SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_rest_server")
 _LANGUAGE_NAMES = {"en": "english", "es": "spanish", "fr": "french", "de": "german", "it": "italian",
                    "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ko": "korean"}
 
@@ -37,7 +36,7 @@ def _param_error(err: ParamError) -> web.Response:
 
 
 async def client_secrets(request: web.Request) -> web.Response:
-    server = request.app[_SERVER_KEY]
+    server = request.app[SERVER_KEY]
     denied = server.authenticate(request)
     if denied is not None:
         return denied
@@ -94,7 +93,7 @@ def _wav_seconds(data: bytes) -> float | None:
 
 
 async def transcriptions(request: web.Request) -> web.Response:
-    server = request.app[_SERVER_KEY]
+    server = request.app[SERVER_KEY]
     denied = server.authenticate(request)
     if denied is not None:
         return denied
@@ -146,9 +145,7 @@ async def transcriptions(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, server: MockServer) -> None:
-    if _SERVER_KEY in app:
-        return
-    app[_SERVER_KEY] = server
+    """Add the REST endpoints beside the call controls (create_app has stored ``server`` under SERVER_KEY)."""
     for prefix in PREFIXES:
         app.router.add_post(prefix + "/realtime/client_secrets", client_secrets)
         app.router.add_post(prefix + "/audio/transcriptions", transcriptions)

@@ -55,10 +55,7 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    bound = port
-    server_obj = site._server
-    if server_obj is not None and getattr(server_obj, "sockets", None):
-        bound = server_obj.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    bound = int(runner.addresses[0][1])  # the real port when 0 was asked for
     ingress = None
     try:
         if sip is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,15 +41,9 @@ def sip_headers(from_uri: str, to_uri: str, sip_call_id: str | None,
     if "to" not in names:
         base.append(("To", to_uri))
     if "call-id" not in names:
-        base.append(("Call-ID", sip_call_id or _uuid()))
+        base.append(("Call-ID", sip_call_id or str(uuid.uuid4())))
     drop = {"authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"}
     return [{"name": n, "value": v} for n, v in base + pairs if n.lower() not in drop]
-
-
-def _uuid() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 class MockServer:

@@ -28,6 +28,7 @@ from . import calls as c
 from . import faults as faultlib
 from .certs import CertPaths, ensure_certs
 from .realtime.session import AudioOut, ClearAudio
+from .realtime.vad import EAGERNESS_SILENCE_MS
 from .server import MockServer
 
 SIP_RATE = 8000
@@ -48,14 +49,19 @@ def vad_params(session_config: dict[str, Any]) -> dict[str, Any]:
     td = ((session_config.get("audio") or {}).get("input") or {}).get("turn_detection")
     if not isinstance(td, dict):
         return {"enabled": True, "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+
+    def knob(key: str, default: float) -> float:
+        value = td.get(key)  # null means "the default", as in the session core
+        return default if value is None else float(value)
+
     if td.get("type") == "semantic_vad":
-        silence = {"high": 300, "medium": 700, "auto": 700, "low": 1500}.get(td.get("eagerness") or "auto", 700)
+        silence = EAGERNESS_SILENCE_MS.get(td.get("eagerness") or "auto", EAGERNESS_SILENCE_MS["auto"])
         return {"enabled": True, "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": silence}
     return {
         "enabled": True,
-        "threshold": float(td.get("threshold", 0.5)),
-        "prefix_padding_ms": int(td.get("prefix_padding_ms", 300)),
-        "silence_duration_ms": int(td.get("silence_duration_ms", 200)),
+        "threshold": knob("threshold", 0.5),
+        "prefix_padding_ms": int(knob("prefix_padding_ms", 300)),
+        "silence_duration_ms": int(knob("silence_duration_ms", 200)),
     }
 
 
@@ -332,12 +338,17 @@ class SipIngress:
         host.on_session_config = lambda cfg: self._spawn(self._command(leg, Op.SET_VAD, **vad_params(cfg)))
 
     def _sink(self, leg: _Leg, static: bool) -> Callable[[AudioOut | ClearAudio], None]:
+        resamplers: dict[int, audio.Resampler] = {}  # one per stream: no filter restart at chunk edges
+
         def sink(out: AudioOut | ClearAudio) -> None:
             if isinstance(out, ClearAudio):
                 self.server.journal.record(leg.call_id, "sip.clear_playback", response_id=out.response_id)
                 self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
                 return
-            pcm = out.pcm if out.rate == SIP_RATE else audio.resample(out.pcm, out.rate, SIP_RATE)
+            if out.rate == SIP_RATE:
+                pcm = out.pcm
+            else:
+                pcm = resamplers.setdefault(out.rate, audio.Resampler(out.rate, SIP_RATE)).process(out.pcm)
             if static or out.corrupt:
                 pcm = garble(pcm)
             self._spawn(self._command(leg, Op.PLAY_PCM, pcm=base64.b64encode(pcm).decode()))

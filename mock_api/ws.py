@@ -26,14 +26,13 @@ from . import faults as faultlib
 from .calls import Call, CallState
 from .realtime import events as rt_events
 from .realtime.session import AudioOut, ClearAudio, Close, LimitHit, Output, RealtimeSession
-from .server import MockServer, request_key
+from .server import SERVER_KEY, MockServer, request_key
 
 PREFIXES = ("/v1", "/openai/v1")
 PING_INTERVAL_S = 20.3  # the real server's keepalive (reference §0)
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 15 MiB audio per append, base64-inflated
 SESSION_LIMIT_CLOSE = 1013  # RFC 6455 "Try Again Later": a ?model= socket over max_concurrent_sessions
 WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
-_SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_ws_server")
 
 MediaSink = Callable[[AudioOut | ClearAudio], None]
 ConfigSink = Callable[[dict[str, Any]], object]
@@ -59,9 +58,10 @@ class SessionHost:
     def receive(self, text: str | bytes, origin: web.WebSocketResponse | None = None) -> None:
         try:
             event: Any = json.loads(text) if isinstance(text, str) else {"binary_bytes": len(text)}
-        except ValueError:
+        except (ValueError, RecursionError):
             event = text
-        self.server.journal.record(self.call_id, "ws.client", event=event)
+        self.server.journal.record(self.call_id, "ws.client",
+                                   event=_journal_view(event) if isinstance(event, dict) else event)
         self.dispatch(self.session.receive(text, self.server.clock()), origin)
 
     def feed_audio(self, pcm: bytes, rate: int) -> None:
@@ -244,6 +244,10 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
             "The Realtime API beta shape is no longer supported. Remove the 'OpenAI-Beta: realtime=v1' header "
             "and use the GA interface.", 4000)
     owned: SessionHost | None = None
+    if call is not None and call.state.terminal:  # it ended while the upgrade was in flight
+        await ws.close(code=1000, message=b"call ended")
+        server.journal.record(call_id, "ws.close", code=1000, reason="call ended during upgrade")
+        return ws
     if call is not None:
         host = _host_for_call(server, call)
     else:
@@ -311,14 +315,18 @@ def _drop(request: web.Request, server: MockServer, call_id: str | None) -> None
 
 
 def _server_of(request: web.Request) -> MockServer:
-    server: MockServer = request.app[_SERVER_KEY]
+    server: MockServer = request.app[SERVER_KEY]
     return server
 
 
 def _journal_view(event: dict[str, Any]) -> dict[str, Any]:
-    """Audio deltas are journaled by size, not content, to keep timelines small."""
-    if event.get("type") == "response.output_audio.delta":
+    """Audio, both ways, is journaled by size, not content, to keep timelines small."""
+    kind = event.get("type")
+    if kind == "response.output_audio.delta" and isinstance(event.get("delta"), str):
         return {**event, "delta": f"<{len(event['delta'])} base64 chars>"}
+    if kind in ("input_audio_buffer.append", "session.input_audio_buffer.append") and isinstance(
+            event.get("audio"), str):
+        return {**event, "audio": f"<{len(event['audio'])} base64 chars>"}
     return event
 
 
@@ -327,7 +335,6 @@ def setup(app: web.Application, server: MockServer) -> None:
     if WS_KEY in app:
         return
     app[WS_KEY] = _registry(server)
-    app[_SERVER_KEY] = server
     for prefix in PREFIXES:
         app.router.add_get(prefix + "/realtime", realtime_socket)
 

@@ -523,7 +523,10 @@ class WorkerPool:
             )
         info.calls.clear()
         info.reserved.clear()
-        restarting = self._running and self.restart and not expected
+        # A process that never became ready is retried by the _restart loop that spawned it, not here:
+        # two loops would race for the same ports.
+        was_ready = proc.ready.done() and not proc.ready.cancelled() and proc.ready.exception() is None
+        restarting = self._running and self.restart and not expected and was_ready
         self._emit(
             Event(
                 Ev.WORKER_EXITED.value,

@@ -74,3 +74,12 @@ class Receiver(WebhookReceiver):
         if d.error is None and self.app is not None:
             await self.app.on_webhook(d.event)
         return response
+
+
+async def still_answers(mock: RunningMock, receiver: Receiver, phone: Any, timeout: float = 15) -> None:
+    """The mock keeps serving after a failure: a fresh call is accepted by a fresh app and hung up."""
+    assert mock.sip is not None
+    receiver.app = App(mock)
+    call = await phone.call(mock.sip.uri())
+    assert await call.answered(timeout=timeout)
+    await call.hangup()

@@ -42,7 +42,7 @@ async def test_mock_ready_line_and_stable_secret(tmp_path: Path) -> None:
         async with MockClient(first.url) as control:
             assert (await control.start_call()).startswith("rtc_")
         secret = first.webhook_secret
-    assert first._proc is not None and first._proc.returncode == 0
+    assert first.returncode == 0
     async with MockProcess(["--port", "0", "--no-sip"], env=env) as second:
         assert second.webhook_secret == secret
     env_secret = {**env, "OPENAI_WEBHOOK_SECRET": "whsec_ZmFrZQ=="}

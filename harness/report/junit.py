@@ -20,8 +20,7 @@ def write_junit(results: list[ScenarioResult], path: Path, suite: str = "rtsip")
         if not r.passed:
             tag = "error" if r.verdict.startswith("error") else "failure"
             el = ET.SubElement(tc, tag, message=r.verdict[:500])
-            lines = [f"{'PASS' if c.ok else 'FAIL'} {c.name}: expected {c.expected!r}, got {c.actual!r}"
-                     for c in r.checks]
+            lines = [f"{'PASS' if c.ok else 'FAIL'} {c.describe()}" for c in r.checks]
             el.text = "\n".join([r.verdict, *lines, *r.notes])
         out = ET.SubElement(tc, "system-out")
         out.text = "\n".join(line for _, line in r.app_output)[-20000:]
