@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from typing import Any
@@ -23,8 +24,10 @@ from typing import Any
 import openai
 from aiohttp import web
 from openai import AsyncOpenAI, InvalidWebhookSignatureError
+from websockets.exceptions import ConnectionClosedOK
 
 INSTRUCTIONS = "You are a short-spoken test agent."
+HANDLED = frozenset({"error", "conversation.item.input_audio_transcription.completed", "response.done"})
 
 
 class App:
@@ -32,6 +35,7 @@ class App:
         self.client = AsyncOpenAI(max_retries=0)
         self.verbose = verbose
         self.tasks: set[asyncio.Task[None]] = set()
+        self.seen: dict[str, None] = {}  # webhook-ids handled, oldest first (retries reuse the id)
         self.counts = {"webhooks": 0, "accepted": 0, "accept_failed": 0, "ws_closed": 0, "ws_errors": 0,
                        "server_errors": 0, "transcripts": 0, "responses": 0}
 
@@ -47,6 +51,14 @@ class App:
             return web.json_response({"error": "invalid signature"}, status=400)
         if event.type != "realtime.call.incoming":
             return web.json_response({"ignored": event.type})
+        # A retry of a webhook we already took (ours was slow to answer): accepting again would get
+        # 400 call_already_accepted. Standard Webhooks: deduplicate on the webhook-id header.
+        webhook_id = request.headers.get("webhook-id", "")
+        if webhook_id in self.seen:
+            return web.json_response({"ok": True, "duplicate": True})
+        self.seen[webhook_id] = None
+        if len(self.seen) > 10_000:
+            del self.seen[next(iter(self.seen))]
         self.counts["webhooks"] += 1
         call_id = event.data.call_id
         try:
@@ -71,10 +83,17 @@ class App:
         return web.json_response({"ok": True})
 
     async def drive(self, call_id: str) -> None:
+        """Read the call's socket until it closes. Only the events acted on are parsed into the SDK's
+        models: building a model for every delta would make pydantic most of a load test's app CPU."""
         try:
             async with self.client.realtime.connect(call_id=call_id) as conn:
-                async for event in conn:
-                    self.on_event(call_id, event)
+                while True:
+                    try:
+                        raw = await conn.recv_bytes()
+                    except ConnectionClosedOK:
+                        break
+                    if json.loads(raw).get("type") in HANDLED:
+                        self.on_event(call_id, conn.parse_event(raw))
         except Exception as exc:  # one call's trouble never stops the others
             self.counts["ws_errors"] += 1
             print(f"[{call_id}] websocket closed: {type(exc).__name__}: {exc}", flush=True)

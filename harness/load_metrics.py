@@ -106,6 +106,14 @@ def extract(view: CallView) -> dict[str, list[list[float]]]:
     return out
 
 
+def ingress_rtp(view: CallView) -> dict[str, int]:
+    """RTP counters of the mock's side of a SIP call (its worker's stream stats, in ``sip.ended``)."""
+    for e in view.entries:
+        if e.kind == "sip.ended" and isinstance(e.data.get("rtp"), dict):
+            return {f"ingress_{k}": int(v) for k, v in e.data["rtp"].items() if isinstance(v, int | float)}
+    return {}
+
+
 def speech_stops(view: CallView) -> list[JournalEntry]:
     """Where the caller's turns ended: the SIP leg's VAD (sip mode) or the session's speech_stopped."""
     sip = [e for e in view.entries if e.kind == "sip.speech_stopped"]

@@ -63,6 +63,11 @@ def cpu_summary(result: LoadResult) -> dict[str, float | None]:
     rss = [s["mock_rss_mb"] for s in result.samples if "mock_rss_mb" in s]
     if rss:
         out["mock_rss_mb_first"], out["mock_rss_mb_max"], out["mock_rss_mb_last"] = rss[0], max(rss), rss[-1]
+        # memory as the calls go by: flat from the middle on means nothing grows with calls handled
+        total = len(result.records) or 1
+        for q in (25, 50, 75, 100):
+            at = next((s for s in result.samples if s.get("done", 0) >= total * q / 100 and "mock_rss_mb" in s), None)
+            out[f"mock_rss_mb_at_{q}pct_done"] = at["mock_rss_mb"] if at else None
     return out
 
 
@@ -70,7 +75,10 @@ def rtp_summary(result: LoadResult) -> dict[str, int]:
     recs = [r for r in result.records if r.rtp]
     return {"calls_with_stats": len(recs), "rx_pkt": sum(r.rtp.get("rx_pkt", 0) for r in recs),
             "tx_pkt": sum(r.rtp.get("tx_pkt", 0) for r in recs), "rx_loss": sum(r.rtp.get("rx_loss", 0) for r in recs),
-            "calls_without_rx": sum(1 for r in recs if not r.rtp.get("rx_pkt"))}
+            "calls_without_rx": sum(1 for r in recs if not r.rtp.get("rx_pkt")),
+            "ingress_rx_pkt": sum(r.rtp.get("ingress_rx_pkt", 0) for r in recs),
+            "ingress_rx_loss": sum(r.rtp.get("ingress_rx_loss", 0) for r in recs),
+            "calls_with_ingress_stats": sum(1 for r in recs if "ingress_rx_pkt" in r.rtp)}
 
 
 def to_json(result: LoadResult) -> dict[str, Any]:
@@ -298,5 +306,8 @@ def print_summary(result: LoadResult, console: Console) -> None:
         r = data["rtp"]
         console.print(f"RTP at the callers: {r['rx_pkt']} packets received, {r['rx_loss']} lost, "
                       f"{r['calls_without_rx']} calls without audio back", highlight=False)
+        if r.get("calls_with_ingress_stats"):
+            console.print(f"RTP at the mock's ingress: {r['ingress_rx_pkt']} packets received, "
+                          f"{r['ingress_rx_loss']} lost ({r['calls_with_ingress_stats']} calls)", highlight=False)
     for n in result.notes:
         console.print(f"note: {n}")

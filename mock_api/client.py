@@ -103,6 +103,11 @@ class MockClient:
         result: dict[str, Any] = await self._req("GET", "/_mock/config")
         return result
 
+    async def sip(self) -> dict[str, Any]:
+        """The SIP ingress and its workers (``GET /_mock/sip``; 404 when the mock runs without one)."""
+        result: dict[str, Any] = await self._req("GET", "/_mock/sip")
+        return result
+
     async def server_journal(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = (await self._req("GET", "/_mock/journal"))["entries"]
         return result

@@ -18,6 +18,9 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter, ValidationError
 
 AUDIT_ENV = "RTSIP_EVENT_AUDIT"
+audit_path: str | None = os.environ.get(AUDIT_ENV) or None
+"""Where mismatches go; read once, since a per-event environment lookup showed up in load profiles.
+Child processes read it from the environment; in-process tests set this directly."""
 checked = 0
 
 
@@ -41,7 +44,7 @@ def problem(event: dict[str, Any]) -> str | None:
 def audit(event: dict[str, Any]) -> None:
     """Validate and record a mismatch when auditing is on; a no-op otherwise."""
     global checked
-    path = os.environ.get(AUDIT_ENV)
+    path = audit_path
     if not path:
         return
     checked += 1

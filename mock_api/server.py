@@ -66,6 +66,7 @@ class MockServer:
         self._ended: collections.deque[str] = collections.deque()
         self.limits = Limiter()
         self._configure_limits()
+        self.sip_status: Callable[[], dict[str, Any]] | None = None  # set while a SIP ingress runs
 
     # ---- configuration ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,10 +144,13 @@ class SipIngress:
         self.port = self.pool.workers[0].ports.get("tls", self.port)
         self.server.on_effect(self._on_effect)
         self.server.on_call_active(self._on_active)
+        self.server.sip_status = self.status
         self.server.journal.record(None, "sip.listening", uri=self.uri(), ca=str(self.certs.ca),
                                    workers=len(self.pool.workers))
 
     async def stop(self) -> None:
+        if self.server.sip_status == self.status:
+            self.server.sip_status = None
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,6 +166,17 @@ class SipIngress:
 
     def uri(self, user: str = "proj_rtsip", transport: str = "tls") -> str:
         return self.pool.contact_uri(0, user, transport)
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /_mock/sip`` shows: the front URI and each worker, with a contact a load
+        generator can dial directly (spreading calls instead of bouncing off the front door)."""
+        workers = []
+        for w in self.pool.workers:
+            contact = self.pool.contact_uri(w.index, "proj_rtsip") if "tls" in w.ports else None
+            workers.append({"index": w.index, "pid": w.pid, "alive": w.alive, "restarts": w.restarts,
+                            "returncode": w.returncode, "ports": dict(w.ports), "contact": contact,
+                            "calls": len(w.calls), "max_calls": w.max_calls})
+        return {"uri": self.uri(), "ca": str(self.certs.ca), "calls": len(self._legs), "workers": workers}
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -255,7 +270,8 @@ class SipIngress:
         self._by_call.pop(leg.call_id, None)
         d = ev.data
         self.server.journal.record(leg.call_id, "sip.ended", kind=ev.kind, code=d.get("code"), reason=d.get("reason"),
-                                   by=d.get("by"), cause=d.get("cause"), recording=d.get("recording"))
+                                   by=d.get("by"), cause=d.get("cause"), recording=d.get("recording"),
+                                   rtp=d.get("rtp"))
         call = self.server.calls.get(leg.call_id)
         if call is None or call.state.terminal:
             return
@@ -339,9 +355,12 @@ class SipIngress:
 
     def _sink(self, leg: _Leg, static: bool) -> Callable[[AudioOut | ClearAudio], None]:
         resamplers: dict[int, audio.Resampler] = {}  # one per stream: no filter restart at chunk edges
+        stream = ReplyBatcher(lambda pcm: self._spawn(
+            self._command(leg, Op.PLAY_PCM, pcm=base64.b64encode(pcm).decode())))
 
         def sink(out: AudioOut | ClearAudio) -> None:
             if isinstance(out, ClearAudio):
+                stream.clear()
                 self.server.journal.record(leg.call_id, "sip.clear_playback", response_id=out.response_id)
                 self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
                 return
@@ -351,9 +370,59 @@ class SipIngress:
                 pcm = resamplers.setdefault(out.rate, audio.Resampler(out.rate, SIP_RATE)).process(out.pcm)
             if static or out.corrupt:
                 pcm = garble(pcm)
-            self._spawn(self._command(leg, Op.PLAY_PCM, pcm=base64.b64encode(pcm).decode()))
+            stream.push(pcm)
 
         return sink
+
+
+class ReplyBatcher:
+    """Reply audio to a worker in a few large commands instead of one per 100 ms chunk.
+
+    The fake model makes audio faster than real time, so each chunk used to become its own
+    play command (~80 a second per call, most of an ingress worker's CPU). The first chunk
+    of a burst goes at once (no added latency before the caller hears it); later chunks are
+    gathered and sent when half of the audio already sent ahead of the caller's playback has
+    played, so the worker's queue never runs dry.
+    """
+
+    MIN_WAIT_S = 0.02
+    MAX_WAIT_S = 0.5
+
+    def __init__(self, send: Callable[[bytes], object], rate: int = SIP_RATE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._send, self._rate, self._clock = send, rate, clock
+        self._pending: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._burst_start = 0.0
+        self._sent_s = 0.0  # audio sent since the burst started
+
+    def push(self, pcm: bytes) -> None:
+        self._pending.append(pcm)
+        if self._timer is None:
+            now = self._clock()
+            if self._sent_s <= now - self._burst_start:  # what was sent has played: a new burst
+                self._burst_start, self._sent_s = now, 0.0
+            self._flush()
+
+    def clear(self) -> None:
+        """Barge-in: drop what is not sent yet; the worker clears what it queued."""
+        self._pending.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._sent_s = 0.0
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._sent_s += len(data) / 2 / self._rate
+        self._send(data)
+        ahead = self._sent_s - (self._clock() - self._burst_start)
+        wait = min(self.MAX_WAIT_S, max(self.MIN_WAIT_S, ahead / 2))
+        self._timer = asyncio.get_running_loop().call_later(wait, self._flush)
 
 
 def garble(pcm: bytes) -> bytes:

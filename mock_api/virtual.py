@@ -1,39 +1,119 @@
 """Virtual callers: a call with no SIP leg whose caller still speaks, on the real clock.
 
-The control API feeds a fixture's audio into the call's Realtime session in 20 ms frames
-paced like RTP, so VAD, transcription and responses happen exactly as on a SIP call, and
-the app under test cannot tell the difference on its webhook, REST and WebSocket sides.
+The control API feeds a fixture's audio into the call's Realtime session paced like RTP, so
+VAD, transcription and responses happen exactly as on a SIP call, and the app under test
+cannot tell the difference on its webhook, REST and WebSocket sides.
+
+One media clock per server feeds every speaking caller, :data:`TICK_MS` of audio a tick, the
+way pjmedia's conference clock serves every port of a process: thousands of concurrent
+callers then cost one timer, not one sleeping task per 20 ms frame each. The session still
+sees whole 20 ms frames at their audio times, so turn boundaries are the same; only the
+wall-clock moment a boundary is noticed moves, by at most one tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from dataclasses import dataclass, field
 
 from . import audio
 from .journal import Journal
+from .server import MockServer
 from .ws import SessionHost
 
 FRAME_MS = 20
 RATE = 8000  # what a G.711 SIP leg delivers
+TICK_MS = 100  # audio per clock tick: what a typical Realtime client sends per append
+
+
+@dataclass
+class _Speaker:
+    host: SessionHost
+    journal: Journal
+    call_id: str
+    label: str
+    pcm: bytes
+    rate: int
+    speed: float
+    start: float
+    done: asyncio.Future[float]
+    frame_bytes: int = 0
+    sent: int = 0  # bytes fed so far
+    total_frames: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.frame_bytes = audio.frame_bytes(self.rate, FRAME_MS)
+        self.total_frames = -(-len(self.pcm) // self.frame_bytes)
+
+    @property
+    def sent_ms(self) -> float:
+        return min(self.sent // self.frame_bytes, self.total_frames) * FRAME_MS
+
+    def feed(self, now: float) -> bool:
+        """Feed what is due by ``now`` (one frame ahead, like RTP); True once all is sent."""
+        if self.done.done():
+            return True
+        if self.host.closed:
+            self.journal.record(self.call_id, "caller.say_cut", label=self.label, sent_ms=self.sent_ms)
+            self.done.set_result(self.sent_ms)
+            return True
+        due_frames = min(self.total_frames, int((now - self.start) * 1000.0 * self.speed / FRAME_MS) + 1)
+        end = due_frames * self.frame_bytes
+        if end > self.sent:
+            chunk = self.pcm[self.sent : end]
+            if len(chunk) % self.frame_bytes:
+                chunk += bytes(self.frame_bytes - len(chunk) % self.frame_bytes)
+            self.sent = end
+            self.host.feed_audio(chunk, self.rate)
+        if due_frames >= self.total_frames:
+            self.journal.record(self.call_id, "caller.said", label=self.label, ms=round(self.sent_ms, 1))
+            self.done.set_result(self.sent_ms)
+            return True
+        return False
+
+
+class MediaClock:
+    """Feeds every speaking caller of one server from a single task that runs while any speaks."""
+
+    def __init__(self, tick_ms: int = TICK_MS) -> None:
+        self.tick_s = tick_ms / 1000.0
+        self._speakers: list[_Speaker] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, sp: _Speaker) -> None:
+        if not sp.feed(time.monotonic()):
+            self._speakers.append(sp)
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        next_tick = time.monotonic() + self.tick_s
+        while self._speakers:
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            next_tick += self.tick_s
+            now = time.monotonic()
+            if next_tick < now:  # fell behind (a saturated loop): do not burst to catch up on ticks
+                next_tick = now + self.tick_s
+            self._speakers = [sp for sp in self._speakers if not sp.feed(now)]
+
+
+_CLOCKS: weakref.WeakKeyDictionary[MockServer, MediaClock] = weakref.WeakKeyDictionary()
+
+
+def clock_of(server: MockServer) -> MediaClock:
+    clock = _CLOCKS.get(server)
+    if clock is None:
+        clock = _CLOCKS[server] = MediaClock()
+    return clock
 
 
 async def speak(host: SessionHost, journal: Journal, call_id: str, pcm: bytes, *, rate: int = RATE,
                 label: str = "", speed: float = 1.0, trailing_silence_ms: int = 800) -> float:
     """Feed ``pcm`` then silence (so VAD can end the turn); returns the audio ms sent."""
     pcm = pcm + audio.silence(trailing_silence_ms, rate)
-    total_ms = audio.duration_ms(pcm, rate)
-    journal.record(call_id, "caller.say", label=label, ms=round(total_ms, 1), speed=speed)
-    start = time.monotonic()
-    sent_ms = 0.0
-    for frame in audio.frames(pcm, rate, FRAME_MS):
-        if host.closed:
-            journal.record(call_id, "caller.say_cut", label=label, sent_ms=sent_ms)
-            return sent_ms
-        host.feed_audio(frame, rate)
-        sent_ms += FRAME_MS
-        delay = start + sent_ms / 1000.0 / speed - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    journal.record(call_id, "caller.said", label=label, ms=round(sent_ms, 1))
-    return sent_ms
+    journal.record(call_id, "caller.say", label=label, ms=round(audio.duration_ms(pcm, rate), 1), speed=speed)
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    clock_of(host.server).add(_Speaker(host, journal, call_id, label, pcm, rate, speed, time.monotonic(), done))
+    return await done

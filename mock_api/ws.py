@@ -48,10 +48,12 @@ class SessionHost:
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[tuple[str, Any] | None]] = {}
         self.media_sink: MediaSink | None = None
         self._on_config: ConfigSink | None = None
-        self._wake = asyncio.Event()
-        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None  # fires the session's next timer
+        self._timer_due: float | None = None
         self.closed = False
         self.slot: str | None = None  # the concurrent-session slot a ?model= socket holds
+        self._schedule()
 
     # ---- inputs (from sockets and the media path) -----------------------------------------
 
@@ -116,21 +118,29 @@ class SessionHost:
             elif isinstance(out, Close):
                 for q in self.sockets.values():
                     q.put_nowait(("close", (out.code, out.reason)))
-        self._wake.set()
+        self._schedule()
 
-    async def _pump(self) -> None:
-        """Fire the session's timers on the real clock."""
-        while not self.closed:
-            deadline = self.session.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self.server.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            if self.closed:
-                break
-            outs = self.session.advance(self.server.clock())
-            if outs:
-                self.dispatch(outs)
+    def _schedule(self) -> None:
+        """Keep one loop timer at the session's next deadline; re-armed only when it moves.
+
+        Called after every input, so it must stay cheap: audio frames rarely move the deadline.
+        """
+        due = None if self.closed else self.session.next_deadline()
+        if due == self._timer_due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_due = due
+        if due is not None:
+            self._timer = self._loop.call_later(max(0.0, due - self.server.clock()), self._fire)
+
+    def _fire(self) -> None:
+        """Run the session's due timers on the real clock."""
+        self._timer, self._timer_due = None, None
+        if self.closed:
+            return
+        self.dispatch(self.session.advance(self.server.clock()))
 
     async def writer(self, ws: web.WebSocketResponse) -> None:
         q = self.sockets[ws]
@@ -151,7 +161,7 @@ class SessionHost:
 
     def close(self) -> None:
         self.closed = True
-        self._wake.set()
+        self._schedule()
         for q in self.sockets.values():
             q.put_nowait(("close", (1000, "call ended")))
 

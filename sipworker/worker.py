@@ -6,8 +6,8 @@ Run as ``python -m sipworker.worker --config '<WorkerConfig JSON>'``.  Threads:
   runs every command and every pjsua callback, and destroys the endpoint.  Because only this
   thread touches pj objects, the "unknown thread" and "Call outlives libDestroy" aborts of the
   wheel (notes G2, G3) cannot happen.
-* pjmedia's clock thread calls the frame ports (``onFrameReceived``/``onFrameRequested``); they only
-  touch :mod:`sipworker.media` objects and enqueue events.
+* pjmedia's clock thread calls the frame ports (``onFrameReceived``/``onFrameRequested``) once per
+  ``cfg.frame_ms`` of audio; they only touch :mod:`sipworker.media` objects and enqueue events.
 * ``stdin``: parses commands into the pj thread's queue; EOF (parent gone) means shut down.
 * ``ipc-out``: the only writer of the IPC stream, so slow parents never stall the clock thread.
 
@@ -22,6 +22,8 @@ import base64
 import contextlib
 import ctypes
 import gc
+import heapq
+import itertools
 import os
 import queue
 import signal
@@ -38,6 +40,11 @@ from . import media, sipmsg
 from .ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
 
 PJ_ETOOMANY = 70010
+# libHandleEvents timeout.  Each return costs ~50-70 µs of CPU (select, timer heap, GIL
+# handoff): 5 ms polls cost a worker ~1 % of a core doing nothing, 10 ms ~0.7 % (what
+# bench/bare_pjsua2.py uses).  SIP events end the wait at once; only commands from the parent
+# wait for it, up to POLL_MS.
+POLL_MS = 10
 MAX_CALLS_COMPILED = 4  # PJSUA_MAX_CALLS of the wheel (notes §0)
 
 _SRTP = {
@@ -47,7 +54,12 @@ _SRTP = {
 }
 
 
-# ---- ByteVector → bytes ------------------------------------------------------------------
+# ---- ByteVector <-> bytes ---------------------------------------------------------------
+
+
+_VEC_PTRS = ctypes.POINTER(ctypes.c_void_p * 2)  # libstdc++ vector: begin, end, capacity end
+_FRAME_AUDIO = pj.PJMEDIA_FRAME_TYPE_AUDIO
+_memmove = ctypes.memmove
 
 
 def _slow_bytes(vec: Any) -> bytes:
@@ -57,23 +69,44 @@ def _slow_bytes(vec: Any) -> bytes:
 def _fast_bytes(vec: Any) -> bytes:
     """Read a SWIG ``std::vector<unsigned char>`` directly: ~2 µs instead of ~170 µs (notes §4).
 
-    Relies on libstdc++'s vector layout (begin, end pointers first), which :func:`_pick_reader`
+    Relies on libstdc++'s vector layout (begin, end pointers first), which :func:`_pick_io`
     verifies against the slow path once at start-up before trusting it.
     """
-    start, finish = ctypes.cast(int(vec.this), ctypes.POINTER(ctypes.c_void_p * 2)).contents
+    start, finish = ctypes.cast(int(vec.this), _VEC_PTRS).contents
     if not start or not finish:
         return b""
     return ctypes.string_at(start, finish - start)
 
 
-def _pick_reader() -> Callable[[Any], bytes]:
-    probe = bytes(range(256)) + bytes(range(64))
+def _vector_data(vec: Any) -> int:
+    """Address of a ByteVector's storage; stable for as long as the vector is not resized."""
+    return int(ctypes.cast(int(vec.this), _VEC_PTRS).contents[0] or 0)
+
+
+def _pick_io() -> tuple[Callable[[Any], bytes], bool]:
+    """(vector reader, whether ports may write into their own vectors in place).
+
+    Both rely on the libstdc++ layout, checked here against SWIG's own conversions; if anything
+    disagrees the slow paths are used.
+    """
+    probe = bytes(range(256)) * 12 + bytes(range(64))
+    reader: Callable[[Any], bytes] = _slow_bytes
     try:
         if _fast_bytes(pj.ByteVector(probe)) == probe and _fast_bytes(pj.ByteVector(b"")) == b"":
-            return _fast_bytes
+            reader = _fast_bytes
     except Exception:
         pass
-    return _slow_bytes
+    in_place = False
+    try:
+        vec = pj.ByteVector(bytes(len(probe)))
+        ptr = _vector_data(vec)
+        ctypes.memmove(ptr, probe, len(probe))
+        frame = pj.MediaFrame()
+        frame.buf = vec
+        in_place = bool(ptr) and bytes(vec) == probe and bytes(frame.buf) == probe and _vector_data(vec) == ptr
+    except Exception:
+        pass
+    return reader, in_place
 
 
 # ---- IPC output --------------------------------------------------------------------------
@@ -92,18 +125,61 @@ class EventWriter:
         self._q.put(Event(kind, data).to_line())
 
     def _run(self) -> None:
+        """Write whatever is queued in one syscall per wake-up: a burst of replies (the mock
+        streams reply audio as many small play_pcm commands) costs one write, not one each."""
+        q = self._q
         while True:
-            line = self._q.get()
-            if line is None:
-                return
+            batch = [q.get()]
+            while not q.empty():
+                batch.append(q.get_nowait())
+            last = None in batch
+            data = b"".join(line for line in batch if line is not None)
             try:
-                self._out.write(line)
+                view = memoryview(data)
+                while view:
+                    view = view[self._out.write(view) or 0 :]
             except (BrokenPipeError, OSError):
                 return  # parent gone; the stdin reader will see EOF and shut us down
+            if last:
+                return
 
     def close(self, timeout: float = 1.0) -> None:
         self._q.put(None)
         self._t.join(timeout)
+
+
+# ---- the clock thread's Python thread state ---------------------------------------------
+
+
+class _ThreadStateHold(threading.local):
+    held = False
+
+
+_HOLD = _ThreadStateHold()
+_HOLD_ENABLED = os.environ.get("RTSIP_HOLD_TSTATE", "1") == "1"
+
+
+def _hold_thread_state() -> None:
+    """Keep this (pjmedia clock) thread's Python thread state alive between frame callbacks.
+
+    SWIG's director wraps every callback in PyGILState_Ensure/Release.  For a thread Python did
+    not create, a Release that drops the count to zero destroys the thread state, so each frame
+    callback built and freed a fresh one (allocations and a 16 kB frame stack): about a quarter
+    of the clock thread's Python cost.  One extra Ensure, taken here with the GIL held, keeps the
+    count above zero; the director's Release then only releases the GIL.  ``RTSIP_HOLD_TSTATE=0``
+    in the worker's environment turns this off (a switch for diagnosis, not a tuning knob).
+    """
+    if _HOLD_ENABLED:
+        ctypes.pythonapi.PyGILState_Ensure()
+        _HOLD.held = True
+
+
+def _drop_thread_state() -> None:
+    """Undo :func:`_hold_thread_state` (GIL held, same thread): the callback's own Release then
+    frees the thread state, so a clock thread that pjmedia stops (sound device auto-close after
+    the last call) leaves nothing behind."""
+    ctypes.pythonapi.PyGILState_Release(0)  # PyGILState_LOCKED: we hold the GIL and keep it
+    _HOLD.held = False
 
 
 # ---- per-call state ----------------------------------------------------------------------
@@ -115,7 +191,8 @@ class CallCtx:
     role: str  # "uac" (we called) | "uas" (we answer)
     t0: float
     call: Any = None  # _Call; dropped in the DISCONNECTED callback (notes G6)
-    port: Any = None  # _FramePort
+    port: Any = None  # _FramePort: plays to the call, and receives from it unless rx_port is set
+    rx_port: Any = None  # 20 ms receive-only _FramePort of a call with VAD (see on_media_state)
     sip_call_id: str = ""
     playback: media.Playback = field(default_factory=media.Playback)
     recorder: media.Recorder | None = None
@@ -127,8 +204,7 @@ class CallCtx:
     invite_reason: str = ""
     local_hangup: bool = False
     heard: bool = False
-    rx_frames: int = 0
-    tx_frames: int = 0
+    rx_frames: int = 0  # 20 ms sub-frames received so far: the call's rx audio clock
     refer_status: int = 603
     hangup_on_refer: bool = True
     refer_target: str | None = None
@@ -139,18 +215,32 @@ class CallCtx:
     cause: str | None = None  # why we hung up on our own (rtp_timeout, shutdown)
     last_rx_pkt: int = -1
     last_rx_at: float = 0.0
+    final_rtp: dict[str, int] | None = None  # stream counters saved as the stream is destroyed
+
+    @property
+    def tx_frames(self) -> int:
+        """20 ms sub-frames sent so far (playback and silence): the call's tx audio clock."""
+        return self.playback.sent
 
     def ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
 
-    def mark(self, name: str) -> int:
+    def mark(self, name: str, at: int | None = None) -> int:
+        """Record ``name`` once, at ``at`` (ms since t0) or now."""
         if name not in self.marks:
-            self.marks[name] = self.ms()
+            self.marks[name] = self.ms() if at is None else at
         return self.marks[name]
 
 
 class _FramePort(pj.AudioMediaPort):
-    """20 ms L16 frames between a call and Python.  Runs on the clock thread: keep it cheap.
+    """L16 frames of ``cfg.frame_ms`` between a call and Python.  Runs on the clock thread.
+
+    The bridge ticks every 20 ms; a port with a longer frame is buffered by pjmedia's conference
+    (conf.c rx_buf/tx_buf), so each callback carries ``frame_ms`` of audio and the per-callback
+    cost (SWIG director dispatch, GIL handoff) is paid ``frame_ms / 20`` times less often.  Inside
+    a frame, :mod:`sipworker.media` works per 20 ms sub-frame, so audio times stay exact.  A call
+    with VAD gets a second, receive-only 20 ms port (``CallCtx.rx_port``), so turn detection is
+    not held back by the buffering.
 
     Ports are pooled per worker and never destroyed while the endpoint lives: pjmedia's
     conference removes ports asynchronously, so a clock tick can still call a port whose
@@ -158,45 +248,85 @@ class _FramePort(pj.AudioMediaPort):
     ``ctx = None`` and ignores frames; the call's teardown drops its connections.
     """
 
-    def __init__(self, worker: Worker, name: str) -> None:
+    def __init__(self, worker: Worker, name: str, frame_ms: int) -> None:
         super().__init__()
         self.worker = worker
         self.ctx: CallCtx | None = None
-        self.silence = pj.ByteVector(media.SILENCE)
+        self.rx = True  # False: a play-only port whose call has a separate rx_port
+        self.frame_ms = frame_ms
+        self.subframes = self.frame_ms // media.FRAME_MS
+        self.drained = True  # see Worker._release_port
+        self.frame_bytes = self.subframes * media.FRAME_BYTES
+        self.silence = pj.ByteVector(bytes(self.frame_bytes))
+        self._read = worker.read_bytes
+        # Outgoing audio is copied into this vector's fixed storage (one memmove), then the frame
+        # takes a C++ copy of it: pj.ByteVector(bytes) would convert ~30 µs per 100 ms byte by byte.
+        self._tx = pj.ByteVector(bytes(self.frame_bytes))
+        self._tx_ptr = _vector_data(self._tx) if worker.write_in_place else 0
         fmt = pj.MediaFormatAudio()
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, media.SAMPLE_RATE, 1, media.FRAME_MS * 1000, 16)
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, media.SAMPLE_RATE, 1, self.frame_ms * 1000, 16)
         self.createPort(name, fmt)
 
     def onFrameRequested(self, frame: Any) -> None:
+        # frame.size arrives preset to the requested size (our frame_bytes); pjsua2 sends
+        # min(size, len(buf)), so only the type and the buffer need setting.
+        frame.type = _FRAME_AUDIO
         ctx = self.ctx
-        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
-        frame.size = media.FRAME_BYTES
         if ctx is None:
             frame.buf = self.silence
+            self.drained = True  # whatever the bridge still held of the last call is used up
             return
-        data, done = ctx.playback.next_frame()
-        frame.buf = pj.ByteVector(data) if data is not None else self.silence
-        ctx.tx_frames += 1
-        if done:
-            self.worker.emit("playback_done", {"ref": ctx.ref, "audio_ms": ctx.tx_frames * media.FRAME_MS})
+        if not _HOLD.held:
+            _hold_thread_state()
+        data, done_ms = ctx.playback.fill(self.subframes)
+        if data is None:
+            frame.buf = self.silence
+        elif self._tx_ptr:
+            _memmove(self._tx_ptr, data, self.frame_bytes)  # fill() returns exactly frame_bytes
+            frame.buf = self._tx
+        else:
+            frame.buf = pj.ByteVector(data)
+        if done_ms is not None:
+            self.worker.emit("playback_done", {"ref": ctx.ref, "audio_ms": done_ms})
 
     def onFrameReceived(self, frame: Any) -> None:
         ctx = self.ctx
-        if ctx is None:
+        if ctx is None or not self.rx:
+            # Free pooled ports still get (empty) frames while other calls keep the clock running;
+            # once no call is bound, let the thread state go with the clock thread.
+            if ctx is None and _HOLD.held and not self.worker.bound_ports:
+                _drop_thread_state()
             return
-        w = self.worker
-        data = w.read_bytes(frame.buf)
-        if len(data) != media.FRAME_BYTES:
+        if not _HOLD.held:
+            _hold_thread_state()
+        vad, recorder = ctx.vad, ctx.recorder
+        if ctx.heard and recorder is None and (vad is None or not vad.params.enabled):
+            ctx.rx_frames += int(frame.size) // media.FRAME_BYTES  # nothing reads the audio: skip the copy
             return
-        audio_ms = ctx.rx_frames * media.FRAME_MS
-        ctx.rx_frames += 1
-        if ctx.recorder is not None:
-            ctx.recorder.add(data)
-        if not ctx.heard and media.frame_peak(data) >= w.cfg.first_audio_peak:
-            ctx.heard = True
-            w.emit("first_audio", {"ref": ctx.ref, "audio_ms": audio_ms, "t_ms": ctx.mark("first_audio")})
-        if ctx.vad is not None:
-            ctx.vad.feed(data, audio_ms)
+        data = self._read(frame.buf)
+        n = len(data) // media.FRAME_BYTES
+        if not n:
+            return
+        if len(data) != n * media.FRAME_BYTES:
+            data = data[: n * media.FRAME_BYTES]
+        start = ctx.rx_frames
+        ctx.rx_frames = start + n
+        audio_ms = start * media.FRAME_MS
+        if recorder is not None:
+            recorder.add(data)
+        if not ctx.heard:
+            w = self.worker
+            k = media.first_loud_subframe(data, w.cfg.first_audio_peak)
+            if k is not None:
+                ctx.heard = True
+                # sub-frame k reached the bridge (n - 1 - k) sub-frames before this callback
+                at = max(ctx.ms() - (n - 1 - k) * media.FRAME_MS, ctx.marks.get("media", 0))
+                w.emit(
+                    "first_audio",
+                    {"ref": ctx.ref, "audio_ms": audio_ms + k * media.FRAME_MS, "t_ms": ctx.mark("first_audio", at)},
+                )
+        if vad is not None:
+            vad.feed(data, audio_ms)
 
 
 class _Call(pj.Call):
@@ -210,6 +340,9 @@ class _Call(pj.Call):
 
     def onCallMediaState(self, prm: Any) -> None:
         self._w.on_media_state(self.ctx, self)
+
+    def onStreamDestroyed(self, prm: Any) -> None:
+        self._w.on_stream_destroyed(self.ctx, self, int(prm.streamIdx))
 
     def onDtmfDigit(self, prm: Any) -> None:
         method = "rfc2833" if prm.method == pj.PJSUA_DTMF_METHOD_RFC2833 else "info"
@@ -242,6 +375,16 @@ class _Call(pj.Call):
             {"ref": self.ctx.ref, "state": "REDIRECTED", "code": 302, "reason": target, "t_ms": self.ctx.ms()},
         )
         return int(pj.PJSIP_REDIRECT_ACCEPT_REPLACE)
+
+
+def _stream_stats(call: Any, idx: int) -> dict[str, int]:
+    st = call.getStreamStat(idx).rtcp
+    return {
+        "rx_pkt": int(st.rxStat.pkt),
+        "rx_loss": int(st.rxStat.loss),
+        "tx_pkt": int(st.txStat.pkt),
+        "rx_jitter_mean_us": int(st.rxStat.jitterUsec.mean),
+    }
 
 
 def _contact_of_event(e: Any) -> str | None:
@@ -311,16 +454,18 @@ class Worker:
         self.cfg = cfg
         self._writer = writer
         self._cmds: queue.SimpleQueue[Command | Callable[[], None]] = queue.SimpleQueue()
-        self._timers: list[tuple[float, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []  # heap: (due, seq, fn)
+        self._timer_seq = itertools.count()
         self._stop = False
         self.calls: dict[str, CallCtx] = {}
         self._in_seq = 0
-        self.read_bytes = _pick_reader()
+        self.read_bytes, self.write_in_place = _pick_io()
         self.ep: Any = None
         self.acc: Any = None
         self.ports: dict[str, int | None] = {}
         self._ports: list[_FramePort] = []  # every frame port ever made (kept for the process life)
-        self._free_ports: list[_FramePort] = []
+        self._free_ports: dict[int, list[_FramePort]] = {}  # by frame_ms
+        self.bound_ports = 0  # ports with a call (read by the clock thread)
         self.failed: str | None = None
 
     # -- thread-safe entry points
@@ -332,7 +477,7 @@ class Worker:
 
     def later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the pj thread after ``delay`` s (pj thread only)."""
-        self._timers.append((time.monotonic() + delay, fn))
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn))
 
     # -- lifecycle
     def run(self) -> None:
@@ -350,15 +495,18 @@ class Worker:
                     "pid": os.getpid(),
                     "name": self.cfg.name,
                     "max_calls": min(self.cfg.max_calls, MAX_CALLS_COMPILED),
-                    "fast_frames": self.read_bytes is _fast_bytes,
+                    "fast_frames": self.read_bytes is _fast_bytes and self.write_in_place,
+                    "frame_ms": self.cfg.frame_ms,
                     **{f"{k}_port": v for k, v in self.ports.items()},
                 },
             )
         if self.cfg.rtp_timeout_s > 0:
             self.later(1.0, self._check_rtp)
-        while not self._stop:
-            self.ep.libHandleEvents(5)
-            self._drain()
+        if not self._stop:
+            handle_events, drain = self.ep.libHandleEvents, self._drain
+            while not self._stop:
+                handle_events(POLL_MS)
+                drain()
         self._destroy()
 
     def _check_rtp(self) -> None:
@@ -462,7 +610,7 @@ class Worker:
                 if not ctx.ended:
                     self._finish(ctx, None)
                 ctx.call = None
-                self._release_port(ctx)
+                self._release_ports(ctx)
             self.calls.clear()
             # Frame ports are deliberately left alive: the process ends with os._exit right after
             # libDestroy, so their destructors never run against a destroyed or busy bridge.
@@ -477,18 +625,15 @@ class Worker:
         self.ep = None
 
     def _drain(self) -> None:
-        if self._timers:
+        """Run due timers, then every queued command.  Cheap when idle: it runs every poll."""
+        timers = self._timers
+        if timers and timers[0][0] <= time.monotonic():
             now = time.monotonic()
-            due = [t for t in self._timers if t[0] <= now]
-            if due:
-                self._timers = [t for t in self._timers if t[0] > now]
-                for _, fn in due:
-                    self._guard(fn)
-        while True:
-            try:
-                item = self._cmds.get_nowait()
-            except queue.Empty:
-                return
+            while timers and timers[0][0] <= now:
+                self._guard(heapq.heappop(timers)[2])
+        cmds = self._cmds
+        while not cmds.empty():
+            item = cmds.get_nowait()
             if isinstance(item, Command):
                 self._execute(item)
             else:
@@ -707,18 +852,15 @@ class Worker:
             info = ctx.call.getInfo()
             for mi in info.media:
                 if mi.type == pj.PJMEDIA_TYPE_AUDIO:
-                    st = ctx.call.getStreamStat(mi.index).rtcp
-                    return {
-                        "rx_pkt": int(st.rxStat.pkt),
-                        "rx_loss": int(st.rxStat.loss),
-                        "tx_pkt": int(st.txStat.pkt),
-                        "rx_jitter_mean_us": int(st.rxStat.jitterUsec.mean),
-                        "rx_frames": ctx.rx_frames,
-                        "tx_frames": ctx.tx_frames,
-                    }
+                    return {**_stream_stats(ctx.call, mi.index), "rx_frames": ctx.rx_frames, "tx_frames": ctx.tx_frames}
         except pj.Error:
             pass
         return {"rx_frames": ctx.rx_frames, "tx_frames": ctx.tx_frames}
+
+    def on_stream_destroyed(self, ctx: CallCtx, call: Any, idx: int) -> None:
+        """Keep the stream's last counters: by the DISCONNECTED callback the stream is gone."""
+        with contextlib.suppress(pj.Error):
+            ctx.final_rtp = _stream_stats(call, idx)
 
     # -- callbacks (pj thread)
     def on_incoming(self, acc: Any, prm: Any) -> None:
@@ -780,7 +922,7 @@ class Worker:
                 ctx.invite_code, ctx.invite_reason = code, reason
             self._finish(ctx, (code, reason))
             ctx.call = None  # drop the Call inside its DISCONNECTED callback (notes G6)
-            self._release_port(ctx)
+            self._release_ports(ctx)
             self.calls.pop(ctx.ref, None)
 
     def _finish(self, ctx: CallCtx, end: tuple[int, str] | None) -> None:
@@ -817,23 +959,61 @@ class Worker:
                 "marks": dict(ctx.marks),
                 "rx_frames": ctx.rx_frames,
                 "tx_frames": ctx.tx_frames,
+                "rtp": self._final_rtp(ctx),
                 "t0": ctx.t0,
                 **rec,
             },
         )
 
-    def _acquire_port(self, ctx: CallCtx) -> _FramePort:
-        port = self._free_ports.pop() if self._free_ports else _FramePort(self, f"fp{len(self._ports)}")
+    def _final_rtp(self, ctx: CallCtx) -> dict[str, int] | None:
+        """The call's RTP stream counters as the call ends (None if it never had media)."""
+        if ctx.final_rtp is None and ctx.call is not None and ctx.media_wired:
+            stats = self._rtp_stats(ctx)
+            if "rx_pkt" in stats:
+                return {k: stats[k] for k in ("rx_pkt", "rx_loss", "tx_pkt", "rx_jitter_mean_us")}
+        return ctx.final_rtp
+
+    def _acquire_port(self, ctx: CallCtx, frame_ms: int, rx: bool = True) -> _FramePort:
+        free = self._free_ports.setdefault(frame_ms, [])
+        port = free.pop() if free else _FramePort(self, f"fp{len(self._ports)}", frame_ms)
         if port not in self._ports:
             self._ports.append(port)
+        port.rx = rx
         port.ctx = ctx
+        self.bound_ports += 1
         return port
 
-    def _release_port(self, ctx: CallCtx) -> None:
-        port, ctx.port = ctx.port, None
-        if port is not None:
-            port.ctx = None
-            self._free_ports.append(port)
+    def _release_ports(self, ctx: CallCtx) -> None:
+        for port in (ctx.port, ctx.rx_port):
+            if port is not None:
+                self._release_port(port)
+        ctx.port = ctx.rx_port = None
+
+    def _release_port(self, port: _FramePort) -> None:
+        port.drained = False
+        port.ctx = None
+        self.bound_ports -= 1
+        free = self._free_ports.setdefault(port.frame_ms, [])
+        if port.subframes == 1 or self._stop:  # 20 ms ports are unbuffered; at shutdown nothing reuses it
+            free.append(port)
+            return
+        # The bridge still holds up to frame_ms - 20 ms of this call's outgoing audio for the
+        # port (conf.c rx_buf, consumed 20 ms per tick) and would play it into the next call
+        # that gets the port.  Loop the port to itself until the bridge has asked for a new
+        # frame (silence now): from then on the remainder is silence.
+        try:
+            port.startTransmit(port)
+        except pj.Error:
+            return  # not reusable without the drain; the next call makes a new port
+        self.later(port.frame_ms / 1000, lambda: self._finish_drain(port))
+
+    def _finish_drain(self, port: _FramePort) -> None:
+        if not port.drained:
+            self.later(port.frame_ms / 1000, lambda: self._finish_drain(port))
+            return
+        with contextlib.suppress(pj.Error):
+            port.stopTransmit(port)
+        self._free_ports.setdefault(port.frame_ms, []).append(port)
 
     def on_media_state(self, ctx: CallCtx, call: Any) -> None:
         info = call.getInfo()
@@ -842,8 +1022,15 @@ class Worker:
                 continue
             aud = call.getAudioMedia(mi.index)
             if ctx.port is None:
-                ctx.port = self._acquire_port(ctx)
-            aud.startTransmit(ctx.port)
+                frame_ms = self.cfg.frame_ms
+                # A call with VAD hears through its own 20 ms port: a larger frame would hold
+                # received audio back up to frame_ms before the VAD sees it, delaying every
+                # speech_started/stopped (turn taking, barge-in).  Playback keeps frame_ms.
+                split = frame_ms > media.FRAME_MS and ctx.vad is not None and ctx.vad.params.enabled
+                ctx.port = self._acquire_port(ctx, frame_ms, rx=not split)
+                if split:
+                    ctx.rx_port = self._acquire_port(ctx, media.FRAME_MS)
+            aud.startTransmit(ctx.rx_port or ctx.port)
             ctx.port.startTransmit(aud)
             first = not ctx.media_wired
             ctx.media_wired, ctx.media_idx = True, int(mi.index)
@@ -913,7 +1100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    threading.Thread(target=_read_commands, args=(worker, sys.stdin.buffer), name="stdin", daemon=True).start()
+    # A 64 kB buffer: a burst of commands (streamed reply audio) is parsed from one read, not one
+    # read (and GIL round trip) per 8 kB.
+    stdin = open(sys.stdin.fileno(), "rb", buffering=1 << 16, closefd=False)  # noqa: SIM115 (process life)
+    threading.Thread(target=_read_commands, args=(worker, stdin), name="stdin", daemon=True).start()
     pj_thread = threading.Thread(target=worker.run, name="pj")
     pj_thread.start()
     while pj_thread.is_alive():

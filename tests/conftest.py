@@ -28,7 +28,8 @@ def sdk_parses_every_server_event(tmp_path_factory: pytest.TempPathFactory,
     mismatch to the audit file; a test whose run wrote there fails.
     """
     audit = tmp_path_factory.mktemp("audit") / "server-events.jsonl"
-    monkeypatch.setenv(fidelity.AUDIT_ENV, str(audit))
+    monkeypatch.setenv(fidelity.AUDIT_ENV, str(audit))  # mock processes the test starts
+    monkeypatch.setattr(fidelity, "audit_path", str(audit))  # mocks running in this process
     yield
     if audit.exists() and audit.read_text().strip():
         lines = audit.read_text().strip().splitlines()

@@ -200,6 +200,8 @@ async def test_control_api_errors(mock: RunningMock, control: MockClient) -> Non
     assert status == 400 and body["error"]["param"] == "retry.max_attempts"
     status, body = await _raw(mock, "GET", "/_mock/calls/rtc_nope")
     assert status == 404 and body["error"]["code"] == "call_id_not_found"
+    status, body = await _raw(mock, "GET", "/_mock/sip")  # this mock runs without a SIP ingress
+    assert status == 404 and body["error"]["code"] == "sip_not_running"
 
 
 async def test_no_answer_timeout_and_caller_cancel(mock: RunningMock, control: MockClient,

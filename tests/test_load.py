@@ -183,6 +183,9 @@ async def test_hundred_virtual_calls_all_accounted_for(tmp_path: Path) -> None:
     assert data["metrics"]["webhook_to_accept_ms"]["count"] == 100
     assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 100
     assert data["cpu"]["mock_cpu_s"] > 0 and data["cpu"]["mock_cpu_pct_per_active_call"] > 0
+    # memory is sampled as the calls go by, so a soak can show it flat
+    rss = [data["cpu"][f"mock_rss_mb_at_{q}pct_done"] for q in (25, 50, 75, 100)]
+    assert all(isinstance(v, float) and v > 10 for v in rss), rss
     rows = list(csv.reader(o.csv.read_text().splitlines(), delimiter=";"))
     assert rows[0][:3] == ["StartTime", "LastResetTime", "CurrentTime"] and len(rows) > 3
     assert sum(int(r[rows[0].index("OutgoingCall(P)")]) for r in rows[1:]) == 100
@@ -214,6 +217,9 @@ calls:
         assert data["metrics"][m]["count"] == 12, m
     assert data["rtp"]["rx_loss"] == 0 and data["rtp"]["calls_without_rx"] == 0
     assert data["rtp"]["calls_with_stats"] == 12
+    # the mock's side of each call counted its RTP too (the worker's stream stats, journaled in sip.ended)
+    assert data["rtp"]["calls_with_ingress_stats"] == 12 and data["rtp"]["ingress_rx_loss"] == 0
+    assert all(r["rtp"]["ingress_rx_pkt"] > 100 for r in data["records"])
     assert len({r["worker"] for r in data["records"]}) >= 4  # spread over the ingress workers' contact URIs
 
 

@@ -111,12 +111,18 @@ async def test_caller_hangup_closes_the_websocket(sip_stack: tuple[RunningMock, 
     app = receiver.app = App(mock)
     call = await sip_phone.call(mock.sip.uri())
     assert await call.answered(timeout=10)
+    status = await control.sip()  # the control API shows the live call on a live worker
+    assert status["uri"] == mock.sip.uri() and status["calls"] == 1
+    assert sum(w["calls"] for w in status["workers"]) == 1
+    assert all(w["alive"] and w["pid"] and f":{w['ports']['tls']};transport=tls" in w["contact"]
+               for w in status["workers"])
     await asyncio.sleep(0.5)
     await call.hangup()
     await asyncio.wait_for(app.closed.wait(), 10)
     view = (await control.calls())[-1]
     assert view.state == "ended" and view.end_reason == "caller_hangup"
     assert "ws.close" in view.kinds()
+    assert (await control.sip())["calls"] == 0
 
 
 async def test_unknown_user_gets_404(sip_stack: tuple[RunningMock, Receiver, MockClient],

@@ -1,8 +1,15 @@
-"""Pure parts of the SIP worker package: IPC, SIP header parsing, frame-level audio, certificates."""
+"""Pure parts of the SIP worker package: IPC, SIP header parsing, frame-level audio, certificates.
+
+Plus one check of the frame-port pool on a real (call-less) pjsua2 endpoint, in a subprocess.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +111,170 @@ def test_turn_detector_ignores_quiet_noise() -> None:
     assert events == []
 
 
+def _vad_events(pcm: bytes, chunk_frames: int, params: VadParams) -> list[tuple[str, dict[str, object]]]:
+    """Run the worker's TurnDetector over ``pcm`` (plus trailing silence) in chunks of sub-frames."""
+    events: list[tuple[str, dict[str, object]]] = []
+    det = media.TurnDetector(params, lambda k, d: events.append((k, d)), "r")
+    step = chunk_frames * media.FRAME_BYTES
+    pcm = pcm[: len(pcm) // media.FRAME_BYTES * media.FRAME_BYTES] + media.SILENCE * 50
+    pcm += bytes(-len(pcm) % step)
+    for off in range(0, len(pcm), step):
+        det.feed(pcm[off : off + step], off // 16)
+    return events
+
+
+@pytest.mark.parametrize("frame_ms", [60, 100, 200])
+def test_turn_detector_keeps_20ms_boundaries_with_larger_frames(frame_ms: int) -> None:
+    """A frame port of frame_ms hands the VAD chunks; boundaries must not snap to chunk edges."""
+    meta = json.loads((FIXTURES / "caller_two_utterances.json").read_text())
+    pcm = load_audio(FIXTURES / "caller_two_utterances.wav", 8000)
+    params = VadParams(silence_duration_ms=500)
+    per_frame = _vad_events(pcm, 1, params)
+    chunked = _vad_events(pcm, frame_ms // media.FRAME_MS, params)
+    assert chunked == per_frame  # identical events, audio_ms and detected_ms included
+    starts = [int(str(d["audio_ms"])) for k, d in chunked if k == "speech_started"]
+    stops = [int(str(d["audio_ms"])) for k, d in chunked if k == "speech_stopped"]
+    detected = [int(str(d["detected_ms"])) for k, d in chunked if k == "speech_stopped"]
+    assert len(starts) == len(stops) == len(meta["speech_segments"]) == 2
+    for (s, e), a, b in zip(meta["speech_segments"], starts, stops, strict=True):
+        assert abs(a - s) <= 100 and abs(b - e) <= 150
+    # sub-frame resolution: the decision lands exactly one hangover after the last voiced sub-frame,
+    # and at least one boundary is not on a chunk edge
+    assert [d - b for d, b in zip(detected, stops, strict=True)] == [500, 500]
+    assert all(v % media.FRAME_MS == 0 for v in starts + stops)
+    assert any(v % frame_ms for v in starts + stops + detected)
+
+
+def test_turn_detector_onset_inside_a_chunk() -> None:
+    """Speech starting mid-chunk is reported at its first voiced sub-frame, not at the chunk start."""
+    pcm = load_audio(FIXTURES / "caller_two_utterances.wav", 8000)
+    first_voiced = 300  # sidecar: the first segment starts at 300 ms
+    lead = 140  # shift the clip so the onset falls 2 sub-frames into a 100 ms chunk
+    shifted = bytes(lead * 16) + pcm
+    base = _vad_events(pcm, 1, VadParams(silence_duration_ms=500))
+    moved = _vad_events(shifted, 5, VadParams(silence_duration_ms=500))
+    start0 = int(str(base[0][1]["audio_ms"]))
+    assert abs(start0 - first_voiced) <= 100
+    assert moved[0][0] == "speech_started" and moved[0][1]["audio_ms"] == start0 + lead
+    assert [k for k, _ in moved] == [k for k, _ in base]
+
+
+def test_subframe_levels_match_per_frame_helpers() -> None:
+    rng = np.random.default_rng(7)
+    frames = [bytes(media.FRAME_BYTES), (rng.normal(0, 30, 160)).astype("<i2").tobytes(),
+              (rng.normal(0, 3000, 160)).astype("<i2").tobytes(), b"\x00\x80" * 160]  # last: all -32768
+    chunk = b"".join(frames)
+    levels = media.subframe_dbfs(chunk)
+    assert levels.shape == (4,) and levels[0] == -120.0
+    assert list(levels) == pytest.approx([media.frame_dbfs(f) for f in frames], abs=1e-4)
+    assert -75 < levels[1] < -55 and -25 < levels[2] < -15 and levels[3] == pytest.approx(0.0, abs=1e-4)
+    assert media.first_loud_subframe(chunk, 300) == 2
+    assert media.first_loud_subframe(chunk[: 2 * media.FRAME_BYTES], 300) is None
+    assert media.first_loud_subframe(frames[3], 32767) == 0  # -32768 counts as a 32768 peak
+
+
+def test_playback_fill_across_a_chunk_boundary() -> None:
+    pb = media.Playback()
+    subs = [bytes([i + 1]) * media.FRAME_BYTES for i in range(7)]  # 140 ms, each sub-frame distinct
+    assert pb.push(b"".join(subs)) == 7 and pb.pending_ms == 140
+    first, done1 = pb.fill(5)
+    assert first == b"".join(subs[:5]) and done1 is None and pb.pending_ms == 40
+    pb.push(bytes([9]) * (media.FRAME_BYTES + 100))  # arrives while the queue still has 2: no drain between
+    second, done2 = pb.fill(5)
+    assert second is not None and len(second) == 5 * media.FRAME_BYTES
+    assert second[: 2 * media.FRAME_BYTES] == b"".join(subs[5:])
+    tail = second[2 * media.FRAME_BYTES :]
+    assert tail[: media.FRAME_BYTES + 100] == bytes([9]) * (media.FRAME_BYTES + 100)
+    assert tail[media.FRAME_BYTES + 100 :] == bytes(len(tail) - media.FRAME_BYTES - 100)  # padded with silence
+    # 5 + 4 real sub-frames were sent: the audio ended 180 ms into the tx clock, mid-frame
+    assert done2 == 180 and pb.sent == 10
+    assert pb.fill(5) == (None, None) and pb.sent == 15  # silence, drain reported only once
+
+
+def test_playback_done_audio_ms_exact_frame_multiple_and_after_idle() -> None:
+    pb = media.Playback()
+    assert pb.fill(3) == (None, None)  # idle: silence advances the tx clock
+    pb.push(bytes(6 * media.FRAME_BYTES))  # exactly two 60 ms frames
+    assert pb.fill(3)[1] is None and pb.fill(3)[1] is None
+    data, done = pb.fill(3)  # the frame after the last one finds the queue dry
+    assert data is None and done == 60 + 120 and pb.sent == 12
+    pb.push(bytes(media.FRAME_BYTES), clear=True)
+    assert pb.fill(3)[1] == 12 * media.FRAME_MS + media.FRAME_MS
+    pb.push(bytes(4 * media.FRAME_BYTES))
+    assert pb.clear() == 4
+    assert pb.fill(3) == (None, 15 * media.FRAME_MS)  # a cleared playback ends where the clock stands
+    assert pb.fill(3) == (None, None)
+
+
+def test_worker_config_frame_ms_must_fit_the_bridge() -> None:
+    assert WorkerConfig().frame_ms % media.FRAME_MS == 0
+    assert WorkerConfig.from_json(WorkerConfig(frame_ms=100).to_json()).frame_ms == 100
+    for bad in (0, 30, 220):
+        with pytest.raises(ValueError):
+            WorkerConfig(frame_ms=bad)
+
+
+PORT_REUSE_SCRIPT = """
+import json, os, time
+import numpy as np
+import pjsua2 as pj
+from sipworker.ipc import WorkerConfig
+from sipworker.worker import CallCtx, Worker
+
+class Sink(pj.AudioMediaPort):
+    def __init__(self):
+        super().__init__()
+        self.loud = []
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
+        self.createPort("sink", fmt)
+    def onFrameReceived(self, frame):
+        a = np.frombuffer(bytes(frame.buf), "<i2")
+        if a.size:
+            self.loud.append(int(np.count_nonzero(a)))
+
+class Writer:
+    def emit(self, kind, data):
+        pass
+
+w = Worker(WorkerConfig(tls_port=None, udp_port=0, frame_ms=100, rtp_timeout_s=0), Writer())
+w._start()
+def pump(s):
+    end = time.monotonic() + s
+    while time.monotonic() < end:
+        w.ep.libHandleEvents(5)
+        w._drain()
+sink = Sink()
+first = CallCtx(ref="a", role="uas", t0=time.monotonic())
+port = first.port = w._acquire_port(first, 100)
+first.playback.push(np.full(16000, 8000, "<i2").tobytes())
+port.startTransmit(sink)
+pump(0.33)
+port.stopTransmit(sink)
+w._release_ports(first)
+pump(0.6)
+second = CallCtx(ref="b", role="uas", t0=time.monotonic())
+again = second.port = w._acquire_port(second, 100)
+sink.loud.clear()
+again.startTransmit(sink)
+pump(0.3)
+print(json.dumps({"reused": again is port, "heard": sink.loud[:10]}), flush=True)
+os._exit(0)
+"""
+
+
+def test_reused_frame_port_carries_no_audio_into_the_next_call() -> None:
+    """A 100 ms port leaves up to 80 ms of its last frame in the bridge; the drain on release must
+    keep that from playing into the next call that gets the pooled port (real endpoint, no SIP)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", PORT_REUSE_SCRIPT], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["reused"] is True  # the second call got the same pooled port
+    assert len(out["heard"]) == 10 and out["heard"] == [0] * 10  # and heard silence, not the first call
+
+
 def test_certs_created_once_then_reused(tmp_path: Path) -> None:
     first = certs.ensure_certs(tmp_path)
     assert first.created
@@ -115,3 +286,26 @@ def test_certs_created_once_then_reused(tmp_path: Path) -> None:
     assert not again.created and again.ca.read_bytes() == first.ca.read_bytes()
     first.key.write_bytes(b"")  # a damaged set is regenerated
     assert certs.ensure_certs(tmp_path).created
+
+
+async def test_reply_audio_goes_to_the_worker_in_few_commands() -> None:
+    """Reply chunks made faster than real time are batched; the first one is not held back."""
+    from mock_api.sip import ReplyBatcher
+
+    sent: list[bytes] = []
+    batcher = ReplyBatcher(sent.append)
+    chunks = [bytes([i]) * 1600 for i in range(20)]  # 20 × 100 ms at 8 kHz, as the fake model makes them
+    batcher.push(chunks[0])
+    assert sent == [chunks[0]]  # the first chunk of a burst goes at once
+    for c in chunks[1:]:
+        batcher.push(c)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1.2)
+    assert b"".join(sent) == b"".join(chunks)  # nothing lost, order kept
+    assert 2 <= len(sent) <= 6, len(sent)
+    batcher.push(b"\x01" * 1600)  # barge-in before the next batch: nothing more goes out
+    batcher.push(b"\x02" * 1600)
+    n = len(sent)
+    batcher.clear()
+    await asyncio.sleep(0.6)
+    assert len(sent) == n

@@ -515,7 +515,7 @@ class RealtimeSession:
     # ---- input audio ------------------------------------------------------------------------
 
     def _input_cfg(self) -> dict[str, Any]:
-        return dict((self.config.get("audio") or {}).get("input") or {})
+        return (self.config.get("audio") or {}).get("input") or {}  # read-only: callers never mutate it
 
     def _input_format(self) -> str:
         return str((self._input_cfg().get("format") or {}).get("type") or "audio/pcm")

@@ -15,7 +15,6 @@ Mapping of the API knobs onto webrtcvad:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +53,7 @@ class TurnDetector:
             self.silence_duration_ms = silence_duration_ms
         self._vad = webrtcvad.Vad(min(3, int(self.threshold * 4)))
         self._floor_dbfs = -55.0 + 30.0 * self.threshold  # 0.5 → -40 dBFS
+        self._floor_rms = max(1e-9, 32768.0 * 10 ** (self._floor_dbfs / 20))
         self._rate: int | None = None
         self._resampler: audio.Resampler | None = None
         self._pending = b""
@@ -79,25 +79,24 @@ class TurnDetector:
         data, vrate = self._prepare(pcm, rate)
         self._pending += data
         size = audio.frame_bytes(vrate, FRAME_MS)
+        n = len(self._pending) // size
+        if not n:
+            return []
+        block, self._pending = self._pending[: n * size], self._pending[n * size :]
+        # loudness of every frame in one numpy pass; webrtcvad only sees frames above the floor
+        arr = np.frombuffer(block, dtype="<i2").astype(np.float32).reshape(n, size // 2)
+        loud = np.sqrt(np.mean(arr * arr, axis=1)) >= self._floor_rms
         out: list[VadEvent] = []
-        while len(self._pending) >= size:
-            frame, self._pending = self._pending[:size], self._pending[size:]
+        for i in range(n):
             frame_start = self._pos_ms
             self._pos_ms += FRAME_MS
-            ev = self._frame(frame, vrate, frame_start)
+            voiced = bool(loud[i]) and self._vad.is_speech(block[i * size : (i + 1) * size], vrate)
+            ev = self._frame(voiced, frame_start)
             if ev:
                 out.append(ev)
         return out
 
-    def _voiced(self, frame: bytes, rate: int) -> bool:
-        arr = np.frombuffer(frame, dtype="<i2").astype(np.float64)
-        rms = math.sqrt(float(np.mean(arr * arr))) if arr.size else 0.0
-        if rms <= 0 or 20 * math.log10(rms / 32768.0) < self._floor_dbfs:
-            return False
-        return bool(self._vad.is_speech(frame, rate))
-
-    def _frame(self, frame: bytes, rate: int, t: float) -> VadEvent | None:
-        voiced = self._voiced(frame, rate)
+    def _frame(self, voiced: bool, t: float) -> VadEvent | None:
         end = t + FRAME_MS
         if voiced:
             if self._run_start is None:
