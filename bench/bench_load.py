@@ -110,18 +110,23 @@ async def soak(n_virtual: int, n_sip: int, tmp: Path, console: Console) -> dict[
     # a short warm-up first, so what this process creates once (the event loop's resolver thread and
     # its descriptors) is not counted as a leak; then the soak must leave nothing more behind
     await one(LOAD / "one_turn.yaml", 20, 20, 20.0, "virtual", tmp / "warmup")
-    before = {"threads": threading.active_count(), "fds": _fds(), "children": len(descendants(os.getpid())) - 1}
+    before = {"threads": threading.active_count(), "fds": _fds(), "children": len(_kids())}
     out: dict[str, Any] = {"before": before, "runs": []}
     if n_virtual:
         out["runs"].append(await one(LOAD / "one_turn.yaml", n_virtual, min(300, n_virtual), 60.0, "virtual", tmp))
     if n_sip:
         out["runs"].append(await one(LOAD / "sip_two_way.yaml", n_sip, min(100, n_sip), 20.0, "sip", tmp))
     await asyncio.sleep(2)
-    kids = [p for p in descendants(os.getpid())[1:] if "resource_tracker" not in _cmdline(p)]
+    kids = _kids()
     after = {"threads": threading.active_count(), "fds": _fds(), "children": len(kids),
              "children_cmdlines": [_cmdline(p)[:120] for p in kids]}
     out["after"] = after
     return out
+
+
+def _kids() -> list[int]:
+    """This process's descendants, less multiprocessing's resource tracker (it lives as long as we do)."""
+    return [p for p in descendants(os.getpid())[1:] if "resource_tracker" not in _cmdline(p)]
 
 
 def _cmdline(pid: int) -> str:
