@@ -22,7 +22,6 @@ from . import faults as faultlib
 from .config import ConfigPatch
 from .control_models import (
     CallView,
-    JournalEntry,
     SayRequest,
     SipHeader,
     StartCallRequest,
@@ -270,14 +269,14 @@ def _headers(request: web.Request) -> dict[str, str]:
 # ---- /_mock/ control API ------------------------------------------------------------------------------
 
 
-def call_view(server: MockServer, call: c.Call, with_entries: bool = True) -> CallView:
+def call_view(server: MockServer, call: c.Call) -> CallView:
+    """A call without its timeline (see :func:`call_view_json` for the whole view)."""
     line = server.journal.timeline(call.call_id)
     return CallView(
         call_id=call.call_id, state=call.state.value, terminal=call.state.terminal, transport=call.transport,
         created_at=call.created_at, sip_headers=[SipHeader(**h) for h in call.sip_headers],
         sip_final_status=call.sip_final_status, refer_target=call.refer_target, accept_body=call.accept_body,
         end_reason=call.end_reason, started_at=line.started_wall if line else None,
-        entries=[JournalEntry(**e.to_json()) for e in line.entries] if (line and with_entries) else [],
     )
 
 
@@ -287,7 +286,7 @@ def call_view_json(server: MockServer, call: c.Call, with_entries: bool = True) 
     Load drivers read every call's whole timeline when it ends; building thousands of entry
     models per call was a large share of the mock's CPU under load. Same shape as ``CallView``.
     """
-    data = call_view(server, call, with_entries=False).model_dump(mode="json", by_alias=True)
+    data = call_view(server, call).model_dump(mode="json", by_alias=True)
     line = server.journal.timeline(call.call_id)
     if line and with_entries:
         data["entries"] = [e.to_json() for e in line.entries]
@@ -349,7 +348,7 @@ async def caller_hangup(request: web.Request) -> web.Response:
     outcome = server.apply(call, c.CallerBye(), source="caller")
     if not outcome.ok:
         return _refusal(outcome.refusal)  # type: ignore[arg-type]
-    return _json(call_view(server, call, with_entries=False))
+    return _json(call_view(server, call))
 
 
 def _live_host(server: MockServer, call_id: str) -> ws.SessionHost | web.Response:

@@ -11,7 +11,7 @@ import collections
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -46,6 +46,9 @@ def sip_headers(from_uri: str, to_uri: str, sip_call_id: str | None,
     return [{"name": n, "value": v} for n, v in base + pairs if n.lower() not in drop]
 
 
+P = TypeVar("P")
+
+
 class MockServer:
     def __init__(self, config: MockConfig | None = None, journal: Journal | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -67,6 +70,15 @@ class MockServer:
         self.limits = Limiter()
         self._configure_limits()
         self.sip_status: Callable[[], dict[str, Any]] | None = None  # set while a SIP ingress runs
+        self._parts: dict[type, Any] = {}
+
+    def part(self, kind: type[P]) -> P:
+        """This server's one instance of an adapter's per-server state (created on first use), so
+        adapters such as the WebSocket registry and the virtual media clock need no side tables."""
+        found = self._parts.get(kind)
+        if found is None:
+            found = self._parts[kind] = kind()
+        return found
 
     # ---- configuration ------------------------------------------------------------------
 

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from dataclasses import dataclass, field
 
 from . import audio
 from .journal import Journal
-from .server import MockServer
 from .ws import SessionHost
 
 FRAME_MS = 20
@@ -99,21 +97,11 @@ class MediaClock:
             self._speakers = [sp for sp in self._speakers if not sp.feed(now)]
 
 
-_CLOCKS: weakref.WeakKeyDictionary[MockServer, MediaClock] = weakref.WeakKeyDictionary()
-
-
-def clock_of(server: MockServer) -> MediaClock:
-    clock = _CLOCKS.get(server)
-    if clock is None:
-        clock = _CLOCKS[server] = MediaClock()
-    return clock
-
-
 async def speak(host: SessionHost, journal: Journal, call_id: str, pcm: bytes, *, rate: int = RATE,
                 label: str = "", speed: float = 1.0, trailing_silence_ms: int = 800) -> float:
     """Feed ``pcm`` then silence (so VAD can end the turn); returns the audio ms sent."""
     pcm = pcm + audio.silence(trailing_silence_ms, rate)
     journal.record(call_id, "caller.say", label=label, ms=round(audio.duration_ms(pcm, rate), 1), speed=speed)
     done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-    clock_of(host.server).add(_Speaker(host, journal, call_id, label, pcm, rate, speed, time.monotonic(), done))
+    host.server.part(MediaClock).add(_Speaker(host, journal, call_id, label, pcm, rate, speed, time.monotonic(), done))
     return await done

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -171,14 +170,8 @@ class Registry:
         self.calls: dict[str, SessionHost] = {}
 
 
-_REGISTRIES: weakref.WeakKeyDictionary[MockServer, Registry] = weakref.WeakKeyDictionary()
-
-
 def _registry(server: MockServer) -> Registry:
-    reg = _REGISTRIES.get(server)
-    if reg is None:
-        reg = _REGISTRIES[server] = Registry()
-    return reg
+    return server.part(Registry)
 
 
 def get_session(server: MockServer, call_id: str) -> SessionHost | None:

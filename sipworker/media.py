@@ -95,12 +95,6 @@ def first_loud_subframe(chunk: bytes, peak: int) -> int | None:
     return int(idx[0]) if idx.size else None
 
 
-def frame_dbfs(frame: bytes) -> float:
-    """dBFS of one 20 ms frame; same arithmetic as :func:`subframe_dbfs`, so both gate alike."""
-    levels = subframe_dbfs(frame)
-    return float(levels[0]) if levels.size else -120.0
-
-
 class Playback:
     """FIFO of outgoing audio, handed out in whole 20 ms sub-frames.  Written by the pj thread,
     read by the clock thread.
