@@ -411,8 +411,8 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
         all_up = time.monotonic() - t0
         setups = [float(c.marks["answered"]) for c in calls if "answered" in c.marks]
         await asyncio.sleep(speech_s + 2.0)  # caller speech, VAD stop, reply starts streaming
-        procs = pids(mock.sip.pool) + pids(phone.pool)
-        win = CpuWindow([*procs, os.getpid()])
+        ingress_pids, caller_pids = pids(mock.sip.pool), pids(phone.pool)
+        win = CpuWindow([*ingress_pids, *caller_pids, os.getpid()])
         win.start()
         await asyncio.sleep(seconds)
         cpu = win.stop()
@@ -431,6 +431,14 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
         await asyncio.gather(*(c.ended(10) for c in calls), return_exceptions=True)
     both = stats + ing
     main_pct = cpu["per_pid"].get(str(os.getpid()), 0.0)
+
+    def part(group: list[int]) -> float:
+        return round(sum(cpu["per_pid"].get(str(p), 0.0) for p in group), 2)
+
+    # where the CPU goes: the two SIP endpoints (what bare pjsua2 also runs) and the mock + app
+    split = {"callers_pct_of_core": part(caller_pids), "ingress_pct_of_core": part(ingress_pids),
+             "mock_app_pct_of_core": main_pct}
+    split["sip_endpoints_per_call_pct"] = round((split["callers_pct_of_core"] + split["ingress_pct_of_core"]) / n, 3)
     confirmed = sum(answered)
     loss = sum(int(s.get("rx_loss", 0)) for s in both)
     two_way = sum(1 for s in stats if s.get("rx_pkt", 0) > 0 and s.get("tx_pkt", 0) > 0)
@@ -444,7 +452,7 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
         "rtp_loss": loss,
         "max_mean_jitter_ms": round(max((s.get("rx_jitter_mean_us", 0) for s in both), default=0) / 1000, 2),
         "setup_p50_ms": p50(setups), "setup_p95_ms": p95(setups), "all_up_s": round(all_up, 2),
-        "start_s": round(started_s, 1), "main_process_pct": main_pct,
+        "start_s": round(started_s, 1), "main_process_pct": main_pct, **split,
         "ok": (confirmed == n and ended_early == 0 and loss == 0 and two_way == n and replying == n
                and not app.failures),
         **{k: v for k, v in cpu.items() if k != "per_pid"},
@@ -472,8 +480,8 @@ async def full_rate(workers: int, total: int, cps: float, tmp: Path, reply: Path
                 except Exception:
                     failed += 1
 
-        procs = pids(mock.sip.pool) + pids(phone.pool)
-        win = CpuWindow([*procs, os.getpid()])
+        ingress_pids, caller_pids = pids(mock.sip.pool), pids(phone.pool)
+        win = CpuWindow([*ingress_pids, *caller_pids, os.getpid()])
         win.start()
         t0 = time.monotonic()
         tasks = []
@@ -840,6 +848,23 @@ async def compare(args: argparse.Namespace) -> int:
         results["full_vs_bare_cpu_ratio"] = {str(n): round(x, 2) for n, x in pairs}
         console.print("full / bare CPU per call at equal calls: "
                       + ", ".join(f"{n} calls: {x:.2f}×" for n, x in pairs) + " (issue 6 target ≤ 1.5×)")
+        split_t = Table(title="full stack: where the CPU goes (% of a core per call, steady window)")
+        for col in ("calls", "callers", "ingress", "mock + app", "total", "bare pjsua2", "total ÷ bare",
+                    "SIP endpoints ÷ bare"):
+            split_t.add_column(col)
+        ratios: dict[str, Any] = {}
+        for r in results["hold"]["full"]:
+            n = r["concurrent_calls"]
+            if not r.get("ok") or n not in common or "callers_pct_of_core" not in r:
+                continue
+            bare = common[n]["cpu_per_call_pct_of_core"]
+            ends = r["sip_endpoints_per_call_pct"]
+            ratios[str(n)] = round(ends / bare, 2)
+            split_t.add_row(str(n), fmt(r["callers_pct_of_core"] / n), fmt(r["ingress_pct_of_core"] / n),
+                            fmt(r["mock_app_pct_of_core"] / n), fmt(r["cpu_per_call_pct_of_core"]), fmt(bare),
+                            f"{r['cpu_per_call_pct_of_core'] / bare:.2f}×", f"{ends / bare:.2f}×")
+        results["sip_endpoints_vs_bare_cpu_ratio"] = ratios
+        console.print(split_t)
     console.print(f"load average start {results['loadavg_start']} end {results['loadavg_end']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

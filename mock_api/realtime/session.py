@@ -123,6 +123,9 @@ SESSION_LIFETIME_S = 3600
 MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100.0
 AUDIO_CHUNK_MS = 100
+# Output audio is generated faster than realtime (ScriptConfig.generation_speed); the chunks due
+# within one tick go out from one timer, so a long reply costs a timer per tick, not per chunk.
+GENERATION_TICK_S = 0.1
 TOKENS_LIMIT = 40000  # the reported (never enforced) budget when no tokens_per_minute limit is set
 
 _EVENT_PARAMS: dict[str, Any] = {
@@ -970,10 +973,13 @@ class RealtimeSession:
                 n_chunks = max(1, int(-(-total // AUDIO_CHUNK_MS)))
                 words = re.findall(r"\S+\s*", out.text) or [out.text]
                 per = -(-len(words) // n_chunks)
-                for k in range(n_chunks):
-                    piece = "".join(words[k * per:(k + 1) * per])
-                    self._at(t, partial(self._audio_chunk, resp, out, idx, k, piece))
-                    t += AUDIO_CHUNK_MS / 1000.0 / speed
+                step = AUDIO_CHUNK_MS / 1000.0 / speed
+                group = max(1, round(GENERATION_TICK_S / step))
+                for k0 in range(0, n_chunks, group):
+                    ks = range(k0, min(k0 + group, n_chunks))
+                    pieces = ["".join(words[k * per:(k + 1) * per]) for k in ks]
+                    self._at(t, partial(self._audio_chunks, resp, out, idx, ks, pieces))
+                    t += step * len(ks)
             else:
                 for w in re.findall(r"\S+\s*", out.text) or [out.text]:
                     self._at(t, partial(self._text_delta, resp, out, idx, w))
@@ -1013,32 +1019,41 @@ class RealtimeSession:
         out.emitted_text += piece
         return [ev.delta("response.output_text.delta", **self._ids(resp, out, idx), delta=piece)]
 
-    def _audio_chunk(self, resp: _Response, out: _Output, idx: int, k: int, piece: str,
-                     now: float) -> list[Output]:
+    def _audio_chunks(self, resp: _Response, out: _Output, idx: int, ks: range, pieces: list[str],
+                      now: float) -> list[Output]:
+        """The audio chunks ``ks`` that came due in one generation tick, with their transcript pieces.
+
+        WebSocket deltas stay one per AUDIO_CHUNK_MS chunk; the media path (SIP) gets the tick's
+        audio as one AudioOut: one journal entry and one push, not one per chunk.
+        """
         if resp.status != "in_progress":
             return []
         evs: list[Output] = []
-        bytes_per_chunk = audio.samples_for_ms(AUDIO_CHUNK_MS, out.rate) * 2
-        chunk = out.pcm[k * bytes_per_chunk:(k + 1) * bytes_per_chunk]
         sip = self.transport == "sip"
         if sip and not resp.started_audio:
             evs.append(ev.event("output_audio_buffer.started", response_id=resp.id))
             self._playback_start[resp.id] = now
         resp.started_audio = True
         self._audio_out_started = True
-        if piece:
-            out.emitted_text += piece
-            evs.append(ev.delta("response.output_audio_transcript.delta", **self._ids(resp, out, idx), delta=piece))
-        out.emitted_ms += audio.duration_ms(chunk, out.rate)
-        if not sip or self.sip_audio_deltas:
-            wire = audio.encode_wire(chunk, out.rate, resp.out_format["type"])
-            evs.append(ev.delta("response.output_audio.delta", **self._ids(resp, out, idx),
-                                delta=base64.b64encode(wire).decode()))
+        per_chunk = audio.samples_for_ms(AUDIO_CHUNK_MS, out.rate) * 2
+        deltas = not sip or self.sip_audio_deltas
+        for k, piece in zip(ks, pieces, strict=True):
+            if piece:
+                out.emitted_text += piece
+                evs.append(ev.delta("response.output_audio_transcript.delta", **self._ids(resp, out, idx),
+                                    delta=piece))
+            if deltas:
+                wire = audio.encode_wire(out.pcm[k * per_chunk:(k + 1) * per_chunk], out.rate,
+                                         resp.out_format["type"])
+                evs.append(ev.delta("response.output_audio.delta", **self._ids(resp, out, idx),
+                                    delta=base64.b64encode(wire).decode()))
+        pcm = out.pcm[ks.start * per_chunk:ks.stop * per_chunk]
+        ms = audio.duration_ms(pcm, out.rate)
+        out.emitted_ms += ms
         if sip:
-            evs.append(AudioOut(chunk, out.rate, resp.id, out.item["id"], corrupt=self._media_corrupt(),
+            evs.append(AudioOut(pcm, out.rate, resp.id, out.item["id"], corrupt=self._media_corrupt(),
                                 voice=voice_name(resp.voice)))
-            end = max(self._playback.get(resp.id, now), now) + audio.duration_ms(chunk, out.rate) / 1000.0
-            self._playback[resp.id] = end
+            self._playback[resp.id] = max(self._playback.get(resp.id, now), now) + ms / 1000.0
         return evs
 
     def _media_corrupt(self) -> bool:
