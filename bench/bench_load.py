@@ -2,13 +2,15 @@
 
 * ``virtual``: scenarios/load/turn_every_5s_long.yaml (one scripted turn every 5 s) at each concurrency of
   ``--virtual`` (target ≥ 2,000 concurrent, zero lost calls); reports the mock's CPU per active call.
+  With ``--mock-processes 1,2`` each step runs once per number of mock processes, in the same run.
 * ``sip``: scenarios/load/sip_two_way.yaml, real SIP/TLS calls with two-way audio, at each concurrency of
   ``--sip`` (target ≥ 150, zero failed, zero RTP loss); CPU per call of the whole stack, and of bare
   pjsua2 in the same run when ``bench/bench_sip.py --stacks bare`` is available.
 * ``soak``: ``--soak-virtual`` virtual and ``--soak-sip`` SIP calls, then checks that no process, thread
   or socket was left behind and that the mock's memory stayed flat; every call accounted for.
 
-    python bench/bench_load.py --virtual 300,1000,2000 --sip 40,150 --soak-virtual 5000 --soak-sip 1000
+    python bench/bench_load.py --virtual 300,1000,2000 --mock-processes 1,2 --sip 40,150 \
+        --soak-virtual 5000 --soak-sip 1000
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ from harness.load_report import to_json  # noqa: E402
 LOAD = ROOT / "scenarios" / "load"
 
 
-async def one(scenario: Path, calls: int, conc: int, rate: float, mode: str, tmp: Path) -> dict[str, Any]:
+async def one(scenario: Path, calls: int, conc: int, rate: float, mode: str, tmp: Path,
+              mocks: int = 1) -> dict[str, Any]:
     o = LoadOptions(scenario=scenario, calls=calls, concurrency=conc, rate=rate, mode=mode, progress=False,
-                    run_dir=tmp / f"{mode}-{conc}-{calls}")
+                    run_dir=tmp / f"{mode}-{conc}-{calls}-{mocks}", mock_processes=mocks)
     t = time.monotonic()
     result = await run_load(plan(o))
     data = to_json(result)
@@ -58,18 +61,20 @@ def _row(d: dict[str, Any]) -> list[str]:
     stack = sum(cpu.get(f"{r}_cpu_s") or 0 for r in ("mock", "app", "load"))
     per_call = 100 * stack / cpu["call_seconds"] if cpu["call_seconds"] else float("nan")
     rtp = d.get("rtp") or {}
-    return [str(d["options"]["concurrency"]), str(c["placed"]), str(c["completed"]), str(c["failed"]),
+    return [str(d["options"]["concurrency"]), str(d["options"].get("mock_processes", 1)), str(c["placed"]),
+            str(c["completed"]), str(c["failed"]),
             str(c["lost"]), str(cpu["max_active"]),
             f"{cpu['mock_cpu_s']:.0f}", f"{cpu['mock_cpu_pct_per_active_call'] or 0:.3f}", f"{per_call:.3f}",
             f"{p('webhook_to_accept_ms', 'p50')}/{p('webhook_to_accept_ms', 'p95')}",
-            f"{p('speech_end_to_audio_ms', 'p50')}/{p('speech_end_to_audio_ms', 'p95')}",
+            f"{p('speech_end_to_audio_ms', 'p50')}/{p('speech_end_to_audio_ms', 'p95')}/"
+            f"{p('speech_end_to_audio_ms', 'p99')}",
             f"{p('invite_to_200_ms', 'p50')}/{p('invite_to_200_ms', 'p95')}",
             f"{rtp.get('rx_loss', '-')}/{rtp.get('ingress_rx_loss', '-')}",
             ", ".join(f"{k}: {v}" for k, v in list(d["failures"].items())[:3]) or "-"]
 
 
-COLS = ["C", "placed", "done", "failed", "lost", "max active", "mock CPU s", "mock % core/call",
-        "stack % core/call", "webhook→accept p50/p95", "speech end→audio p50/p95", "INVITE→200 p50/p95",
+COLS = ["C", "mocks", "placed", "done", "failed", "lost", "max active", "mock CPU s", "mock % core/call",
+        "stack % core/call", "webhook→accept p50/p95", "speech end→audio p50/p95/p99", "INVITE→200 p50/p95",
         "RTP loss caller/ingress", "failure reasons"]
 
 
@@ -141,6 +146,8 @@ async def main() -> int:
     ap.add_argument("--virtual", default="300,1000,2000", help="comma list of virtual concurrencies ('' skips)")
     ap.add_argument("--virtual-rate", type=float, default=40.0, help="new virtual calls/s (60 s calls: 2,000 in "
                     "flight after 50 s)")
+    ap.add_argument("--mock-processes", default="1", help="comma list: run each virtual step with each number "
+                    "of mock processes (rtsip load --mock-processes), e.g. 1,2")
     ap.add_argument("--sip", default="40,150", help="comma list of SIP concurrencies ('' skips)")
     ap.add_argument("--sip-rate", type=float, default=20.0)
     ap.add_argument("--bare", action="store_true", help="also run bare pjsua2 (bench_sip.py --stacks bare)")
@@ -152,9 +159,10 @@ async def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rtsip-bench-load-"))
     results: dict[str, Any] = {"cores": os.cpu_count(), "virtual": [], "sip": [], "bare": None, "soak": None}
     for c in [int(x) for x in args.virtual.split(",") if x]:
-        d = await one(LOAD / "turn_every_5s_long.yaml", c, c, args.virtual_rate, "virtual", tmp)
-        results["virtual"].append(d)
-        console.print(table("virtual callers, one turn every 5 s (12 turns, 60 s a call)", [d]))
+        for m in [int(x) for x in args.mock_processes.split(",") if x]:
+            d = await one(LOAD / "turn_every_5s_long.yaml", c, c, args.virtual_rate, "virtual", tmp, mocks=m)
+            results["virtual"].append(d)
+            console.print(table("virtual callers, one turn every 5 s (12 turns, 60 s a call)", [d]))
     for c in [int(x) for x in args.sip.split(",") if x]:
         d = await one(LOAD / "sip_two_way.yaml", c, c, args.sip_rate, "sip", tmp)
         results["sip"].append(d)

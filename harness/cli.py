@@ -55,6 +55,10 @@ def _add_mock(sub: Any) -> None:
                    help="SIP worker processes, 4 calls each (default 1)")
     p.add_argument("--no-sip", action="store_true", help="do not start the SIP ingress (HTTP and WebSocket only)")
     p.add_argument("--record", action="store_true", help="record what each SIP caller sent, in the state directory")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="run as shard I of N behind a shard router (rtsip load --mock-processes); needs --handoff")
+    p.add_argument("--handoff", type=Path, metavar="PATH", default=None,
+                   help="Unix socket on which the shard router hands over the app's connections")
     p.set_defaults(func=cmd_mock)
 
 
@@ -83,6 +87,18 @@ def cmd_mock(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"rtsip mock: invalid settings: {exc}", file=sys.stderr)
         return 2
+    shard = None
+    if args.shard is not None or args.handoff is not None:
+        from mock_api.shards import Shard
+
+        if args.shard is None or args.handoff is None:
+            print("rtsip mock: --shard and --handoff go together", file=sys.stderr)
+            return 2
+        try:
+            shard = Shard.parse(args.shard)
+        except ValueError as exc:
+            print(f"rtsip mock: {exc}", file=sys.stderr)
+            return 2
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -90,7 +106,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record)
-        async with running_mock(config, args.host, args.port, sip) as mock:
+        async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff) as mock:
             sip_part = f" sip={mock.sip.uri()} ca={mock.sip.certs.ca}" if mock.sip else ""
             print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
                   f"webhook_url={config.webhook_url or '-'}{sip_part} state_dir={sdir}", flush=True)

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import resource
+import shutil
 import signal
 import socket
 import tempfile
@@ -40,6 +41,8 @@ import yaml
 
 from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
+from mock_api.shards import MAX_SHARDS, ShardRouter
+from mock_api.webhooks import new_secret
 
 from .load_metrics import MAIN_METRICS, CallRecord, extract, failure, ingress_rtp, percentile
 from .scenario import CallSpec, Scenario, ScenarioError, load_scenario, resolve_audio
@@ -74,6 +77,7 @@ class LoadOptions:
     json: Path | None = None
     html: Path | None = None
     processes: int | None = None  # virtual driver processes (default: one per 1,000 concurrent calls)
+    mock_processes: int = 1  # mock shards for virtual calls (mock_api.shards), behind one base URL
     port: int = 0  # the mock's HTTP port (0: a free one)
     sip_port: int = 0
     app_port: int = 0
@@ -91,6 +95,7 @@ class Plan:
     spec: CallSpec
     mode: str
     drivers: int
+    mock_shards: int
     phone_workers: int
     ingress_workers: int
     rate: float
@@ -162,6 +167,8 @@ def plan(options: LoadOptions) -> Plan:
                         f"can ever be in flight; lower --concurrency or raise --calls")
     if o.processes is not None and o.processes <= 0:
         raise LoadError(f"--processes must be at least 1 (got {o.processes})")
+    if not 1 <= o.mock_processes <= MAX_SHARDS:
+        raise LoadError(f"--mock-processes must be between 1 and {MAX_SHARDS} (got {o.mock_processes})")
     try:
         scenario = load_scenario(o.scenario)
     except ScenarioError as exc:
@@ -192,7 +199,11 @@ def plan(options: LoadOptions) -> Plan:
             raise LoadError(f"--rate {o.rate:g}/s is beyond what virtual mode can start on this machine "
                             f"({cores} cores: at most {rate_cap:g} calls/s)")
         drivers = o.processes or max(1, min(cores, math.ceil(o.concurrency / VIRTUAL_CALLS_PER_DRIVER)))
-        drivers = min(drivers, o.concurrency)
+        if o.mock_processes > o.concurrency:
+            raise LoadError(f"--mock-processes {o.mock_processes} is more than --concurrency {o.concurrency}: "
+                            "some mocks would never have a call")
+        # each driver feeds one shard, so every shard needs at least one driver
+        drivers = min(max(drivers, o.mock_processes), o.concurrency)
         rate = o.rate
     else:
         cap = SIP_MAX_PER_CORE * cores
@@ -217,6 +228,9 @@ def plan(options: LoadOptions) -> Plan:
         rate = o.rate
         if o.processes not in (None, 1):
             notes.append("--processes applies to virtual callers only; sip mode uses softphone worker processes")
+        if o.mock_processes != 1:
+            raise LoadError("--mock-processes applies to virtual mode only: in sip mode every call enters through "
+                            "the one mock's SIP ingress (its workers are separate processes already)")
     for label, port, flag in (("the mock's HTTP port", o.port, "--port"), ("the app's port", o.app_port,
                                                                             "--app-port")):
         if port and not port_free(port):
@@ -237,6 +251,12 @@ def plan(options: LoadOptions) -> Plan:
                                 "with SIP may be running; stop it first")
     if o.mock_config is not None and not o.mock_config.is_file():
         raise LoadError(f"--mock-config {o.mock_config}: no such file")
+    if o.mock_processes > 1:
+        capped = _limits_set(o.mock_config)
+        if capped:
+            raise LoadError(f"--mock-config {o.mock_config} sets OpenAI-side limits ({', '.join(capped)}), which "
+                            f"hold for the whole account; with --mock-processes {o.mock_processes} each mock would "
+                            "count only its own calls. Use --mock-processes 1 to test limits")
     fds = FD_BASE + FDS_PER_CALL * o.concurrency
     msg = fd_limit_check(fds)
     if msg:
@@ -247,8 +267,20 @@ def plan(options: LoadOptions) -> Plan:
     throughput = min(rate, o.concurrency / max(0.5, estimate_call_s(spec, Path(scenario.source or o.scenario))))
     expected = o.calls / throughput
     stop_placing = o.duration if o.duration else expected * 2 + 30
-    return Plan(o, scenario, spec, mode, drivers, phone_workers, ingress_workers, rate, max_call_s,
-                stop_placing, stop_placing + max_call_s + 30.0, fds, notes)
+    return Plan(o, scenario, spec, mode, drivers, o.mock_processes, phone_workers, ingress_workers, rate,
+                max_call_s, stop_placing, stop_placing + max_call_s + 30.0, fds, notes)
+
+
+def _limits_set(mock_config: Path | None) -> list[str]:
+    """The account-wide caps a --mock-config file turns on."""
+    if mock_config is None:
+        return []
+    try:
+        extra = yaml.safe_load(mock_config.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LoadError(f"--mock-config {mock_config}: not YAML or JSON: {exc}") from None
+    limits = extra.get("limits") if isinstance(extra, dict) else None
+    return sorted(k for k, v in limits.items() if v is not None and k != "window_s") if isinstance(limits, dict) else []
 
 
 def estimate_call_s(spec: CallSpec, file: Path) -> float:
@@ -685,13 +717,31 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
         args += ["--sip-port", str(o.sip_port or 0), "--sip-workers", str(plan_.ingress_workers)]
     else:
         args += ["--no-sip"]
-    mock = MockProcess(args=args, startup_timeout=60.0)
+    shards = plan_.mock_shards
+    router: ShardRouter | None = None
+    sock_dir = Path(tempfile.mkdtemp(prefix="rtsip-shards-")) if shards > 1 else None  # short AF_UNIX paths
+    if sock_dir is not None:
+        handoffs = [sock_dir / f"{i}.sock" for i in range(shards)]
+        router = ShardRouter(handoffs, port=mock_port)
+        mocks = [MockProcess(args=[*args, "--shard", f"{i}/{shards}", "--handoff", str(handoffs[i])],
+                             startup_timeout=60.0) for i in range(shards)]
+        for i, m in enumerate(mocks):
+            m.args[m.args.index("--port") + 1] = "0"  # the router owns --port; shards take free ones
+            m.args[m.args.index("--state-dir") + 1] = str(run_dir / f"state-{i}")
+    else:
+        mocks = [MockProcess(args=args, startup_timeout=60.0)]
+    mock = mocks[0]
     app = None
     progress = Progress(plan_, o.progress)
     try:
-        progress.phase = "starting the mock"
-        await mock.__aenter__()
-        env = app_env(mock.base_url, mock.webhook_secret, app_port, plan_.scenario.app.env)
+        progress.phase = "starting the mock" if shards == 1 else f"starting {shards} mocks"
+        await asyncio.gather(*(m.__aenter__() for m in mocks))
+        base_url = mock.base_url
+        if router is not None:
+            await router.start()
+            base_url = router.url + "/v1"
+            result.notes.append(f"{shards} mock processes behind one base URL ({router.url}); calls spread by id")
+        env = app_env(base_url, mock.webhook_secret, app_port, plan_.scenario.app.env)
         file = Path(plan_.scenario.source or o.scenario)
         cwd = (file.parent / (plan_.scenario.app.cwd or ".")).resolve()
         app = AppProcess(app_argv(plan_.scenario.app.command, app_port), env, cwd)
@@ -699,11 +749,13 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
         ready = plan_.scenario.app.ready
         await app.wait_ready(port=app_port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
         if on_started is not None:
-            on_started({"mock": mock.pid, "app": app.pid or 0, "load": os.getpid()})
+            on_started({"mock": mock.pid, "app": app.pid or 0, "load": os.getpid(),
+                        **{f"mock_{i}": m.pid for i, m in enumerate(mocks) if i}})
         with progress:
             progress.phase = "running"
             if plan_.mode == "virtual":
-                await _run_virtual(plan_, mock.url, result, progress, stopper, mock.pid, app.pid or 0)
+                await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper, [m.pid for m in mocks],
+                                   app.pid or 0)
             else:
                 await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir)
             if result.placed < o.calls and not result.aborted:
@@ -717,8 +769,14 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
         if app is not None:
             await app.stop()
             result.app_output = [line for _, line in app.lines][-200:]
-        await mock.stop()
-        result.mock_output = mock.output[-200:]
+        if router is not None:
+            await router.stop()
+            if router.dropped:
+                result.notes.append(f"shard router: {router.dropped} connection(s) closed before their request")
+        await asyncio.gather(*(m.stop() for m in mocks))
+        if sock_dir is not None:
+            shutil.rmtree(sock_dir, ignore_errors=True)
+        result.mock_output = [line for m in mocks for line in m.output[-200:]]
         result.ended_at = time.time()
     return result
 
@@ -737,6 +795,8 @@ def _mock_config(plan_: Plan, app_port: int) -> dict[str, Any]:
         # ended call: memory stays flat in soaks (about 10 s of ended calls at the offered rate)
         "retain_ended_calls": max(500, math.ceil(plan_.rate * 10)),
     }
+    if plan_.mock_shards > 1:  # every shard signs with the secret the app verifies
+        config["webhook_secret"] = new_secret()
     if plan_.options.mock_config is not None:
         extra = yaml.safe_load(plan_.options.mock_config.read_text()) or {}
         if not isinstance(extra, dict):
@@ -748,7 +808,7 @@ def _mock_config(plan_: Plan, app_port: int) -> dict[str, Any]:
 class _Sampler:
     """CPU and RSS of the mock, the app and the drivers, once per interval."""
 
-    def __init__(self, result: LoadResult, roles: dict[str, int], progress: Progress) -> None:
+    def __init__(self, result: LoadResult, roles: dict[str, list[int]], progress: Progress) -> None:
         self.result, self.roles, self.progress = result, roles, progress
         self.last: dict[str, float] = {}
         self.first: dict[str, float] = {}
@@ -758,12 +818,13 @@ class _Sampler:
         children = _children_map()
         row: dict[str, float] = {"t": time.time(), "active": self.progress.placed - self.progress.done,
                                  "done": self.progress.done}
-        for role, pid in self.roles.items():
-            if not pid:
+        for role, tops in self.roles.items():
+            tops = [p for p in tops if p]
+            if not tops:
                 continue
-            pids = [pid] if role == "load" else descendants(pid, children)
+            pids = [p for top in tops for p in descendants(top, children)]
             if role == "load":  # this process and the driver / softphone workers it started
-                pids = [p for p in descendants(pid, children) if p not in self._others(children)]
+                pids = [p for p in pids if p not in self._others(children)]
             cpu, rss = proc_cpu_rss(pids)
             self.first.setdefault(role, cpu)
             self.last[role] = cpu
@@ -773,9 +834,11 @@ class _Sampler:
 
     def _others(self, children: dict[int, list[int]]) -> set[int]:
         out: set[int] = set()
-        for role, pid in self.roles.items():
-            if role != "load" and pid:
-                out.update(descendants(pid, children))
+        for role, tops in self.roles.items():
+            if role != "load":
+                for top in tops:
+                    if top:
+                        out.update(descendants(top, children))
         return out
 
     def finish(self) -> None:
@@ -784,8 +847,8 @@ class _Sampler:
             self.result.cpu[f"{role}_cpu_s"] = round(self.last[role] - self.first[role], 3)
 
 
-async def _run_virtual(plan_: Plan, mock_url: str, result: LoadResult, progress: Progress, stopper: Stopper,
-                       mock_pid: int, app_pid: int) -> None:
+async def _run_virtual(plan_: Plan, mock_urls: list[str], result: LoadResult, progress: Progress,
+                       stopper: Stopper, mock_pids: list[int], app_pid: int) -> None:
     o = plan_.options
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -797,13 +860,14 @@ async def _run_virtual(plan_: Plan, mock_url: str, result: LoadResult, progress:
     shares = []
     for w in range(k):
         conc = plan_.options.concurrency // k + (1 if w < plan_.options.concurrency % k else 0)
-        shares.append(_Share(w, mock_url, list(range(w, o.calls, k)), conc, plan_.rate / k, t0 + w / plan_.rate,
-                             t0 + plan_.stop_placing_s, t0 + plan_.hard_stop_s, spec, base, plan_.max_call_s))
+        shares.append(_Share(w, mock_urls[w % len(mock_urls)], list(range(w, o.calls, k)), conc, plan_.rate / k,
+                             t0 + w / plan_.rate, t0 + plan_.stop_placing_s, t0 + plan_.hard_stop_s, spec, base,
+                             plan_.max_call_s))
     procs = [ctx.Process(target=virtual_driver_main, args=(s, out, stop, abort), daemon=True,
                          name=f"rtsip-load-driver-{s.worker}") for s in shares]
     for p in procs:
         p.start()
-    sampler = _Sampler(result, {"mock": mock_pid, "app": app_pid, "load": os.getpid()}, progress)
+    sampler = _Sampler(result, {"mock": mock_pids, "app": [app_pid], "load": [os.getpid()]}, progress)
     progress.t0 = t0
     finished: set[int] = set()
     inflight: dict[int, tuple[int, float]] = {}
@@ -886,7 +950,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
     pacer = _Pacer(plan_.rate, t0)
     tasks: set[asyncio.Task[None]] = set()
     resolver = _SipResolver(control)
-    sampler = _Sampler(result, {"mock": mock.pid, "app": app_pid, "load": os.getpid()}, progress)
+    sampler = _Sampler(result, {"mock": [mock.pid], "app": [app_pid], "load": [os.getpid()]}, progress)
     progress.t0 = t0
     spec = plan_.spec
     base = Path(plan_.scenario.source or o.scenario).parent.resolve()

@@ -88,7 +88,7 @@ def to_json(result: LoadResult) -> dict[str, Any]:
         "scenario": p.scenario.name, "file": str(o.scenario), "mode": p.mode,
         "options": {"calls": o.calls, "concurrency": o.concurrency, "rate": o.rate, "duration": o.duration,
                     "interval": o.interval, "drivers": p.drivers, "softphone_workers": p.phone_workers,
-                    "ingress_workers": p.ingress_workers},
+                    "ingress_workers": p.ingress_workers, "mock_processes": p.mock_shards},
         "started_at": result.started_at, "seconds": round(result.ended_at - result.started_at, 3),
         "aborted": result.aborted,
         "calls": {"placed": result.placed, "completed": result.completed, "failed": result.failed,
@@ -295,7 +295,9 @@ def print_summary(result: LoadResult, console: Console) -> None:
     for role in ("mock", "app", "load"):
         v = cpu.get(f"{role}_cpu_s")
         per = cpu.get(f"{role}_cpu_pct_per_active_call")
-        u.add_row({"mock": "mock (+ SIP ingress workers)", "app": "app under test",
+        mocks = data["options"].get("mock_processes", 1)
+        u.add_row({"mock": "mock (+ SIP ingress workers)" if mocks == 1 else f"mock ({mocks} processes)",
+                   "app": "app under test",
                    "load": "load drivers (+ softphone workers)"}[role],
                   "-" if v is None else f"{v:.1f}", "-" if per is None else f"{per:.3f}")
     console.print(u)

@@ -29,6 +29,7 @@ from .control_models import (
 )
 from .realtime.validation import ParamError, validate_payload, validate_session_config
 from .server import SERVER_KEY, MockServer
+from .shards import route
 
 PREFIXES = ("/v1", "/openai/v1")
 JSON_PARSE_ERROR = (
@@ -49,6 +50,21 @@ class BadRequest(Exception):
 
 
 # ---- middleware ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def shard_forward(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a connection the shard router handed over, a kept-alive client's later request may name
+    another shard's call: pass it on (mock_api.shards).  A no-op for a mock that is not a shard."""
+    server = request.app[SERVER_KEY]
+    if server.shard is None or server.forwarder is None or request.transport is None:
+        return await handler(request)
+    local = request.transport.get_extra_info("sockname")
+    if (local is not None and local[1] != server.shard_port and request.headers.get("Upgrade") is None
+            and route(f"{request.method} {request.path_qs} HTTP/1.1".encode(), server.shard.count)
+            != server.shard.index):
+        return await server.forwarder.forward(request, (local[0], local[1]))
+    return await handler(request)
 
 
 @web.middleware
@@ -458,7 +474,8 @@ async def faults_list(request: web.Request) -> web.Response:
 
 
 def create_app(server: MockServer) -> web.Application:
-    app = web.Application(middlewares=[real_errors], client_max_size=server.config.max_body_bytes + 1024)
+    app = web.Application(middlewares=[shard_forward, real_errors],
+                          client_max_size=server.config.max_body_bytes + 1024)
     app[SERVER_KEY] = server
     for prefix in PREFIXES:
         app.router.add_post(prefix + "/realtime/calls/{call_id}/{op:accept|reject|refer|hangup}", call_control)

@@ -15,6 +15,7 @@ from aiohttp import web
 from .config import MockConfig
 from .http import create_app
 from .server import MockServer
+from .shards import HandoffReceiver, Shard, ShardForwarder
 
 if TYPE_CHECKING:
     from .sip import SipIngress
@@ -49,15 +50,23 @@ class RunningMock:
 
 @asynccontextmanager
 async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                       sip: SipOptions | None = None) -> AsyncIterator[RunningMock]:
-    server = MockServer(config)
+                       sip: SipOptions | None = None, shard: Shard | None = None,
+                       handoff: Path | None = None) -> AsyncIterator[RunningMock]:
+    """``shard`` and ``handoff``: this mock is one of several behind a ShardRouter (mock_api.shards)."""
+    server = MockServer(config, shard=shard)
     runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     bound = int(runner.addresses[0][1])  # the real port when 0 was asked for
     ingress = None
+    receiver = None
     try:
+        if handoff is not None:
+            assert runner.server is not None
+            receiver = HandoffReceiver(handoff, runner.server)
+            server.shard_port, server.forwarder = bound, ShardForwarder()
+            receiver.start()
         if sip is not None:
             from .sip import SipIngress  # only SIP users pay for the worker pool
 
@@ -66,6 +75,10 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
             await ingress.start()
         yield RunningMock(server, host, bound, ingress)
     finally:
+        if receiver is not None:
+            receiver.stop()
+        if server.forwarder is not None:
+            await server.forwarder.close()
         if ingress is not None:
             await ingress.stop()
         await runner.cleanup()

@@ -22,6 +22,7 @@ from .config import ConfigPatch, MockConfig
 from .faults import Fault
 from .journal import Journal
 from .limits import Hit, Limiter
+from .shards import Shard, ShardForwarder
 from .webhooks import WebhookSender, incoming_call_event, new_secret
 
 CallCallback = Callable[[c.Call], None]
@@ -51,8 +52,12 @@ P = TypeVar("P")
 
 class MockServer:
     def __init__(self, config: MockConfig | None = None, journal: Journal | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shard: Shard | None = None) -> None:
         self.config = config or MockConfig()
+        self.shard = shard  # one of several mock processes (mock_api.shards): its call ids route back here
+        # a shard's own port: a connection on another local port was handed over by the shard router
+        self.shard_port: int | None = None
+        self.forwarder: ShardForwarder | None = None  # set while this shard takes handed-over connections
         if not self.config.webhook_secret:
             self.config = self.config.model_copy(update={"webhook_secret": new_secret()})
         self.clock = clock
@@ -153,6 +158,7 @@ class MockServer:
         call = c.Call.incoming(
             sip_headers(from_uri, to_uri, sip_call_id, headers), transport=transport,
             media_security=media_security, created_at=time.time(),
+            call_id=self.shard.call_id() if self.shard is not None else None,
         )
         self.calls[call.call_id] = call
         self.set_call_options(call.call_id, faults, script)

@@ -125,6 +125,10 @@ def test_percentile_is_nearest_rank() -> None:
     ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 100.0}, "too fast for sip mode"),
     ({"mode": "sip", "calls": 5000, "concurrency": 5000}, "beyond what sip mode can do"),
     ({"duration": 0.0}, "--duration must be a positive"),
+    ({"mock_processes": 0}, "--mock-processes must be between 1 and 16"),
+    ({"mock_processes": 17}, "--mock-processes must be between 1 and 16"),
+    ({"mock_processes": 6, "concurrency": 5}, "some mocks would never have a call"),
+    ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 2.0, "mock_processes": 2}, "virtual mode only"),
 ])
 def test_impossible_numbers_are_rejected(kw: dict[str, object], needle: str) -> None:
     with pytest.raises(LoadError, match=needle.replace("(", r"\(")):
@@ -135,6 +139,16 @@ def test_sip_scenario_in_virtual_mode_is_rejected() -> None:
     with pytest.raises(LoadError, match=r"needs SIP features.*mode: sip.*--mode sip"):
         plan(_opts(scenario=LOAD / "sip_two_way.yaml", mode="virtual"))
     assert plan(_opts(scenario=LOAD / "sip_two_way.yaml", calls=4, concurrency=4, rate=2.0)).mode == "sip"
+
+
+def test_account_limits_with_several_mocks_are_rejected(tmp_path: Path) -> None:
+    cfg = tmp_path / "limits.yaml"
+    cfg.write_text("limits: {max_concurrent_sessions: 3, window_s: 60}\n")
+    with pytest.raises(LoadError, match=r"limits \(max_concurrent_sessions\).*--mock-processes 1"):
+        plan(_opts(mock_config=cfg, mock_processes=2))
+    assert plan(_opts(mock_config=cfg)).mock_shards == 1
+    cfg.write_text("limits: {window_s: 30}\nring_timeout_s: 5\n")  # no cap turned on: fine
+    assert plan(_opts(mock_config=cfg, mock_processes=2)).mock_shards == 2
 
 
 def test_taken_port_is_rejected() -> None:
@@ -192,6 +206,28 @@ async def test_hundred_virtual_calls_all_accounted_for(tmp_path: Path) -> None:
     page = o.html.read_text()
     assert "<svg" in page and "Concurrency" in page and "http" not in page.split("<body>")[1].split("options")[0]
     assert "<script" not in page and "cdn" not in page.lower()
+
+
+async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> None:
+    """The app keeps one base URL; each call's REST and WebSocket traffic reaches the mock that made it."""
+    o = _opts(calls=60, concurrency=30, rate=30.0, mock_processes=2, run_dir=tmp_path / "run")
+    p = plan(o)
+    assert p.mock_shards == 2 and p.drivers >= 2
+    pids: dict[str, int] = {}
+    result = await run_load(p, on_started=pids.update)
+    data = to_json(result)
+    _check_accounting(data)
+    assert data["calls"]["placed"] == 60 and data["calls"]["failed"] == 0, data["failures"]
+    _check_percentiles(data)
+    assert data["metrics"]["webhook_to_accept_ms"]["count"] == 60  # the app's accepts went through the router
+    assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 60
+    shards = [int(r["call_id"][4], 16) % 2 for r in data["records"]]
+    assert shards.count(0) == 30 and shards.count(1) == 30
+    assert pids["mock"] != pids["mock_1"]
+    assert data["cpu"]["mock_cpu_s"] > 0  # both mocks sampled as one role
+    assert any("2 mock processes" in n for n in data["notes"])
+    for pid in (pids["mock"], pids["mock_1"]):
+        assert not Path(f"/proc/{pid}").exists()
 
 
 async def test_twelve_sip_calls_two_way_audio(tmp_path: Path) -> None:

@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="CSV/plot interval (default 1 s)")
     p.add_argument("--processes", type=int, metavar="K",
                    help="virtual-caller driver processes (default: one per 1,000 concurrent calls, up to the cores)")
+    p.add_argument("--mock-processes", type=int, default=1, metavar="M",
+                   help="virtual mode: spread the calls' sessions over M mock processes behind one base URL "
+                        "(default 1; not with account-wide limits)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write SIPp-style per-interval statistics")
     p.add_argument("--json", type=Path, metavar="FILE", help="write counts, percentiles and every call's record")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report with plots")
@@ -56,7 +59,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     options = LoadOptions(
         scenario=args.scenario, calls=args.calls, concurrency=args.concurrency, rate=args.rate,
         duration=args.duration, mode=args.mode, interval=args.interval, csv=args.csv, json=args.json,
-        html=args.html, processes=args.processes, port=args.port, sip_port=args.sip_port, app_port=args.app_port,
+        html=args.html, processes=args.processes, mock_processes=args.mock_processes,
+        port=args.port, sip_port=args.sip_port, app_port=args.app_port,
         mock_config=args.mock_config, run_dir=args.run_dir, progress=not args.no_progress,
     )
     _, code = run(options)
