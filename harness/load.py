@@ -41,7 +41,7 @@ import yaml
 
 from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
-from mock_api.shards import MAX_SHARDS, ShardRouter
+from mock_api.shards import MAX_SHARDS, ROUTER_READY
 from mock_api.webhooks import new_secret
 
 from .load_metrics import MAIN_METRICS, CallRecord, extract, failure, ingress_rtp, percentile
@@ -718,11 +718,12 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
     else:
         args += ["--no-sip"]
     shards = plan_.mock_shards
-    router: ShardRouter | None = None
+    router: MockProcess | None = None
     sock_dir = Path(tempfile.mkdtemp(prefix="rtsip-shards-")) if shards > 1 else None  # short AF_UNIX paths
     if sock_dir is not None:
         handoffs = [sock_dir / f"{i}.sock" for i in range(shards)]
-        router = ShardRouter(handoffs, port=mock_port)
+        router = MockProcess(args=["--port", str(mock_port), *map(str, handoffs)], command=("-m", "mock_api.shards"),
+                             ready_prefix=ROUTER_READY)
         mocks = [MockProcess(args=[*args, "--shard", f"{i}/{shards}", "--handoff", str(handoffs[i])],
                              startup_timeout=60.0) for i in range(shards)]
         for i, m in enumerate(mocks):
@@ -737,10 +738,11 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
         progress.phase = "starting the mock" if shards == 1 else f"starting {shards} mocks"
         await asyncio.gather(*(m.__aenter__() for m in mocks))
         base_url = mock.base_url
-        if router is not None:
-            await router.start()
-            base_url = router.url + "/v1"
-            result.notes.append(f"{shards} mock processes behind one base URL ({router.url}); calls spread by id")
+        if router is not None:  # after the shards: their hand-over sockets exist now
+            await router.__aenter__()
+            base_url = router.ready["url"] + "/v1"
+            result.notes.append(f"{shards} mock processes behind one base URL ({router.ready['url']}); calls spread "
+                                "by id")
         env = app_env(base_url, mock.webhook_secret, app_port, plan_.scenario.app.env)
         file = Path(plan_.scenario.source or o.scenario)
         cwd = (file.parent / (plan_.scenario.app.cwd or ".")).resolve()
@@ -750,12 +752,13 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
         await app.wait_ready(port=app_port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
         if on_started is not None:
             on_started({"mock": mock.pid, "app": app.pid or 0, "load": os.getpid(),
-                        **{f"mock_{i}": m.pid for i, m in enumerate(mocks) if i}})
+                        **{f"mock_{i}": m.pid for i, m in enumerate(mocks) if i},
+                        **({"mock_router": router.pid} if router is not None else {})})
         with progress:
             progress.phase = "running"
             if plan_.mode == "virtual":
-                await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper, [m.pid for m in mocks],
-                                   app.pid or 0)
+                await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
+                                   [m.pid for m in [*mocks, *([router] if router else [])]], app.pid or 0)
             else:
                 await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir)
             if result.placed < o.calls and not result.aborted:
@@ -771,8 +774,7 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
             result.app_output = [line for _, line in app.lines][-200:]
         if router is not None:
             await router.stop()
-            if router.dropped:
-                result.notes.append(f"shard router: {router.dropped} connection(s) closed before their request")
+            result.notes.extend(line.strip() for line in router.output if "routed" in line)
         await asyncio.gather(*(m.stop() for m in mocks))
         if sock_dir is not None:
             shutil.rmtree(sock_dir, ignore_errors=True)

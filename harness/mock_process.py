@@ -21,6 +21,9 @@ class MockProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] | None = None
     startup_timeout: float = 20.0
+    # what runs, and the line that says it is ready (the shard router is started the same way)
+    command: tuple[str, ...] = ("-m", "harness.cli", "mock")
+    ready_prefix: str = READY
     ready: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
     _proc: asyncio.subprocess.Process | None = None
@@ -51,7 +54,7 @@ class MockProcess:
     async def __aenter__(self) -> MockProcess:
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "harness.cli", "mock", *self.args,
+            sys.executable, *self.command, *self.args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
             start_new_session=True,
         )
@@ -61,11 +64,13 @@ class MockProcess:
                 while True:
                     raw = await self._proc.stdout.readline()
                     if not raw:
-                        raise RuntimeError("rtsip mock exited before it was ready:\n" + "".join(self.output))
+                        raise RuntimeError(f"{' '.join(self.command)} exited before it was ready:\n"
+                                           + "".join(self.output))
                     line = raw.decode(errors="replace")
                     self.output.append(line)
-                    if line.startswith(READY):
-                        self.ready = dict(tok.split("=", 1) for tok in line[len(READY):].split() if "=" in tok)
+                    if line.startswith(self.ready_prefix):
+                        self.ready = dict(tok.split("=", 1) for tok in line[len(self.ready_prefix):].split()
+                                          if "=" in tok)
                         break
         except BaseException:
             await self.stop()

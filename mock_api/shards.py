@@ -249,3 +249,46 @@ class HandoffReceiver:
         except OSError:
             conn.close()  # the app hung up in between
         return None
+
+
+# ---- the router as its own process (rtsip load starts it; the load process stays out of the path) ----
+
+ROUTER_READY = "rtsip shard router ready:"
+
+
+async def _serve_router(port: int, handoffs: list[Path]) -> None:
+    import signal
+
+    router = ShardRouter(handoffs, port=port)
+    await router.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"{ROUTER_READY} url={router.url}", flush=True)
+    await stop.wait()
+    await router.stop()
+    print(f"rtsip shard router: routed {router.routed}, dropped {router.dropped}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m mock_api.shards", description=ShardRouter.__doc__)
+    ap.add_argument("--port", type=int, default=0, help="the base URL's port (0: a free one)")
+    ap.add_argument("handoffs", nargs="+", type=Path, metavar="SOCKET", help="each shard's --handoff socket, in order")
+    args = ap.parse_args(argv)
+    if len(args.handoffs) > MAX_SHARDS:
+        print(f"at most {MAX_SHARDS} shards", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve_router(args.port, args.handoffs))
+    except OSError as exc:
+        print(f"rtsip shard router: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

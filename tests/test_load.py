@@ -226,7 +226,9 @@ async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> N
     assert pids["mock"] != pids["mock_1"]
     assert data["cpu"]["mock_cpu_s"] > 0  # both mocks sampled as one role
     assert any("2 mock processes" in n for n in data["notes"])
-    for pid in (pids["mock"], pids["mock_1"]):
+    routed = next(n for n in data["notes"] if "routed" in n)  # the router process's own count, at its exit
+    assert "dropped 0" in routed, routed
+    for pid in (pids["mock"], pids["mock_1"], pids["mock_router"]):
         assert not Path(f"/proc/{pid}").exists()
 
 
