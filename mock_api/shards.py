@@ -117,7 +117,7 @@ class ShardRouter:
         self.handoffs = [str(p) for p in handoffs]
         self.host, self.port = host, port
         self.routed = [0] * len(handoffs)  # connections per shard
-        self.dropped = 0  # connections closed before their request line arrived
+        self.dropped = 0  # connections closed before their request line arrived, or whose shard was gone
         self._listener: socket.socket | None = None
         self._out: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -147,7 +147,11 @@ class ShardRouter:
         assert self._listener is not None
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(self._listener)
+            try:
+                conn, _ = await loop.sock_accept(self._listener)
+            except OSError:  # out of descriptors for a moment: the connection waits in the backlog
+                await asyncio.sleep(0.05)
+                continue
             task = asyncio.create_task(self._hand_over(conn))
             self._conns.add(task)
             task.add_done_callback(self._conns.discard)
@@ -159,7 +163,11 @@ class ShardRouter:
                 self.dropped += 1
                 return
             shard = route(head, len(self.handoffs))
-            await self._send_fd(conn.fileno(), self.handoffs[shard])
+            try:
+                await self._send_fd(conn.fileno(), self.handoffs[shard])
+            except OSError:  # that shard is gone: the client sees its connection close
+                self.dropped += 1
+                return
             self.routed[shard] += 1
         # our copy closes here; the shard holds its own descriptor of the same connection
 

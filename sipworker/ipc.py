@@ -23,6 +23,8 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 PROTOCOL_VERSION = 1
+# pj status of a make_call beyond PJSUA_MAX_CALLS: the worker's last call has not given its slot back yet
+PJ_ETOOMANY = 70010
 _T = TypeVar("_T")
 
 

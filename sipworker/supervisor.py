@@ -25,11 +25,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .ipc import PROTOCOL_VERSION, Command, Ev, Event, Op, ProtocolError, WorkerConfig
+from .ipc import PJ_ETOOMANY, PROTOCOL_VERSION, Command, Ev, Event, Op, ProtocolError, WorkerConfig
 
 EventHandler = Callable[[Event], Awaitable[None] | None]
 
@@ -375,11 +375,11 @@ class WorkerPool:
         """Send a per-call command (answer, reject, play, ...) to the worker that owns ``ref``."""
         return await self.command(self.owner(ref), op, ref=ref, **args)
 
-    def pick_worker(self, exclude: int | None = None) -> int | None:
+    def pick_worker(self, exclude: int | None = None, skip: Collection[int] = ()) -> int | None:
         """Least-loaded live worker with a free slot (the front door's reserve counts as used)."""
         best: tuple[int, int] | None = None
         for w in self.workers:
-            if w.index == exclude or not w.alive:
+            if w.index == exclude or w.index in skip or not w.alive:
                 continue
             free = w.free - (self.front_reserve if self.front_door and w.index == 0 else 0)
             if free > 0 and (best is None or free > best[0]):
@@ -390,23 +390,36 @@ class WorkerPool:
         self, uri: str, *, ref: str | None = None, worker: int | None = None, **args: Any
     ) -> tuple[str, dict[str, Any]]:
         """Place a call from a worker with a free slot; returns (ref, reply).  Raises PoolFull."""
-        if worker is None:
-            worker = self.pick_worker()
-            if worker is None:
-                raise PoolFull("no SIP worker has a free call slot")
         ref = ref or f"call-{os.getpid()}-{next(self._refs)}"
+        if worker is not None:
+            return ref, await self._make_call_on(worker, ref, uri, args)
+        full: set[int] = set()
+        while True:
+            picked = self.pick_worker(skip=full)
+            if picked is None:
+                raise PoolFull("no SIP worker has a free call slot")
+            try:
+                return ref, await self._make_call_on(picked, ref, uri, args)
+            except WorkerGone:
+                raise
+            except WorkerError as exc:
+                if exc.status != PJ_ETOOMANY:
+                    raise
+                # we counted its slot free on call_ended, pjsua frees it a moment later: try another worker
+                full.add(picked)
+
+    async def _make_call_on(self, worker: int, ref: str, uri: str, args: dict[str, Any]) -> dict[str, Any]:
         info = self.workers[worker]
         self._owner[ref] = worker
         info.calls.add(ref)
         try:
-            reply = await self.command(worker, Op.MAKE_CALL, ref=ref, uri=uri, **args)
+            return await self.command(worker, Op.MAKE_CALL, ref=ref, uri=uri, **args)
         except WorkerGone:
             raise  # the exit handler reports call_failed for this ref
         except BaseException:
             info.calls.discard(ref)
             self._owner.pop(ref, None)
             raise
-        return ref, reply
 
     def contact_uri(self, worker: int, user: str, transport: str = "tls", host: str | None = None) -> str:
         """The URI of ``user`` at ``worker`` over ``transport`` (for redirects and tests)."""

@@ -39,7 +39,6 @@ import pjsua2 as pj
 from . import media, sipmsg
 from .ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
 
-PJ_ETOOMANY = 70010
 # libHandleEvents timeout.  Each return costs ~50-70 µs of CPU (select, timer heap, GIL
 # handoff): 5 ms polls cost a worker ~1 % of a core doing nothing, 10 ms ~0.7 % (what
 # bench/bare_pjsua2.py uses).  SIP events end the wait at once; only commands from the parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -102,3 +103,13 @@ def test_mock_cli_refuses_bad_shard_options(args: list[str], needle: str) -> Non
                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 2 and needle in res.stderr, res.stderr
     assert "ready" not in res.stdout
+
+
+def test_router_process_refuses_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "mock_api.shards", "--port", str(port), str(tmp_path / "0.sock")],
+                             capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in res.stderr, res.stderr

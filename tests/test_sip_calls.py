@@ -110,6 +110,30 @@ async def test_tls_call_two_way_audio_then_bye(uas: TestUas, phone: Softphone, t
     assert not windowed_correlation(a_pcm, load_audio(call.recording or "", 8000), 8000).matches(0.5)
 
 
+async def test_a_worker_whose_slots_pjsua_still_holds_is_skipped(uas: TestUas, phone: Softphone) -> None:
+    """The pool counts a slot free on call_ended; pjsua gives it back a moment later.  A call placed in
+    between gets PJ_ETOOMANY from that worker, and the pool places it on another one instead."""
+    pool = phone.pool
+    refs = [f"full-{i}" for i in range(4)]
+    for ref in refs:  # worker 0's four pjsua slots, all taken
+        await pool.make_call(uas.uri("proj_full"), worker=0, ref=ref, headers={}, play=[], record=None)
+    held = set(pool.workers[0].calls)
+    try:
+        pool.workers[0].calls.clear()  # what the pool believes for a moment after four call_ended events
+        assert pool.pick_worker() == 0
+        call = await phone.call(uas.uri("proj_full"))
+        assert pool.owner(call.ref) != 0
+        assert await call.answered(5)
+        await call.hangup()
+        await call.ended(5)
+    finally:
+        pool.workers[0].calls.update(held)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                await pool.call_command(ref, Op.HANGUP)
+    assert pool.workers[0].alive
+
+
 async def test_x_headers_arrive_in_incoming_call_event(uas: TestUas, phone: Softphone) -> None:
     call = await phone.call(uas.uri("proj_hdr"), headers={"X-Test-Id": "lab-123", "X-Caller-Number": "+15550001111"})
     assert await call.answered(5)
