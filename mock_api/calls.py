@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import ids
@@ -171,7 +171,6 @@ class Call:
     refer_target: str | None = None
     accept_body: dict[str, Any] | None = None
     end_reason: str | None = None
-    history: list[tuple[CallState, CallState, str]] = field(default_factory=list)
 
     @classmethod
     def incoming(cls, sip_headers: list[dict[str, str]], **kw: Any) -> Call:
@@ -190,7 +189,6 @@ class Call:
             return Outcome(before, before, refusal=_refusal_for(before, event))
         after, effects = handler(self, event)
         self.state = after
-        self.history.append((before, after, type(event).__name__))
         return Outcome(before, after, tuple(effects))
 
     def due(self, now: float) -> bool:

@@ -43,9 +43,6 @@ class TokenBucket:
             self._at = now
         return self._level
 
-    def level(self, now: float) -> float:
-        return self._refill(now)
-
     def remaining(self, now: float) -> int:
         return int(self._refill(now) + 1e-9)
 
