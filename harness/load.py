@@ -202,8 +202,8 @@ def plan(options: LoadOptions) -> Plan:
         if o.mock_processes > o.concurrency:
             raise LoadError(f"--mock-processes {o.mock_processes} is more than --concurrency {o.concurrency}: "
                             "some mocks would never have a call")
-        # each driver feeds one shard, so every shard needs at least one driver
-        drivers = min(max(drivers, o.mock_processes), o.concurrency)
+        # each driver feeds one shard: a multiple of the shards, so each gets the same share of the calls
+        drivers = min(-(-drivers // o.mock_processes) * o.mock_processes, o.concurrency)
         rate = o.rate
     else:
         cap = SIP_MAX_PER_CORE * cores
@@ -736,7 +736,10 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
     progress = Progress(plan_, o.progress)
     try:
         progress.phase = "starting the mock" if shards == 1 else f"starting {shards} mocks"
-        await asyncio.gather(*(m.__aenter__() for m in mocks))
+        started = await asyncio.gather(*(m.__aenter__() for m in mocks), return_exceptions=True)
+        failed = next((r for r in started if isinstance(r, BaseException)), None)
+        if failed is not None:  # every start has settled, so the finally below stops each one that ran
+            raise failed
         base_url = mock.base_url
         if router is not None:  # after the shards: their hand-over sockets exist now
             await router.__aenter__()

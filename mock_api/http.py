@@ -29,7 +29,6 @@ from .control_models import (
 )
 from .realtime.validation import ParamError, validate_payload, validate_session_config
 from .server import SERVER_KEY, MockServer
-from .shards import route
 
 PREFIXES = ("/v1", "/openai/v1")
 JSON_PARSE_ERROR = (
@@ -53,18 +52,25 @@ class BadRequest(Exception):
 
 
 @web.middleware
-async def shard_forward(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On a connection the shard router handed over, a kept-alive client's later request may name
-    another shard's call: pass it on (mock_api.shards).  A no-op for a mock that is not a shard."""
-    server = request.app[SERVER_KEY]
-    if server.shard is None or server.forwarder is None or request.transport is None:
+async def close_handed_over(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A connection the shard router handed over (its local port is the router's) serves one request:
+    the client's next one may name another shard's call, and only the router can tell
+    (mock_api.shards).  A no-op for a mock that is not a shard."""
+    own = request.app[SERVER_KEY].shard_port
+    local = request.transport.get_extra_info("sockname") if own is not None and request.transport else None
+    if local is None or local[1] == own:
         return await handler(request)
-    local = request.transport.get_extra_info("sockname")
-    if (local is not None and local[1] != server.shard_port and request.headers.get("Upgrade") is None
-            and route(f"{request.method} {request.path_qs} HTTP/1.1".encode(), server.shard.count)
-            != server.shard.index):
-        return await server.forwarder.forward(request, (local[0], local[1]))
-    return await handler(request)
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"  # a socket ends its connection anyway
+    if not upgrade:
+        request.protocol.close()  # ours: end the connection once this request is answered
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # answered by aiohttp itself: tell the client too
+        exc.headers["Connection"] = "close"
+        raise
+    if not upgrade:
+        response.force_close()  # the client's: "Connection: close", so it does not reuse the socket
+    return response
 
 
 @web.middleware
@@ -474,7 +480,7 @@ async def faults_list(request: web.Request) -> web.Response:
 
 
 def create_app(server: MockServer) -> web.Application:
-    app = web.Application(middlewares=[shard_forward, real_errors],
+    app = web.Application(middlewares=[close_handed_over, real_errors],
                           client_max_size=server.config.max_body_bytes + 1024)
     app[SERVER_KEY] = server
     for prefix in PREFIXES:

@@ -8,11 +8,13 @@ consuming it (``MSG_PEEK``) and passes the socket itself to the shard that owns 
 shard untouched, and the router never relays traffic.  A shard's call ids carry its number in their
 first hex digit, so routing needs no shared table.
 
-Only a connection's first request decides where it goes, and clients keep connections alive: a
-later request on a handed-over connection (its local port is the router's, not the shard's) that
-names another shard's call is passed on by a :class:`ShardForwarder`, over a fresh connection to
-the router, and its answer returned as is.  Account-wide limits (concurrent sessions, per-minute
-budgets) would be per shard here, so ``rtsip load`` refuses to combine them with shards.
+Only a connection's first request decides where it goes, so a shard serves one request on a
+handed-over connection (its local port is the router's, not the shard's) and then closes it: a
+client that keeps connections alive opens a new one, which the router routes again.  Account-wide
+limits (concurrent sessions, per-minute budgets) would be per shard here, so ``rtsip load`` refuses
+to combine them with shards.  Control-API requests that name no call (``/_mock/journal``, the call
+list, ``PUT /_mock/config``) reach shard 0 through the router; each shard answers them for itself
+on its own port.
 """
 
 from __future__ import annotations
@@ -27,13 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-from aiohttp import web
-
 MAX_SHARDS = 16  # one hex digit of the call id
 _CALL_ID = re.compile(rb"rtc_[0-9a-f]{32}")
 _PEEK_BYTES = 8192
 _PEEK_TIMEOUT_S = 10.0
+_HANDOFF_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -75,39 +75,6 @@ def route(head: bytes, count: int) -> int:
     line = head.split(b"\r\n", 1)[0]
     found = _CALL_ID.search(line)
     return shard_of(found.group().decode(), count) if found else 0
-
-
-# hop-by-hop and framing headers: the forwarding connection sets its own
-_NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
-                            "te", "trailer", "proxy-connection", "content-encoding"})
-
-
-class ShardForwarder:
-    """Passes a request that reached the wrong shard on a kept-alive connection back through the router."""
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self.forwarded = 0
-
-    async def forward(self, request: web.Request, router: tuple[str, int]) -> web.Response:
-        if self._session is None:
-            # a fresh connection per request: the router routes each by its first (only) request
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
-                                                  auto_decompress=False)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-        body = await request.read()
-        url = f"http://{router[0]}:{router[1]}{request.path_qs}"
-        self.forwarded += 1
-        async with self._session.request(request.method, url, headers=headers, data=body,
-                                         allow_redirects=False) as upstream:
-            data = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED}
-            return web.Response(status=upstream.status, body=data, headers=out)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 class ShardRouter:
@@ -172,15 +139,20 @@ class ShardRouter:
         # our copy closes here; the shard holds its own descriptor of the same connection
 
     async def _send_fd(self, fd: int, path: str) -> None:
+        """A gone shard (refused, no socket) fails at once; a full queue (a burst of connects against
+        net.unix.max_dgram_qlen, 10 here, while the shard's loop is busy) is retried for a while."""
         assert self._out is not None
-        for _ in range(500):  # the shard's datagram queue is full only in a burst of connects
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _HANDOFF_TIMEOUT_S
+        while True:
             try:
                 self._out.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))],
                                   socket.MSG_DONTWAIT, path)
                 return
             except BlockingIOError:
+                if loop.time() > deadline:
+                    raise OSError(f"shard at {path} took no connection for {_HANDOFF_TIMEOUT_S:g} s") from None
                 await asyncio.sleep(0.002)
-        raise OSError(f"shard at {path} takes no connections")
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
@@ -205,6 +177,8 @@ async def _peek_head(conn: socket.socket) -> bytes:
             head = conn.recv(_PEEK_BYTES, socket.MSG_PEEK)
         except BlockingIOError:
             continue
+        except OSError:
+            return b""  # reset before it said anything
         if not head:
             return b""  # closed before it said anything
         if b"\r\n" in head or len(head) >= _PEEK_BYTES:
@@ -221,6 +195,7 @@ class HandoffReceiver:
         self._factory = protocol_factory
         self._sock: socket.socket | None = None
         self._pending: set[asyncio.Task[object]] = set()
+        self.truncated = 0  # hand-overs whose descriptor the kernel could not pass (fd limit)
 
     def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -242,9 +217,11 @@ class HandoffReceiver:
         assert self._sock is not None
         while True:
             try:
-                _msg, fds, _flags, _addr = socket.recv_fds(self._sock, 16, 8)
+                _msg, fds, flags, _addr = socket.recv_fds(self._sock, 16, 8)
             except (BlockingIOError, InterruptedError):
                 return
+            if flags & socket.MSG_CTRUNC:  # out of descriptors here: the kernel dropped some
+                self.truncated += 1
             for fd in fds:
                 task = asyncio.ensure_future(self._serve(socket.socket(fileno=fd)))
                 self._pending.add(task)

@@ -171,9 +171,7 @@ class _Proc:
             self.pending.pop(req, None)
             raise WorkerGone(f"worker {self.index}: {exc}") from exc
         try:
-            # asyncio.timeout, not wait_for: no extra task per command (one per reply chunk under load)
-            async with asyncio.timeout(timeout):
-                return await fut
+            return await asyncio.wait_for(fut, timeout)
         finally:
             self.pending.pop(req, None)
 

@@ -67,7 +67,7 @@ async def test_the_sdk_reaches_every_shard_through_one_base_url(tmp_path: Path) 
             # calls made on each shard; the app only knows the router's URL
             ids = [await controls[i % 2].start_call() for i in range(6)]
             assert [shard_of(c, 2) for c in ids] == [0, 1, 0, 1, 0, 1]
-            for cid in ids:  # one client, one kept-alive connection, calls of both shards
+            for cid in ids:  # one client that would keep its connection: calls of both shards
                 await client.realtime.calls.accept(cid, **ACCEPT)  # type: ignore[arg-type]
             for cid in ids[:2]:
                 async with client.realtime.connect(call_id=cid) as conn:
@@ -80,10 +80,8 @@ async def test_the_sdk_reaches_every_shard_through_one_base_url(tmp_path: Path) 
                 with pytest.raises(MockControlError) as missing:  # the other shard never saw it
                     await controls[(i + 1) % 2].call(cid)
                 assert missing.value.status == 404
-            # the client kept its connection: requests for the other shard's calls were passed back
-            forwarded = [m.server.forwarder.forwarded for m in mocks if m.server.forwarder is not None]
-            assert len(forwarded) == 2 and sum(forwarded) >= 2, forwarded
-            assert router.routed[0] >= 1 and router.routed[1] >= 1 and router.dropped == 0
+            # a handed-over connection serves one request, so the router saw every one of them
+            assert router.routed[0] >= 3 and router.routed[1] >= 3 and router.dropped == 0
             # an unknown call is answered in the API's shape by shard 0
             with pytest.raises(openai.NotFoundError):
                 await client.realtime.calls.accept("rtc_" + "1" * 32, **ACCEPT)  # type: ignore[arg-type]

@@ -123,8 +123,9 @@ SESSION_LIFETIME_S = 3600
 MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100.0
 AUDIO_CHUNK_MS = 100
-# Output audio is generated faster than realtime (ScriptConfig.generation_speed); the chunks due
-# within one tick go out from one timer, so a long reply costs a timer per tick, not per chunk.
+# Output audio is generated faster than realtime (ScriptConfig.generation_speed).  For a call whose
+# audio goes only to the media path (SIP, virtual callers), the chunks due within one tick go out from
+# one timer as one AudioOut, so a long reply costs a timer per tick, not per chunk.
 GENERATION_TICK_S = 0.1
 TOKENS_LIMIT = 40000  # the reported (never enforced) budget when no tokens_per_minute limit is set
 
@@ -974,7 +975,10 @@ class RealtimeSession:
                 words = re.findall(r"\S+\s*", out.text) or [out.text]
                 per = -(-len(words) // n_chunks)
                 step = AUDIO_CHUNK_MS / 1000.0 / speed
-                group = max(1, round(GENERATION_TICK_S / step))
+                # only where no client sees per-chunk deltas: a WebSocket client keeps 100 ms deltas at
+                # their own times, so a cancel still stops the audio within one chunk
+                media_only = self.transport == "sip" and not self.sip_audio_deltas
+                group = max(1, round(GENERATION_TICK_S / step)) if media_only else 1
                 for k0 in range(0, n_chunks, group):
                     ks = range(k0, min(k0 + group, n_chunks))
                     pieces = ["".join(words[k * per:(k + 1) * per]) for k in ks]
@@ -1023,8 +1027,8 @@ class RealtimeSession:
                       now: float) -> list[Output]:
         """The audio chunks ``ks`` that came due in one generation tick, with their transcript pieces.
 
-        WebSocket deltas stay one per AUDIO_CHUNK_MS chunk; the media path (SIP) gets the tick's
-        audio as one AudioOut: one journal entry and one push, not one per chunk.
+        Audio deltas, when a client gets them, are one per AUDIO_CHUNK_MS chunk; the media path gets
+        the tick's audio as one AudioOut: one journal entry and one push, not one per chunk.
         """
         if resp.status != "in_progress":
             return []
