@@ -11,6 +11,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 from openai.types.realtime.call_refer_params import CallReferParams
 from openai.types.realtime.call_reject_params import CallRejectParams
@@ -29,6 +30,7 @@ from .control_models import (
 )
 from .realtime.validation import ParamError, validate_payload, validate_session_config
 from .server import SERVER_KEY, MockServer
+from .shards import route
 
 PREFIXES = ("/v1", "/openai/v1")
 JSON_PARSE_ERROR = (
@@ -52,25 +54,33 @@ class BadRequest(Exception):
 
 
 @web.middleware
-async def close_handed_over(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A connection the shard router handed over (its local port is the router's) serves one request:
-    the client's next one may name another shard's call, and only the router can tell
-    (mock_api.shards).  A no-op for a mock that is not a shard."""
-    own = request.app[SERVER_KEY].shard_port
-    local = request.transport.get_extra_info("sockname") if own is not None and request.transport else None
-    if local is None or local[1] == own:
+async def shard_forward(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a connection the shard router handed over, a kept-alive client's later request may name
+    another shard's call: pass it on (mock_api.shards).  A no-op for a mock that is not a shard."""
+    server = request.app[SERVER_KEY]
+    if server.shard is None or server.forwarder is None or request.transport is None:
         return await handler(request)
-    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"  # a socket ends its connection anyway
-    if not upgrade:
-        request.protocol.close()  # ours: end the connection once this request is answered
+    local = request.transport.get_extra_info("sockname")
+    if (local is None or local[1] == server.shard_port
+            or route(f"{request.method} {request.path_qs} HTTP/1.1".encode(), server.shard.count)
+            == server.shard.index):
+        return await handler(request)
+    if request.headers.get("Upgrade") is not None:
+        # a socket cannot be passed on: the client opens a new connection, which the router routes
+        response = errors.rest_error(421, "This connection belongs to another part of the mock; reconnect.")
+        response.force_close()
+        return response
+    limit = server.config.max_body_bytes
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return _too_large(request.content_length or len(body), limit)
     try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # answered by aiohttp itself: tell the client too
-        exc.headers["Connection"] = "close"
-        raise
-    if not upgrade:
-        response.force_close()  # the client's: "Connection: close", so it does not reuse the socket
-    return response
+        return await server.forwarder.forward(request, body, (local[0], local[1]))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        server.journal.record(None, "shard.forward_failed", method=request.method, path=request.path,
+                              error=f"{type(exc).__name__}: {exc}")
+        return errors.rest_error(502, "The server had an error while processing your request.",
+                                 type="server_error")
 
 
 @web.middleware
@@ -480,7 +490,7 @@ async def faults_list(request: web.Request) -> web.Response:
 
 
 def create_app(server: MockServer) -> web.Application:
-    app = web.Application(middlewares=[close_handed_over, real_errors],
+    app = web.Application(middlewares=[real_errors, shard_forward],
                           client_max_size=server.config.max_body_bytes + 1024)
     app[SERVER_KEY] = server
     for prefix in PREFIXES:

@@ -15,7 +15,7 @@ from aiohttp import web
 from .config import MockConfig
 from .http import create_app
 from .server import MockServer
-from .shards import HandoffReceiver, Shard
+from .shards import HandoffReceiver, Shard, ShardForwarder
 
 if TYPE_CHECKING:
     from .sip import SipIngress
@@ -65,7 +65,7 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
         if handoff is not None:
             assert runner.server is not None
             receiver = HandoffReceiver(handoff, runner.server)
-            server.shard_port = bound
+            server.shard_port, server.forwarder = bound, ShardForwarder()
             receiver.start()
         if sip is not None:
             from .sip import SipIngress  # only SIP users pay for the worker pool
@@ -77,6 +77,8 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     finally:
         if receiver is not None:
             receiver.stop()
+        if server.forwarder is not None:
+            await server.forwarder.close()
         if ingress is not None:
             await ingress.stop()
         await runner.cleanup()

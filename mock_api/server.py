@@ -22,7 +22,7 @@ from .config import ConfigPatch, MockConfig
 from .faults import Fault
 from .journal import Journal
 from .limits import Hit, Limiter
-from .shards import Shard
+from .shards import Shard, ShardForwarder
 from .webhooks import WebhookSender, incoming_call_event, new_secret
 
 CallCallback = Callable[[c.Call], None]
@@ -57,6 +57,7 @@ class MockServer:
         self.shard = shard  # one of several mock processes (mock_api.shards): its call ids route back here
         # a shard's own port: a connection on another local port was handed over by the shard router
         self.shard_port: int | None = None
+        self.forwarder: ShardForwarder | None = None  # set while this shard takes handed-over connections
         if not self.config.webhook_secret:
             self.config = self.config.model_copy(update={"webhook_secret": new_secret()})
         self.clock = clock

@@ -8,11 +8,12 @@ consuming it (``MSG_PEEK``) and passes the socket itself to the shard that owns 
 shard untouched, and the router never relays traffic.  A shard's call ids carry its number in their
 first hex digit, so routing needs no shared table.
 
-Only a connection's first request decides where it goes, so a shard serves one request on a
-handed-over connection (its local port is the router's, not the shard's) and then closes it: a
-client that keeps connections alive opens a new one, which the router routes again.  Account-wide
-limits (concurrent sessions, per-minute budgets) would be per shard here, so ``rtsip load`` refuses
-to combine them with shards.  Control-API requests that name no call (``/_mock/journal``, the call
+Only a connection's first request decides where it goes, and clients keep connections alive: a
+later request on a handed-over connection (its local port is the router's, not the shard's) that
+names another shard's call is passed on by a :class:`ShardForwarder`, over a fresh connection to
+the router, and its answer returned with its status, body and headers.  Account-wide limits
+(concurrent sessions, per-minute budgets) would be per shard here, so ``rtsip load`` refuses to
+combine them with shards.  Control-API requests that name no call (``/_mock/journal``, the call
 list, ``PUT /_mock/config``) reach shard 0 through the router; each shard answers them for itself
 on its own port.
 """
@@ -28,6 +29,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
 
 MAX_SHARDS = 16  # one hex digit of the call id
 _CALL_ID = re.compile(rb"rtc_[0-9a-f]{32}")
@@ -75,6 +80,42 @@ def route(head: bytes, count: int) -> int:
     line = head.split(b"\r\n", 1)[0]
     found = _CALL_ID.search(line)
     return shard_of(found.group().decode(), count) if found else 0
+
+
+# hop-by-hop and framing headers: the forwarding connection sets its own
+_NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
+                            "te", "trailer", "proxy-connection"})
+
+
+class ShardForwarder:
+    """Passes a request that reached the wrong shard on a kept-alive connection back through the router."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self.forwarded = 0
+
+    async def forward(self, request: web.Request, body: bytes, router: tuple[str, int]) -> web.Response:
+        """``body``: the request's, already read within the mock's size limit."""
+        if self._session is None:
+            # a fresh connection per request, so the router routes each by its only request line;
+            # nothing added or decoded on the way: the other shard sees the client's request
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                                  auto_decompress=False, skip_auto_headers=_AUTO_HEADERS)
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED)
+        self.forwarded += 1
+        async with self._session.request(request.method, f"http://{router[0]}:{router[1]}{request.path_qs}",
+                                         headers=headers, data=body or None, allow_redirects=False) as upstream:
+            data = await upstream.read()
+            out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED)
+            return web.Response(status=upstream.status, body=data, headers=out)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class ShardRouter:
@@ -252,8 +293,10 @@ async def _serve_router(port: int, handoffs: list[Path]) -> None:
         loop.add_signal_handler(sig, stop.set)
     print(f"{ROUTER_READY} url={router.url}", flush=True)
     await stop.wait()
+    waiting = len(router._conns)
     await router.stop()
-    print(f"rtsip shard router: routed {router.routed}, dropped {router.dropped}", flush=True)
+    print(f"rtsip shard router: routed {router.routed}, dropped {router.dropped}, still waiting for a request line "
+          f"{waiting}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

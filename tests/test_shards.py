@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -67,7 +69,7 @@ async def test_the_sdk_reaches_every_shard_through_one_base_url(tmp_path: Path) 
             # calls made on each shard; the app only knows the router's URL
             ids = [await controls[i % 2].start_call() for i in range(6)]
             assert [shard_of(c, 2) for c in ids] == [0, 1, 0, 1, 0, 1]
-            for cid in ids:  # one client that would keep its connection: calls of both shards
+            for cid in ids:  # one client, one kept-alive connection, calls of both shards
                 await client.realtime.calls.accept(cid, **ACCEPT)  # type: ignore[arg-type]
             for cid in ids[:2]:
                 async with client.realtime.connect(call_id=cid) as conn:
@@ -80,8 +82,10 @@ async def test_the_sdk_reaches_every_shard_through_one_base_url(tmp_path: Path) 
                 with pytest.raises(MockControlError) as missing:  # the other shard never saw it
                     await controls[(i + 1) % 2].call(cid)
                 assert missing.value.status == 404
-            # a handed-over connection serves one request, so the router saw every one of them
-            assert router.routed[0] >= 3 and router.routed[1] >= 3 and router.dropped == 0
+            # the client kept its connection: requests for the other shard's calls were passed back
+            forwarded = [m.server.forwarder.forwarded for m in mocks if m.server.forwarder is not None]
+            assert len(forwarded) == 2 and sum(forwarded) >= 2, forwarded
+            assert router.routed[0] >= 1 and router.routed[1] >= 1 and router.dropped == 0
             # an unknown call is answered in the API's shape by shard 0
             with pytest.raises(openai.NotFoundError):
                 await client.realtime.calls.accept("rtc_" + "1" * 32, **ACCEPT)  # type: ignore[arg-type]
@@ -111,3 +115,29 @@ def test_router_process_refuses_a_taken_port(tmp_path: Path) -> None:
         res = subprocess.run([sys.executable, "-m", "mock_api.shards", "--port", str(port), str(tmp_path / "0.sock")],
                              capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in res.stderr, res.stderr
+
+
+async def test_a_forwarded_request_is_the_clients_own(tmp_path: Path) -> None:
+    """On one kept-alive connection: no header is added on the way (a JSON body without Content-Type
+    is accepted on either shard), and a WebSocket upgrade that cannot be passed on is told to
+    reconnect."""
+    async with sharded(tmp_path, 2) as (router, mocks):
+        controls = [MockClient(m.url) for m in mocks]
+        try:
+            ids = [await controls[i].start_call() for i in (0, 1)]
+            body = json.dumps(ACCEPT).encode()
+            auth = {"Authorization": "Bearer sk-test"}
+            async with aiohttp.ClientSession(skip_auto_headers=("Content-Type",)) as http:
+                for cid in ids:  # the second is forwarded: the connection belongs to shard 0
+                    async with http.post(f"{router.url}/v1/realtime/calls/{cid}/accept", data=body,
+                                         headers=auth) as resp:
+                        assert resp.status == 200, await resp.text()
+                assert sum(m.server.forwarder.forwarded for m in mocks if m.server.forwarder) == 1
+                async with http.post(f"{router.url}/v1/realtime/calls/{ids[0]}/hangup", headers=auth) as resp:
+                    assert resp.status == 200
+                with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                    await http.ws_connect(f"{router.url}/v1/realtime?call_id={ids[1]}", headers=auth)
+                assert err.value.status in (421, 404)  # 404 only if this connection went to shard 1
+        finally:
+            for c in controls:
+                await c.close()
