@@ -712,11 +712,12 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
     config = _mock_config(plan_, app_port)
     cfg_path = run_dir / "mock-config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    args = ["--port", str(mock_port), "--config", str(cfg_path), "--state-dir", str(run_dir / "state")]
-    if plan_.mode == "sip":
-        args += ["--sip-port", str(o.sip_port or 0), "--sip-workers", str(plan_.ingress_workers)]
-    else:
-        args += ["--no-sip"]
+    sip = (["--sip-port", str(o.sip_port or 0), "--sip-workers", str(plan_.ingress_workers)] if plan_.mode == "sip"
+           else ["--no-sip"])
+
+    def mock_args(port: int, state: str, *extra: str) -> list[str]:
+        return ["--port", str(port), "--config", str(cfg_path), "--state-dir", str(run_dir / state), *sip, *extra]
+
     shards = plan_.mock_shards
     router: MockProcess | None = None
     sock_dir = Path(tempfile.mkdtemp(prefix="rtsip-shards-")) if shards > 1 else None  # short AF_UNIX paths
@@ -724,13 +725,11 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
         handoffs = [sock_dir / f"{i}.sock" for i in range(shards)]
         router = MockProcess(args=["--port", str(mock_port), *map(str, handoffs)], command=("-m", "mock_api.shards"),
                              ready_prefix=ROUTER_READY)
-        mocks = [MockProcess(args=[*args, "--shard", f"{i}/{shards}", "--handoff", str(handoffs[i])],
-                             startup_timeout=60.0) for i in range(shards)]
-        for i, m in enumerate(mocks):
-            m.args[m.args.index("--port") + 1] = "0"  # the router owns --port; shards take free ones
-            m.args[m.args.index("--state-dir") + 1] = str(run_dir / f"state-{i}")
+        # the router owns --port; each shard takes a free one and has its own state
+        mocks = [MockProcess(args=mock_args(0, f"state-{i}", "--shard", f"{i}/{shards}", "--handoff", str(path)),
+                             startup_timeout=60.0) for i, path in enumerate(handoffs)]
     else:
-        mocks = [MockProcess(args=args, startup_timeout=60.0)]
+        mocks = [MockProcess(args=mock_args(mock_port, "state"), startup_timeout=60.0)]
     mock = mocks[0]
     app = None
     progress = Progress(plan_, o.progress)
@@ -841,9 +840,7 @@ class _Sampler:
         out: set[int] = set()
         for role, tops in self.roles.items():
             if role != "load":
-                for top in tops:
-                    if top:
-                        out.update(descendants(top, children))
+                out.update(p for top in tops if top for p in descendants(top, children))
         return out
 
     def finish(self) -> None:

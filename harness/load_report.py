@@ -292,13 +292,13 @@ def print_summary(result: LoadResult, console: Console) -> None:
     u = Table(title="CPU (user+system seconds over the run)")
     for col in ("process", "CPU s", "% of a core per active call"):
         u.add_column(col, justify="left" if col == "process" else "right")
+    mocks = data["options"]["mock_processes"]
+    names = {"mock": "mock (+ SIP ingress workers)" if mocks == 1 else f"mock ({mocks} processes)",
+             "app": "app under test", "load": "load drivers (+ softphone workers)"}
     for role in ("mock", "app", "load"):
         v = cpu.get(f"{role}_cpu_s")
         per = cpu.get(f"{role}_cpu_pct_per_active_call")
-        mocks = data["options"].get("mock_processes", 1)
-        u.add_row({"mock": "mock (+ SIP ingress workers)" if mocks == 1 else f"mock ({mocks} processes)",
-                   "app": "app under test",
-                   "load": "load drivers (+ softphone workers)"}[role],
+        u.add_row(names[role],
                   "-" if v is None else f"{v:.1f}", "-" if per is None else f"{per:.3f}")
     console.print(u)
     console.print(f"call-seconds {cpu['call_seconds']}, mean active {cpu['mean_active']}, max active "

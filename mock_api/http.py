@@ -30,7 +30,6 @@ from .control_models import (
 )
 from .realtime.validation import ParamError, validate_payload, validate_session_config
 from .server import SERVER_KEY, MockServer
-from .shards import route
 
 PREFIXES = ("/v1", "/openai/v1")
 JSON_PARSE_ERROR = (
@@ -61,9 +60,7 @@ async def shard_forward(request: web.Request, handler: Handler) -> web.StreamRes
     if server.shard is None or server.forwarder is None or request.transport is None:
         return await handler(request)
     local = request.transport.get_extra_info("sockname")
-    if (local is None or local[1] == server.shard_port
-            or route(f"{request.method} {request.path_qs} HTTP/1.1".encode(), server.shard.count)
-            == server.shard.index):
+    if local is None or local[1] == server.shard_port or server.shard.owns(request.path_qs):
         return await handler(request)
     if request.headers.get("Upgrade") is not None:
         # a socket cannot be passed on: the client opens a new connection, which the router routes

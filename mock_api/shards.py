@@ -26,6 +26,7 @@ import contextlib
 import re
 import secrets
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ class Shard:
         digits = [d for d in range(16) if d % self.count == self.index]
         return f"rtc_{secrets.choice(digits):x}{secrets.token_hex(16)[1:]}"
 
+    def owns(self, path_qs: str) -> bool:
+        """Whether a request (path and query, as a shard has parsed them) names this shard's call."""
+        return route(path_qs.encode(), self.count) == self.index
+
     @classmethod
     def parse(cls, text: str) -> Shard:
         """``"I/N"`` (as given to ``rtsip mock --shard``)."""
@@ -77,14 +82,15 @@ def shard_of(call_id: str, count: int) -> int:
 
 def route(head: bytes, count: int) -> int:
     """Shard for a request, from its request line: the call id in its path or query, else shard 0."""
-    line = head.split(b"\r\n", 1)[0]
-    found = _CALL_ID.search(line)
+    found = _CALL_ID.search(head.split(b"\r\n", 1)[0])
     return shard_of(found.group().decode(), count) if found else 0
 
 
 # hop-by-hop and framing headers: the forwarding connection sets its own
 _NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
                             "te", "trailer", "proxy-connection"})
+# what an aiohttp client would add of its own: a forwarded request carries only the client's headers
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
 class ShardForwarder:
@@ -115,9 +121,6 @@ class ShardForwarder:
             self._session = None
 
 
-_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-
-
 class ShardRouter:
     """Accepts the app's connections on one port and hands each to the shard its first request names."""
 
@@ -134,6 +137,11 @@ class ShardRouter:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def waiting(self) -> int:
+        """Connections accepted whose request line has not arrived yet."""
+        return len(self._conns)
 
     async def start(self) -> None:
         self._listener = socket.create_server((self.host, self.port), backlog=1024)
@@ -235,8 +243,7 @@ class HandoffReceiver:
         self.path = path
         self._factory = protocol_factory
         self._sock: socket.socket | None = None
-        self._pending: set[asyncio.Task[object]] = set()
-        self.truncated = 0  # hand-overs whose descriptor the kernel could not pass (fd limit)
+        self._pending: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -261,20 +268,20 @@ class HandoffReceiver:
                 _msg, fds, flags, _addr = socket.recv_fds(self._sock, 16, 8)
             except (BlockingIOError, InterruptedError):
                 return
-            if flags & socket.MSG_CTRUNC:  # out of descriptors here: the kernel dropped some
-                self.truncated += 1
+            if flags & socket.MSG_CTRUNC:  # out of descriptors here: that client's connection is lost
+                print(f"rtsip mock: a connection handed over on {self.path} was lost (no descriptor left; "
+                      "raise `ulimit -n`)", file=sys.stderr, flush=True)
             for fd in fds:
                 task = asyncio.ensure_future(self._serve(socket.socket(fileno=fd)))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 
-    async def _serve(self, conn: socket.socket) -> object:
+    async def _serve(self, conn: socket.socket) -> None:
         conn.setblocking(False)
         try:
             await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
         except OSError:
             conn.close()  # the app hung up in between
-        return None
 
 
 # ---- the router as its own process (rtsip load starts it; the load process stays out of the path) ----
@@ -293,7 +300,7 @@ async def _serve_router(port: int, handoffs: list[Path]) -> None:
         loop.add_signal_handler(sig, stop.set)
     print(f"{ROUTER_READY} url={router.url}", flush=True)
     await stop.wait()
-    waiting = len(router._conns)
+    waiting = router.waiting
     await router.stop()
     print(f"rtsip shard router: routed {router.routed}, dropped {router.dropped}, still waiting for a request line "
           f"{waiting}", flush=True)
@@ -301,7 +308,6 @@ async def _serve_router(port: int, handoffs: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
 
     ap = argparse.ArgumentParser(prog="python -m mock_api.shards", description=ShardRouter.__doc__)
     ap.add_argument("--port", type=int, default=0, help="the base URL's port (0: a free one)")
