@@ -7,6 +7,8 @@ Stacks (``--stacks full,bare,sipp``; each concurrency step runs every selected s
   in-process app verifies each webhook with the SDK, accepts and opens
   ``client.realtime.connect(call_id=...)``; the caller plays a speech fixture then quiet noise,
   the script answers with a long reply that the ingress streams back for the whole window.
+  Frame sizes are those of ``rtsip load --mode sip`` (callers 200 ms, ingress 60 ms with VAD on
+  the same port; RTP stays 20 ms packets).
   CPU = softphone workers + ingress workers + this process (mock + app) over the steady window.
 * ``bare``: ``bench/bare_pjsua2.py`` UAS/UAC process pairs (looped WAV both ways, no recorder, no
   Python frame callbacks: the pjsua2-notes §5 recipe with TCP_NODELAY).
@@ -62,6 +64,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audio_fixtures import fixture
+from harness.load import SIP_LOAD_CALLER_FRAME_MS, SIP_LOAD_INGRESS_FRAME_MS, SIP_LOAD_MEDIA
 from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
 from mock_api.config import MockConfig
@@ -356,20 +359,23 @@ class BenchApp:
 
 
 @contextlib.asynccontextmanager
-async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_workers: int | None = None) -> Any:
+async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_workers: int | None = None,
+                     media: str = SIP_LOAD_MEDIA) -> Any:
     script = {"turns": [{"says": "This is a long scripted reply for the benchmark.", "audio": str(reply)}],
               "transcription_delay_s": 0.1, "response_latency_s": 0.05}
     config = MockConfig(script=script, ring_timeout_s=30)
     log = open(tmp / f"phone-{tag}.log", "a")  # noqa: SIM115  (closed below)
     try:
-        async with running_mock(config, sip=SipOptions(tmp / f"mock-{tag}", port=0, workers=workers)) as mock:
+        sip = SipOptions(tmp / f"mock-{tag}", port=0, workers=workers, frame_ms=SIP_LOAD_INGRESS_FRAME_MS,
+                         vad_frame_ms=SIP_LOAD_INGRESS_FRAME_MS, media=media)
+        async with running_mock(config, sip=sip) as mock:
             assert mock.sip is not None
             app = BenchApp(mock)
             await app.start()
             try:
                 async with Softphone(ca=mock.sip.certs.ca, workers=phone_workers or workers,
                                      state_dir=tmp / f"phone-{tag}", rtp_base=28000, record=False,
-                                     stderr=log) as phone:
+                                     frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=media, stderr=log) as phone:
                     yield mock, app, phone
             finally:
                 await app.stop()

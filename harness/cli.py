@@ -55,6 +55,17 @@ def _add_mock(sub: Any) -> None:
                    help="SIP worker processes, 4 calls each (default 1)")
     p.add_argument("--no-sip", action="store_true", help="do not start the SIP ingress (HTTP and WebSocket only)")
     p.add_argument("--record", action="store_true", help="record what each SIP caller sent, in the state directory")
+    p.add_argument("--sip-media", choices=["native", "python"], default="native",
+                   help="how call audio reaches Python in the SIP workers: native (default; C frame ports, "
+                        "Python takes received audio in batches) or python (pjsua2 frame ports, a Python "
+                        "callback per frame; the fallback when the C module is missing)")
+    p.add_argument("--sip-frame-ms", type=int, default=60, metavar="MS",
+                   help="a multiple of 20 in 20..200 (default 60): received audio of calls without VAD is "
+                        "taken every MS; with --sip-media python, also the audio per callback, so reply "
+                        "audio starts up to MS later")
+    p.add_argument("--sip-vad-frame-ms", type=int, default=20, metavar="MS",
+                   help="received audio of calls with VAD is taken every MS, 20..--sip-frame-ms (default 20): "
+                        "larger costs less CPU and delays speech_started/stopped by up to MS")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="run as shard I of N behind a shard router (rtsip load --mock-processes); needs --handoff")
     p.add_argument("--handoff", type=Path, metavar="PATH", default=None,
@@ -100,12 +111,18 @@ def cmd_mock(args: argparse.Namespace) -> int:
             print(f"rtsip mock: {exc}", file=sys.stderr)
             return 2
 
+    try:
+        sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record,
+                                                  args.sip_frame_ms, args.sip_vad_frame_ms, args.sip_media)
+    except ValueError as exc:
+        print(f"rtsip mock: --sip-frame-ms/--sip-vad-frame-ms: {exc}", file=sys.stderr)
+        return 2
+
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record)
         async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff) as mock:
             sip_part = f" sip={mock.sip.uri()} ca={mock.sip.certs.ca}" if mock.sip else ""
             print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "

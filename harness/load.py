@@ -52,6 +52,15 @@ CALLS_PER_SIP_WORKER = 4
 SIP_RATE_PER_WORKER = 30.0  # new calls/s per SIP worker process (pjsua2 notes §5: ≤ ~40 before aborts)
 SIP_MAX_PER_CORE = 120  # concurrent two-way-audio TLS calls per core, both ends on this box (notes §5)
 SIP_WORKER_RSS_MB = 40
+# Media of the SIP workers in sip mode (sipworker.ipc.WorkerConfig): native frame ports (the
+# default), and received audio taken less often than by default, which is most of what is left of a
+# worker's CPU.  The callers only play fixtures (their turn metrics come from the mock's journal):
+# every 200 ms.  The mock's ingress: every 60 ms, so its VAD events reach the fake model up to
+# 60 ms after the audio (20 ms by default).  Replies still start within a 20 ms frame.  Should the
+# workers fall back to Python ports, these are their frame sizes (the ingress's VAD on the same port).
+SIP_LOAD_MEDIA = "native"
+SIP_LOAD_CALLER_FRAME_MS = 200
+SIP_LOAD_INGRESS_FRAME_MS = 60
 VIRTUAL_MAX_PER_CORE = 2500
 VIRTUAL_RATE_PER_CORE = 150.0
 VIRTUAL_CALLS_PER_DRIVER = 1000
@@ -712,8 +721,10 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
     config = _mock_config(plan_, app_port)
     cfg_path = run_dir / "mock-config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    sip = (["--sip-port", str(o.sip_port or 0), "--sip-workers", str(plan_.ingress_workers)] if plan_.mode == "sip"
-           else ["--no-sip"])
+    sip = (["--sip-port", str(o.sip_port or 0), "--sip-workers", str(plan_.ingress_workers),
+            "--sip-frame-ms", str(SIP_LOAD_INGRESS_FRAME_MS), "--sip-vad-frame-ms", str(SIP_LOAD_INGRESS_FRAME_MS),
+            "--sip-media", SIP_LOAD_MEDIA]
+           if plan_.mode == "sip" else ["--no-sip"])
 
     def mock_args(port: int, state: str, *extra: str) -> list[str]:
         return ["--port", str(port), "--config", str(cfg_path), "--state-dir", str(run_dir / state), *sip, *extra]
@@ -946,6 +957,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
     run_id = uuid.uuid4().hex[:8]
     log = open(run_dir / "softphone.log", "a")  # noqa: SIM115
     phone = Softphone(ca=mock.ready["ca"], workers=plan_.phone_workers, state_dir=run_dir / "phone", record=False,
+                      frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA,
                       rtp_base=_rtp_base(plan_.phone_workers), stderr=log)
     sem = asyncio.Semaphore(o.concurrency)
     t0 = time.time() + 0.5

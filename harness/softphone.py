@@ -239,7 +239,12 @@ class SoftphoneCall:
 
 
 class Softphone:
-    """A pool of calling-role SIP workers.  Verifies the server certificate unless ``insecure``."""
+    """A pool of calling-role SIP workers.  Verifies the server certificate unless ``insecure``.
+
+    ``media`` and ``frame_ms`` are the workers' (:class:`sipworker.ipc.WorkerConfig`): native
+    frame ports by default, and received audio taken every 60 ms; a load test, which needs no
+    live audio, passes 200.
+    """
 
     def __init__(
         self,
@@ -254,6 +259,8 @@ class Softphone:
         user: str = "softphone",
         log_level: int = 1,
         stderr: int | TextIO | None = None,
+        frame_ms: int = 60,
+        media: str = "native",
     ) -> None:
         if ca is None and not insecure:
             raise ValueError("pass ca=<CA PEM> to verify the SIP server, or insecure=True")
@@ -272,6 +279,8 @@ class Softphone:
         self.user = user
         self.log_level = log_level
         self.stderr = stderr
+        self.frame_ms = frame_ms
+        self.media = media
         self._calls: dict[str, SoftphoneCall] = {}
         self._seq = 0
         self._pool: WorkerPool | None = None
@@ -302,6 +311,8 @@ class Softphone:
             user=self.user,
             user_agent="rtsip-softphone",
             log_level=self.log_level,
+            frame_ms=self.frame_ms,
+            media=self.media,
         )
         configs = pool_configs(self.n_workers, template, rtp_base=self.rtp_base, rtp_span=200)
         self._pool = WorkerPool(configs, on_event=self._on_event, stderr=self.stderr)

@@ -23,12 +23,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SipOptions:
-    """The SIP ingress: where it listens and how many worker processes (4 calls each) it runs."""
+    """The SIP ingress: where it listens, how many worker processes (4 calls each) it runs, and
+    how much audio each Python frame callback carries (see :class:`sipworker.ipc.WorkerConfig`)."""
 
     state_dir: Path
     port: int = 5061
     workers: int = 1
     record: bool = False
+    frame_ms: int = 60
+    vad_frame_ms: int = 20
+    media: str = "native"
+
+    def __post_init__(self) -> None:
+        from sipworker.ipc import WorkerConfig
+
+        # ValueError says what is wrong
+        WorkerConfig(frame_ms=self.frame_ms, vad_frame_ms=self.vad_frame_ms, media=self.media)
 
 
 @dataclass
@@ -71,7 +81,8 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
             from .sip import SipIngress  # only SIP users pay for the worker pool
 
             ingress = SipIngress(server, sip.state_dir, host=host, port=sip.port, workers=sip.workers,
-                                 record=sip.record)
+                                 record=sip.record, frame_ms=sip.frame_ms, vad_frame_ms=sip.vad_frame_ms,
+                                 media=sip.media)
             await ingress.start()
         yield RunningMock(server, host, bound, ingress)
     finally:

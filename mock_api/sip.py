@@ -84,7 +84,8 @@ class _Leg:
 class SipIngress:
     def __init__(self, server: MockServer, state_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
                  port: int = 5061, workers: int = 1, tcp: bool = True, udp: bool = True,
-                 rtp_base: int = 20000, record: bool = False) -> None:
+                 rtp_base: int = 20000, record: bool = False, frame_ms: int = 60,
+                 vad_frame_ms: int = 20, media: str = "native") -> None:
         self.server = server
         self.state_dir = Path(state_dir)
         self.host = host
@@ -94,7 +95,7 @@ class SipIngress:
         template = WorkerConfig(
             name="ingress", bind=host, tls_port=0, tcp_port=0 if tcp else None, udp_port=0 if udp else None,
             cert_file=str(self.certs.cert), key_file=str(self.certs.key), srtp="optional", user="proj_rtsip",
-            rtp_timeout_s=30.0,
+            rtp_timeout_s=30.0, frame_ms=frame_ms, vad_frame_ms=vad_frame_ms, media=media,
         )
         # SIP's usual pair: TLS on `port` (5061), TCP and UDP one below (5060); 0 = any free ports
         plain = port - 1 if port else 0
@@ -175,7 +176,7 @@ class SipIngress:
             contact = self.pool.contact_uri(w.index, "proj_rtsip") if "tls" in w.ports else None
             workers.append({"index": w.index, "pid": w.pid, "alive": w.alive, "restarts": w.restarts,
                             "returncode": w.returncode, "ports": dict(w.ports), "contact": contact,
-                            "calls": len(w.calls), "max_calls": w.max_calls})
+                            "calls": len(w.calls), "max_calls": w.max_calls, "media": w.media})
         return {"uri": self.uri(), "ca": str(self.certs.ca), "calls": len(self._legs), "workers": workers}
 
     def _spawn(self, coro: Any) -> None:

@@ -212,19 +212,35 @@ class WorkerConfig:
     first_audio_peak: int = 300
     rtp_timeout_s: float = 15.0  # hang up a call that received no RTP for this long (0: never)
     rec_dir: str | None = None
-    # Audio per Python frame callback (a multiple of the bridge's 20 ms).  The bridge buffers
-    # the difference (pjmedia conf.c rx_buf/tx_buf), so fewer, larger callbacks cost less CPU;
-    # in exchange, queued audio starts playing up to one frame later, and received audio of a
-    # call without VAD (recording, first_audio) arrives in frame_ms chunks.  Calls with VAD hear
-    # through a separate 20 ms port, so speech_started/stopped are not delayed; boundaries are
-    # exact either way (computed per 20 ms sub-frame in audio time).  Measured: 60 ms takes
-    # worker CPU about as low as 100 ms (the rest is pjmedia's own work) and adds ~20 ms to the
-    # median turn (speech end -> reply heard), 100 ms ~40 ms.
+    # How call audio reaches Python.
+    # "native" (default): a C port per call (sipworker/native.py).  pjmedia's clock thread never
+    # enters Python and queued audio starts within one 20 ms frame; a pump thread takes received
+    # audio (recording, first_audio, VAD) every vad_frame_ms while a call has VAD on, else every
+    # frame_ms.  Falls back to "python" (with a log event) if the C module was not built or the
+    # pjsua2 build does not fit.
+    # "python": pjsua2 AudioMediaPorts whose callbacks run on the clock thread, two per frame per
+    # port (pjmedia's conference also hands a port with nothing to receive a "heartbeat" frame);
+    # that was most of a worker's CPU.  A port carries frame_ms of audio per callback (the bridge
+    # buffers the difference, pjmedia conf.c rx_buf/tx_buf): queued audio starts up to one frame
+    # later.  A call with VAD hears through a second port of vad_frame_ms when that is smaller;
+    # equal to frame_ms, one port does both (half the callbacks, VAD events up to frame_ms - 20 ms
+    # later).  Measured with Python ports: 60 ms takes worker CPU about as low as 100 ms and adds
+    # ~20 ms to the median turn (speech end -> reply heard), 100 ms ~40 ms.
+    # Either way boundaries are exact in audio time (computed per 20 ms sub-frame) and RTP on the
+    # wire stays 20 ms packets.
     frame_ms: int = 60
+    vad_frame_ms: int = 20
+    media: str = "native"
 
     def __post_init__(self) -> None:
+        if self.media not in ("python", "native"):
+            raise ValueError(f"media must be 'python' or 'native', got {self.media!r}")
         if self.frame_ms % 20 or not 20 <= self.frame_ms <= 200:
             raise ValueError(f"frame_ms must be a multiple of 20 in 20..200, got {self.frame_ms}")
+        if self.vad_frame_ms % 20 or not 20 <= self.vad_frame_ms <= self.frame_ms:
+            raise ValueError(
+                f"vad_frame_ms must be a multiple of 20 in 20..frame_ms ({self.frame_ms}), got {self.vad_frame_ms}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

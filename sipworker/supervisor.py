@@ -65,6 +65,7 @@ class WorkerInfo:
     alive: bool = False
     restarts: int = 0
     returncode: int | None = None
+    media: str = ""  # the frame ports the worker reported: "native", or "python" (asked for, or fallen back to)
 
     @property
     def load(self) -> int:
@@ -305,6 +306,7 @@ class WorkerPool:
         info = self.workers[index]
         info.pid, info.alive, info.returncode = ready.get("pid"), True, None
         info.max_calls = int(ready.get("max_calls", 4))
+        info.media = str(ready.get("media", "python"))
         info.ports = {k[:-5]: int(v) for k, v in ready.items() if k.endswith("_port") and v is not None}
         # Pin the ports we got so a restart reuses them (contacts stay valid).
         cfg = self.configs[index]

@@ -75,6 +75,9 @@ class TestUas:
         rtp_base: int = 22000,
         certs: CertPaths | None = None,
         rtp_timeout_s: float = 15.0,
+        frame_ms: int = 60,
+        vad_frame_ms: int = 20,
+        media: str = "native",
     ) -> None:
         self.state_dir = Path(state_dir)
         self.certs = certs or ensure_certs(self.state_dir)
@@ -89,6 +92,9 @@ class TestUas:
             srtp=srtp,
             user="uas",
             rtp_timeout_s=rtp_timeout_s,
+            frame_ms=frame_ms,
+            vad_frame_ms=vad_frame_ms,
+            media=media,
         )
         self.pool = WorkerPool(
             pool_configs(workers, template, rtp_base=rtp_base), on_event=self._on_event, front_door=front_door

@@ -6,8 +6,12 @@ Run as ``python -m sipworker.worker --config '<WorkerConfig JSON>'``.  Threads:
   runs every command and every pjsua callback, and destroys the endpoint.  Because only this
   thread touches pj objects, the "unknown thread" and "Call outlives libDestroy" aborts of the
   wheel (notes G2, G3) cannot happen.
-* pjmedia's clock thread calls the frame ports (``onFrameReceived``/``onFrameRequested``) once per
-  ``cfg.frame_ms`` of audio; they only touch :mod:`sipworker.media` objects and enqueue events.
+* pjmedia's clock thread moves 20 ms frames between each call and its native port (C, no
+  Python; :mod:`sipworker.native`), or with ``cfg.media == "python"`` calls the Python frame ports
+  (``onFrameReceived``/``onFrameRequested``) once per ``cfg.frame_ms`` of audio; these only touch
+  :mod:`sipworker.media` objects and enqueue events.
+* ``media-pump`` (native media): takes every call's received audio and playback news from its
+  port in one pass (:meth:`Worker._pump`), and does what the frame callbacks do for Python ports.
 * ``stdin``: parses commands into the pj thread's queue; EOF (parent gone) means shut down.
 * ``ipc-out``: the only writer of the IPC stream, so slow parents never stall the clock thread.
 
@@ -32,12 +36,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pjsua2 as pj
 
 from . import media, sipmsg
 from .ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
+from .native import NativeMediaError, NativePlayback, NativePort, NativePorts
 
 # libHandleEvents timeout.  Each return costs ~50-70 µs of CPU (select, timer heap, GIL
 # handoff): 5 ms polls cost a worker ~1 % of a core doing nothing, 10 ms ~0.7 % (what
@@ -51,6 +56,12 @@ _SRTP = {
     "optional": pj.PJMEDIA_SRTP_OPTIONAL,
     "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
 }
+
+
+def name_os_thread() -> None:
+    """Give the OS thread the Python thread's name, so top -H, perf and /proc tell them apart."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(15, threading.current_thread().name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 # ---- ByteVector <-> bytes ---------------------------------------------------------------
@@ -126,6 +137,7 @@ class EventWriter:
     def _run(self) -> None:
         """Write whatever is queued in one syscall per wake-up: a burst of replies (the mock
         streams reply audio as many small play_pcm commands) costs one write, not one each."""
+        name_os_thread()
         q = self._q
         while True:
             batch = [q.get()]
@@ -191,9 +203,11 @@ class CallCtx:
     t0: float
     call: Any = None  # _Call; dropped in the DISCONNECTED callback (notes G6)
     port: Any = None  # _FramePort: plays to the call, and receives from it unless rx_port is set
-    rx_port: Any = None  # 20 ms receive-only _FramePort of a call with VAD (see on_media_state)
+    rx_port: Any = None  # receive-only _FramePort (cfg.vad_frame_ms) of a call with VAD (see on_media_state)
+    nport: NativePort | None = None  # instead of port/rx_port with native media
+    call_slot: int = -1  # the call's conference slot, while nport is connected to it
     sip_call_id: str = ""
-    playback: media.Playback = field(default_factory=media.Playback)
+    playback: media.Playback | NativePlayback = field(default_factory=media.Playback)
     recorder: media.Recorder | None = None
     vad: media.TurnDetector | None = None
     pending_play: list[bytes] = field(default_factory=list)
@@ -238,7 +252,7 @@ class _FramePort(pj.AudioMediaPort):
     (conf.c rx_buf/tx_buf), so each callback carries ``frame_ms`` of audio and the per-callback
     cost (SWIG director dispatch, GIL handoff) is paid ``frame_ms / 20`` times less often.  Inside
     a frame, :mod:`sipworker.media` works per 20 ms sub-frame, so audio times stay exact.  A call
-    with VAD gets a second, receive-only 20 ms port (``CallCtx.rx_port``), so turn detection is
+    with VAD gets a second, receive-only port of ``cfg.vad_frame_ms`` (``CallCtx.rx_port``), so turn detection is
     not held back by the buffering.
 
     Ports are pooled per worker and never destroyed while the endpoint lives: pjmedia's
@@ -277,7 +291,7 @@ class _FramePort(pj.AudioMediaPort):
             return
         if not _HOLD.held:
             _hold_thread_state()
-        data, done_ms = ctx.playback.fill(self.subframes)
+        data, done_ms = cast(media.Playback, ctx.playback).fill(self.subframes)  # Python ports: a Playback
         if data is None:
             frame.buf = self.silence
         elif self._tx_ptr:
@@ -465,6 +479,10 @@ class Worker:
         self._ports: list[_FramePort] = []  # every frame port ever made (kept for the process life)
         self._free_ports: dict[int, list[_FramePort]] = {}  # by frame_ms
         self.bound_ports = 0  # ports with a call (read by the clock thread)
+        self.native: NativePorts | None = None  # cfg.media == "native" and the build fits
+        self._pumped: dict[str, CallCtx] = {}  # calls with a native port (read by the pump thread)
+        self._pump_lock = threading.Lock()  # one drain of a port at a time: pump thread or the call's end
+        self.rx_dropped = 0
         self.failed: str | None = None
 
     # -- thread-safe entry points
@@ -480,6 +498,7 @@ class Worker:
 
     # -- lifecycle
     def run(self) -> None:
+        name_os_thread()
         try:
             self._start()
         except Exception as exc:  # report, then fall through to the destroy path
@@ -496,11 +515,14 @@ class Worker:
                     "max_calls": min(self.cfg.max_calls, MAX_CALLS_COMPILED),
                     "fast_frames": self.read_bytes is _fast_bytes and self.write_in_place,
                     "frame_ms": self.cfg.frame_ms,
+                    "media": "native" if self.native is not None else "python",
                     **{f"{k}_port": v for k, v in self.ports.items()},
                 },
             )
         if self.cfg.rtp_timeout_s > 0:
             self.later(1.0, self._check_rtp)
+        if self.native is not None:
+            threading.Thread(target=self._pump_loop, name="media-pump", daemon=True).start()
         if not self._stop:
             handle_events, drain = self.ep.libHandleEvents, self._drain
             while not self._stop:
@@ -566,6 +588,11 @@ class Worker:
         acc_cfg.mediaConfig.transportConfig.boundAddress = cfg.bind
         self.acc = _Account(self)
         self.acc.create(acc_cfg, True)
+        if cfg.media == "native":
+            try:
+                self.native = NativePorts()
+            except (NativeMediaError, OSError, AttributeError) as exc:
+                self.emit("log", {"level": "warning", "msg": f"native media unavailable, using Python ports: {exc}"})
 
     def _transport(self, kind: int, port: int, tls: bool = False) -> int:
         tcfg = pj.TransportConfig()
@@ -929,8 +956,11 @@ class Worker:
             return
         ctx.ended = True
         ctx.mark("ended")
-        if ctx.port is not None:
+        if ctx.port is not None or ctx.nport is not None:
             ctx.playback.clear()
+        if ctx.nport is not None:
+            with self._pump_lock:
+                self._pump(ctx)  # what arrived since the last pass, for the recording
         rec: dict[str, Any] = {}
         if ctx.recorder is not None:
             try:
@@ -983,6 +1013,11 @@ class Worker:
         return port
 
     def _release_ports(self, ctx: CallCtx) -> None:
+        if ctx.nport is not None and self.native is not None:
+            with self._pump_lock:
+                self._pumped.pop(ctx.ref, None)
+            self.native.release(ctx.nport, ctx.call_slot)
+            ctx.nport, ctx.call_slot = None, -1
         for port in (ctx.port, ctx.rx_port):
             if port is not None:
                 self._release_port(port)
@@ -1014,23 +1049,96 @@ class Worker:
             port.stopTransmit(port)
         self._free_ports.setdefault(port.frame_ms, []).append(port)
 
+    # -- native media (cfg.media == "native")
+    def _wire_native(self, ctx: CallCtx, aud: Any) -> None:
+        assert self.native is not None
+        slot = int(aud.getPortId())
+        if ctx.nport is None:
+            ctx.nport = self.native.acquire()
+            ctx.playback = NativePlayback(ctx.nport)
+        elif ctx.call_slot not in (-1, slot):  # a re-INVITE gave the call a new stream
+            self.native.release(ctx.nport, ctx.call_slot)
+            ctx.nport = self.native.acquire()
+            ctx.playback = NativePlayback(ctx.nport)
+        self.native.connect(slot, ctx.nport)  # idempotent for an already connected pair
+        ctx.call_slot = slot
+        with self._pump_lock:
+            self._pumped[ctx.ref] = ctx
+
+    def _pump_loop(self) -> None:
+        """Take each call's received audio and playback news from its native port: every
+        vad_frame_ms while a call has VAD on (turn detection), else every frame_ms."""
+        name_os_thread()
+        fast, slow = self.cfg.vad_frame_ms / 1000, self.cfg.frame_ms / 1000
+        due = time.monotonic()
+        while not self._stop:
+            due += fast if any(_vad_on(c) for c in list(self._pumped.values())) else slow
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                due = time.monotonic()  # late (busy box): no catch-up burst
+            with self._pump_lock:
+                for ctx in list(self._pumped.values()):
+                    try:
+                        self._pump(ctx)
+                    except Exception as exc:
+                        self.emit("log", {"level": "error", "msg": f"media pump {ctx.ref}: {exc!r}"})
+
+    def _pump(self, ctx: CallCtx) -> None:
+        """What the frame callbacks do for a Python port, for everything since the last pass
+        (``_pump_lock`` held): playback_done, recording, first_audio, VAD."""
+        port = ctx.nport
+        if port is None or not isinstance(ctx.playback, NativePlayback):
+            return
+        rx, rx_frames, last_ns, done_at, sent, dropped, pending = port.drain()
+        ctx.playback.sent, ctx.playback.pending = sent, pending
+        if done_at >= 0:
+            self.emit("playback_done", {"ref": ctx.ref, "audio_ms": done_at * media.FRAME_MS})
+        if dropped > self.rx_dropped:
+            self.rx_dropped = dropped
+            self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: media pump late, {dropped} rx frames lost"})
+        ctx.rx_frames = rx_frames
+        n = len(rx) // media.FRAME_BYTES
+        if n:
+            audio_ms = (rx_frames - n) * media.FRAME_MS  # the buffer holds the newest n frames
+            if ctx.recorder is not None:
+                ctx.recorder.add(rx)
+            if not ctx.heard:
+                k = media.first_loud_subframe(rx, self.cfg.first_audio_peak)
+                if k is not None:
+                    ctx.heard = True
+                    # frame k reached the port (n - 1 - k) frames before the last one
+                    last_ms = int((last_ns / 1e9 - ctx.t0) * 1000)
+                    at = max(last_ms - (n - 1 - k) * media.FRAME_MS, ctx.marks.get("media", 0))
+                    heard_ms = audio_ms + k * media.FRAME_MS
+                    t_ms = ctx.mark("first_audio", at)
+                    self.emit("first_audio", {"ref": ctx.ref, "audio_ms": heard_ms, "t_ms": t_ms})
+            if ctx.vad is not None:
+                ctx.vad.feed(rx, audio_ms)
+        port.keep_rx(ctx.recorder is not None or not ctx.heard or _vad_on(ctx))
+
     def on_media_state(self, ctx: CallCtx, call: Any) -> None:
         info = call.getInfo()
         for mi in info.media:
             if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
             aud = call.getAudioMedia(mi.index)
-            if ctx.port is None:
-                frame_ms = self.cfg.frame_ms
-                # A call with VAD hears through its own 20 ms port: a larger frame would hold
-                # received audio back up to frame_ms before the VAD sees it, delaying every
-                # speech_started/stopped (turn taking, barge-in).  Playback keeps frame_ms.
-                split = frame_ms > media.FRAME_MS and ctx.vad is not None and ctx.vad.params.enabled
+            if self.native is not None:
+                self._wire_native(ctx, aud)
+            elif ctx.port is None:
+                frame_ms, vad_ms = self.cfg.frame_ms, self.cfg.vad_frame_ms
+                # A call with VAD may hear through its own, smaller port (cfg.vad_frame_ms): a
+                # larger frame holds received audio back up to frame_ms before the VAD sees it,
+                # delaying every speech_started/stopped (turn taking, barge-in).  Playback keeps
+                # frame_ms.
+                split = vad_ms < frame_ms and ctx.vad is not None and ctx.vad.params.enabled
                 ctx.port = self._acquire_port(ctx, frame_ms, rx=not split)
                 if split:
-                    ctx.rx_port = self._acquire_port(ctx, media.FRAME_MS)
-            aud.startTransmit(ctx.rx_port or ctx.port)
-            ctx.port.startTransmit(aud)
+                    ctx.rx_port = self._acquire_port(ctx, vad_ms)
+            if self.native is None:
+                aud.startTransmit(ctx.rx_port or ctx.port)
+                ctx.port.startTransmit(aud)
             first = not ctx.media_wired
             ctx.media_wired, ctx.media_idx = True, int(mi.index)
             ctx.last_rx_at = time.monotonic()
@@ -1047,6 +1155,10 @@ class Worker:
                         "t_ms": ctx.mark("media"),
                     },
                 )
+
+
+def _vad_on(ctx: CallCtx) -> bool:
+    return ctx.vad is not None and ctx.vad.params.enabled
 
 
 _STATE_NAMES = {
@@ -1070,6 +1182,7 @@ def _transport_of(via: str) -> str:
 
 
 def _read_commands(worker: Worker, stdin: Any) -> None:
+    name_os_thread()
     for line in stdin:
         if not line.strip():
             continue

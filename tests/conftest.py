@@ -64,9 +64,13 @@ async def client(mock: RunningMock) -> AsyncIterator[AsyncOpenAI]:
 
 
 @pytest.fixture
-async def sip_stack(tmp_path: Path) -> AsyncIterator[tuple[RunningMock, Receiver, MockClient]]:
+async def sip_stack(tmp_path: Path, request: pytest.FixtureRequest,
+                    ) -> AsyncIterator[tuple[RunningMock, Receiver, MockClient]]:
+    """The mock with its SIP ingress, a webhook receiver and the control client.  Native frame
+    ports unless a test parametrizes ``sip_stack`` indirectly with "python"."""
     config = MockConfig(script=SCRIPT, ring_timeout_s=10)
-    async with running_mock(config, sip=SipOptions(tmp_path / "mock", port=0, workers=2)) as mock:
+    media = getattr(request, "param", "native")
+    async with running_mock(config, sip=SipOptions(tmp_path / "mock", port=0, workers=2, media=media)) as mock:
         receiver = await Receiver(secret=mock.server.config.webhook_secret or "").start()
         mock.server.config = mock.server.config.model_copy(update={"webhook_url": receiver.url})
         async with MockClient(mock.url) as control:
@@ -81,7 +85,8 @@ async def sip_phone(sip_stack: tuple[RunningMock, Receiver, MockClient], tmp_pat
     mock = sip_stack[0]
     assert mock.sip is not None
     workers = getattr(request.module, "PHONE_WORKERS", 1)
-    async with Softphone(ca=mock.sip.certs.ca, state_dir=tmp_path / "phone", workers=workers) as p:
+    media = mock.sip.pool.configs[0].media  # the same kind of frame ports as the ingress
+    async with Softphone(ca=mock.sip.certs.ca, state_dir=tmp_path / "phone", workers=workers, media=media) as p:
         yield p
 
 

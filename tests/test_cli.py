@@ -79,6 +79,16 @@ def test_mock_rejects_unknown_fault(tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown fault 'no_such_fault'" in r.stderr
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--sip-frame-ms", "50"], "frame_ms must be a multiple of 20 in 20..200, got 50"),
+    (["--sip-vad-frame-ms", "100"], "vad_frame_ms must be a multiple of 20 in 20..frame_ms (60), got 100"),
+])
+def test_mock_rejects_bad_sip_frame_sizes(tmp_path: Path, flags: list[str], expected: str) -> None:
+    r = rtsip("mock", "--port", "0", "--sip-port", "0", *flags, "--state-dir", str(tmp_path))
+    assert r.returncode == 2 and expected in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("answer", [200, 500])
 async def test_trigger_sends_one_signed_webhook(tmp_path: Path, answer: int) -> None:
     secret = "whsec_" + "c2VjcmV0LWZvci10cmlnZ2VyLXRlc3Q="

@@ -213,6 +213,48 @@ async def test_vad_on_received_fixture_speech(uas: TestUas, phone: Softphone) ->
         assert abs(a - s) <= 150 and abs(b - e) <= 150, (segs, starts, stops)
 
 
+@pytest.mark.parametrize("media", ["native", "python"])
+async def test_load_frame_sizes_keep_audio_vad_and_20ms_rtp(tmp_path: Path, media: str) -> None:
+    """What ``rtsip load --mode sip`` runs: callers taking received audio every 200 ms, the answering
+    side every 60 ms, VAD included; with Python ports, those are the frame sizes, the VAD on the same
+    port.  Audio still arrives whole both ways, boundaries stay within ±150 ms of the fixture, and
+    the wire still carries 20 ms packets (50 per second)."""
+    meta = json.loads((FIXTURES / "caller_two_utterances.json").read_text())
+    b_pcm = speechlike(4.0, seed=3)
+    b_wav = write_wav(tmp_path / "b.wav", b_pcm, 8000)
+    async with (
+        TestUas(tmp_path / "uas", rtp_base=25000, frame_ms=60, vad_frame_ms=60, media=media,
+                policy=lambda c: Action(play=[str(b_wav)], vad={"silence_duration_ms": 500})) as uas,
+        Softphone(ca=uas.certs.ca, state_dir=tmp_path / "phone", rtp_base=47000, frame_ms=200, media=media) as phone,
+    ):
+        for pool in (uas.pool, phone.pool):  # the native ports are in use, not silently replaced
+            assert all(w.media == media for w in pool.workers)
+        call = await phone.call(uas.uri("proj_frames"), audio=[FIXTURES / "caller_two_utterances.wav"])
+        assert await call.answered(5)
+        inc = await incoming_for(uas, call.sip_call_id)
+        await call.wait_event("playback_done", 15)
+        await uas.wait_for(lambda: len([e for e in inc.events if e.kind == "speech_stopped"]) >= 2, 3)
+        before, t0 = await call.stats(), time.monotonic()
+        await asyncio.sleep(1.0)
+        after, t1 = await call.stats(), time.monotonic()
+        await call.hangup()
+        await call.ended(5)
+        await asyncio.wait_for(inc.ended.wait(), 5)
+    starts = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_started"]
+    stops = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_stopped"]
+    segs = meta["speech_segments"]
+    assert len(starts) == len(stops) == len(segs), (starts, stops, segs)
+    for (s, e), a, b in zip(segs, starts, stops, strict=True):
+        assert abs(a - s) <= 150 and abs(b - e) <= 150, (segs, starts, stops)
+    assert heard_ok(b_pcm, call.recording)
+    fixture_pcm = load_audio(FIXTURES / "caller_two_utterances.wav", 8000)
+    assert inc.recording and heard_ok(fixture_pcm, inc.recording)
+    for key in ("tx_pkt", "rx_pkt"):  # 20 ms packets both ways, not one per 200 ms frame
+        rate = (after[key] - before[key]) / (t1 - t0)
+        assert 40 <= rate <= 60, (key, before, after)
+    assert after["rx_loss"] == 0
+
+
 async def test_wrong_ca_fails_tls_verification_and_insecure_skips_it(uas: TestUas, tmp_path: Path) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))

@@ -143,10 +143,14 @@ async def test_static_audio_garbles_media_only(sip_stack: tuple[RunningMock, Rec
     assert corr.median < 0.5, corr
 
 
+@pytest.mark.parametrize("sip_stack", ["native", "python"], indirect=True)
 async def test_barge_in_clears_playback(sip_stack: tuple[RunningMock, Receiver, MockClient],
         sip_phone: Softphone) -> None:
     mock, receiver, control = sip_stack
     assert mock.sip is not None
+    media = mock.sip.pool.configs[0].media
+    for pool in (mock.sip.pool, sip_phone.pool):
+        assert all(w.media == media for w in pool.workers)
     app = receiver.app = App(mock)
     two = fixture("caller_two_utterances")  # the second utterance starts while the reply plays
     call = await sip_phone.call(mock.sip.uri(), audio=[two.path])

@@ -216,6 +216,10 @@ def test_worker_config_frame_ms_must_fit_the_bridge() -> None:
     for bad in (0, 30, 220):
         with pytest.raises(ValueError):
             WorkerConfig(frame_ms=bad)
+    assert WorkerConfig(frame_ms=60, vad_frame_ms=60).vad_frame_ms == 60
+    for frame, vad in ((60, 100), (60, 0), (100, 50)):
+        with pytest.raises(ValueError, match=r"vad_frame_ms must be a multiple of 20 in 20\.\.frame_ms"):
+            WorkerConfig(frame_ms=frame, vad_frame_ms=vad)
 
 
 PORT_REUSE_SCRIPT = """
