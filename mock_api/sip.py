@@ -11,7 +11,6 @@ session core speaks, the workers do the SIP.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import socket
@@ -357,7 +356,7 @@ class SipIngress:
     def _sink(self, leg: _Leg, static: bool) -> Callable[[AudioOut | ClearAudio], None]:
         resamplers: dict[int, audio.Resampler] = {}  # one per stream: no filter restart at chunk edges
         stream = ReplyBatcher(lambda pcm: self._spawn(
-            self._command(leg, Op.PLAY_PCM, pcm=base64.b64encode(pcm).decode())))
+            self._command(leg, Op.PLAY_PCM, pcm=pcm)))
 
         def sink(out: AudioOut | ClearAudio) -> None:
             if isinstance(out, ClearAudio):

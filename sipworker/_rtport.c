@@ -251,7 +251,9 @@ static PyObject *py_reset(PyObject *self, PyObject *addr) {
     if (p == NULL)
         return NULL;
     pthread_mutex_lock(&p->mu);
-    p->tx_off = p->tx_len = 0;
+    free(p->tx); /* a long reply grew it: give the memory back between calls */
+    p->tx = NULL;
+    p->tx_cap = p->tx_off = p->tx_len = 0;
     p->sent = 0;
     p->active = 0;
     p->done_at = -1;

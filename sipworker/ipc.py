@@ -3,11 +3,14 @@
 Why JSON lines over pipes: the parent starts each worker as a plain subprocess (never a fork of a
 threaded process), pipes come for free, die with the process (EOF tells the parent at once that a
 worker is gone) and need no port allocation.  Audio frames never cross this boundary; only
-commands, events and file paths (plus optional small base64 PCM chunks for streamed playback).
+commands, events and file paths, plus the parent's streamed playback audio.
 
 Wire format (one JSON object per line, UTF-8):
 
-* command: ``{"v": 1, "op": "<op>", "req": <int>, ...args}``
+* command: ``{"v": 2, "op": "<op>", "req": <int>, ...args}``.  Arguments that are bytes (streamed
+  PCM) are not put in the JSON: ``"bin": [["<arg>", <length>], ...]`` names them, and their raw
+  bytes follow the line's newline in that order.  Base64 inside JSON cost the parent and the
+  worker more CPU than the rest of a reply's commands.
 * event:   ``{"v": 1, "ev": "<kind>", ...fields}``; every command gets exactly one
   ``{"ev": "reply", "req": <same int>, "ok": true, "result": {...}}`` or ``"ok": false, "error": "..."``.
 
@@ -20,9 +23,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # pj status of a make_call beyond PJSUA_MAX_CALLS: the worker's last call has not given its slot back yet
 PJ_ETOOMANY = 70010
 _T = TypeVar("_T")
@@ -40,7 +43,7 @@ class Op(StrEnum):
     REFER = "refer"  # - ref, target
     HANGUP = "hangup"  # - ref, code?, reason?
     PLAY = "play"  # - ref, path (8 kHz mono 16-bit WAV), clear=False
-    PLAY_PCM = "play_pcm"  # - ref, pcm (base64 of 8 kHz mono L16), clear=False
+    PLAY_PCM = "play_pcm"  # - ref, pcm (bytes: 8 kHz mono L16, sent after the line), clear=False
     CLEAR_PLAYBACK = "clear_playback"  # - ref
     RECORD = "record"  # - ref, path
     SET_VAD = "set_vad"  # - ref, **VadParams fields
@@ -101,11 +104,35 @@ class Command:
     args: dict[str, Any] = field(default_factory=dict)
     req: int = 0
 
-    def to_line(self) -> bytes:
-        return (json.dumps({"v": PROTOCOL_VERSION, "op": self.op, "req": self.req, **self.args}) + "\n").encode()
+    def encode(self) -> bytes:
+        """The JSON line, then the raw bytes of every bytes-valued argument."""
+        plain = {k: v for k, v in self.args.items() if not isinstance(v, bytes | bytearray)}
+        blobs = [(k, bytes(v)) for k, v in self.args.items() if isinstance(v, bytes | bytearray)]
+        head = {"v": PROTOCOL_VERSION, "op": self.op, "req": self.req, **plain}
+        if blobs:
+            head["bin"] = [[k, len(v)] for k, v in blobs]
+        return b"".join([(json.dumps(head) + "\n").encode(), *(v for _, v in blobs)])
+
+    @classmethod
+    def read(cls, stream: BinaryIO) -> Command | None:
+        """The next command from a buffered stream, attachments included; None at EOF."""
+        while True:
+            line = stream.readline()
+            if not line:
+                return None
+            if line.strip():
+                break
+        cmd = cls.from_line(line)
+        for name, size in cmd.args.pop("bin", []):
+            blob = stream.read(size)
+            if len(blob) != size:
+                raise ProtocolError(f"{name}: stream ended {size - len(blob)} bytes short")
+            cmd.args[name] = blob
+        return cmd
 
     @classmethod
     def from_line(cls, line: bytes | str) -> Command:
+        """A command from its JSON line alone (attachments, if any, are still named in ``bin``)."""
         obj = _load(line)
         op = obj.pop("op", None)
         if op not in Op._value2member_map_:

@@ -166,7 +166,7 @@ class _Proc:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[req] = fut
         try:
-            self.proc.stdin.write(Command(op=op, args=args, req=req).to_line())
+            self.proc.stdin.write(Command(op=op, args=args, req=req).encode())
             await self.proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError) as exc:
             self.pending.pop(req, None)
@@ -336,7 +336,7 @@ class WorkerPool:
             with contextlib.suppress(WorkerError, TimeoutError, OSError):
                 assert p.proc is not None and p.proc.stdin is not None
                 if p.proc.returncode is None:
-                    p.proc.stdin.write(Command(op=Op.SHUTDOWN.value, req=0).to_line())
+                    p.proc.stdin.write(Command(op=Op.SHUTDOWN.value, req=0).encode())
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(p.proc.stdin.drain(), 0.5)
 

@@ -22,7 +22,6 @@ logging can never corrupt the protocol.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import ctypes
 import gc
@@ -834,9 +833,9 @@ class Worker:
             n = len(pcm) // media.FRAME_BYTES
         return {"queued_ms": n * media.FRAME_MS}
 
-    def _op_play_pcm(self, ref: str, pcm: str, clear: bool = False) -> dict[str, Any]:
+    def _op_play_pcm(self, ref: str, pcm: bytes, clear: bool = False) -> dict[str, Any]:
         ctx = self._ctx(ref)
-        data = base64.b64decode(pcm)
+        data = pcm
         if clear:
             ctx.playback.clear()
         if ctx.media_wired:
@@ -1183,13 +1182,15 @@ def _transport_of(via: str) -> str:
 
 def _read_commands(worker: Worker, stdin: Any) -> None:
     name_os_thread()
-    for line in stdin:
-        if not line.strip():
-            continue
+    while True:
         try:
-            worker.submit(Command.from_line(line))
+            cmd = Command.read(stdin)
         except ProtocolError as exc:
             worker.emit("log", {"level": "error", "msg": f"bad command: {exc}"})
+            continue
+        if cmd is None:
+            break
+        worker.submit(cmd)
     worker.submit(Command(op=Op.SHUTDOWN.value, req=-1))  # EOF: the parent is gone
 
 

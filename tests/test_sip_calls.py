@@ -194,6 +194,15 @@ async def test_dtmf_rfc2833_and_sip_info(uas: TestUas, phone: Softphone) -> None
     assert ("9", "info") in digits
 
 
+def assert_turns_match(inc: IncomingCall, segments: list[list[int]]) -> None:
+    """The answering worker's speech_started/stopped fall within ±150 ms of the fixture's segments."""
+    starts = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_started"]
+    stops = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_stopped"]
+    assert len(starts) == len(stops) == len(segments), (starts, stops, segments)
+    for (s, e), a, b in zip(segments, starts, stops, strict=True):
+        assert abs(a - s) <= 150 and abs(b - e) <= 150, (segments, starts, stops)
+
+
 async def test_vad_on_received_fixture_speech(uas: TestUas, phone: Softphone) -> None:
     """Speech boundaries measured in the answering worker against the fixture's sidecar (±150 ms)."""
     meta = json.loads((FIXTURES / "caller_two_utterances.json").read_text())
@@ -205,12 +214,7 @@ async def test_vad_on_received_fixture_speech(uas: TestUas, phone: Softphone) ->
     await uas.wait_for(lambda: len([e for e in inc.events if e.kind == "speech_stopped"]) >= 2, 3)
     await call.hangup()
     await call.ended(5)
-    starts = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_started"]
-    stops = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_stopped"]
-    segs = meta["speech_segments"]
-    assert len(starts) == len(stops) == len(segs), (starts, stops, segs)
-    for (s, e), a, b in zip(segs, starts, stops, strict=True):
-        assert abs(a - s) <= 150 and abs(b - e) <= 150, (segs, starts, stops)
+    assert_turns_match(inc, meta["speech_segments"])
 
 
 @pytest.mark.parametrize("media", ["native", "python"])
@@ -240,12 +244,7 @@ async def test_load_frame_sizes_keep_audio_vad_and_20ms_rtp(tmp_path: Path, medi
         await call.hangup()
         await call.ended(5)
         await asyncio.wait_for(inc.ended.wait(), 5)
-    starts = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_started"]
-    stops = [e.data["audio_ms"] for e in inc.events if e.kind == "speech_stopped"]
-    segs = meta["speech_segments"]
-    assert len(starts) == len(stops) == len(segs), (starts, stops, segs)
-    for (s, e), a, b in zip(segs, starts, stops, strict=True):
-        assert abs(a - s) <= 150 and abs(b - e) <= 150, (segs, starts, stops)
+    assert_turns_match(inc, meta["speech_segments"])
     assert heard_ok(b_pcm, call.recording)
     fixture_pcm = load_audio(FIXTURES / "caller_two_utterances.wav", 8000)
     assert inc.recording and heard_ok(fixture_pcm, inc.recording)

@@ -6,6 +6,7 @@ Plus one check of the frame-port pool on a real (call-less) pjsua2 endpoint, in 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -56,7 +57,7 @@ def test_sip_parse_expands_compact_forms_and_folds_lines() -> None:
 
 def test_ipc_round_trip_and_version_check() -> None:
     cmd = Command(op=Op.MAKE_CALL.value, args={"ref": "r1", "uri": "sip:x@y", "headers": {"X-A": "1"}}, req=7)
-    back = Command.from_line(cmd.to_line())
+    back = Command.from_line(cmd.encode())
     assert back == cmd
     ev = Event.from_line(Event("call_state", {"ref": "r1", "code": 180}).to_line())
     assert ev.kind == "call_state" and ev.ref == "r1" and ev.data["code"] == 180
@@ -68,6 +69,21 @@ def test_ipc_round_trip_and_version_check() -> None:
         VadParams.from_dict({"silence_ms": 3})
     cfg = WorkerConfig(tls_port=5061, udp_port=None)
     assert WorkerConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_ipc_bytes_arguments_travel_raw_after_the_line() -> None:
+    """Streamed PCM is not base64 in the JSON: it follows the line, and the next command follows it."""
+    pcm = bytes(range(256)) * 3 + b"\n\n"  # newlines inside the payload must not end anything
+    play = Command(op=Op.PLAY_PCM.value, args={"ref": "r1", "pcm": pcm, "clear": True}, req=3)
+    wire = play.encode()
+    head, _, tail = wire.partition(b"\n")
+    assert json.loads(head)["bin"] == [["pcm", len(pcm)]] and "pcm" not in json.loads(head) and tail == pcm
+    stream = io.BytesIO(b"\n" + wire + Command(op=Op.PING.value, req=4).encode())
+    assert Command.read(stream) == play
+    assert Command.read(stream) == Command(op=Op.PING.value, req=4)
+    assert Command.read(stream) is None  # EOF
+    with pytest.raises(ProtocolError, match="pcm: stream ended 10 bytes short"):
+        Command.read(io.BytesIO(wire[:-10]))
 
 
 def test_playback_queue_frames_pads_and_reports_drain_once() -> None:
