@@ -145,10 +145,14 @@ class NativePorts:
             if status != 0:
                 raise NativeMediaError(f"pjsua_conf_connect({src}, {dst}) failed ({status})")
 
-    def release(self, port: NativePort, call_slot: int | None) -> None:
-        if call_slot is not None and call_slot >= 0:
-            self._lib.pjsua_conf_disconnect(call_slot, port.slot)  # fails harmlessly once the call is gone
+    def disconnect(self, call_slot: int, port: NativePort) -> None:
+        """Both directions; fails harmlessly once pjsua has removed the call's stream."""
+        if call_slot >= 0:
+            self._lib.pjsua_conf_disconnect(call_slot, port.slot)
             self._lib.pjsua_conf_disconnect(port.slot, call_slot)
+
+    def release(self, port: NativePort, call_slot: int) -> None:
+        self.disconnect(call_slot, port)
         _rtport.reset(port.addr)  # nothing of this call is played into the next one
         self._free.append(port)
 

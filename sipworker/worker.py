@@ -205,6 +205,7 @@ class CallCtx:
     rx_port: Any = None  # receive-only _FramePort (cfg.vad_frame_ms) of a call with VAD (see on_media_state)
     nport: NativePort | None = None  # instead of port/rx_port with native media
     call_slot: int = -1  # the call's conference slot, while nport is connected to it
+    rx_lost: int = 0  # received frames nport dropped because the pump came too late
     sip_call_id: str = ""
     playback: media.Playback | NativePlayback = field(default_factory=media.Playback)
     recorder: media.Recorder | None = None
@@ -481,7 +482,6 @@ class Worker:
         self.native: NativePorts | None = None  # cfg.media == "native" and the build fits
         self._pumped: dict[str, CallCtx] = {}  # calls with a native port (read by the pump thread)
         self._pump_lock = threading.Lock()  # one drain of a port at a time: pump thread or the call's end
-        self.rx_dropped = 0
         self.failed: str | None = None
 
     # -- thread-safe entry points
@@ -1055,10 +1055,8 @@ class Worker:
         if ctx.nport is None:
             ctx.nport = self.native.acquire()
             ctx.playback = NativePlayback(ctx.nport)
-        elif ctx.call_slot not in (-1, slot):  # a re-INVITE gave the call a new stream
-            self.native.release(ctx.nport, ctx.call_slot)
-            ctx.nport = self.native.acquire()
-            ctx.playback = NativePlayback(ctx.nport)
+        elif ctx.call_slot not in (-1, slot):  # a re-INVITE gave the call a new stream: same port, queue kept
+            self.native.disconnect(ctx.call_slot, ctx.nport)
         self.native.connect(slot, ctx.nport)  # idempotent for an already connected pair
         ctx.call_slot = slot
         with self._pump_lock:
@@ -1094,8 +1092,8 @@ class Worker:
         ctx.playback.sent, ctx.playback.pending = sent, pending
         if done_at >= 0:
             self.emit("playback_done", {"ref": ctx.ref, "audio_ms": done_at * media.FRAME_MS})
-        if dropped > self.rx_dropped:
-            self.rx_dropped = dropped
+        if dropped > ctx.rx_lost:
+            ctx.rx_lost = dropped
             self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: media pump late, {dropped} rx frames lost"})
         ctx.rx_frames = rx_frames
         n = len(rx) // media.FRAME_BYTES
