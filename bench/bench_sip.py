@@ -7,8 +7,8 @@ Stacks (``--stacks full,bare,sipp``; each concurrency step runs every selected s
   in-process app verifies each webhook with the SDK, accepts and opens
   ``client.realtime.connect(call_id=...)``; the caller plays a speech fixture then quiet noise,
   the script answers with a long reply that the ingress streams back for the whole window.
-  Frame sizes are those of ``rtsip load --mode sip`` (callers 200 ms, ingress 60 ms with VAD on
-  the same port; RTP stays 20 ms packets).
+  Media as ``rtsip load --mode sip`` runs it: native frame ports, the callers taking received audio
+  every 200 ms, the ingress every 60 ms (RTP stays 20 ms packets).
   CPU = softphone workers + ingress workers + this process (mock + app) over the steady window.
 * ``bare``: ``bench/bare_pjsua2.py`` UAS/UAC process pairs (looped WAV both ways, no recorder, no
   Python frame callbacks: the pjsua2-notes §5 recipe with TCP_NODELAY).
@@ -359,15 +359,14 @@ class BenchApp:
 
 
 @contextlib.asynccontextmanager
-async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_workers: int | None = None,
-                     media: str = SIP_LOAD_MEDIA) -> Any:
+async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_workers: int | None = None) -> Any:
     script = {"turns": [{"says": "This is a long scripted reply for the benchmark.", "audio": str(reply)}],
               "transcription_delay_s": 0.1, "response_latency_s": 0.05}
     config = MockConfig(script=script, ring_timeout_s=30)
     log = open(tmp / f"phone-{tag}.log", "a")  # noqa: SIM115  (closed below)
     try:
         sip = SipOptions(tmp / f"mock-{tag}", port=0, workers=workers, frame_ms=SIP_LOAD_INGRESS_FRAME_MS,
-                         vad_frame_ms=SIP_LOAD_INGRESS_FRAME_MS, media=media)
+                         vad_frame_ms=SIP_LOAD_INGRESS_FRAME_MS, media=SIP_LOAD_MEDIA)
         async with running_mock(config, sip=sip) as mock:
             assert mock.sip is not None
             app = BenchApp(mock)
@@ -375,7 +374,7 @@ async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_worke
             try:
                 async with Softphone(ca=mock.sip.certs.ca, workers=phone_workers or workers,
                                      state_dir=tmp / f"phone-{tag}", rtp_base=28000, record=False,
-                                     frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=media, stderr=log) as phone:
+                                     frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA, stderr=log) as phone:
                     yield mock, app, phone
             finally:
                 await app.stop()
@@ -719,7 +718,7 @@ async def run_once(label: str, k: int, quiet_wait: float,
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median CPU per call (a failed run wins: failures are never averaged away).
 
-    Why the median: on this box the same stack's CPU per call moves by up to 2× between runs, more
+    Why the median: on this box the same stack's CPU per call moves by up to 1.7× between runs, more
     than any difference between stacks, and picking the "quietest" run of each stack separately can
     favour either one."""
     failed = [r for r in runs if not r.get("ok")]

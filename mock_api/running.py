@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SipOptions:
-    """The SIP ingress: where it listens, how many worker processes (4 calls each) it runs, and
-    how much audio each Python frame callback carries (see :class:`sipworker.ipc.WorkerConfig`)."""
+    """The SIP ingress: where it listens, how many worker processes (4 calls each) it runs, and how
+    its workers hand call audio to Python (media, frame sizes: :class:`sipworker.ipc.WorkerConfig`)."""
 
     state_dir: Path
     port: int = 5061

@@ -11,7 +11,7 @@ Wire format (one JSON object per line, UTF-8):
   PCM) are not put in the JSON: ``"bin": [["<arg>", <length>], ...]`` names them, and their raw
   bytes follow the line's newline in that order.  Base64 inside JSON cost the parent and the
   worker more CPU than the rest of a reply's commands.
-* event:   ``{"v": 1, "ev": "<kind>", ...fields}``; every command gets exactly one
+* event:   ``{"v": 2, "ev": "<kind>", ...fields}``; every command gets exactly one
   ``{"ev": "reply", "req": <same int>, "ok": true, "result": {...}}`` or ``"ok": false, "error": "..."``.
 
 The op and event names, with their fields, are listed in :class:`Op` and :class:`Ev`.  A peer that

@@ -158,21 +158,14 @@ class NativePorts:
 
 
 class NativePlayback:
-    """The call's playback queue, kept in the native port (the interface of :class:`media.Playback`)."""
+    """The call's playback queue, kept in the native port (what the worker uses of :class:`media.Playback`)."""
 
     def __init__(self, port: NativePort) -> None:
         self.port = port
         self.sent = 0  # tx clock in sub-frames, as of the last drain
-        self.pending = 0
 
     def push(self, pcm: bytes, clear: bool = False) -> int:
-        n: int = _rtport.push(self.port.addr, pcm, clear)
-        return n
+        return _rtport.push(self.port.addr, pcm, clear)
 
     def clear(self) -> int:
-        n: int = _rtport.clear(self.port.addr)
-        return n
-
-    @property
-    def pending_ms(self) -> int:
-        return self.pending * media.FRAME_MS
+        return _rtport.clear(self.port.addr)

@@ -231,6 +231,15 @@ class CallCtx:
     final_rtp: dict[str, int] | None = None  # stream counters saved as the stream is destroyed
 
     @property
+    def vad_on(self) -> bool:
+        return self.vad is not None and self.vad.params.enabled
+
+    @property
+    def reads_rx(self) -> bool:
+        """Something still needs the received audio (else it is only counted, not copied)."""
+        return self.recorder is not None or not self.heard or self.vad_on
+
+    @property
     def tx_frames(self) -> int:
         """20 ms sub-frames sent so far (playback and silence): the call's tx audio clock."""
         return self.playback.sent
@@ -312,9 +321,8 @@ class _FramePort(pj.AudioMediaPort):
             return
         if not _HOLD.held:
             _hold_thread_state()
-        vad, recorder = ctx.vad, ctx.recorder
-        if ctx.heard and recorder is None and (vad is None or not vad.params.enabled):
-            ctx.rx_frames += int(frame.size) // media.FRAME_BYTES  # nothing reads the audio: skip the copy
+        if not ctx.reads_rx:
+            ctx.rx_frames += int(frame.size) // media.FRAME_BYTES  # skip the copy
             return
         data = self._read(frame.buf)
         n = len(data) // media.FRAME_BYTES
@@ -324,22 +332,7 @@ class _FramePort(pj.AudioMediaPort):
             data = data[: n * media.FRAME_BYTES]
         start = ctx.rx_frames
         ctx.rx_frames = start + n
-        audio_ms = start * media.FRAME_MS
-        if recorder is not None:
-            recorder.add(data)
-        if not ctx.heard:
-            w = self.worker
-            k = media.first_loud_subframe(data, w.cfg.first_audio_peak)
-            if k is not None:
-                ctx.heard = True
-                # sub-frame k reached the bridge (n - 1 - k) sub-frames before this callback
-                at = max(ctx.ms() - (n - 1 - k) * media.FRAME_MS, ctx.marks.get("media", 0))
-                w.emit(
-                    "first_audio",
-                    {"ref": ctx.ref, "audio_ms": audio_ms + k * media.FRAME_MS, "t_ms": ctx.mark("first_audio", at)},
-                )
-        if vad is not None:
-            vad.feed(data, audio_ms)
+        self.worker.on_received(ctx, data, start * media.FRAME_MS, ctx.ms())
 
 
 class _Call(pj.Call):
@@ -835,14 +828,13 @@ class Worker:
 
     def _op_play_pcm(self, ref: str, pcm: bytes, clear: bool = False) -> dict[str, Any]:
         ctx = self._ctx(ref)
-        data = pcm
         if clear:
             ctx.playback.clear()
         if ctx.media_wired:
-            ctx.playback.push(data)
+            ctx.playback.push(pcm)
         else:
-            ctx.pending_play.append(data)
-        return {"queued_ms": len(data) * 1000 // (2 * media.SAMPLE_RATE)}
+            ctx.pending_play.append(pcm)
+        return {"queued_ms": len(pcm) * 1000 // (2 * media.SAMPLE_RATE)}
 
     def _op_clear_playback(self, ref: str) -> dict[str, Any]:
         ctx = self._ctx(ref)
@@ -1069,7 +1061,7 @@ class Worker:
         fast, slow = self.cfg.vad_frame_ms / 1000, self.cfg.frame_ms / 1000
         due = time.monotonic()
         while not self._stop:
-            due += fast if any(_vad_on(c) for c in list(self._pumped.values())) else slow
+            due += fast if any(c.vad_on for c in list(self._pumped.values())) else slow
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -1088,8 +1080,8 @@ class Worker:
         port = ctx.nport
         if port is None or not isinstance(ctx.playback, NativePlayback):
             return
-        rx, rx_frames, last_ns, done_at, sent, dropped, pending = port.drain()
-        ctx.playback.sent, ctx.playback.pending = sent, pending
+        rx, rx_frames, last_ns, done_at, sent, dropped, _pending = port.drain()
+        ctx.playback.sent = sent
         if done_at >= 0:
             self.emit("playback_done", {"ref": ctx.ref, "audio_ms": done_at * media.FRAME_MS})
         if dropped > ctx.rx_lost:
@@ -1097,23 +1089,27 @@ class Worker:
             self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: media pump late, {dropped} rx frames lost"})
         ctx.rx_frames = rx_frames
         n = len(rx) // media.FRAME_BYTES
-        if n:
-            audio_ms = (rx_frames - n) * media.FRAME_MS  # the buffer holds the newest n frames
-            if ctx.recorder is not None:
-                ctx.recorder.add(rx)
-            if not ctx.heard:
-                k = media.first_loud_subframe(rx, self.cfg.first_audio_peak)
-                if k is not None:
-                    ctx.heard = True
-                    # frame k reached the port (n - 1 - k) frames before the last one
-                    last_ms = int((last_ns / 1e9 - ctx.t0) * 1000)
-                    at = max(last_ms - (n - 1 - k) * media.FRAME_MS, ctx.marks.get("media", 0))
-                    heard_ms = audio_ms + k * media.FRAME_MS
-                    t_ms = ctx.mark("first_audio", at)
-                    self.emit("first_audio", {"ref": ctx.ref, "audio_ms": heard_ms, "t_ms": t_ms})
-            if ctx.vad is not None:
-                ctx.vad.feed(rx, audio_ms)
-        port.keep_rx(ctx.recorder is not None or not ctx.heard or _vad_on(ctx))
+        if n:  # the buffer holds the newest n frames; the last arrived at last_ns
+            self.on_received(ctx, rx, (rx_frames - n) * media.FRAME_MS, int((last_ns / 1e9 - ctx.t0) * 1000))
+        port.keep_rx(ctx.reads_rx)
+
+    def on_received(self, ctx: CallCtx, pcm: bytes, audio_ms: int, last_ms: int) -> None:
+        """Received audio, whole 20 ms frames from audio time ``audio_ms``, the last of them at
+        ``last_ms`` (ms since the call's t0): recording, first_audio, VAD.  Runs on the clock
+        thread (Python ports) or the pump thread (native ports)."""
+        if ctx.recorder is not None:
+            ctx.recorder.add(pcm)
+        if not ctx.heard:
+            k = media.first_loud_subframe(pcm, self.cfg.first_audio_peak)
+            if k is not None:
+                ctx.heard = True
+                # frame k arrived (n - 1 - k) frames before the last one
+                n = len(pcm) // media.FRAME_BYTES
+                at = max(last_ms - (n - 1 - k) * media.FRAME_MS, ctx.marks.get("media", 0))
+                heard_ms = audio_ms + k * media.FRAME_MS
+                self.emit("first_audio", {"ref": ctx.ref, "audio_ms": heard_ms, "t_ms": ctx.mark("first_audio", at)})
+        if ctx.vad is not None:
+            ctx.vad.feed(pcm, audio_ms)
 
     def on_media_state(self, ctx: CallCtx, call: Any) -> None:
         info = call.getInfo()
@@ -1129,7 +1125,7 @@ class Worker:
                 # larger frame holds received audio back up to frame_ms before the VAD sees it,
                 # delaying every speech_started/stopped (turn taking, barge-in).  Playback keeps
                 # frame_ms.
-                split = vad_ms < frame_ms and ctx.vad is not None and ctx.vad.params.enabled
+                split = vad_ms < frame_ms and ctx.vad_on
                 ctx.port = self._acquire_port(ctx, frame_ms, rx=not split)
                 if split:
                     ctx.rx_port = self._acquire_port(ctx, vad_ms)
@@ -1152,10 +1148,6 @@ class Worker:
                         "t_ms": ctx.mark("media"),
                     },
                 )
-
-
-def _vad_on(ctx: CallCtx) -> bool:
-    return ctx.vad is not None and ctx.vad.params.enabled
 
 
 _STATE_NAMES = {

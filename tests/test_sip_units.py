@@ -238,63 +238,14 @@ def test_worker_config_frame_ms_must_fit_the_bridge() -> None:
             WorkerConfig(frame_ms=frame, vad_frame_ms=vad)
 
 
-PORT_REUSE_SCRIPT = """
-import json, os, time
-import numpy as np
-import pjsua2 as pj
-from sipworker.ipc import WorkerConfig
-from sipworker.worker import CallCtx, Worker
-
-class Sink(pj.AudioMediaPort):
-    def __init__(self):
-        super().__init__()
-        self.loud = []
-        fmt = pj.MediaFormatAudio()
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
-        self.createPort("sink", fmt)
-    def onFrameReceived(self, frame):
-        a = np.frombuffer(bytes(frame.buf), "<i2")
-        if a.size:
-            self.loud.append(int(np.count_nonzero(a)))
-
-class Writer:
-    def emit(self, kind, data):
-        pass
-
-w = Worker(WorkerConfig(tls_port=None, udp_port=0, frame_ms=100, rtp_timeout_s=0), Writer())
-w._start()
-def pump(s):
-    end = time.monotonic() + s
-    while time.monotonic() < end:
-        w.ep.libHandleEvents(5)
-        w._drain()
-sink = Sink()
-first = CallCtx(ref="a", role="uas", t0=time.monotonic())
-port = first.port = w._acquire_port(first, 100)
-first.playback.push(np.full(16000, 8000, "<i2").tobytes())
-port.startTransmit(sink)
-pump(0.33)
-port.stopTransmit(sink)
-w._release_ports(first)
-pump(0.6)
-second = CallCtx(ref="b", role="uas", t0=time.monotonic())
-again = second.port = w._acquire_port(second, 100)
-sink.loud.clear()
-again.startTransmit(sink)
-pump(0.3)
-print(json.dumps({"reused": again is port, "heard": sink.loud[:10]}), flush=True)
-os._exit(0)
-"""
-
-
-NATIVE_SCRIPT = """
+ENDPOINT_PREAMBLE = """
 import json, os, sys, time
 import numpy as np
 import pjsua2 as pj
-if sys.argv[1] == "hide":
+if sys.argv[1:] == ["hide"]:
     sys.modules["sipworker._rtport"] = None  # as if pip had no C compiler: the import fails
 from sipworker.ipc import WorkerConfig
-from sipworker.worker import Worker
+from sipworker.worker import CallCtx, Worker
 
 class Sink(pj.AudioMediaPort):
     def __init__(self):
@@ -314,28 +265,53 @@ class Writer:
         if kind == "log":
             self.logs.append(data["msg"])
 
+def pump(w, s):
+    end = time.monotonic() + s
+    while time.monotonic() < end:
+        w.ep.libHandleEvents(5)
+        w._drain()
+"""
+
+PORT_REUSE_SCRIPT = """
+w = Worker(WorkerConfig(tls_port=None, udp_port=0, frame_ms=100, rtp_timeout_s=0, media="python"), Writer())
+w._start()
+sink = Sink()
+first = CallCtx(ref="a", role="uas", t0=time.monotonic())
+port = first.port = w._acquire_port(first, 100)
+first.playback.push(np.full(16000, 8000, "<i2").tobytes())
+port.startTransmit(sink)
+pump(w, 0.33)
+port.stopTransmit(sink)
+w._release_ports(first)
+pump(w, 0.6)
+second = CallCtx(ref="b", role="uas", t0=time.monotonic())
+again = second.port = w._acquire_port(second, 100)
+sink.loud.clear()
+again.startTransmit(sink)
+pump(w, 0.3)
+print(json.dumps({"reused": again is port, "heard": sink.loud[:10]}), flush=True)
+os._exit(0)
+"""
+
+NATIVE_SCRIPT = """
 writer = Writer()
 w = Worker(WorkerConfig(tls_port=None, udp_port=0, rtp_timeout_s=0, media="native"), writer)
 w._start()
 out = {"native": w.native is not None, "logs": writer.logs}
 if w.native is not None:
-    def pump(s):
-        end = time.monotonic() + s
-        while time.monotonic() < end:
-            w.ep.libHandleEvents(5)
     sink = Sink()
     port = w.native.acquire()
     w.native._lib.pjsua_conf_connect(port.slot, sink.getPortId())
     from sipworker import _rtport
     _rtport.push(port.addr, np.full(16000, 8000, "<i2").tobytes(), False)
-    pump(0.3)
+    pump(w, 0.3)
     out["first"] = sink.loud[:5]
     w.native._lib.pjsua_conf_disconnect(port.slot, sink.getPortId())
     w.native.release(port, -1)  # with two seconds of audio still queued
     again = w.native.acquire()
     sink.loud.clear()
     w.native._lib.pjsua_conf_connect(again.slot, sink.getPortId())
-    pump(0.3)
+    pump(w, 0.3)
     out["reused"] = again is port
     out["heard"] = sink.loud[:10]
 print(json.dumps(out), flush=True)
@@ -343,11 +319,12 @@ os._exit(0)
 """
 
 
-def _native_script(mode: str) -> dict[str, object]:
+def run_on_endpoint(script: str, *args: str) -> dict[str, object]:
+    """Run a script on a real, call-less worker endpoint in a subprocess; its last line is JSON."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", NATIVE_SCRIPT, mode], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", ENDPOINT_PREAMBLE + script, *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=60)
     out: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
@@ -355,14 +332,14 @@ def _native_script(mode: str) -> dict[str, object]:
 def test_native_port_plays_then_is_reused_silent() -> None:
     """A native port on a real endpoint (no SIP) plays what is pushed; released with audio still
     queued and handed to the next call, it plays nothing of the first."""
-    out = _native_script("use")
+    out = run_on_endpoint(NATIVE_SCRIPT)
     assert out["native"] is True and out["logs"] == []
     assert out["first"] == [160] * 5  # whole 20 ms frames of the pushed audio
     assert out["reused"] is True and out["heard"] == [0] * 10
 
 
 def test_worker_without_the_c_module_falls_back_to_python_ports() -> None:
-    out = _native_script("hide")
+    out = run_on_endpoint(NATIVE_SCRIPT, "hide")
     assert out["native"] is False
     logs = out["logs"]
     assert isinstance(logs, list) and any("native media unavailable, using Python ports" in m for m in logs)
@@ -371,11 +348,7 @@ def test_worker_without_the_c_module_falls_back_to_python_ports() -> None:
 def test_reused_frame_port_carries_no_audio_into_the_next_call() -> None:
     """A 100 ms port leaves up to 80 ms of its last frame in the bridge; the drain on release must
     keep that from playing into the next call that gets the pooled port (real endpoint, no SIP)."""
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", PORT_REUSE_SCRIPT], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=60)
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_endpoint(PORT_REUSE_SCRIPT)
     assert out["reused"] is True  # the second call got the same pooled port
     assert len(out["heard"]) == 10 and out["heard"] == [0] * 10  # and heard silence, not the first call
 
