@@ -6,7 +6,10 @@ Stacks (``--stacks full,bare,sipp``; each concurrency step runs every selected s
   two-way audio.  Calls are spread over the ingress workers' contact URIs (4 per worker); an
   in-process app verifies each webhook with the SDK, accepts and opens
   ``client.realtime.connect(call_id=...)``; the caller plays a speech fixture then quiet noise,
-  the script answers with a long reply that the ingress streams back for the whole window.
+  the script answers with a reply that the ingress streams back for the whole window.  The window
+  opens as the first reply starts and holds each reply whole, its generation (8x realtime, the
+  mock's default) and its playback: the duty cycle of a model that talks all the time.  Callers
+  are placed from the softphone worker paired with their ingress worker, as ``rtsip load`` does.
   Media as ``rtsip load --mode sip`` runs it: native frame ports, the callers taking received audio
   every 200 ms, the ingress every 60 ms (RTP stays 20 ms packets).
   CPU = softphone workers + ingress workers + this process (mock + app) over the steady window.
@@ -299,6 +302,7 @@ class BenchApp:
     accepted: int = 0
     failures: list[str] = field(default_factory=list)
     speaking: dict[str, bool] = field(default_factory=dict)  # call_id → output audio playing now
+    first_reply: asyncio.Event = field(default_factory=asyncio.Event)  # some call's reply audio has started
     kinds: dict[str, int] = field(default_factory=dict)  # event type → count (for the report)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     port: int = 0
@@ -352,6 +356,7 @@ class BenchApp:
                     self.kinds[event.type] = self.kinds.get(event.type, 0) + 1
                     if event.type == "output_audio_buffer.started":
                         self.speaking[call_id] = True
+                        self.first_reply.set()
                     elif event.type in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
                         self.speaking[call_id] = False
         except Exception as exc:
@@ -382,6 +387,7 @@ async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_worke
         log.close()
 
 
+REPLY_SLACK_S = 4.0  # the full stack's reply outlasts the window by this much (calls come up over ~2 s)
 FRONT_RESERVE = 1  # the ingress's worker 0 (front door) keeps a slot free and 302s its 4th call away
 
 
@@ -398,8 +404,9 @@ def spread(n: int) -> list[int]:
 async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path, speech_s: float) -> dict[str, Any]:
     where = spread(n)
     workers = where[-1] + 1
+    phone_workers = math.ceil(n / 4)
     t_start = time.monotonic()
-    async with full_stack(workers, tmp, reply, f"hold{n}", phone_workers=math.ceil(n / 4)) as (mock, app, phone):
+    async with full_stack(workers, tmp, reply, f"hold{n}", phone_workers=phone_workers) as (mock, app, phone):
         reserve = getattr(mock.sip.pool, "front_reserve", FRONT_RESERVE)
         assert reserve == FRONT_RESERVE, f"ingress front_reserve is {reserve}"
         started_s = time.monotonic() - t_start
@@ -409,13 +416,16 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
         for i in range(n):
             try:
                 uri = mock.sip.pool.contact_uri(where[i], "proj_bench", "tls")
-                calls.append(await phone.call(uri, audio=[caller]))
+                calls.append(await phone.call(uri, audio=[caller], prefer_worker=where[i] % phone_workers))
             except Exception:
                 failed_invite += 1
         answered = await asyncio.gather(*(c.answered(30) for c in calls))
         all_up = time.monotonic() - t0
         setups = [float(c.marks["answered"]) for c in calls if "answered" in c.marks]
-        await asyncio.sleep(speech_s + 2.0)  # caller speech, VAD stop, reply starts streaming
+        # The window opens as the first reply starts and holds each reply whole: its generation (the
+        # mock's default, 8x realtime) and its playback, as for a model that talks all the time.  The
+        # reply lasts REPLY_SLACK_S longer than the window, so calls answered later still play at its end.
+        await asyncio.wait_for(app.first_reply.wait(), speech_s + 10)
         ingress_pids, caller_pids = pids(mock.sip.pool), pids(phone.pool)
         win = CpuWindow([*ingress_pids, *caller_pids, os.getpid()])
         win.start()
@@ -757,11 +767,10 @@ async def compare(args: argparse.Namespace) -> int:
         from mock_api.certs import ensure_certs
 
         certs = ensure_certs(tmp / "bare-certs")
-        length = args.hold + 60
         speech = fixture("caller_confirm")
         speech_s = speech.duration_ms / 1000
-        caller = quiet_wav(tmp / "caller.wav", speech.path, length)
-        reply = noise_wav(tmp / "reply.wav", length, seed=5)
+        caller = quiet_wav(tmp / "caller.wav", speech.path, args.hold + 60)
+        reply = noise_wav(tmp / "reply.wav", args.hold + REPLY_SLACK_S, seed=5)
         loop_wav = noise_wav(tmp / "loop.wav", 20, seed=3)
         ulaw_wav(loop_wav, tmp / "sipp_ulaw.wav")
         stopped: set[str] = set()

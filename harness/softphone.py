@@ -343,6 +343,7 @@ class Softphone:
         refer_status: int = 603,
         hangup_on_refer: bool = True,
         on_progress: ProgressCallback | None = None,
+        prefer_worker: int | None = None,
     ) -> SoftphoneCall:
         """Send an INVITE; returns at once (await ``call.answered()``).
 
@@ -350,6 +351,9 @@ class Softphone:
         from the phone) records what the caller hears to ``state_dir/recordings``, a path records
         there, False disables.  On a REFER the phone answers ``refer_status`` (603: it only
         reports the target; 2xx would make pjsua dial it) and hangs up if ``hangup_on_refer``.
+        ``prefer_worker``: place it from that worker process if it has a free slot, else from the
+        least loaded.  Keeping the calls between two processes together lets one RTP wake-up serve
+        them all.
         """
         self._seq += 1
         ref = f"sp{os.getpid()}-{self._seq}"
@@ -372,7 +376,7 @@ class Softphone:
         if vad is not None:
             args["vad"] = VadParams.from_dict(vad).to_dict()
         try:
-            _, reply = await self.pool.make_call(uri, ref=ref, **args)
+            _, reply = await self.pool.make_call(uri, ref=ref, prefer=prefer_worker, **args)
         except Exception:
             self._calls.pop(ref, None)
             raise

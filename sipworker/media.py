@@ -15,9 +15,10 @@ hot-loop microbenchmarks suggest.
 from __future__ import annotations
 
 import collections
+import ctypes
 import threading
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +27,10 @@ import webrtcvad
 from .ipc import VadParams
 
 try:  # webrtcvad's C entry point: Vad.is_speech is a Python wrapper around it, one frame each
+    import _webrtcvad
     from _webrtcvad import process as _vad_process
 except ImportError:  # pragma: no cover - other webrtcvad builds
+    _webrtcvad = None
     _vad_process = None
 
 SAMPLE_RATE = 8000
@@ -83,6 +86,18 @@ def subframe_dbfs(chunk: bytes) -> np.ndarray:
     loud = mean_sq > 0
     out[loud] = 10 * np.log10(mean_sq[loud].astype(np.float64)) - _DB_FULL_SCALE
     return out
+
+
+def webrtcvad_entry_points() -> tuple[int, int, int]:
+    """Addresses of WebRtcVad_Process, _Init and _set_mode in the loaded webrtcvad extension, for
+    the native port's clock-thread analysis (``_rtport.vad_setup``)."""
+    if _webrtcvad is None or not hasattr(_webrtcvad, "__file__"):
+        raise OSError("the webrtcvad C extension is not a loadable file")
+    lib = ctypes.CDLL(_webrtcvad.__file__)  # already loaded: the same handle and symbols
+    return tuple(  # type: ignore[return-value]
+        ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+        for name in ("WebRtcVad_Process", "WebRtcVad_Init", "WebRtcVad_set_mode")
+    )
 
 
 def first_loud_subframe(chunk: bytes, peak: int) -> int | None:
@@ -251,6 +266,16 @@ class TurnDetector:
         if not params.enabled:
             self._st = _VadState()
 
+    @property
+    def busy(self) -> bool:
+        """Mid-turn (speaking, or an onset run under way): unvoiced frames can change the state."""
+        return self._st.speaking or self._st.run_start is not None
+
+    @property
+    def power_floor(self) -> float:
+        """The mean square a voiced sub-frame must exceed (-1: no floor)."""
+        return self._power_floor
+
     def feed(self, pcm: bytes, audio_ms: int) -> None:
         """Feed whole 20 ms sub-frames starting at ``audio_ms`` (one frame or a multi-frame chunk).
 
@@ -258,11 +283,9 @@ class TurnDetector:
         webrtcvad sees every sub-frame, quiet ones too: it adapts its noise model on each call,
         and skipping the quiet ones moved boundaries by 20-40 ms on the fixtures (for a saving of
         ~2 µs per sub-frame).  The energy of the whole chunk is one numpy pass, and only when
-        webrtcvad found speech in it; the per-sub-frame state machine runs only when something
-        can change.
+        webrtcvad found speech in it.
         """
-        p = self.params
-        if not p.enabled:
+        if not self.params.enabled:
             return
         offsets = range(0, len(pcm) // FRAME_BYTES * FRAME_BYTES, FRAME_BYTES)
         handle = getattr(self._vad, "_vad", None)
@@ -270,16 +293,22 @@ class TurnDetector:
             speech = [_vad_process(handle, SAMPLE_RATE, pcm[o : o + FRAME_BYTES], FRAME_SAMPLES) for o in offsets]
         else:
             speech = [self._vad.is_speech(pcm[o : o + FRAME_BYTES], SAMPLE_RATE) for o in offsets]
-        st = self._st
         if True in speech:
             loud = (subframe_power(pcm) > self._power_floor).tolist()
-            voiced = [s and q for s, q in zip(speech, loud, strict=True)]
-        elif not st.speaking and st.run_start is None:
-            return  # silent chunk, nothing pending: no state can change
-        else:
-            voiced = speech
+            speech = [s and q for s, q in zip(speech, loud, strict=True)]
+        self.feed_voiced(speech, audio_ms)
+
+    def feed_voiced(self, voiced: Sequence[int], audio_ms: int) -> None:
+        """Feed per-sub-frame decisions (voiced and above the floor) from audio time ``audio_ms``:
+        what the native port computed on the clock thread, or :meth:`feed`.  The state machine
+        runs only when something can change."""
+        if not self.params.enabled:
+            return
+        st = self._st
+        if not st.speaking and st.run_start is None and not any(voiced):
+            return  # silence, nothing pending
         for k, v in enumerate(voiced):
-            self._step(v, audio_ms + k * FRAME_MS)
+            self._step(bool(v), audio_ms + k * FRAME_MS)
 
     def _step(self, voiced: bool, audio_ms: int) -> None:
         p = self.params

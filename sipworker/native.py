@@ -2,9 +2,10 @@
 
 A pjsua2 ``AudioMediaPort`` costs two Python callbacks per frame per call on pjmedia's clock
 thread, which is most of a SIP worker's CPU (README, Benchmarks).  Here each call gets a port
-written in C (``_rtport.c``): the clock thread copies 20 ms frames in and out of C buffers, and
-the worker's pump thread (:meth:`sipworker.worker.Worker.pump`) drains received audio and learns
-where playback ended every ``frame_ms``, for all calls in one pass.
+written in C (``_rtport.c``): the clock thread copies 20 ms frames in and out of C buffers and
+finds first audio and webrtcvad's speech decisions in each received frame; the worker's pump
+thread (:meth:`sipworker.worker.Worker._pump`) collects those, received audio when it is
+recorded, and where playback ended, for all calls in one pass.
 
 The port block starts with a ``pjmedia_port``.  The wheel ships no pjproject headers, so
 :func:`probe_offsets` reads the layout off a port the wheel makes itself (``pjmedia_null_port``)
@@ -16,9 +17,10 @@ Like the Python ports, native ports are pooled and never destroyed while the end
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-import pjsua2._pjsua2 as _pjsua2_ext
+import webrtcvad
 
 from . import media
 
@@ -39,8 +41,16 @@ class _PjStr(ctypes.Structure):
     _fields_ = [("ptr", ctypes.c_char_p), ("slen", ctypes.c_long)]
 
 
+def _wheel_path() -> str:
+    """The pjsua2 extension's file.  Imported here, not at module level: the unit tests use this
+    module's types and C port without loading the wheel (and its own OpenSSL) into pytest."""
+    import pjsua2._pjsua2 as ext
+
+    return str(ext.__file__)
+
+
 def _lib() -> ctypes.CDLL:
-    lib = ctypes.CDLL(_pjsua2_ext.__file__)  # the already-loaded wheel: same handle, its C symbols
+    lib = ctypes.CDLL(_wheel_path())  # the already-loaded wheel: same handle, its C symbols
     lib.pjsua_pool_create.restype = ctypes.c_void_p
     lib.pjsua_pool_create.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t]
     lib.pjmedia_null_port_create.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
@@ -56,10 +66,11 @@ def _lib() -> ctypes.CDLL:
 def _code_range() -> tuple[int, int]:
     """Address range of the wheel's executable code, from /proc/self/maps."""
     ranges = []
+    path = _wheel_path()
     with open("/proc/self/maps") as maps:
         for line in maps:
             parts = line.split()
-            if len(parts) >= 6 and parts[5] == _pjsua2_ext.__file__ and "x" in parts[1]:
+            if len(parts) >= 6 and parts[5] == path and "x" in parts[1]:
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
                 ranges.append((lo, hi))
     if not ranges:
@@ -86,22 +97,68 @@ def probe_offsets(lib: ctypes.CDLL, pool: int) -> tuple[int, int, int]:
     raise NativeMediaError("unexpected pjmedia_port layout in this pjsua2 build")
 
 
+class Drained(NamedTuple):
+    """What a native port gathered since the last drain."""
+
+    rx: bytes  # received audio, the newest whole frames (only while kept, see keep_rx)
+    rx_frames: int  # frames received so far: the call's rx audio clock
+    last_ns: int  # CLOCK_MONOTONIC of the last received frame
+    done_at: int  # tx frame where playback ran dry, or -1
+    sent: int  # frames sent so far: the tx audio clock
+    dropped: int  # received frames lost because the drain came late
+    pending: int  # frames still queued for playback
+    voiced: bytes  # one speech decision (0/1) per received frame ...
+    voiced_from: int  # ... from this rx frame on
+    loud_frame: int  # the first frame that reached the first-audio peak, or -1 (reported once)
+    loud_ns: int  # CLOCK_MONOTONIC of its arrival
+
+
 @dataclass
 class NativePort:
     addr: int
     slot: int
     rx_on: bool = True
+    vad: webrtcvad.Vad = field(default_factory=webrtcvad.Vad)  # the port's own, re-initialised per call
 
-    def drain(self) -> tuple[bytes, int, int, int, int, int, int]:
-        """(received pcm, rx frames so far, CLOCK_MONOTONIC ns of the last one, tx frame where
-        playback ran dry or -1, tx frames so far, rx frames lost to a late drain, frames queued)."""
-        return _rtport.drain(self.addr)
+    following: bool = False  # poll reports unvoiced decisions too
+
+    def drain(self) -> Drained:
+        return Drained(*_rtport.drain(self.addr))
+
+    def clocks(self) -> tuple[int, int]:
+        """(rx frames, tx frames) so far, without draining."""
+        return _rtport.clocks(self.addr)
+
+    def follow(self, on: bool) -> None:
+        """Whether unvoiced decisions matter (the detector is mid-turn); see :func:`poll`."""
+        if on != self.following:
+            _rtport.set_follow(self.addr, on)
+            self.following = on
+
+    def set_vad(self, detector: media.TurnDetector | None) -> None:
+        """Speech decisions with ``detector``'s mode and floor on every received frame, or none."""
+        if detector is None or not detector.params.enabled:
+            _rtport.set_vad(self.addr, None, 0, 0.0)
+        else:
+            _rtport.set_vad(self.addr, self.vad._vad, detector.params.mode, detector.power_floor)
+
+    def find_first_audio(self, peak: int) -> None:
+        """Report the first received frame whose peak reaches ``peak`` (0: stop looking)."""
+        _rtport.set_peak(self.addr, peak)
 
     def keep_rx(self, on: bool) -> None:
-        """Copy received audio (on) or only count it: nothing reads it once a call has been heard."""
+        """Copy received audio (on) or only count and analyse it (nothing records it)."""
         if on != self.rx_on:
             _rtport.set_rx(self.addr, on)
             self.rx_on = on
+
+
+def poll(addrs: list[int]) -> list[tuple[int, Drained]]:
+    """Drain, in one C call, the ports (by address) that have something to act on, with their index
+    in ``addrs``: playback ran dry, first audio, lost frames, recorded audio, or speech decisions
+    that can move a detector (a voiced frame, or any while it follows).  The others keep their
+    clocks (:meth:`NativePort.clocks`) and drop their unvoiced decisions."""
+    return [(i, Drained(*raw)) for i, raw in _rtport.poll(addrs)]
 
 
 class NativePorts:
@@ -116,6 +173,10 @@ class NativePorts:
             raise NativeMediaError("pjsua_pool_create failed")
         self._pool = pool
         _rtport.setup(*probe_offsets(self._lib, pool))
+        try:
+            _rtport.vad_setup(*media.webrtcvad_entry_points())
+        except (OSError, AttributeError, ValueError) as exc:
+            raise NativeMediaError(f"cannot reach webrtcvad's C entry points: {exc}") from exc
         self._free: list[NativePort] = []
         self.made = 0
 
@@ -123,7 +184,7 @@ class NativePorts:
         if self._free:
             port = self._free.pop()
             _rtport.reset(port.addr)
-            port.rx_on = True
+            port.rx_on, port.following = True, False
             return port
         addr = _rtport.new()
         name_bytes = f"rtsip{self.made}".encode()

@@ -375,27 +375,38 @@ class WorkerPool:
         """Send a per-call command (answer, reject, play, ...) to the worker that owns ``ref``."""
         return await self.command(self.owner(ref), op, ref=ref, **args)
 
-    def pick_worker(self, exclude: int | None = None, skip: Collection[int] = ()) -> int | None:
-        """Least-loaded live worker with a free slot (the front door's reserve counts as used)."""
+    def pick_worker(
+        self, exclude: int | None = None, skip: Collection[int] = (), prefer: int | None = None
+    ) -> int | None:
+        """``prefer`` if it has a free slot, else the least-loaded live worker with one.
+
+        The front door's reserve counts as used.  ``prefer`` lets a caller keep the calls between
+        two processes together: one RTP wake-up then serves all of them (see ``Softphone.call``).
+        """
         best: tuple[int, int] | None = None
         for w in self.workers:
             if w.index == exclude or w.index in skip or not w.alive:
                 continue
             free = w.free - (self.front_reserve if self.front_door and w.index == 0 else 0)
+            if free > 0 and w.index == prefer:
+                return w.index
             if free > 0 and (best is None or free > best[0]):
                 best = (free, w.index)
         return best[1] if best else None
 
     async def make_call(
-        self, uri: str, *, ref: str | None = None, worker: int | None = None, **args: Any
+        self, uri: str, *, ref: str | None = None, worker: int | None = None, prefer: int | None = None, **args: Any
     ) -> tuple[str, dict[str, Any]]:
-        """Place a call from a worker with a free slot; returns (ref, reply).  Raises PoolFull."""
+        """Place a call from ``worker``, else from ``prefer`` or another with a free slot.
+
+        Returns (ref, reply).  Raises PoolFull.
+        """
         ref = ref or f"call-{os.getpid()}-{next(self._refs)}"
         if worker is not None:
             return ref, await self._make_call_on(worker, ref, uri, args)
         full: set[int] = set()
         while True:
-            picked = self.pick_worker(skip=full)
+            picked = self.pick_worker(skip=full, prefer=prefer)
             if picked is None:
                 raise PoolFull("no SIP worker has a free call slot")
             try:

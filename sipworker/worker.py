@@ -41,7 +41,8 @@ import pjsua2 as pj
 
 from . import media, sipmsg
 from .ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
-from .native import NativeMediaError, NativePlayback, NativePort, NativePorts
+from .native import Drained, NativeMediaError, NativePlayback, NativePort, NativePorts
+from .native import poll as native_poll
 
 # libHandleEvents timeout.  Each return costs ~50-70 µs of CPU (select, timer heap, GIL
 # handoff): 5 ms polls cost a worker ~1 % of a core doing nothing, 10 ms ~0.7 % (what
@@ -236,13 +237,19 @@ class CallCtx:
 
     @property
     def reads_rx(self) -> bool:
-        """Something still needs the received audio (else it is only counted, not copied)."""
-        return self.recorder is not None or not self.heard or self.vad_on
+        """Something still needs the received audio (else it is only counted, not copied).  A native
+        port finds first audio and speech itself: only a recording needs its audio."""
+        return self.recorder is not None or (self.nport is None and (not self.heard or self.vad_on))
 
     @property
     def tx_frames(self) -> int:
         """20 ms sub-frames sent so far (playback and silence): the call's tx audio clock."""
         return self.playback.sent
+
+    def sync_clocks(self) -> None:
+        """Bring rx_frames and tx_frames up to date: the pump skips native ports with no news."""
+        if self.nport is not None and isinstance(self.playback, NativePlayback):
+            self.rx_frames, self.playback.sent = self.nport.clocks()
 
     def ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
@@ -474,6 +481,9 @@ class Worker:
         self.bound_ports = 0  # ports with a call (read by the clock thread)
         self.native: NativePorts | None = None  # cfg.media == "native" and the build fits
         self._pumped: dict[str, CallCtx] = {}  # calls with a native port (read by the pump thread)
+        self._pump_ctxs: list[CallCtx] = []  # the same, and their ports' addresses, for poll()
+        self._pump_addrs: list[int] = []
+        self._pump_fast = False  # some pumped call has VAD on
         self._pump_lock = threading.Lock()  # one drain of a port at a time: pump thread or the call's end
         self.failed: str | None = None
 
@@ -716,6 +726,10 @@ class Worker:
             ctx.vad = media.TurnDetector(params, self.emit, ctx.ref)
         else:
             ctx.vad.configure(params)
+        if ctx.nport is not None:
+            ctx.nport.set_vad(ctx.vad)
+            with self._pump_lock:
+                self._pumped_changed()
 
     @staticmethod
     def _flush_pending(ctx: CallCtx) -> None:
@@ -865,6 +879,7 @@ class Worker:
         return {"calls": out, "cpu_s": time.process_time()}
 
     def _rtp_stats(self, ctx: CallCtx) -> dict[str, Any]:
+        ctx.sync_clocks()
         try:
             info = ctx.call.getInfo()
             for mi in info.media:
@@ -1007,6 +1022,7 @@ class Worker:
         if ctx.nport is not None and self.native is not None:
             with self._pump_lock:
                 self._pumped.pop(ctx.ref, None)
+                self._pumped_changed()
             self.native.release(ctx.nport, ctx.call_slot)
             ctx.nport, ctx.call_slot = None, -1
         for port in (ctx.port, ctx.rx_port):
@@ -1047,12 +1063,15 @@ class Worker:
         if ctx.nport is None:
             ctx.nport = self.native.acquire()
             ctx.playback = NativePlayback(ctx.nport)
+            ctx.nport.find_first_audio(0 if ctx.heard else self.cfg.first_audio_peak)
+            ctx.nport.set_vad(ctx.vad)
         elif ctx.call_slot not in (-1, slot):  # a re-INVITE gave the call a new stream: same port, queue kept
             self.native.disconnect(ctx.call_slot, ctx.nport)
         self.native.connect(slot, ctx.nport)  # idempotent for an already connected pair
         ctx.call_slot = slot
         with self._pump_lock:
             self._pumped[ctx.ref] = ctx
+            self._pumped_changed()
 
     def _pump_loop(self) -> None:
         """Take each call's received audio and playback news from its native port: every
@@ -1061,55 +1080,72 @@ class Worker:
         fast, slow = self.cfg.vad_frame_ms / 1000, self.cfg.frame_ms / 1000
         due = time.monotonic()
         while not self._stop:
-            due += fast if any(c.vad_on for c in list(self._pumped.values())) else slow
+            due += fast if self._pump_fast else slow
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             else:
                 due = time.monotonic()  # late (busy box): no catch-up burst
             with self._pump_lock:
-                for ctx in list(self._pumped.values()):
+                # one C call for every port; Python runs only for those with news
+                for i, d in native_poll(self._pump_addrs):
+                    ctx = self._pump_ctxs[i]
                     try:
-                        self._pump(ctx)
+                        self._pump(ctx, d)
                     except Exception as exc:
                         self.emit("log", {"level": "error", "msg": f"media pump {ctx.ref}: {exc!r}"})
 
-    def _pump(self, ctx: CallCtx) -> None:
+    def _pumped_changed(self) -> None:
+        """After a call joins or leaves the pump, or its VAD changes (``_pump_lock`` held)."""
+        ctxs = [c for c in self._pumped.values() if c.nport is not None]
+        self._pump_ctxs, self._pump_addrs = ctxs, [c.nport.addr for c in ctxs if c.nport is not None]
+        self._pump_fast = any(c.vad_on for c in ctxs)
+
+    def _pump(self, ctx: CallCtx, d: Drained | None = None) -> None:
         """What the frame callbacks do for a Python port, for everything since the last pass
-        (``_pump_lock`` held): playback_done, recording, first_audio, VAD."""
+        (``_pump_lock`` held): playback_done, recording, and the port's first audio and speech
+        decisions.  ``d``: what poll() drained, else drain now."""
         port = ctx.nport
         if port is None or not isinstance(ctx.playback, NativePlayback):
             return
-        rx, rx_frames, last_ns, done_at, sent, dropped, _pending = port.drain()
-        ctx.playback.sent = sent
-        if done_at >= 0:
-            self.emit("playback_done", {"ref": ctx.ref, "audio_ms": done_at * media.FRAME_MS})
-        if dropped > ctx.rx_lost:
-            ctx.rx_lost = dropped
-            self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: media pump late, {dropped} rx frames lost"})
-        ctx.rx_frames = rx_frames
-        n = len(rx) // media.FRAME_BYTES
-        if n:  # the buffer holds the newest n frames; the last arrived at last_ns
-            self.on_received(ctx, rx, (rx_frames - n) * media.FRAME_MS, int((last_ns / 1e9 - ctx.t0) * 1000))
+        if d is None:
+            d = port.drain()
+        ctx.playback.sent = d.sent
+        if d.done_at >= 0:
+            self.emit("playback_done", {"ref": ctx.ref, "audio_ms": d.done_at * media.FRAME_MS})
+        if d.dropped > ctx.rx_lost:
+            ctx.rx_lost = d.dropped
+            self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: media pump late, {d.dropped} rx frames lost"})
+        ctx.rx_frames = d.rx_frames
+        if d.rx and ctx.recorder is not None:
+            ctx.recorder.add(d.rx)
+        if d.loud_frame >= 0 and not ctx.heard:
+            self._heard(ctx, d.loud_frame * media.FRAME_MS, int((d.loud_ns / 1e9 - ctx.t0) * 1000))
+        if ctx.vad is not None and d.voiced:
+            ctx.vad.feed_voiced(d.voiced, d.voiced_from * media.FRAME_MS)
+            port.follow(ctx.vad.busy)
         port.keep_rx(ctx.reads_rx)
 
     def on_received(self, ctx: CallCtx, pcm: bytes, audio_ms: int, last_ms: int) -> None:
-        """Received audio, whole 20 ms frames from audio time ``audio_ms``, the last of them at
-        ``last_ms`` (ms since the call's t0): recording, first_audio, VAD.  Runs on the clock
-        thread (Python ports) or the pump thread (native ports)."""
+        """Received audio of a Python port, whole 20 ms frames from audio time ``audio_ms``, the
+        last of them at ``last_ms`` (ms since the call's t0): recording, first_audio, VAD.  Runs on
+        the clock thread."""
         if ctx.recorder is not None:
             ctx.recorder.add(pcm)
         if not ctx.heard:
             k = media.first_loud_subframe(pcm, self.cfg.first_audio_peak)
             if k is not None:
-                ctx.heard = True
                 # frame k arrived (n - 1 - k) frames before the last one
                 n = len(pcm) // media.FRAME_BYTES
-                at = max(last_ms - (n - 1 - k) * media.FRAME_MS, ctx.marks.get("media", 0))
-                heard_ms = audio_ms + k * media.FRAME_MS
-                self.emit("first_audio", {"ref": ctx.ref, "audio_ms": heard_ms, "t_ms": ctx.mark("first_audio", at)})
+                self._heard(ctx, audio_ms + k * media.FRAME_MS, last_ms - (n - 1 - k) * media.FRAME_MS)
         if ctx.vad is not None:
             ctx.vad.feed(pcm, audio_ms)
+
+    def _heard(self, ctx: CallCtx, audio_ms: int, at_ms: int) -> None:
+        """The first loud frame, at audio time ``audio_ms``, arrived ``at_ms`` after the call's t0."""
+        ctx.heard = True
+        at = max(at_ms, ctx.marks.get("media", 0))
+        self.emit("first_audio", {"ref": ctx.ref, "audio_ms": audio_ms, "t_ms": ctx.mark("first_audio", at)})
 
     def on_media_state(self, ctx: CallCtx, call: Any) -> None:
         info = call.getInfo()

@@ -11,8 +11,12 @@ import ctypes
 
 import numpy as np
 import pytest
+import webrtcvad
 
-from sipworker import _rtport
+from audio_fixtures import fixture
+from sipworker import _rtport, media
+from sipworker.ipc import VadParams
+from sipworker.native import Drained
 
 FRAME = _rtport.FRAME_BYTES
 PUT, GET, DESTROY = 96, 104, 112  # where the pjsua2 wheel's pjmedia_port keeps them (native.probe_offsets)
@@ -47,9 +51,7 @@ class Bridge:
         assert self._put(self.port, ctypes.byref(Frame(frame_type, ctypes.addressof(buf), len(pcm), 0, 0))) == 0
 
     def drain(self) -> dict[str, int | bytes]:
-        rx, rx_frames, last_ns, done_at, sent, dropped, pending = _rtport.drain(self.port)
-        return {"rx": rx, "rx_frames": rx_frames, "last_ns": last_ns, "done_at": done_at, "sent": sent,
-                "dropped": dropped, "pending": pending}
+        return Drained(*_rtport.drain(self.port))._asdict()
 
 
 def tone(frames: int, seed: int) -> bytes:
@@ -123,7 +125,8 @@ def test_reset_leaves_nothing_for_the_next_call() -> None:
     _rtport.set_rx(b.port, False)
     _rtport.reset(b.port)
     d = b.drain()
-    assert d == {"rx": b"", "rx_frames": 0, "last_ns": 0, "done_at": -1, "sent": 0, "dropped": 0, "pending": 0}
+    assert d == {"rx": b"", "rx_frames": 0, "last_ns": 0, "done_at": -1, "sent": 0, "dropped": 0, "pending": 0,
+                 "voiced": b"", "voiced_from": 0, "loud_frame": -1, "loud_ns": 0}
     assert b.get() == bytes(FRAME)
     assert b.drain()["done_at"] == -1  # a reset port was never playing
     b.put(tone(1, 11))
@@ -134,3 +137,116 @@ def test_setup_refuses_offsets_outside_the_reserved_header() -> None:
     with pytest.raises(ValueError, match="outside the reserved header"):
         _rtport.setup(PUT, GET, _rtport.HDR_BYTES)
     _rtport.setup(PUT, GET, DESTROY)
+
+
+# ---- analysis on the clock thread: first audio and speech decisions -------------------------------
+
+
+def speech_frames() -> list[bytes]:
+    """A spoken fixture at 8 kHz, framed, with a second of quiet line noise before and after."""
+    pcm = media.read_wav_8k(str(fixture("caller_confirm").path))
+    noise = np.random.default_rng(3).normal(0, 40, 8000).astype("<i2").tobytes()
+    audio = noise + pcm + noise
+    return [audio[o : o + FRAME] for o in range(0, len(audio) - FRAME + 1, FRAME)]
+
+
+def python_decisions(frames: list[bytes], params: VadParams) -> list[int]:
+    """What TurnDetector.feed decides for the same frames (its own webrtcvad, numpy floor)."""
+    got: list[int] = []
+    det = media.TurnDetector(params, lambda *_: None, "t")
+    det.feed_voiced = lambda voiced, audio_ms: got.extend(int(v) for v in voiced)  # type: ignore[method-assign]
+    for f in frames:
+        det.feed(f, 0)
+    return got
+
+
+@pytest.mark.parametrize("params", [VadParams(), VadParams(threshold=0.9, energy_floor_dbfs=-30.0)],
+                         ids=["default", "aggressive-floor"])
+def test_speech_decisions_match_the_python_detector_frame_for_frame(params: VadParams) -> None:
+    _rtport.vad_setup(*media.webrtcvad_entry_points())
+    frames = speech_frames()
+    b = Bridge()
+    det = media.TurnDetector(params, lambda *_: None, "t")
+    _rtport.set_vad(b.port, webrtcvad.Vad()._vad, params.mode, det.power_floor)
+    voiced = b""
+    for i, f in enumerate(frames):
+        b.put(f)
+        if i % 7 == 6:  # drains at odd moments: the decisions still line up
+            d = b.drain()
+            assert d["voiced_from"] == len(voiced)
+            voiced += d["voiced"]
+    voiced += b.drain()["voiced"]
+    expected = python_decisions(frames, params)
+    assert list(voiced) == expected
+    assert 0 < sum(expected) < len(expected)  # the fixture has speech and quiet
+
+
+def test_speech_decisions_stop_with_the_vad_and_a_late_drain_keeps_the_newest() -> None:
+    _rtport.vad_setup(*media.webrtcvad_entry_points())
+    b = Bridge()
+    vad = webrtcvad.Vad()
+    b.put(tone(2, 20))  # before the VAD is on: counted, not decided
+    _rtport.set_vad(b.port, vad._vad, 2, -1.0)
+    for i in range(160):
+        b.put(tone(1, 200 + i))
+    d = b.drain()
+    assert len(d["voiced"]) == 150 and d["voiced_from"] == 2 + 10 and d["rx_frames"] == 162
+    _rtport.set_vad(b.port, None, 0, 0.0)
+    b.put(tone(1, 21))
+    assert b.drain()["voiced"] == b""
+    with pytest.raises(ValueError, match="refused mode 7"):
+        _rtport.set_vad(b.port, vad._vad, 7, -1.0)
+
+
+def test_first_audio_is_the_first_frame_reaching_the_peak_reported_once() -> None:
+    b = Bridge()
+    quiet = np.full(FRAME // 2, 299, dtype="<i2").tobytes()
+    loud = np.zeros(FRAME // 2, dtype="<i2")
+    loud[100] = -300
+    _rtport.set_peak(b.port, 300)
+    b.put(quiet + quiet)  # one 40 ms frame from the bridge: two frames
+    assert b.drain()["loud_frame"] == -1
+    b.put(quiet)
+    b.put(loud.tobytes())
+    b.put(loud.tobytes())
+    d = b.drain()
+    assert d["loud_frame"] == 3 and d["loud_ns"] > 0 and d["loud_ns"] <= d["last_ns"]
+    b.put(loud.tobytes())
+    assert b.drain()["loud_frame"] == -1  # once
+    _rtport.set_peak(b.port, 300)  # looking again (a new call on a pooled port)
+    b.put(loud.tobytes())
+    assert b.drain()["loud_frame"] == 6
+    _rtport.reset(b.port)
+    b.put(loud.tobytes())
+    assert b.drain()["loud_frame"] == -1  # a reset port is not looking
+
+
+
+def test_poll_reports_only_ports_with_something_to_act_on() -> None:
+    _rtport.vad_setup(*media.webrtcvad_entry_points())
+    ports = [Bridge() for _ in range(4)]
+    addrs = [b.port for b in ports]
+    for b in ports:
+        _rtport.set_vad(b.port, webrtcvad.Vad()._vad, 3, media.TurnDetector(VadParams(), lambda *_: None, "t").power_floor)
+        _rtport.set_rx(b.port, False)
+    quiet = bytes(FRAME)
+    frames = speech_frames()
+    loud = [f for f in frames if python_decisions([f], VadParams(threshold=0.9))[0]][:1]
+    for b in ports:
+        b.put(quiet)
+    assert _rtport.poll(addrs) == []  # idle detectors, unvoiced frames: nothing to do
+    assert _rtport.clocks(ports[0].port) == (1, 0)  # the clocks still ran
+    ports[1].put(loud[0])  # a voiced frame
+    _rtport.push(ports[2].port, quiet, False)
+    ports[2].get()
+    ports[2].get()  # playback ran dry
+    _rtport.set_follow(ports[3].port, True)  # mid-turn: silence counts
+    ports[3].put(quiet)
+    got = {i: Drained(*raw) for i, raw in _rtport.poll(addrs)}
+    assert sorted(got) == [1, 2, 3]
+    assert got[1].voiced == b"\x01" and got[1].voiced_from == 1
+    assert got[2].done_at == 1 and got[2].voiced == b""  # its unvoiced frame was dropped at the first poll
+    assert got[3].voiced == b"\x00" and got[3].voiced_from == 1
+    assert _rtport.poll(addrs) == []
+    with pytest.raises(TypeError):
+        _rtport.poll(5)  # type: ignore[arg-type]
