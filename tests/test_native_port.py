@@ -226,8 +226,9 @@ def test_poll_reports_only_ports_with_something_to_act_on() -> None:
     _rtport.vad_setup(*media.webrtcvad_entry_points())
     ports = [Bridge() for _ in range(4)]
     addrs = [b.port for b in ports]
+    floor = media.TurnDetector(VadParams(), lambda *_: None, "t").power_floor
     for b in ports:
-        _rtport.set_vad(b.port, webrtcvad.Vad()._vad, 3, media.TurnDetector(VadParams(), lambda *_: None, "t").power_floor)
+        _rtport.set_vad(b.port, webrtcvad.Vad()._vad, 3, floor)
         _rtport.set_rx(b.port, False)
     quiet = bytes(FRAME)
     frames = speech_frames()

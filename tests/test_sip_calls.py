@@ -20,7 +20,7 @@ import pytest_asyncio
 import trustme
 
 from harness.audio_compare import windowed_correlation
-from harness.softphone import Softphone
+from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
 from sipworker.ipc import Op
 from sipworker.testing import Action, IncomingCall, TestUas
@@ -108,6 +108,27 @@ async def test_tls_call_two_way_audio_then_bye(uas: TestUas, phone: Softphone, t
     assert heard_ok(b_pcm, call.recording)  # the caller heard the UAS's audio
     assert inc.recording and heard_ok(a_pcm, inc.recording)  # and the UAS heard the caller
     assert not windowed_correlation(a_pcm, load_audio(call.recording or "", 8000), 8000).matches(0.5)
+
+
+async def test_a_preferred_worker_places_calls_while_it_has_a_free_slot(uas: TestUas, phone: Softphone) -> None:
+    """``prefer_worker`` (rtsip load pairs each softphone worker with one ingress worker): the calls go
+    to that worker until it is full, then to the least loaded one."""
+    pool = phone.pool
+    info = pool.workers[2]
+    info.max_calls = 2  # worker 2 full after two calls
+    calls: list[SoftphoneCall] = []
+    try:
+        for _ in range(3):
+            calls.append(await phone.call(uas.uri("proj_prefer"), prefer_worker=2))
+        assert [pool.owner(c.ref) for c in calls] == [2, 2, 0]  # 0 and 1 equally free: the first
+        for c in calls:
+            assert await c.answered(5)
+    finally:
+        info.max_calls = 4
+        for c in calls:
+            await c.hangup()
+        for c in calls:
+            await c.ended(5)
 
 
 async def test_a_worker_whose_slots_pjsua_still_holds_is_skipped(uas: TestUas, phone: Softphone) -> None:
