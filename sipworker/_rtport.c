@@ -3,8 +3,8 @@
  * Why: a pjsua2 AudioMediaPort calls into Python on pjmedia's clock thread twice per frame per
  * call (SWIG director, GIL hand-over), which is most of a SIP worker's CPU.  This port keeps a
  * playback queue and a receive buffer in C: the clock thread only copies 20 ms frames under a
- * mutex, and a Python thread of the worker drains received audio and learns where playback ended
- * a few times a second, for all calls of the process in one pass (sipworker/native.py).
+ * mutex, and a Python thread of the worker polls all the process's ports in one call a few times
+ * a second (poll), getting back only those with something to act on (sipworker/native.py).
  *
  * The port is a block whose first bytes are a pjmedia_port.  Its layout is not taken from
  * pjproject headers (the wheel ships none): sipworker/native.py probes a port made by the wheel
@@ -406,12 +406,17 @@ static PyObject *py_clocks(PyObject *self, PyObject *addr) {
     return Py_BuildValue("(KK)", (unsigned long long)rx, (unsigned long long)tx);
 }
 
-static PyObject *py_set_follow(PyObject *self, PyObject *args) {
+/* The (port, int) arguments of the setters below; NULL with the exception set on bad input. */
+static rtport *port_and_int(PyObject *args, const char *format, int *value) {
     PyObject *addr;
-    int on;
-    if (!PyArg_ParseTuple(args, "Op", &addr, &on))
+    if (!PyArg_ParseTuple(args, format, &addr, value))
         return NULL;
-    rtport *p = as_port(addr);
+    return as_port(addr);
+}
+
+static PyObject *py_set_follow(PyObject *self, PyObject *args) {
+    int on;
+    rtport *p = port_and_int(args, "Op", &on);
     if (p == NULL)
         return NULL;
     pthread_mutex_lock(&p->mu);
@@ -421,11 +426,8 @@ static PyObject *py_set_follow(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_set_rx(PyObject *self, PyObject *args) {
-    PyObject *addr;
     int on;
-    if (!PyArg_ParseTuple(args, "Op", &addr, &on))
-        return NULL;
-    rtport *p = as_port(addr);
+    rtport *p = port_and_int(args, "Op", &on);
     if (p == NULL)
         return NULL;
     pthread_mutex_lock(&p->mu);
@@ -523,11 +525,8 @@ static PyObject *py_set_vad(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_set_peak(PyObject *self, PyObject *args) {
-    PyObject *addr;
     int peak;
-    if (!PyArg_ParseTuple(args, "Oi", &addr, &peak))
-        return NULL;
-    rtport *p = as_port(addr);
+    rtport *p = port_and_int(args, "Oi", &peak);
     if (p == NULL)
         return NULL;
     pthread_mutex_lock(&p->mu);

@@ -119,7 +119,6 @@ class NativePort:
     slot: int
     rx_on: bool = True
     vad: webrtcvad.Vad = field(default_factory=webrtcvad.Vad)  # the port's own, re-initialised per call
-
     following: bool = False  # poll reports unvoiced decisions too
 
     def drain(self) -> Drained:

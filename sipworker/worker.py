@@ -1065,6 +1065,7 @@ class Worker:
             ctx.playback = NativePlayback(ctx.nport)
             ctx.nport.find_first_audio(0 if ctx.heard else self.cfg.first_audio_peak)
             ctx.nport.set_vad(ctx.vad)
+            ctx.nport.keep_rx(ctx.reads_rx)
         elif ctx.call_slot not in (-1, slot):  # a re-INVITE gave the call a new stream: same port, queue kept
             self.native.disconnect(ctx.call_slot, ctx.nport)
         self.native.connect(slot, ctx.nport)  # idempotent for an already connected pair
