@@ -28,7 +28,8 @@ from .ipc import VadParams
 
 try:  # webrtcvad's C entry point: Vad.is_speech is a Python wrapper around it, one frame each
     import _webrtcvad
-    from _webrtcvad import process as _vad_process
+
+    _vad_process = _webrtcvad.process
 except ImportError:  # pragma: no cover - other webrtcvad builds
     _webrtcvad = None
     _vad_process = None

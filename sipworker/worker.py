@@ -10,8 +10,9 @@ Run as ``python -m sipworker.worker --config '<WorkerConfig JSON>'``.  Threads:
   Python; :mod:`sipworker.native`), or with ``cfg.media == "python"`` calls the Python frame ports
   (``onFrameReceived``/``onFrameRequested``) once per ``cfg.frame_ms`` of audio; these only touch
   :mod:`sipworker.media` objects and enqueue events.
-* ``media-pump`` (native media): takes every call's received audio and playback news from its
-  port in one pass (:meth:`Worker._pump`), and does what the frame callbacks do for Python ports.
+* ``media-pump`` (native media): polls every call's port in one C call and, for the calls with
+  news (playback ran dry, first audio, speech decisions, recorded audio), does what the frame
+  callbacks do for Python ports (:meth:`Worker._pump`).
 * ``stdin``: parses commands into the pj thread's queue; EOF (parent gone) means shut down.
 * ``ipc-out``: the only writer of the IPC stream, so slow parents never stall the clock thread.
 
@@ -1075,8 +1076,8 @@ class Worker:
             self._pumped_changed()
 
     def _pump_loop(self) -> None:
-        """Take each call's received audio and playback news from its native port: every
-        vad_frame_ms while a call has VAD on (turn detection), else every frame_ms."""
+        """Poll the calls' native ports: every vad_frame_ms while a call has VAD on (turn
+        detection), else every frame_ms."""
         name_os_thread()
         fast, slow = self.cfg.vad_frame_ms / 1000, self.cfg.frame_ms / 1000
         due = time.monotonic()
@@ -1098,14 +1099,14 @@ class Worker:
 
     def _pumped_changed(self) -> None:
         """After a call joins or leaves the pump, or its VAD changes (``_pump_lock`` held)."""
-        ctxs = [c for c in self._pumped.values() if c.nport is not None]
-        self._pump_ctxs, self._pump_addrs = ctxs, [c.nport.addr for c in ctxs if c.nport is not None]
-        self._pump_fast = any(c.vad_on for c in ctxs)
+        wired = [(c, c.nport.addr) for c in self._pumped.values() if c.nport is not None]
+        self._pump_ctxs, self._pump_addrs = [c for c, _ in wired], [a for _, a in wired]
+        self._pump_fast = any(c.vad_on for c in self._pump_ctxs)
 
     def _pump(self, ctx: CallCtx, d: Drained | None = None) -> None:
-        """What the frame callbacks do for a Python port, for everything since the last pass
-        (``_pump_lock`` held): playback_done, recording, and the port's first audio and speech
-        decisions.  ``d``: what poll() drained, else drain now."""
+        """A native port's news since the last pass (``_pump_lock`` held): playback_done, recording,
+        and the first audio and speech decisions the port found.  ``d``: what poll() drained, else
+        drain now (the call's end)."""
         port = ctx.nport
         if port is None or not isinstance(ctx.playback, NativePlayback):
             return

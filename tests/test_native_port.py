@@ -8,6 +8,7 @@ port inside real calls is covered in ``test_sip_calls.py``.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -150,14 +151,23 @@ def speech_frames() -> list[bytes]:
     return [audio[o : o + FRAME] for o in range(0, len(audio) - FRAME + 1, FRAME)]
 
 
+class DecisionLog(media.TurnDetector):
+    """A TurnDetector that keeps the decisions feed() hands to its state machine."""
+
+    def __init__(self, params: VadParams) -> None:
+        super().__init__(params, lambda *_: None, "t")
+        self.decisions: list[int] = []
+
+    def feed_voiced(self, voiced: Sequence[int], audio_ms: int) -> None:
+        self.decisions.extend(int(v) for v in voiced)
+
+
 def python_decisions(frames: list[bytes], params: VadParams) -> list[int]:
     """What TurnDetector.feed decides for the same frames (its own webrtcvad, numpy floor)."""
-    got: list[int] = []
-    det = media.TurnDetector(params, lambda *_: None, "t")
-    det.feed_voiced = lambda voiced, audio_ms: got.extend(int(v) for v in voiced)  # type: ignore[method-assign]
+    det = DecisionLog(params)
     for f in frames:
         det.feed(f, 0)
-    return got
+    return det.decisions
 
 
 @pytest.mark.parametrize("params", [VadParams(), VadParams(threshold=0.9, energy_floor_dbfs=-30.0)],
