@@ -1,19 +1,19 @@
 """Bare pjsua2 baseline for bench_sip.py: one UAS or UAC process, ≤ 4 TLS calls, looped WAV both ways.
 
-The recipe of pjsua2-notes §5 (load_test.py) with TCP_NODELAY (G10): one Endpoint, ``threadCnt=0``
-+ ``mainThreadOnly`` polled on the main thread, null audio device, PCMU only, an
-``AudioMediaPlayer`` (looping) per call transmitting into the call, no recorder, no Python frame
-callbacks.  This is the one place outside ``sipworker/`` that imports pjsua2: it is the named
-comparison baseline, not product code.
+A minimal pjsua2 set-up, plus TCP_NODELAY (docs/architecture.md, 'What the pjsua2 wheel imposes',
+item 5): one Endpoint, ``threadCnt=0`` + ``mainThreadOnly`` polled on the main thread, null audio
+device, PCMU only, an ``AudioMediaPlayer`` (looping) per call transmitting into the call, no
+recorder, no Python frame callbacks.  This is the one place outside ``sipworker/`` that imports
+pjsua2: it is the named comparison baseline, not product code.
 
 Control is line-based over stdin/stdout (JSON lines out):
 
 * start-up prints ``{"ready": true, "port": <tls port>}`` (UAS) or, once every call is CONFIRMED,
   ``{"ready": true, "setup_ms": [...], "failed": n}`` (UAC);
 * ``stats`` on stdin prints ``{"calls": [{"rx_pkt", "rx_loss", "tx_pkt", "rx_jitter_mean_us"}, ...]}``;
-* ``quit`` (or EOF) hangs up, drops every Call before ``libDestroy`` (G3) and exits.
+* ``quit`` (or EOF) hangs up, drops every Call before ``libDestroy`` (a live one aborts it) and exits.
 
-    python bench/bare_pjsua2.py uas --cert C --key K --wav W --rtp-port 20000
+    python bench/bare_pjsua2.py uas --cert C --key K --wav W [--rtp-port P]
     python bench/bare_pjsua2.py uac --ca CA --target 'sip:proj_x@127.0.0.1:P;transport=tls' --calls 4 --wav W
 """
 
@@ -29,6 +29,9 @@ from typing import Any, TextIO
 
 import pjsua2 as pj
 
+from sipworker.ports import rtp_base
+
+RTP_SPAN = 100  # RTP ports this process may bind (pjsua's portRange)
 _OUT: TextIO = sys.stdout
 
 
@@ -53,7 +56,7 @@ class Call(pj.Call):
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.setup_ms is None:
             self.setup_ms = (time.monotonic() - self.t0) * 1000
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.player = None  # the Call itself stays referenced until os._exit (no churn here: G3/G6)
+            self.player = None  # the Call itself stays referenced until os._exit (no churn, so no slot reuse here)
 
     def onCallMediaState(self, prm: Any) -> None:
         info = self.getInfo()
@@ -80,7 +83,7 @@ class Account(pj.Account):
 
     def onIncomingCall(self, prm: Any) -> None:
         call = Call(self.owner, self, prm.callId)
-        self.owner.calls.append(call)  # keep a reference (G4)
+        self.owner.calls.append(call)  # keep a reference: a dropped incoming Call is freed and answered 603
         op = pj.CallOpParam()
         op.statusCode = 200
         call.answer(op)
@@ -117,7 +120,7 @@ class Bench:
         tcfg.boundAddress = "127.0.0.1"
         so = pj.SockOpt()
         so.level = 6  # IPPROTO_TCP
-        so.optName = 1  # TCP_NODELAY (G10, G14)
+        so.optName = 1  # TCP_NODELAY; setOptValInt, as assigning optVal does nothing
         so.setOptValInt(1)
         tcfg.tlsConfig.sockOptParams.sockOpts.append(so)
         tcfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
@@ -132,8 +135,8 @@ class Bench:
         self.ep.libStart()
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{'proj_bench' if a.role == 'uas' else 'bare'}@127.0.0.1:{port};transport=tls"
-        acfg.mediaConfig.transportConfig.port = a.rtp_port
-        acfg.mediaConfig.transportConfig.portRange = 100
+        acfg.mediaConfig.transportConfig.port = a.rtp_port if a.rtp_port is not None else rtp_base(1, RTP_SPAN)
+        acfg.mediaConfig.transportConfig.portRange = RTP_SPAN
         acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
         self.acc = Account(self)
         self.acc.create(acfg, True)
@@ -146,7 +149,7 @@ class Bench:
 
     def dial(self, target: str) -> None:
         call = Call(self, self.acc)
-        self.calls.append(call)  # keep a reference (G5); no other ref may outlive libDestroy (G3)
+        self.calls.append(call)  # keep a reference (a dropped one is torn down); none may outlive libDestroy
         call.t0 = time.monotonic()
         call.makeCall(target, pj.CallOpParam(True))
 
@@ -201,7 +204,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("role", choices=["uas", "uac"])
     ap.add_argument("--port", type=int, default=0, help="TLS listen port (0 = any)")
-    ap.add_argument("--rtp-port", type=int, default=20000)
+    ap.add_argument("--rtp-port", type=int, default=None,
+                    help=f"first of {RTP_SPAN} RTP ports (default: a free range, sipworker.ports)")
     ap.add_argument("--wav", required=True, help="8 kHz mono WAV played (looped) into every call")
     ap.add_argument("--cert")
     ap.add_argument("--key")
@@ -214,7 +218,7 @@ def main() -> int:
     os.dup2(2, 1)
     Bench(args).run()
     _OUT.flush()
-    os._exit(0)  # no pj object may be finalised after libDestroy (G3): skip interpreter teardown
+    os._exit(0)  # no pj object may be finalised after libDestroy: skip interpreter teardown
 
 
 if __name__ == "__main__":

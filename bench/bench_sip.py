@@ -14,7 +14,7 @@ Stacks (``--stacks full,bare,sipp``; each concurrency step runs every selected s
   every 200 ms, the ingress every 60 ms (RTP stays 20 ms packets).
   CPU = softphone workers + ingress workers + this process (mock + app) over the steady window.
 * ``bare``: ``bench/bare_pjsua2.py`` UAS/UAC process pairs (looped WAV both ways, no recorder, no
-  Python frame callbacks: the pjsua2-notes §5 recipe with TCP_NODELAY).
+  Python frame callbacks, TCP_NODELAY set).
 * ``sipp``: Debian ``sip-tester`` over TCP (no TLS in that build): concurrency with
   ``bench/sipp/uac_rtp.xml`` (looped PCMU ``rtp_stream``) against ``-sn uas -rtp_echo``, and a
   signalling-only setup-rate run ``-sn uac`` → ``-sn uas``.
@@ -26,8 +26,8 @@ testuas`` runs the older softphone ↔ ``TestUas`` measurements below:
   two-way audio (both sides play speech-like noise).  After a steady window we read RTP stats
   per call and CPU per process from /proc.  Pass = every call confirmed, RTP both ways, 0 loss.
 * ``rate``: calls placed back to back (≤ 4 outstanding per softphone worker, paced below the
-  40 calls/s per process that the wheel tolerates, notes G9), BYE right after the answer;
-  setup time = INVITE → 200 OK.
+  40 calls/s per process that the wheel tolerates: docs/architecture.md, 'What the pjsua2
+  wheel imposes', item 4), BYE right after the answer; setup time = INVITE → 200 OK.
 
     python bench/bench_sip.py --pairs 1,2,4 --hold 10 --rate-calls 200
 """
@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import struct
 import sys
@@ -72,12 +73,14 @@ from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
 from mock_api.config import MockConfig
 from mock_api.running import RunningMock, SipOptions, running_mock
+from sipworker.ports import free_range, rtp_base
 from sipworker.testing import Action, TestUas
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
 CLK = os.sysconf("SC_CLK_TCK")
+BARE_RTP_SPAN = 100  # RTP ports per bare_pjsua2.py process (its portRange)
 
 
 def proc_cpu_s(pid: int | None) -> float:
@@ -113,9 +116,9 @@ async def hold(pairs: int, seconds: float, tmp: Path) -> dict[str, Any]:
     audio = noise_wav(tmp / "hold.wav", seconds + 10, seed=3)
     async with (
         TestUas(
-            tmp / f"uas{pairs}", workers=pairs, rtp_base=20000, policy=lambda c: Action(play=[str(audio)], record=False)
+            tmp / f"uas{pairs}", workers=pairs, policy=lambda c: Action(play=[str(audio)], record=False)
         ) as uas,
-        Softphone(ca=uas.certs.ca, workers=pairs, state_dir=tmp / f"ph{pairs}", rtp_base=40000, record=False) as phone,
+        Softphone(ca=uas.certs.ca, workers=pairs, state_dir=tmp / f"ph{pairs}", record=False) as phone,
     ):
         t0 = time.monotonic()
         calls: list[SoftphoneCall] = []
@@ -164,8 +167,8 @@ async def hold(pairs: int, seconds: float, tmp: Path) -> dict[str, Any]:
 
 async def rate(workers: int, total: int, per_proc_cps: float, tmp: Path) -> dict[str, Any]:
     async with (
-        TestUas(tmp / "uas-rate", workers=workers, rtp_base=21000, policy=lambda c: Action(record=False)) as uas,
-        Softphone(ca=uas.certs.ca, workers=workers, state_dir=tmp / "ph-rate", rtp_base=41000, record=False) as phone,
+        TestUas(tmp / "uas-rate", workers=workers, policy=lambda c: Action(record=False)) as uas,
+        Softphone(ca=uas.certs.ca, workers=workers, state_dir=tmp / "ph-rate", record=False) as phone,
     ):
         sem = asyncio.Semaphore(4 * workers)
         setups: list[int] = []
@@ -378,7 +381,7 @@ async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_worke
             await app.start()
             try:
                 async with Softphone(ca=mock.sip.certs.ca, workers=phone_workers or workers,
-                                     state_dir=tmp / f"phone-{tag}", rtp_base=28000, record=False,
+                                     state_dir=tmp / f"phone-{tag}", record=False,
                                      frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA, stderr=log) as phone:
                     yield mock, app, phone
             finally:
@@ -556,16 +559,18 @@ async def bare_hold(n: int, seconds: float, tmp: Path, wav: Path, certs: Any) ->
     log = open(tmp / f"bare-{n}.log", "a")  # noqa: SIM115
     uas: list[Proc] = []
     uac: list[Proc] = []
+    uas_rtp, uac_rtp = rtp_base(pairs, BARE_RTP_SPAN), rtp_base(pairs, BARE_RTP_SPAN)
     try:
         t_start = time.monotonic()
         uas = list(await asyncio.gather(*(Proc.spawn(
             "uas", "--cert", str(certs.cert), "--key", str(certs.key), "--wav", str(wav),
-            "--rtp-port", str(20000 + 100 * i), log=log) for i in range(pairs))))
+            "--rtp-port", str(uas_rtp + BARE_RTP_SPAN * i), log=log) for i in range(pairs))))
         ports = [int((await u.line())["port"]) for u in uas]
         t0 = time.monotonic()
         uac = list(await asyncio.gather(*(Proc.spawn(
             "uac", "--ca", str(certs.ca), "--target", f"sip:proj_bench@127.0.0.1:{ports[i]};transport=tls",
-            "--calls", str(min(4, n - 4 * i)), "--wav", str(wav), "--rtp-port", str(28000 + 100 * i), log=log)
+            "--calls", str(min(4, n - 4 * i)), "--wav", str(wav), "--rtp-port", str(uac_rtp + BARE_RTP_SPAN * i),
+            log=log)
             for i in range(pairs))))
         ready = [await c.line(40) for c in uac]
         all_up = time.monotonic() - t0
@@ -626,18 +631,30 @@ def _sipp_counts(text: str) -> tuple[int, int]:
     return last("Successful call"), last("Failed call")
 
 
+def sipp_ports() -> int:
+    """SIPp's SIP ports, P for the UAS and P + 1 for the UAC, free for TCP and UDP (-t t1/tn/u1)."""
+    return free_range(2, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM))
+
+
+def sipp_media_ports(calls: int) -> int:
+    """A UAC's ``-mp``: its call k sends from -mp + 4 (k - 1) (SIPp's [auto_media_port], modulo 10000),
+    RTP and RTCP for audio and video."""
+    return free_range(4 * min(calls, 2500) + 4)
+
+
 async def sipp_hold(n: int, seconds: float, tmp: Path, transport: str, ramp_cps: float = 100.0) -> dict[str, Any]:
-    port = 5590
+    port = sipp_ports()
     d = tmp / f"sipp-hold{n}"
     d.mkdir(exist_ok=True)
     shutil.copy(tmp / "sipp_ulaw.wav", d / "sipp_ulaw.wav")
     ramp = n / ramp_cps
     hold_ms = int((ramp + 2 + seconds + 1) * 1000)
     uas = await _sipp(["-sn", "uas", "-t", transport, "-i", "127.0.0.1", "-p", str(port), "-rtp_echo", "-mi",
-                       "127.0.0.1", "-mp", "6000", "-nostdin"], d, d / "uas.log")
+                       "127.0.0.1", "-mp", str(free_range(4)), "-nostdin"], d, d / "uas.log")
     await asyncio.sleep(0.5)
     uac = await _sipp(["127.0.0.1:" + str(port), "-sf", str(HERE / "sipp" / "uac_rtp.xml"), "-t", transport, "-i",
-                       "127.0.0.1", "-p", str(port + 1), "-mi", "127.0.0.1", "-mp", "30000", "-r", str(ramp_cps),
+                       "127.0.0.1", "-p", str(port + 1), "-mi", "127.0.0.1", "-mp", str(sipp_media_ports(n)),
+                       "-r", str(ramp_cps),
                        "-l", str(n), "-m", str(n), "-d", str(hold_ms), "-nostdin", "-trace_rtt", "-rtt_freq", "1"],
                       d, d / "uac.log")
     await asyncio.sleep(ramp + 2)
@@ -678,7 +695,7 @@ def _rtt(d: Path) -> list[float]:
 
 
 async def sipp_rate(cps: float, total: int, tmp: Path, transport: str) -> dict[str, Any]:
-    port = 5690
+    port = sipp_ports()
     d = tmp / "sipp-rate"
     d.mkdir(exist_ok=True)
     uas = await _sipp(["-sn", "uas", "-t", transport, "-i", "127.0.0.1", "-p", str(port), "-nostdin"], d,

@@ -29,12 +29,12 @@ from flask import Flask, Response, jsonify, request
 from openai import InvalidWebhookSignatureError, OpenAI
 
 BUGS = {
-    "no_transcription": "§13.1 accepts without audio.input.transcription (the guide's body), so user transcripts "
-                        "never arrive",
-    "beta_accept": "§13.5 accepts with the beta field input_audio_transcription at the top level; the call hangs "
-                   "up right after the 200 and the WebSocket gets 404",
-    "beta_header": "§13.10 sends OpenAI-Beta: realtime=v1 on the call's WebSocket, as older samples did",
-    "transcript_from_item_done": "§13.2 reads the user transcript from conversation.item.done (always null)",
+    "no_transcription": "failure mode 1: accepts without audio.input.transcription (the guide's body), so user "
+                        "transcripts never arrive",
+    "beta_accept": "failure mode 5: accepts with the beta field input_audio_transcription at the top level; the "
+                   "call hangs up right after the 200 and the WebSocket gets 404",
+    "beta_header": "failure mode 10: sends OpenAI-Beta: realtime=v1 on the call's WebSocket, as older samples did",
+    "transcript_from_item_done": "failure mode 2: reads the user transcript from conversation.item.done (always null)",
 }
 
 app = Flask(__name__)

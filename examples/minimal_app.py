@@ -24,7 +24,7 @@ from typing import Any
 import openai
 from aiohttp import web
 from openai import AsyncOpenAI, InvalidWebhookSignatureError
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed
 
 INSTRUCTIONS = "You are a short-spoken test agent."
 HANDLED = frozenset({"error", "conversation.item.input_audio_transcription.completed", "response.done"})
@@ -90,7 +90,7 @@ class App:
                 while True:
                     try:
                         raw = await conn.recv_bytes()
-                    except ConnectionClosedOK:
+                    except ConnectionClosed:  # at hang-up the socket drops without a close frame
                         break
                     if json.loads(raw).get("type") in HANDLED:
                         self.on_event(call_id, conn.parse_event(raw))

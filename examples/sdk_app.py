@@ -9,7 +9,8 @@ SDK app, so it talks to the real OpenAI or to ``rtsip mock`` unchanged.
     python examples/sdk_app.py --port 8000                       # the fixed app
     python examples/sdk_app.py --port 8000 --bug no_transcription  # a forum bug
 
-Each ``--bug`` reproduces one failure mode of the reference's §13; ``--list-bugs`` lists them.
+Each ``--bug`` reproduces one failure mode of docs/failure-modes.md, whose number opens its
+description; ``--list-bugs`` lists them.
 """
 
 from __future__ import annotations
@@ -25,20 +26,24 @@ from typing import Any
 import openai
 from aiohttp import web
 from openai import AsyncOpenAI, InvalidWebhookSignatureError
+from websockets.exceptions import ConnectionClosedError
 
 BUGS = {
-    "no_transcription": "§13.1 accepts without audio.input.transcription, so user transcripts stay null",
-    "transcript_from_item_done": "§13.2 reads the user transcript from conversation.item.done (always null)",
-    "update_without_type": "§13.3 sends session.update without session.type",
-    "beta_update": "§13.4 sends beta field names (input_audio_transcription) in session.update",
-    "beta_accept": "§13.5 accepts with a beta-shaped body; the call hangs up right after the 200",
-    "no_failed_handler": "§13.6 ignores transcription.failed instead of falling back to out-of-band transcription",
-    "tools_update_no_formats": "§13.7 sends session.update with tools but without the G.711 audio formats",
-    "beta_header": "§13.10 sends OpenAI-Beta: realtime=v1 on the call's WebSocket",
-    "accept_404_fatal": "§13.11 answers the webhook 500 when accept gets 404 (caller already gone)",
-    "reserialized_body": "§13.13 verifies a re-serialized body instead of the raw bytes",
-    "greeting_before_voice": "§13.17 sends the greeting before the voice is set; the first reply has the wrong voice",
-    "response_on_speech_stopped": "§13.18 sends response.create on speech_stopped, colliding with the VAD response",
+    "no_transcription": "failure mode 1: accepts without audio.input.transcription, so user transcripts stay null",
+    "transcript_from_item_done": "failure mode 2: reads the user transcript from conversation.item.done (always null)",
+    "update_without_type": "failure mode 3: sends session.update without session.type",
+    "beta_update": "failure mode 4: sends beta field names (input_audio_transcription) in session.update",
+    "beta_accept": "failure mode 5: accepts with a beta-shaped body; the call hangs up right after the 200",
+    "no_failed_handler": "failure mode 6: ignores transcription.failed instead of falling back to out-of-band "
+                         "transcription",
+    "tools_update_no_formats": "failure mode 7: sends session.update with tools but without the G.711 audio formats",
+    "beta_header": "failure mode 10: sends OpenAI-Beta: realtime=v1 on the call's WebSocket",
+    "accept_404_fatal": "failure mode 11: answers the webhook 500 when accept gets 404 (caller already gone)",
+    "reserialized_body": "failure mode 13: verifies a re-serialized body instead of the raw bytes",
+    "greeting_before_voice": "failure mode 17: sends the greeting before the voice is set; the first reply has the "
+                             "wrong voice",
+    "response_on_speech_stopped": "failure mode 18: sends response.create on speech_stopped, colliding with the VAD "
+                                  "response",
 }
 
 INSTRUCTIONS = "You are Alex, a friendly claims assistant for Example Insurance. Keep answers short."
@@ -129,6 +134,8 @@ class App:
                 await self.configure(conn, call_id)
                 async for event in conn:
                     await self.on_event(conn, call_id, log, event)
+        except ConnectionClosedError:  # the call ended: the service drops the socket without a close frame
+            self.say(call_id, "websocket closed (dropped at hang-up)")
         except Exception as exc:  # the app logs and carries on with other calls
             self.say(call_id, f"websocket closed: {type(exc).__name__}: {exc}")
         else:

@@ -22,9 +22,35 @@ import aiohttp
 TEST_API_KEY = "sk-rtsip-test-key"
 
 
-def app_argv(command: list[str], port: int) -> list[str]:
-    """The app's command with ``{port}`` and ``{python}`` (this interpreter) filled in."""
-    return [a.replace("{port}", str(port)).replace("{python}", sys.executable) for a in command]
+PLACEHOLDERS = ("port", "python", "base_url", "ws_base", "mock_origin", "webhook_url", "ca", "proxy")
+"""What a scenario's ``app.command``, ``app.env`` and ``app.cwd`` may name in braces."""
+
+
+def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``{name}`` of :data:`PLACEHOLDERS` replaced; other braces (JSON, shell) stay."""
+    for name in PLACEHOLDERS:
+        if name in values:
+            text = text.replace("{" + name + "}", values[name])
+    return text
+
+
+def template_values(port: int, base_url: str = "", webhook_url: str = "", ca: str = "",
+                    proxy: str = "") -> dict[str, str]:
+    """The placeholder values of one run: the app's port, this interpreter, and where the mock is.
+
+    ``base_url`` is the mock's ``http://host:port/v1``; ``ws_base`` the same as ``ws://``;
+    ``mock_origin`` without the ``/v1``; ``proxy`` empty unless the app runs through interception.
+    """
+    origin = base_url.removesuffix("/v1")
+    ws_base = "ws" + base_url.removeprefix("http") if base_url.startswith("http") else base_url
+    return {"port": str(port), "python": sys.executable, "base_url": base_url, "ws_base": ws_base,
+            "mock_origin": origin, "webhook_url": webhook_url, "ca": ca, "proxy": proxy}
+
+
+def app_argv(command: list[str], port: int, values: Mapping[str, str] | None = None) -> list[str]:
+    """The app's command with the placeholders filled in (``{port}`` and ``{python}`` at least)."""
+    filled = template_values(port) | dict(values or {})
+    return [fill_placeholders(a, filled) for a in command]
 
 
 def app_env(base_url: str, webhook_secret: str, port: int | None = None,

@@ -2,10 +2,11 @@
 
 * :func:`windowed_correlation` answers "did the caller hear this clip?". One global
   cross-correlation is misleading over a real call: when the jitter buffer drops or
-  inserts a frame mid-call the rest of the audio shifts and the global score collapses
-  (0.37-0.75 in pjsua2-notes.md §1) although every second of it is intact. So the
-  reference is cut into windows (1 s by default), each window finds its own best lag
-  near the coarse alignment, and the result reports the median and the minimum.
+  inserts a frame mid-call the rest of the audio shifts and the global score collapses (to
+  0.37-0.75 in measured calls; docs/architecture.md, 'What the pjsua2 wheel imposes', item 8)
+  although every second of it is intact. So the reference is cut into windows (1 s by
+  default), each window finds its own best lag near the coarse alignment, and the result
+  reports the median and the minimum.
 * :func:`speech_segments` finds speech with webrtcvad (fixture sidecars, VAD boundary
   tests); :func:`rms_dbfs` measures level.
 

@@ -7,6 +7,7 @@ with one step loop, and the app under test cannot tell them apart on its side.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
 from mock_api import audio
 from mock_api.client import MockClient
+from sipworker.ipc import name_addr
 
 from .scenario import CallSpec, resolve_audio
 from .softphone import Softphone, SoftphoneCall
@@ -44,7 +46,8 @@ class VirtualCaller:
 
     @classmethod
     async def place(cls, control: MockClient, spec: CallSpec, base: Path) -> VirtualCaller:
-        call_id = await control.start_call(from_=spec.from_, to=spec.to, headers=spec.headers, faults=spec.faults)
+        from_ = name_addr(caller_of(spec)[0], spec.display_name) if spec.display_name else spec.from_
+        call_id = await control.start_call(from_=from_, to=spec.to, headers=spec.headers, faults=spec.faults)
         return cls(control, call_id, base, spec.speed)
 
     async def say(self, ref: str) -> None:
@@ -79,7 +82,14 @@ class SipCaller:
     @classmethod
     async def place(cls, phone: Softphone, uri: str, control: MockClient, spec: CallSpec, base: Path,
                     timeout: float = 10.0) -> SipCaller:
-        call = await phone.call(uri, headers=spec.headers)
+        """Dial ``uri`` as the scenario's caller: its ``from`` and ``display_name`` in the From, its ``to``
+        (when set; else ``uri``) in the To."""
+        from_uri, name = caller_of(spec)
+        to_uri = spec.to if "to" in spec.model_fields_set else None
+        try:
+            call = await phone.call(uri, headers=spec.headers, from_uri=from_uri, display_name=name, to_uri=to_uri)
+        except ValueError as exc:  # a from/to the softphone cannot send
+            raise CallerError(f"cannot place the SIP call: {exc}") from None
         call_id = await _mock_call_for(control, call, timeout)
         return cls(call, call_id, base)
 
@@ -103,6 +113,19 @@ class SipCaller:
         return {"sent_audio": self.sent, "recording": c.recording, "final_status": c.final_status,
                 "time_to_first_audio_ms": c.time_to_first_audio_ms, "marks": dict(c.marks),
                 "refer_target": c.refer_target, "ended_by": c.ended_by}
+
+
+def caller_of(spec: CallSpec) -> tuple[str, str | None]:
+    """The caller's URI and display name: ``from`` may carry the name itself (``"Alice" <sip:...>``);
+    ``display_name`` wins."""
+    value = spec.from_.strip()
+    start, end = value.find("<"), value.rfind(">")
+    if start < 0 or end < start:
+        return value, spec.display_name
+    name = value[:start].strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = re.sub(r"\\(.)", r"\1", name[1:-1])  # quoted-pair
+    return value[start + 1:end], spec.display_name or name or None
 
 
 async def _mock_call_for(control: MockClient, call: SoftphoneCall, timeout: float) -> str:

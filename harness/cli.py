@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,16 +13,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness.commands import CommandError, UsageError, checks, header_arg
 from harness.commands import call as call_cmd
-from harness.commands import header_arg
+from harness.commands import env as env_cmd
 from harness.commands import load as load_cmd
 
-ENV_HELP = """environment:
+UNIX_PATH_MAX = 107  # sockaddr_un.sun_path, less its terminating NUL
+STATE_DIR_HELP = "state directory (default $XDG_STATE_HOME/rtsip or ~/.local/state/rtsip)"
+ENV_HELP = f"""environment:
+  OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...): rtsip mock --webhook-secret, rtsip trigger --secret
+  RTSIP_WEBHOOK_URL      webhook target: rtsip mock --webhook-url
+  RTSIP_STATE_DIR        {STATE_DIR_HELP}
+"""
+MOCK_ENV_HELP = f"""environment:
   OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --webhook-secret is not given
   RTSIP_WEBHOOK_URL      webhook target, used when --webhook-url is not given
-  RTSIP_STATE_DIR        state directory (default $XDG_STATE_HOME/rtsip or ~/.local/state/rtsip)
+  RTSIP_STATE_DIR        {STATE_DIR_HELP}
+"""
+TRIGGER_ENV_HELP = f"""environment:
+  OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --secret is not given
+  RTSIP_STATE_DIR        {STATE_DIR_HELP}; without --secret or
+                         OPENAI_WEBHOOK_SECRET, the secret `rtsip mock` keeps there is used
 """
 
 
@@ -30,7 +42,7 @@ def _add_mock(sub: Any) -> None:
         "mock", help="run the fake OpenAI Realtime/SIP control plane until Ctrl-C",
         description="Run the fake OpenAI server: signed webhooks, REST call controls, the /_mock/ control API. "
                     "Prints one ready line with the base URL and the webhook secret, then serves until Ctrl-C.",
-        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=MOCK_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (default 8765; 0 picks a free one)")
@@ -66,6 +78,11 @@ def _add_mock(sub: Any) -> None:
     p.add_argument("--sip-vad-frame-ms", type=int, default=20, metavar="MS",
                    help="received audio of calls with VAD is taken every MS, 20..--sip-frame-ms (default 20): "
                         "larger costs less CPU and delays speech_started/stopped by up to MS")
+    p.add_argument("--intercept", action="store_true",
+                   help="also run the HTTPS interception proxy, so apps that hard-code https://api.openai.com "
+                        "and wss://api.openai.com reach the mock unmodified (their environment: `rtsip env`)")
+    p.add_argument("--proxy-port", type=int, default=8766, metavar="PORT",
+                   help="the interception proxy's port with --intercept (default 8766; 0 picks a free one)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="run as shard I of N behind a shard router (rtsip load --mock-processes); needs --handoff")
     p.add_argument("--handoff", type=Path, metavar="PATH", default=None,
@@ -73,20 +90,101 @@ def _add_mock(sub: Any) -> None:
     p.set_defaults(func=cmd_mock)
 
 
-def cmd_mock(args: argparse.Namespace) -> int:
-    from mock_api.config import MockConfig
-    from mock_api.running import SipOptions, running_mock
-    from mock_api.state import state_dir, webhook_secret
+def _check_mock(args: argparse.Namespace) -> None:
+    """The flags argparse lets through but the mock cannot use, before anything listens."""
+    from mock_api.faults import FAULTS, unknown_fault
 
-    sdir = state_dir(args.state_dir)
-    settings: dict[str, Any] = {}
-    if args.config:
-        settings = yaml.safe_load(args.config.read_text()) or {}
-    settings["webhook_secret"] = args.webhook_secret or settings.get("webhook_secret") or webhook_secret(sdir)
+    checks.port(args.port, "--port")
+    checks.port(args.proxy_port, "--proxy-port")
+    checks.port(args.sip_port, "--sip-port", lowest=2)  # TCP and UDP listen one below it
+    checks.at_least(args.sip_workers, 1, "--sip-workers")
+    _check_frames(args.sip_frame_ms, args.sip_vad_frame_ms)
+    if args.ring_timeout is not None:
+        checks.positive_seconds(args.ring_timeout, "--ring-timeout")
+    if args.webhook_url:
+        checks.http_url(args.webhook_url, "--webhook-url (or RTSIP_WEBHOOK_URL)")
+    if args.webhook_secret:  # an empty OPENAI_WEBHOOK_SECRET counts as unset
+        checks.webhook_secret(args.webhook_secret, "--webhook-secret (or OPENAI_WEBHOOK_SECRET)")
+    for name in args.fault:
+        if name not in FAULTS:
+            raise UsageError(f"--fault: {unknown_fault(name)}")
+
+
+def _check_frames(frame_ms: int, vad_frame_ms: int) -> None:
+    """The SIP workers' frame sizes, by the workers' own rule, even with --no-sip (a typo is still one)."""
+    from sipworker.ipc import WorkerConfig
+
+    try:
+        WorkerConfig(frame_ms=frame_ms, vad_frame_ms=20)  # 20 fits every valid frame_ms
+    except ValueError as exc:
+        raise UsageError(f"--sip-frame-ms {frame_ms}: {exc}") from None
+    try:
+        WorkerConfig(frame_ms=frame_ms, vad_frame_ms=vad_frame_ms)
+    except ValueError as exc:
+        raise UsageError(f"--sip-vad-frame-ms {vad_frame_ms}: {exc}") from None
+
+
+def _state_dir(path: str | None) -> Path:
+    """The state directory, created if needed; a path that cannot be one is a usage error."""
+    from mock_api.state import state_dir, state_path
+
+    where = state_path(path)
+    if where.exists() and not where.is_dir():
+        raise UsageError(f"state directory {where} is not a directory (--state-dir or RTSIP_STATE_DIR)")
+    try:
+        return state_dir(path)
+    except OSError as exc:
+        raise UsageError(f"cannot create the state directory {where}: {exc.strerror or exc} "
+                         "(--state-dir or RTSIP_STATE_DIR)") from None
+
+
+def _mock_secret(args: argparse.Namespace, settings: dict[str, Any], sdir: Path) -> str:
+    """The flag's (or env's) secret, else the config file's, else the one kept in the state directory."""
+    from mock_api.state import webhook_secret
+
+    if args.webhook_secret:
+        return str(args.webhook_secret)
+    if settings.get("webhook_secret") is not None:
+        return checks.webhook_secret(str(settings["webhook_secret"]), f"--config {args.config}: webhook_secret")
+    try:
+        return webhook_secret(sdir)
+    except OSError as exc:
+        raise UsageError(f"cannot keep the webhook secret in the state directory {sdir}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _shard(args: argparse.Namespace) -> Any:
+    """--shard I/N with --handoff PATH, or None without both."""
+    if args.shard is None and args.handoff is None:
+        return None
+    from mock_api.shards import Shard
+
+    if args.shard is None or args.handoff is None:
+        raise UsageError("--shard and --handoff go together")
+    checks.output_file(args.handoff, "--handoff")  # the shard listens there
+    if len(os.fsencode(args.handoff)) > UNIX_PATH_MAX:
+        raise UsageError(f"--handoff {args.handoff}: a Unix socket path has at most {UNIX_PATH_MAX} bytes")
+    try:
+        return Shard.parse(args.shard)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_mock(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mock_api.config import MockConfig, describe_validation_error
+
+    _check_mock(args)
+    settings = checks.settings_file(args.config, "--config") if args.config else {}
+    shard = _shard(args)
+    sdir = _state_dir(args.state_dir)
+    settings["webhook_secret"] = _mock_secret(args, settings, sdir)
     if args.webhook_url:
         settings["webhook_url"] = args.webhook_url
     if args.fault:
-        settings["faults"] = [*settings.get("faults", []), *args.fault]
+        earlier = settings.get("faults") or []
+        settings["faults"] = [*earlier, *args.fault] if isinstance(earlier, list) else earlier
     if args.strict_accept:
         settings["strict_accept"] = True
     if args.legacy_beta:
@@ -95,44 +193,50 @@ def cmd_mock(args: argparse.Namespace) -> int:
         settings["ring_timeout_s"] = args.ring_timeout
     try:
         config = MockConfig.model_validate(settings)
-    except Exception as exc:
-        print(f"rtsip mock: invalid settings: {exc}", file=sys.stderr)
-        return 2
-    shard = None
-    if args.shard is not None or args.handoff is not None:
-        from mock_api.shards import Shard
+    except ValidationError as exc:
+        raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
+                         f"{describe_validation_error(exc)}") from None
+    from mock_api.running import SipOptions, running_mock  # after the checks: it takes seconds to import
+    from mock_api.state import clear_running, write_running
 
-        if args.shard is None or args.handoff is None:
-            print("rtsip mock: --shard and --handoff go together", file=sys.stderr)
-            return 2
-        try:
-            shard = Shard.parse(args.shard)
-        except ValueError as exc:
-            print(f"rtsip mock: {exc}", file=sys.stderr)
-            return 2
-
-    try:
-        sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record,
-                                                  args.sip_frame_ms, args.sip_vad_frame_ms, args.sip_media)
-    except ValueError as exc:
-        print(f"rtsip mock: --sip-frame-ms/--sip-vad-frame-ms: {exc}", file=sys.stderr)
-        return 2
+    sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record,
+                                              args.sip_frame_ms, args.sip_vad_frame_ms, args.sip_media)
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff) as mock:
+        async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff) as mock, \
+                contextlib.AsyncExitStack() as stack:
+            app_env = {"OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": "sk-rtsip-local",
+                       "OPENAI_WEBHOOK_SECRET": config.webhook_secret or ""}
+            proxy_part = ""
+            if args.intercept:
+                from mock_api.proxy import intercept_env, running_proxy
+
+                proxy = await stack.enter_async_context(running_proxy(mock, sdir, args.host, args.proxy_port))
+                app_env.update(intercept_env(proxy, config.webhook_url))
+                proxy_part = f" proxy={proxy.url} proxy_ca={proxy.ca_path}"
             sip_part = f" sip={mock.sip.uri()} ca={mock.sip.certs.ca}" if mock.sip else ""
-            print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
-                  f"webhook_url={config.webhook_url or '-'}{sip_part} state_dir={sdir}", flush=True)
-            await stop.wait()
+            write_running(sdir, {"base_url": mock.base_url, "control": mock.url, "env": app_env})
+            try:
+                print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
+                      f"webhook_url={config.webhook_url or '-'}{sip_part}{proxy_part} state_dir={sdir}", flush=True)
+                await stop.wait()
+            finally:
+                clear_running(sdir)
 
     from mock_api.sip import SipIngressError
+    from sipworker.ports import PortInUse
 
     try:
         asyncio.run(serve())
+    except PortInUse as exc:  # a usage error: name the flag that picks another port
+        flag, other = {"sip_port": ("--sip-port", "free ones"), "proxy_port": ("--proxy-port", "a free one")}.get(
+            exc.setting, ("--port", "a free one"))
+        print(f"rtsip mock: {exc}; pick another with {flag} (0 picks {other})", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"rtsip mock: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -147,32 +251,54 @@ def _add_trigger(sub: Any) -> None:
         "trigger", help="send one signed webhook to an app, without a call",
         description="Send one correctly signed webhook event to your app, like `stripe trigger`. "
                     "Exit status 0 when the app answers 2xx.",
-        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TRIGGER_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("event", choices=["realtime.call.incoming"], help="event type to send")
     p.add_argument("--forward-to", required=True, metavar="URL", help="the app's webhook URL")
     p.add_argument("--secret", default=os.environ.get("OPENAI_WEBHOOK_SECRET"),
-                   help="whsec_ secret (env OPENAI_WEBHOOK_SECRET; default: the mock's secret in the state directory)")
+                   help="whsec_ secret your app verifies with (env OPENAI_WEBHOOK_SECRET; default: the one "
+                        "`rtsip mock` keeps in the state directory; none there is an error)")
     p.add_argument("--state-dir", default=None, help="state directory (env RTSIP_STATE_DIR)")
     p.add_argument("--header", action="append", type=header_arg, default=[], metavar="K:V",
                    help="extra SIP header in data.sip_headers (repeatable)")
-    p.add_argument("--from", dest="from_uri", default="sip:+15555550100@127.0.0.1", help="From URI")
-    p.add_argument("--to", dest="to_uri", default="sip:proj_rtsip@127.0.0.1", help="To URI")
+    p.add_argument("--from", dest="from_uri", default="sip:+15555550100@127.0.0.1",
+                   help="From URI: sip:, sips: or tel: (default %(default)s)")
+    p.add_argument("--to", dest="to_uri", default="sip:proj_rtsip@127.0.0.1",
+                   help="To URI: sip:, sips: or tel: (default %(default)s)")
     p.add_argument("--call-id", default=None, help="call_id to put in the event (default: a fresh rtc_ id)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the app (default 10)")
     p.set_defaults(func=cmd_trigger)
 
 
+def _trigger_secret(args: argparse.Namespace) -> str:
+    """--secret (or its env), else the mock's kept secret; never a new one, which no app would know."""
+    from mock_api.state import read_webhook_secret, state_path
+
+    if args.secret:  # an empty OPENAI_WEBHOOK_SECRET counts as unset
+        return checks.webhook_secret(args.secret, "--secret (or OPENAI_WEBHOOK_SECRET)")
+    sdir = state_path(args.state_dir)
+    secret = read_webhook_secret(sdir)
+    if secret is None:
+        raise UsageError(f"the state directory {sdir} has no webhook secret (`rtsip mock` keeps one there); pass "
+                         "the secret your app verifies with --secret whsec_... or OPENAI_WEBHOOK_SECRET, or the mock's "
+                         "state directory with --state-dir")
+    return checks.webhook_secret(secret, f"the webhook secret in {sdir}")
+
+
 def cmd_trigger(args: argparse.Namespace) -> int:
-    import aiohttp
+    checks.http_url(args.forward_to, "--forward-to")
+    checks.sip_uri(args.from_uri, "--from", tel=True, name_addr=True)
+    checks.sip_uri(args.to_uri, "--to", tel=True, name_addr=True)
+    checks.positive_seconds(args.timeout, "--timeout")
+    secret = _trigger_secret(args)
+
+    import aiohttp  # after the checks: a mistake should not wait for these imports
 
     from mock_api import ids
     from mock_api.calls import Call
     from mock_api.server import sip_headers
-    from mock_api.state import state_dir, webhook_secret
     from mock_api.webhooks import encode, incoming_call_event, signed_headers
 
-    secret = args.secret or webhook_secret(state_dir(args.state_dir))
     call = Call.incoming(sip_headers(args.from_uri, args.to_uri, None, args.header), call_id=args.call_id)
     event = incoming_call_event(call)
     body = encode(event)
@@ -190,8 +316,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     try:
         status, text = asyncio.run(send())
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        print(f"delivery failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(f"delivery failed: {type(exc).__name__}: {exc}") from None
     print(f"app answered {status}" + (f": {text[:500]}" if text else ""))
     print(json.dumps(event, indent=2))
     return 0 if 200 <= status < 300 else 1
@@ -213,14 +338,27 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report with every call's journal")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the run directory (each SIP call's recording of what the caller heard, the "
+                        "softphone log) and print where it is; by default it is removed after the reports")
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .run_command import run_cli
+    from .runner import collect
 
+    for raw in args.paths:
+        if not Path(raw).exists():
+            raise UsageError(f"no such scenario file or directory: {raw}")
+    if not collect(args.paths):
+        raise UsageError(f"no scenario files (*.yaml, *.yml) under {', '.join(args.paths)}")
+    checks.at_least(args.jobs, 1, "-j/--jobs")
+    for flag, path in (("--junit", args.junit), ("--json", args.json), ("--html", args.html)):
+        if path is not None:
+            checks.output_file(path, flag)
     return run_cli(args.paths, jobs=args.jobs, keyword=args.keyword, junit=args.junit, json_path=args.json,
-                   html=args.html)
+                   html=args.html, keep=args.keep)
 
 
 def _add_schema(sub: Any) -> None:
@@ -233,11 +371,14 @@ def _add_schema(sub: Any) -> None:
 def cmd_schema(args: argparse.Namespace) -> int:
     from .scenario import json_schema
 
-    text = json.dumps(json_schema(), indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    else:
-        print(text)
+    if not args.out:
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    checks.output_file(args.out, "--out")
+    try:
+        args.out.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -258,6 +399,8 @@ def _add_demo(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if args.html is not None:
+        checks.output_file(args.html, "--html")
     return run_demo(args.html)
 
 
@@ -270,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_mock(sub)
     _add_trigger(sub)
+    env_cmd.register(sub)
     call_cmd.register(sub)
     load_cmd.register(sub)
     _add_run(sub)
@@ -278,8 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a CommandError (UsageError: exit 2) is one line on stderr, never a traceback."""
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except CommandError as exc:
+        print(f"rtsip {args.command}: {checks.one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     return code
 
 

@@ -2,12 +2,14 @@
 
 It runs ``scenarios/demo.yaml``: the mock with its SIP ingress, the example SDK app, and the
 softphone calling with fixture audio. The timeline prints live, then both transcripts, and
-an HTML report is written.
+an HTML report is written, while the softphone's recording of what the caller heard still
+exists so the report draws it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,8 @@ def describe(entry: JournalEntry) -> tuple[str, str] | None:
     if k == "ws.connect":
         return "WebSocket", "app connected"
     if k == "ws.close":
+        if d.get("dropped"):
+            return "WebSocket", "dropped at hang-up (no close frame, as the real service does)"
         return "WebSocket", f"closed ({d.get('code')})"
     if k in ("ws.client", "ws.server"):
         ev = d.get("event")
@@ -110,7 +114,18 @@ def run_demo(html: Path | None = None, scenario_path: Path = DEMO) -> int:
         console.print(f"[dim]· {escape(msg)}[/]")
 
     started = time.monotonic()
-    result = asyncio.run(run_scenario(scenario, on_step=on_step, on_entry=on_entry))
+    with tempfile.TemporaryDirectory(prefix="rtsip-demo-") as run_dir:
+        result = asyncio.run(run_scenario(scenario, on_step=on_step, on_entry=on_entry, run_dir=Path(run_dir)))
+        write_html([result], out)  # while the recording of what the caller heard is there to draw
+    _summary(console, result)
+    console.print(f"HTML report: {out}")
+    mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
+    console.print(f"{mark} {escape(result.verdict)} in {time.monotonic() - started:.1f} s")
+    return 0 if result.passed else 1
+
+
+def _summary(console: Console, result: ScenarioResult) -> None:
+    """Both transcripts and the caller's time to first audio."""
     user, assistant = _transcripts(result)
     console.print("\n[bold]Caller (transcribed by the mock, as the app received it)[/]")
     for line in user or ["(none)"]:
@@ -121,8 +136,3 @@ def run_demo(html: Path | None = None, scenario_path: Path = DEMO) -> int:
     caller = result.calls[0].caller if result.calls else {}
     if caller.get("time_to_first_audio_ms") is not None:
         console.print(f"\ntime to first audio at the caller: {caller['time_to_first_audio_ms']} ms after the answer")
-    write_html([result], out)
-    console.print(f"HTML report: {out}")
-    mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
-    console.print(f"{mark} {escape(result.verdict)} in {time.monotonic() - started:.1f} s")
-    return 0 if result.passed else 1

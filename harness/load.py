@@ -10,6 +10,8 @@ not hide another:
   calls through the control API; or, with ``--mode sip``, a softphone worker pool (4 calls per
   worker process) in this process, calling the ingress workers' contact URIs directly.
 
+"pjsua2 wheel item N" cites docs/architecture.md, 'What the pjsua2 wheel imposes'.
+
 Every call is accounted for: each one placed ends as completed or failed (with a reason read
 from its journal), and the run stops by itself at ``--calls`` or ``--duration``.
 """
@@ -31,26 +33,28 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+from faker import Faker
 
 from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
 from mock_api.shards import MAX_SHARDS, ROUTER_READY
 from mock_api.webhooks import new_secret
+from sipworker.ports import RTP_SPAN, NoFreePorts, port_taken, rtp_base
 
 from .load_metrics import MAIN_METRICS, CallRecord, extract, failure, ingress_rtp, percentile
 from .scenario import CallSpec, Scenario, ScenarioError, load_scenario, resolve_audio
 
 TRAILING_SILENCE_MS = 800
 CALLS_PER_SIP_WORKER = 4
-SIP_RATE_PER_WORKER = 30.0  # new calls/s per SIP worker process (pjsua2 notes §5: ≤ ~40 before aborts)
-SIP_MAX_PER_CORE = 120  # concurrent two-way-audio TLS calls per core, both ends on this box (notes §5)
+SIP_RATE_PER_WORKER = 30.0  # new calls/s per SIP worker process (≤ ~40 before aborts: pjsua2 wheel item 4)
+SIP_MAX_PER_CORE = 120  # concurrent two-way-audio TLS calls per core, both ends on this box (pjsua2 wheel item 1)
 SIP_WORKER_RSS_MB = 40
 # Media of the SIP workers in sip mode (sipworker.ipc.WorkerConfig): native frame ports (the
 # default), and received audio taken less often than by default, which is most of what is left of a
@@ -114,6 +118,18 @@ class Plan:
     fds_needed: int
     notes: list[str] = field(default_factory=list)
 
+    def caller_numbers(self) -> Iterator[str]:
+        """One distinct E.164 number (+1 NXX NXX XXXX) per SIP call, in order, from the scenario's seed: an
+        app that routes or logs by caller sees a caller per call, as through a carrier, and a rerun sees the same."""
+        fake = Faker()
+        fake.seed_instance(self.scenario.seed)
+        seen: set[str] = set()
+        while True:
+            number = f"+1{fake.random_int(2, 9)}{fake.numerify('##')}{fake.random_int(2, 9)}{fake.numerify('######')}"
+            if number not in seen:
+                seen.add(number)
+                yield number
+
 
 # ---- bad input -------------------------------------------------------------------------------------
 
@@ -134,13 +150,13 @@ def _sip_needs(scenario: Scenario) -> list[str]:
     return out
 
 
-def port_free(port: int, kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+def _taken(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """Something is bound to ``port`` (sipworker.ports: TIME_WAIT leftovers do not count); a port nobody
+    may bind here is a LoadError with the system's reason."""
+    try:
+        return port_taken(port, kind)
+    except OSError as exc:
+        raise LoadError(f"cannot use port {port}: {exc.strerror or exc}") from None
 
 
 def fd_limit_check(needed: int) -> str | None:
@@ -242,22 +258,23 @@ def plan(options: LoadOptions) -> Plan:
                             "the one mock's SIP ingress (its workers are separate processes already)")
     for label, port, flag in (("the mock's HTTP port", o.port, "--port"), ("the app's port", o.app_port,
                                                                             "--app-port")):
-        if port and not port_free(port):
+        if port and _taken(port):
             raise LoadError(f"port {port} ({label}) is already taken; pick another with {flag}, or 0 for a free one")
     if len({p for p in (o.port, o.app_port, o.sip_port) if p}) < len([p for p in (o.port, o.app_port, o.sip_port)
                                                                        if p]):
         raise LoadError("--port, --app-port and --sip-port must differ")
     if mode == "sip":
         # TLS listens on --sip-port, TCP and UDP one below it (rtsip mock --help)
-        if o.sip_port and not (port_free(o.sip_port) and port_free(o.sip_port - 1)
-                               and port_free(o.sip_port - 1, socket.SOCK_DGRAM)):
+        if o.sip_port and (_taken(o.sip_port) or _taken(o.sip_port - 1) or _taken(o.sip_port - 1, socket.SOCK_DGRAM)):
             raise LoadError(f"SIP port {o.sip_port} (TLS) or {o.sip_port - 1} (TCP/UDP) is already taken; pick "
                             "another with --sip-port, or 0 for free ones")
-        for i in range(ingress_workers):
-            rtp = 20000 + i * 200  # SipIngress's RTP ranges (mock_api/sip.py, rtp_base=20000, span 200)
-            if not port_free(rtp, socket.SOCK_DGRAM):
-                raise LoadError(f"RTP port {rtp} (SIP ingress worker {i}) is already taken: another rtsip mock "
-                                "with SIP may be running; stop it first")
+        # each pool picks its RTP range from the ports free when it starts: check both can
+        for who, workers in (("the mock's SIP ingress", ingress_workers), ("the softphone", phone_workers)):
+            try:
+                rtp_base(workers)
+            except NoFreePorts as exc:
+                raise LoadError(f"no free RTP range for {who} ({workers} workers of {RTP_SPAN} ports): {exc}; "
+                                "stop other SIP programs or lower --concurrency") from None
     if o.mock_config is not None and not o.mock_config.is_file():
         raise LoadError(f"--mock-config {o.mock_config}: no such file")
     if o.mock_processes > 1:
@@ -958,7 +975,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
     log = open(run_dir / "softphone.log", "a")  # noqa: SIM115
     phone = Softphone(ca=mock.ready["ca"], workers=plan_.phone_workers, state_dir=run_dir / "phone", record=False,
                       frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA,
-                      rtp_base=_rtp_base(plan_.phone_workers), stderr=log)
+                      stderr=log)
     sem = asyncio.Semaphore(o.concurrency)
     t0 = time.time() + 0.5
     pacer = _Pacer(plan_.rate, t0)
@@ -972,7 +989,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
     def _free_slot(worker: int) -> None:
         load[worker] -= 1
 
-    async def one(index: int, worker: int, uri: str) -> None:
+    async def one(index: int, worker: int, uri: str, number: str) -> None:
         rec = CallRecord(index=index, worker=worker, start=time.time())
         marker = f"{run_id}-{index}"
         error: str | None = None
@@ -980,7 +997,8 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
         try:
             async with asyncio.timeout(plan_.max_call_s + 30):
                 call = await phone.call(uri, headers={**spec.headers, "X-Rtsip-Load": marker}, record=False,
-                                        prefer_worker=worker % plan_.phone_workers)
+                                        prefer_worker=worker % plan_.phone_workers, from_uri=f"tel:{number}",
+                                        display_name=spec.display_name)
                 if await call.answered(timeout=20):
                     await _sip_steps(call, spec, base, resolver, marker)
                     with contextlib.suppress(Exception):
@@ -1039,6 +1057,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
             await asyncio.sleep(0.2)
 
     watcher = asyncio.create_task(watch())
+    numbers = plan_.caller_numbers()
     try:
         await phone.start()
         for index in range(o.calls):
@@ -1056,7 +1075,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
             uri = dict(contacts)[worker]
             progress.placed += 1
             result.placed += 1
-            task = asyncio.create_task(one(index, worker, uri))
+            task = asyncio.create_task(one(index, worker, uri, next(numbers)))
             tasks.add(task)
             task.add_done_callback(_releaser(tasks, sem))
         while tasks:
@@ -1068,14 +1087,6 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
         await phone.close()
         log.close()
         await control.close()
-
-
-def _rtp_base(workers: int, span: int = 200) -> int:
-    """A softphone RTP range whose ports are free (below the kernel's ephemeral range where it fits)."""
-    for base in range(30000, 60000 - workers * span, 2000):
-        if all(port_free(base + i * span, socket.SOCK_DGRAM) for i in range(workers)):
-            return base
-    return 30000
 
 
 class _SipResolver:

@@ -31,7 +31,7 @@ from mock_api.client import MockClient
 from mock_api.config import ConfigPatch, MockConfig
 from mock_api.running import RunningMock, SipOptions, free_port, running_mock
 
-from .app_process import AppProcess, app_argv, app_env
+from .app_process import AppProcess, app_argv, app_env, fill_placeholders, template_values
 from .expect import Check, evaluate
 from .scenario import Expectations, expand, load_scenario
 
@@ -96,11 +96,19 @@ class OpenAIMock:
     async def app(self, command: list[str], *, webhook_path: str = "/webhook", ready_http: str | None = "/healthz",
                   ready_log: str | None = None, env: dict[str, str] | None = None, cwd: str | Path | None = None,
                   timeout: float = 20.0) -> AsyncIterator[RunningApp]:
-        """Start the app under test on a free port, pointed at this mock, and stop it afterwards."""
+        """Start the app under test on a free port, pointed at this mock, and stop it afterwards.
+
+        ``command``, ``env`` values and ``cwd`` may name ``{port}``, ``{python}``, ``{base_url}``, ``{ws_base}``,
+        ``{mock_origin}`` and ``{webhook_url}``, as a scenario's ``app`` block does.
+        """
         port = free_port()
-        proc = AppProcess(app_argv(command, port), app_env(self.base_url, self.webhook_secret, port, env),
-                          Path(cwd) if cwd else None)
-        self.configure(webhook_url=f"http://127.0.0.1:{port}{webhook_path}")
+        webhook_url = f"http://127.0.0.1:{port}{webhook_path}"
+        values = template_values(port, self.base_url, webhook_url)
+        filled_env = {k: fill_placeholders(v, values) for k, v in (env or {}).items()}
+        proc = AppProcess(app_argv(command, port, values),
+                          app_env(self.base_url, self.webhook_secret, port, filled_env),
+                          Path(fill_placeholders(str(cwd), values)) if cwd else None)
+        self.configure(webhook_url=webhook_url)
         await proc.start()
         running = RunningApp(proc, port)
         self.apps.append(running)

@@ -3,6 +3,12 @@
 Each scenario gets its own mock (in this process, on a free port) and its own app
 process (own port, own process group). Whatever happens, both are torn down before the
 scenario's result is returned.
+
+A SIP call's softphone records what the caller heard. Those recordings live in a run
+directory: pass ``run_dir`` and they stay there (each scenario in a subdirectory of its own)
+for reports written after the run, which draw the caller's side from them; without it they
+go to a temporary directory removed before the result is returned, and the result's calls
+stop naming them.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,13 +27,15 @@ from typing import Any
 
 import aiohttp
 
+from mock_api import certs
 from mock_api.client import MockClient, MockControlError
 from mock_api.config import MockConfig, RetryPolicy
 from mock_api.control_models import CallView, JournalEntry
-from mock_api.running import SipOptions, free_port, running_mock
+from mock_api.running import RunningMock, SipOptions, free_port, running_mock
 from mock_api.state import state_dir
+from mock_api.stubs import install as install_stubs
 
-from .app_process import AppFailed, AppProcess, app_argv, app_env
+from .app_process import AppFailed, AppProcess, app_argv, app_env, fill_placeholders, template_values
 from .callers import Caller, CallerError, SipCaller, VirtualCaller
 from .expect import Check, evaluate
 from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario
@@ -87,9 +97,26 @@ def selected(name: str, file: Path, expr: str | None) -> bool:
     return False
 
 
+def _ca_for(scenario: Scenario, mock: RunningMock, proxy_vars: dict[str, str]) -> str:
+    """The CA an app should trust for ``{ca}``: the interception proxy's, the SIP ingress's, or (only
+    when the scenario names ``{ca}``) the state directory's, made on first use."""
+    if proxy_vars:
+        return proxy_vars["SSL_CERT_FILE"]
+    if mock.sip is not None:
+        return str(mock.sip.certs.ca)
+    app = scenario.app
+    if any("{ca}" in text for text in [*app.command, *app.env.values(), app.cwd or ""]):
+        return str(certs.ensure_ca(state_dir())[0])
+    return ""
+
+
 async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None = None,
-                       on_entry: Callable[[str, JournalEntry], None] | None = None) -> ScenarioResult:
-    """Run one scenario (one variant). ``on_entry`` sees each journal entry of each call as it lands."""
+                       on_entry: Callable[[str, JournalEntry], None] | None = None,
+                       run_dir: Path | None = None) -> ScenarioResult:
+    """Run one scenario (one variant). ``on_entry`` sees each journal entry of each call as it lands.
+
+    ``run_dir``: where a SIP call's recordings and the softphone log are kept (see the module's docstring).
+    """
     started = time.monotonic()
     note = on_step or (lambda _msg: None)
     file = Path(scenario.source or ".")
@@ -109,18 +136,24 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
     phone: Softphone | None = None
     async with running_mock(config, sip=sip) as mock, MockClient(mock.url) as control, \
             contextlib.AsyncExitStack() as extra:
-        env = app_env(mock.base_url, mock.server.config.webhook_secret or "", port, scenario.app.env)
+        install_stubs(mock.server, scenario.mock.stubs)
+        proxy_vars: dict[str, str] = {}
         if scenario.app.openai == "intercept":
             # Zero-change interception (mock_api/proxy.py): HTTPS_PROXY + the local CA instead of a base URL;
             # proxy_env also pins OPENAI_BASE_URL to https://api.openai.com/v1. Torn down before the mock.
             from mock_api.proxy import proxy_env, running_proxy
 
             proxy = await extra.enter_async_context(running_proxy(mock, state_dir()))
-            env.update(proxy_env(proxy, proxy.ca_path))
-            if "OPENAI_BASE_URL" in scenario.app.env:  # e.g. an Azure endpoint: intercepted as well
-                env["OPENAI_BASE_URL"] = scenario.app.env["OPENAI_BASE_URL"]
-        cwd = (file.parent / (scenario.app.cwd or ".")).resolve()
-        app = AppProcess(app_argv(scenario.app.command, port), env, cwd)
+            proxy_vars = proxy_env(proxy, proxy.ca_path)
+        values = template_values(port, mock.base_url, config.webhook_url or "", _ca_for(scenario, mock, proxy_vars),
+                                 proxy_vars.get("HTTPS_PROXY", ""))
+        user_env = {k: fill_placeholders(v, values) for k, v in scenario.app.env.items()}
+        env = app_env(mock.base_url, mock.server.config.webhook_secret or "", port, user_env)
+        env.update(proxy_vars)
+        if proxy_vars and "OPENAI_BASE_URL" in user_env:  # e.g. an Azure endpoint: intercepted as well
+            env["OPENAI_BASE_URL"] = user_env["OPENAI_BASE_URL"]
+        cwd = (file.parent / fill_placeholders(scenario.app.cwd or ".", values)).resolve()
+        app = AppProcess(app_argv(scenario.app.command, port, values), env, cwd)
         watchers: list[_Watcher] = []
         try:
             note("starting app")
@@ -137,10 +170,12 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 if spec.mode == "sip":
                     assert mock.sip is not None
                     if phone is None:
-                        run_dir = Path(extra.enter_context(tempfile.TemporaryDirectory(prefix="rtsip-run-")))
-                        log = extra.enter_context(open(run_dir / "softphone.log", "a"))  # noqa: SIM115
+                        own = _scenario_dir(scenario.name, run_dir)
+                        if run_dir is None:
+                            extra.callback(_remove_run_dir, own, result)
+                        log = extra.enter_context(open(own / "softphone.log", "a"))  # noqa: SIM115
                         phone = await extra.enter_async_context(
-                            Softphone(ca=mock.sip.certs.ca, state_dir=run_dir / "phone", stderr=log))
+                            Softphone(ca=mock.sip.certs.ca, state_dir=own / "phone", stderr=log))
                     caller = await SipCaller.place(phone, mock.sip.uri(), control, spec, file.parent)
                 else:
                     caller = await VirtualCaller.place(control, spec, file.parent)
@@ -179,6 +214,27 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 result.calls = [v for v in [await _safe_view(control, cid) for cid in mock.server.calls] if v]
     result.seconds = time.monotonic() - started
     return result
+
+
+def _scenario_dir(name: str, run_dir: Path | None) -> Path:
+    """A fresh directory for one scenario's softphone: under ``run_dir``, or a temporary one."""
+    if run_dir is None:
+        return Path(tempfile.mkdtemp(prefix="rtsip-run-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^\w.-]+", "_", name).strip("_")[:60] or "scenario"
+    return Path(tempfile.mkdtemp(prefix=f"{slug}-", dir=run_dir))
+
+
+def _remove_run_dir(path: Path, result: ScenarioResult) -> None:
+    """Remove a temporary run directory once the softphone has closed, and the paths into it from the result.
+
+    A result that outlives its files must not name them, or its reports would point readers at nothing.
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    for view in result.calls:
+        if view.recording and Path(view.recording).is_relative_to(path):
+            view.recording = None
+            view.caller.pop("recording", None)
 
 
 async def _safe_view(control: MockClient, call_id: str) -> CallView | None:
@@ -300,10 +356,10 @@ async def _http_checks(scenario: Scenario, port: int, call_id: str) -> list[tupl
 
 async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[ScenarioResult], None] | None = None,
                     on_step: Callable[[str, str], None] | None = None,
-                    keyword: str | None = None) -> list[ScenarioResult]:
+                    keyword: str | None = None, run_dir: Path | None = None) -> list[ScenarioResult]:
     """Run scenario files (each variant whose name matches ``keyword``), ``jobs`` at a time.
 
-    A file that does not load is a failed result.
+    A file that does not load is a failed result. ``run_dir`` keeps SIP recordings, as for ``run_scenario``.
     """
     sem = asyncio.Semaphore(max(1, jobs))
 
@@ -311,7 +367,8 @@ async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[Scena
         async with sem:
             t0 = time.monotonic()
             try:
-                res = await run_scenario(scenario, (lambda m: on_step(scenario.name, m)) if on_step else None)
+                res = await run_scenario(scenario, (lambda m: on_step(scenario.name, m)) if on_step else None,
+                                         run_dir=run_dir)
             except Exception as exc:  # a runner bug fails this scenario, not the whole run
                 res = ScenarioResult(scenario.name, str(path), False, f"error: runner: {type(exc).__name__}: {exc}",
                                      time.monotonic() - t0)

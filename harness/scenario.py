@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
+from mock_api.control_models import Stub, duplicate_stub_id
 from mock_api.faults import Fault
 from mock_api.realtime.script import Script
 
@@ -87,8 +88,13 @@ class Step(_Strict):
 
 class CallSpec(_Strict):
     mode: Literal["virtual", "sip"] = "virtual"
-    from_: str = Field("sip:+15555550100@127.0.0.1", alias="from")
-    to: str = "sip:proj_rtsip@127.0.0.1"
+    from_: str = Field("sip:+15555550100@127.0.0.1", alias="from",
+                       description="The caller's URI, the From the app sees (sip:, sips: or tel:; in sip mode a "
+                                   "tel: number is sent as sip:<number>@<mock host>;user=phone).")
+    display_name: str | None = Field(None, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                     description="The caller's name in the From: \"NAME\" <from> (one line).")
+    to: str = Field("sip:proj_rtsip@127.0.0.1", description="The To the app sees (in sip mode, when not set: the "
+                                                               "mock's SIP URI, which the INVITE is sent to anyway).")
     headers: dict[str, str] = Field(default_factory=dict)
     steps: list[Step] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
@@ -159,6 +165,16 @@ class MockSpec(_Strict):
     legacy_beta: bool = False
     ring_timeout_s: float | None = Field(None, gt=0)
     retry_attempts: int = Field(3, ge=1, le=20, description="Webhook delivery attempts before giving up.")
+    stubs: list[Stub] = Field(default_factory=list, description="Canned answers for other API requests (chat "
+                              "completions, embeddings...), as PUT /_mock/stubs takes them; see docs/stubs.md.")
+
+    @field_validator("stubs")
+    @classmethod
+    def _unique_ids(cls, value: list[Stub]) -> list[Stub]:
+        dup = duplicate_stub_id(value)
+        if dup is not None:
+            raise ValueError(f"stub {dup}: the id {value[dup].id!r} is already used; stub ids must be unique")
+        return value
 
 
 class Variant(_Strict):

@@ -6,7 +6,8 @@ module never imports pjsua2; it drives :class:`sipworker.supervisor.WorkerPool` 
 
     async with Softphone(ca="state/tls/ca.pem") as phone:
         call = await phone.call("sip:proj_x@127.0.0.1:5061;transport=tls",
-                                headers={"X-Test-Id": "t1"}, audio=["claim.wav"])
+                                headers={"X-Test-Id": "t1"}, audio=["claim.wav"],
+                                from_uri="tel:+14155550123", display_name="Alice Smith")
         if await call.answered():
             await call.send_dtmf("12#")
             await call.hangup()
@@ -22,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig
+from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
 from sipworker.supervisor import WorkerPool, pool_configs
 
 ProgressCallback = Callable[["SoftphoneCall", Event], None]
@@ -71,6 +71,41 @@ def prepare_audio(path: str | os.PathLike[str], cache_dir: Path) -> str:
             w.writeframes(pcm)
         tmp.replace(out)
     return str(out)
+
+
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI: ``sip:proj_x@127.0.0.1:5061;transport=tls`` → ``127.0.0.1``."""
+    rest = uri.partition(":")[2].rpartition("@")[2]
+    hostport = rest.split(";", 1)[0].split("?", 1)[0]
+    if hostport.startswith("["):  # IPv6 reference
+        return hostport[: hostport.find("]") + 1]
+    return hostport.partition(":")[0]
+
+
+def sip_form(uri: str, request_uri: str) -> str:
+    """``uri`` as a SIP From or To must carry it: a SIP URI as given, ``tel:+1...`` as
+    ``sip:+1...@<host of request_uri>;user=phone`` (the RFC 3261 §19.1.6 mapping; its
+    parameters go with the number)."""
+    scheme, _, rest = uri.partition(":")
+    if scheme.lower() in ("sip", "sips") and rest:
+        return uri
+    if scheme.lower() == "tel" and rest:
+        return f"sip:{rest}@{uri_host(request_uri)};user=phone"
+    raise ValueError(f"{uri!r} is not a sip:, sips: or tel: URI")
+
+
+def caller_identity(uri: str, from_uri: str | None, display_name: str | None, to_uri: str | None) -> dict[str, str]:
+    """The make_call arguments for a caller's From and To (only those given), checked here so a
+    mistake is a ValueError before any INVITE."""
+    out: dict[str, str] = {}
+    if from_uri:
+        out["from_uri"] = sip_form(from_uri, uri)
+    if display_name:
+        name_addr(out.get("from_uri", uri), display_name)  # refuses what cannot be sent
+        out["display_name"] = display_name
+    if to_uri:
+        out["to_uri"] = sip_form(to_uri, uri)
+    return out
 
 
 @dataclass
@@ -243,7 +278,8 @@ class Softphone:
 
     ``media`` and ``frame_ms`` are the workers' (:class:`sipworker.ipc.WorkerConfig`): native
     frame ports by default, and received audio taken every 60 ms; a load test, which needs no
-    live audio, passes 200.
+    live audio, passes 200.  ``rtp_base``: the first RTP port (each worker takes
+    ``sipworker.ports.RTP_SPAN``); by default a range that is free when the phone starts.
     """
 
     def __init__(
@@ -274,7 +310,7 @@ class Softphone:
         self.cache_dir = self.state_dir / "audio-8k"
         self.rec_dir = self.state_dir / "recordings"
         self.srtp = srtp
-        self.rtp_base = rtp_base if rtp_base is not None else random.randrange(30000, 50000, 2)
+        self.rtp_base = rtp_base  # None: a range free when the workers start (sipworker.ports)
         self.record = record
         self.user = user
         self.log_level = log_level
@@ -314,7 +350,8 @@ class Softphone:
             frame_ms=self.frame_ms,
             media=self.media,
         )
-        configs = pool_configs(self.n_workers, template, rtp_base=self.rtp_base, rtp_span=200)
+        configs = pool_configs(self.n_workers, template, rtp_base=self.rtp_base)
+        self.rtp_base = configs[0].rtp_port
         self._pool = WorkerPool(configs, on_event=self._on_event, stderr=self.stderr)
         await self._pool.start()
 
@@ -344,8 +381,11 @@ class Softphone:
         hangup_on_refer: bool = True,
         on_progress: ProgressCallback | None = None,
         prefer_worker: int | None = None,
+        from_uri: str | None = None,
+        display_name: str | None = None,
+        to_uri: str | None = None,
     ) -> SoftphoneCall:
-        """Send an INVITE; returns at once (await ``call.answered()``).
+        """Send an INVITE to ``uri``; returns at once (await ``call.answered()``).
 
         ``audio`` files are queued and start playing when media is up.  ``record``: True (default
         from the phone) records what the caller hears to ``state_dir/recordings``, a path records
@@ -354,7 +394,13 @@ class Softphone:
         ``prefer_worker``: place it from that worker process if it has a free slot, else from the
         least loaded.  Keeping the calls between two processes together lets one RTP wake-up serve
         them all.
+
+        The caller's identity, as a carrier would send it: ``from_uri`` and ``display_name`` make the
+        From (``"Alice Smith" <sip:+14155550123@carrier.example>;tag=...``; default the phone's own
+        ``sip:<user>@127.0.0.1``), ``to_uri`` the To (default ``uri``); the Request-URI stays ``uri``.
+        ``tel:`` URIs become SIP ones (:func:`sip_form`).  A bad one raises ValueError.
         """
+        identity = caller_identity(uri, from_uri, display_name, to_uri)
         self._seq += 1
         ref = f"sp{os.getpid()}-{self._seq}"
         plays = [prepare_audio(p, self.cache_dir) for p in (audio or [])]
@@ -375,6 +421,7 @@ class Softphone:
         }
         if vad is not None:
             args["vad"] = VadParams.from_dict(vad).to_dict()
+        args.update(identity)
         try:
             _, reply = await self.pool.make_call(uri, ref=ref, prefer=prefer_worker, **args)
         except Exception:

@@ -9,7 +9,8 @@ the HTTP adapter, the webhook sender and the SIP ingress carry the effects out.
     ringing --reject(code)--------> rejected        (SIP final code, default 603)
     ringing --timeout-------------> no_answer
     ringing --caller_bye----------> ended           (CANCEL before answer)
-    active  --refer(target)-------> referring --refer_done / caller_bye--> referred
+    active  --refer(target)-------> referring --refer_done(2xx) / caller_bye--> referred
+    referring --refer_done(other)---> active        (the transfer target declined or failed: the call goes on)
     any live state --fail---------> failed
 """
 
@@ -74,7 +75,9 @@ class CallerBye:
 
 @dataclass(frozen=True)
 class ReferDone:
-    pass
+    """The REFER's outcome: the final status the transferee reported (NOTIFY sipfrag), 2xx = transferred."""
+
+    status: int = 200
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class Call:
     state: CallState = CallState.RINGING
     sip_final_status: int | None = None
     refer_target: str | None = None
+    refer_status: int | None = None  # the last REFER's final SIP status, once known
     accept_body: dict[str, Any] | None = None
     end_reason: str | None = None
 
@@ -238,6 +242,9 @@ def _caller_bye(call: Call, ev: CallerBye) -> tuple[CallState, list[Effect]]:
 
 
 def _refer_done(call: Call, ev: ReferDone) -> tuple[CallState, list[Effect]]:
+    call.refer_status = ev.status
+    if not 200 <= ev.status < 300:  # declined (603), busy, unreachable: nothing moved, the call goes on
+        return CallState.ACTIVE, []
     call.end_reason = "referred"
     return CallState.REFERRED, [SendBye(), EndSession("referred")]
 

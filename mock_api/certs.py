@@ -14,9 +14,9 @@ Layout of ``<state>/tls``::
 
 Files are reused while they parse, chain to the current CA and stay valid for at least a week;
 otherwise they are regenerated.  ECDSA P-256 (trustme's default) — the combination measured to
-verify in the pjsua2 wheel (notes §2).  Generation holds an ``flock`` on ``tls/.lock`` and writes
-via rename, so concurrent processes sharing a state directory never see half a file or a CA that
-does not match its key.
+verify in the pjsua2 wheel (docs/architecture.md, 'What the pjsua2 wheel imposes', item 5).
+Generation holds an ``flock`` on ``tls/.lock`` and writes via rename, so concurrent processes
+sharing a state directory never see half a file or a CA that does not match its key.
 """
 
 from __future__ import annotations

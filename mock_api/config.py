@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .faults import Fault
 
@@ -26,7 +26,7 @@ class RetryPolicy(BaseModel):
 
 
 class LimitsConfig(BaseModel):
-    """OpenAI-side limits (reference §1.3, §6 ``rate_limits.updated``, §8); every cap is off (None) by default.
+    """OpenAI-side limits (429s, failed responses, ``rate_limits.updated``); every cap is off (None) by default.
 
     Budgets refill continuously over ``window_s`` (60 s, as the real per-minute limits do; tests
     shorten it so a spent budget comes back within a second).
@@ -54,6 +54,17 @@ class MockConfig(BaseModel):
     )
     strict_accept: bool = Field(False, description="Answer an invalid accept body with 400 instead of 200-then-fail.")
     legacy_beta: bool = Field(False, description="Serve OpenAI-Beta: realtime=v1 sockets instead of closing them.")
+    audio_library: list[str] = Field(default_factory=list, description="Directories of your own clips "
+                                     "(<name>.wav + <name>.json with 'text'), recognised by fingerprint like "
+                                     "audio_fixtures/ when no script turn says what the caller said.")
+    recogniser_command: str | None = Field(None, description="A command that prints a turn's text: '{wav}' is "
+                                           "replaced by a WAV path, else PCM16 comes on stdin at {rate} Hz.")
+    recogniser_python: str | None = Field(None, description="'module:function' taking (pcm: bytes, rate: int) and "
+                                          "returning the text (or None), tried after the fingerprint.")
+    recogniser_timeout_s: float = Field(10.0, gt=0, description="How long a plugged-in recogniser may take a turn.")
+    hangup_close: Literal["drop", "clean"] = Field(
+        "drop", description="How a call's socket ends when the call does: drop (the connection goes away without a "
+        "close frame, as the real service is reported to do) or clean (a 1000 close frame).")
     ring_timeout_s: float | None = Field(30.0, gt=0, description="Fail a call nobody accepts within this time.")
     no_answer_status: int = Field(408, ge=400, le=699, description="SIP status sent to the caller on no answer.")
     max_body_bytes: int = Field(1 << 20, gt=0)
@@ -76,6 +87,11 @@ class ConfigPatch(BaseModel):
     api_keys: list[str] | None = None
     strict_accept: bool | None = None
     legacy_beta: bool | None = None
+    hangup_close: Literal["drop", "clean"] | None = None
+    audio_library: list[str] | None = None
+    recogniser_command: str | None = None
+    recogniser_python: str | None = None
+    recogniser_timeout_s: float | None = Field(None, gt=0)
     ring_timeout_s: float | None = Field(None, gt=0)
     no_answer_status: int | None = Field(None, ge=400, le=699)
     faults: list[Fault] | None = None
@@ -91,3 +107,63 @@ class ConfigPatch(BaseModel):
             update["limits"] = LimitsConfig() if self.limits is None else config.limits.model_copy(
                 update={k: getattr(self.limits, k) for k in self.limits.model_fields_set})
         return config.model_copy(update=update)
+
+
+# ---- readable errors ------------------------------------------------------------------------------------
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel] = MockConfig) -> str:
+    """A ValidationError as one line a person can act on: each bad field, what it expects, and for
+    an unknown key the keys that exist (pydantic's own text is several lines with a help URL)."""
+    return "; ".join(_describe(err, model) for err in exc.errors(include_url=False))
+
+
+def _describe(err: Any, model: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    where = _dotted(loc)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        valid = ""
+        if parent is not None:
+            owner = f" of {_dotted(loc[:-1])}" if loc[:-1] else ""
+            valid = f"; valid keys{owner}: {', '.join(parent.model_fields)}"
+        return f"unknown key {where!r}{valid}"
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        msg = str(err["ctx"]["error"])
+    else:
+        msg = err["msg"][:1].lower() + err["msg"][1:]
+        if err["type"] != "missing":
+            got = repr(err.get("input"))
+            msg += f" (got {got if len(got) <= 60 else got[:57] + '...'})"
+    return f"{where}: {msg}" if where else msg
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    """``("faults", 0, "name")`` as ``faults[0].name``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model that the field at ``loc`` holds (list items included), if it is one."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list field: its model is the list's
+        if current is None or part not in current.model_fields:
+            return None
+        current = _inner_model(current.model_fields[part].annotation)
+    return current
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel in an annotation such as ``RetryPolicy | None`` or ``list[Fault]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

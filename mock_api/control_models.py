@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -104,3 +105,99 @@ class CallView(BaseModel):
 
 class CallList(BaseModel):
     calls: list[CallView]
+
+
+# ---- stubs: canned answers for the rest of the API (PUT /_mock/stubs, scenario ``mock.stubs``) ----------------
+
+
+class StubRequest(BaseModel):
+    """What a request must look like for a stub to answer it; every field given must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str | None = Field(None, description="HTTP method, any case; omitted: any method.")
+    path: str | None = Field(None, pattern="^/", description="The exact path, e.g. /v1/embeddings. A request "
+                             "to /openai/v1/... (Azure style) also matches its /v1/... path.")
+    path_regex: str | None = Field(None, description="A Python regex the whole path must match (re.fullmatch).")
+    query: dict[str, str] = Field(default_factory=dict, description="Query parameters and their exact values.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers (names in any case), exact values.")
+    body: Any = Field(None, description="JSON the request body must contain: an object matches any object that "
+                      "has its keys with matching values (recursively); an array matches an array of the same "
+                      "length whose items match; other values must be equal. Omitted or null: any body.")
+
+    @field_validator("method")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value is not None else None
+
+    @field_validator("path_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_path(self) -> StubRequest:
+        if self.path is not None and self.path_regex is not None:
+            raise ValueError("give at most one of 'path' or 'path_regex'")
+        return self
+
+
+class SseEvent(BaseModel):
+    """One server-sent event of a streamed stub answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Any = Field(description="Sent as the event's data line: JSON, or a string as it is.")
+    event: str | None = Field(None, description="The event's name (the Responses API names each event).")
+
+
+class StubResponse(BaseModel):
+    """What a stub answers: a JSON body, or a stream of server-sent events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int = Field(200, ge=100, le=599)
+    body: Any = Field(default_factory=dict, description="The JSON body (ignored when 'stream' is given).")
+    headers: dict[str, str] = Field(default_factory=dict)
+    delay_s: float = Field(0.0, ge=0, le=300, description="Wait this long before answering.")
+    stream: list[SseEvent] | None = Field(None, description="Answer text/event-stream with these events.")
+    stream_done: bool = Field(True, description="End a stream with 'data: [DONE]', as chat completions does.")
+
+    @model_validator(mode="after")
+    def _body_or_stream(self) -> StubResponse:
+        if self.stream is not None and "body" in self.model_fields_set:
+            raise ValueError("give either 'body' or 'stream', not both")
+        return self
+
+
+class Stub(BaseModel):
+    """A request matcher and the answer it gets.
+
+    ``lifetime``: ``permanent`` answers every matching request; ``oneshot`` answers one, then is used
+    up; ``ordered`` stubs answer one request each, in the order they were given, and a request for a
+    later one before its turn is an error.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, min_length=1, description="Unique among the stubs; given one if omitted.")
+    name: str | None = Field(None, description="For people: shown in the journal and GET /_mock/stubs.")
+    lifetime: Literal["permanent", "oneshot", "ordered"] = "permanent"
+    request: StubRequest
+    response: StubResponse = Field(default_factory=StubResponse)
+
+
+def duplicate_stub_id(stubs: list[Stub], taken: set[str] | frozenset[str] = frozenset()) -> int | None:
+    """The index of the first stub whose id is already taken (by ``taken`` or an earlier stub)."""
+    seen = set(taken)
+    for i, stub in enumerate(stubs):
+        if stub.id is not None:
+            if stub.id in seen:
+                return i
+            seen.add(stub.id)
+    return None

@@ -1,8 +1,8 @@
 """Named faults: every server-side failure mode the forum threads report, by a stable name.
 
 One registry, read by the webhook sender, the call lifecycle, the HTTP adapter, the
-Realtime session core and the SIP ingress. The number in ``section`` is the failure mode
-in the reference's §13; ``layer`` says which part acts on it.
+Realtime session core and the SIP ingress. The number in ``section`` is the failure mode's
+number in docs/failure-modes.md ("-": a fault outside the numbered list); ``layer`` says which part acts on it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class FaultInfo:
 
 
 _ALL = [
-    # webhook delivery (§2.4, §13.12, §13.13)
+    # webhook delivery (failure modes 12 and 13)
     FaultInfo(
         "webhook_delay", "webhook", "12", "Hold each delivery for `seconds` before sending it.", {"seconds": 2.0}
     ),
@@ -37,7 +37,7 @@ _ALL = [
         {"seconds": 6.0},
     ),
     FaultInfo(
-        "webhook_duplicate", "webhook", "2.4", "Deliver every event twice with the same webhook-id.", {"copies": 2}
+        "webhook_duplicate", "webhook", "-", "Deliver every event twice with the same webhook-id.", {"copies": 2}
     ),
     FaultInfo("webhook_bad_signature", "webhook", "13", "Sign with a different secret than the one the app holds."),
     FaultInfo(
@@ -112,6 +112,11 @@ _ALL = [
 FAULTS: dict[str, FaultInfo] = {f.name: f for f in _ALL}
 
 
+def unknown_fault(name: str) -> str:
+    """What to tell someone who named a fault that does not exist: the valid names, so no lookup is needed."""
+    return f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}"
+
+
 class Fault(BaseModel):
     """One active fault, e.g. ``{"name": "webhook_delay", "seconds": 3}`` or just ``"ws_drop"``."""
 
@@ -130,7 +135,7 @@ class Fault(BaseModel):
     @classmethod
     def _known(cls, name: str) -> str:
         if name not in FAULTS:
-            raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
+            raise ValueError(unknown_fault(name))
         return name
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from openai.types.realtime.call_refer_params import CallReferParams
 from openai.types.realtime.call_reject_params import CallRejectParams
 from pydantic import BaseModel, ValidationError
 
-from . import audio, errors, realtime_rest, virtual, ws
+from . import audio, errors, ids, realtime_rest, stubs, virtual, ws
 from . import calls as c
 from . import faults as faultlib
 from .config import ConfigPatch
@@ -68,9 +69,9 @@ async def shard_forward(request: web.Request, handler: Handler) -> web.StreamRes
         response.force_close()
         return response
     limit = server.config.max_body_bytes
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return _too_large(request.content_length or len(body), limit)
+    body = await read_body(request, limit)
+    if body is None:
+        return _too_large(request.content_length or limit + 1, limit)
     try:
         return await server.forwarder.forward(request, body, (local[0], local[1]))
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -105,9 +106,9 @@ async def read_json(request: web.Request, server: MockServer, *, allow_empty: bo
     limit = server.config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BadRequest(_too_large(request.content_length, limit))
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise BadRequest(_too_large(len(raw), limit))
+    raw = await read_body(request, limit)
+    if raw is None:
+        raise BadRequest(_too_large(request.content_length or limit + 1, limit))
     if not raw.strip():
         if allow_empty:
             return {}
@@ -126,12 +127,25 @@ async def read_json(request: web.Request, server: MockServer, *, allow_empty: bo
         raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR)) from None
 
 
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body (``None`` past ``limit``): a body arrives in pieces, and the first piece is
+    not the body (a 256 KB accept used to be parsed from its first 128 KB)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _too_large(size: int, limit: int) -> web.Response:
     return errors.rest_error(413, f"Request body too large: {size} bytes; the limit is {limit} bytes.",
                              code="request_too_large")
 
 
-# ---- REST call controls (reference §1.3) ----------------------------------------------------------
+# ---- REST call controls -----------------------------------------------------------------------------
 
 
 def _journal_response(server: MockServer, call_id: str | None, resp: web.Response) -> web.Response:
@@ -144,8 +158,13 @@ def _journal_response(server: MockServer, call_id: str | None, resp: web.Respons
 
 
 def _ok() -> web.Response:
-    # 200 with an empty body: the SDK's calls.* methods cast to None.
-    return web.Response(status=200, body=b"", content_type="application/json")
+    """200, ``content-length: 0`` and no ``Content-Type``, as the real call controls answer.
+
+    A JSON content type on an empty body breaks every client that parses by content type: the SDK's
+    generic ``client.post(..., cast_to=dict)`` (openai-agents' SIP example) and ``fetch(...).json()``
+    raise on it, while the SDK's typed ``calls.*`` methods never read the body.
+    """
+    return web.Response(status=200)
 
 
 def _refusal(r: c.Refusal) -> web.Response:
@@ -185,7 +204,7 @@ async def call_control(request: web.Request) -> web.Response:
     return _journal_response(server, jid, _with_rpm_headers(server, handler(server, call, body, azure)))
 
 
-# ---- OpenAI-side limits (issue 6 part 3): 429s the SDK turns into openai.RateLimitError ----------------
+# ---- OpenAI-side limits: 429s the SDK turns into openai.RateLimitError ----------------
 
 
 def _resource(body: Any) -> str:
@@ -236,12 +255,13 @@ def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool)
         return limited
     problem = validate_session_config(body, prefix="", kind="realtime")
     if problem is None and azure and not body.get("model"):
-        # Azure wants the deployment name as `model` (reference §12).
+        # Azure wants the deployment name as `model`.
         problem = ParamError("missing_required_parameter", "Missing required parameter: 'model'.", "model")
     forced = faultlib.find(server.faults_for(call.call_id), "accept_invalid_hangup") is not None
     if problem is not None and server.config.strict_accept and not forced:
         return _param_error(problem)
-    # The real service answers 200 even to a beta-shaped body, then the call fails (§13.5).
+    # The real service answers 200 even to a beta-shaped body, then the call fails (failure mode 5,
+    # docs/failure-modes.md).
     return _answer(server.apply(call, c.Accept(body, valid=problem is None,
                                                error=problem.message if problem else None)))
 
@@ -434,6 +454,7 @@ async def server_journal(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     await request.app[SERVER_KEY].reset()
+    stubs.reset(request.app[SERVER_KEY])
     return web.json_response({"ok": True})
 
 
@@ -486,10 +507,44 @@ async def faults_list(request: web.Request) -> web.Response:
 # ---- app ---------------------------------------------------------------------------------------------
 
 
+@web.middleware
+async def api_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a port that serves only the OpenAI API (the interception proxy's upstream), ``/_mock/`` does
+    not exist: an app talking to ``https://api.openai.com`` cannot read the webhook secret or reset the mock."""
+    server = request.app[SERVER_KEY]
+    if server.api_only_ports and request.path.startswith("/_mock") and request.transport is not None:
+        local = request.transport.get_extra_info("sockname")
+        if local is not None and local[1] in server.api_only_ports:
+            server.journal.record(None, "proxy.control_refused", method=request.method, path=request.path,
+                                  host=request.headers.get("Host"))
+            return errors.rest_error(404, f"Invalid URL ({request.method} {request.path})")
+    return await handler(request)
+
+
+_STARTED_KEY = web.RequestKey("rtsip_started", float)
+SERVER_HEADER = "cloudflare"  # what api.openai.com answers with; never a framework banner
+
+
+@web.middleware
+async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[_STARTED_KEY] = time.monotonic()
+    return await handler(request)
+
+
+async def api_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every answer of the real API carries (also errors, upgrades and control answers)."""
+    response.headers["Server"] = SERVER_HEADER
+    response.headers.setdefault("x-request-id", ids.request_id())
+    started = request.get(_STARTED_KEY)
+    if started is not None:
+        response.headers.setdefault("openai-processing-ms", str(round((time.monotonic() - started) * 1000)))
+
+
 def create_app(server: MockServer) -> web.Application:
-    app = web.Application(middlewares=[real_errors, shard_forward],
+    app = web.Application(middlewares=[timed, real_errors, api_only, shard_forward],
                           client_max_size=server.config.max_body_bytes + 1024)
     app[SERVER_KEY] = server
+    app.on_response_prepare.append(api_headers)
     for prefix in PREFIXES:
         app.router.add_post(prefix + "/realtime/calls/{call_id}/{op:accept|reject|refer|hangup}", call_control)
     app.router.add_post("/_mock/calls", start_call)
@@ -508,6 +563,7 @@ def create_app(server: MockServer) -> web.Application:
     app.router.add_get("/_mock/sip", sip_view)
     ws.setup(app, server)
     realtime_rest.setup(app, server)
+    stubs.setup(app, server)  # last: its catch-all answers what no route above takes
 
     async def _close(_: web.Application) -> None:
         await server.close()

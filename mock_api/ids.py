@@ -1,4 +1,4 @@
-"""Identifier formats the real service uses (reference §0), so apps that parse ids keep working."""
+"""Identifier formats the real service uses, so apps that parse ids keep working."""
 
 from __future__ import annotations
 

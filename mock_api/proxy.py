@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import importlib
 import os
 import re
 import ssl
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from sipworker.ports import PortInUse
+
 from .certs import CertStore, normalize_host
 from .certs import store as cert_store
 from .journal import Journal
@@ -37,10 +41,22 @@ from .journal import Journal
 if TYPE_CHECKING:
     from .running import RunningMock
 
+def _sdk_api_hosts() -> tuple[str, ...]:
+    """The API hosts the installed SDK can be pointed at: data residency (``us.``, ``eu.``, ``jp.``...)
+    and mutual-TLS (``mtls.``, ``mtls-eu.``...) hosts, read from the SDK so new regions come for free."""
+    hosts = {"api.openai.com", "eu.api.openai.com", "us.api.openai.com", "mtls.api.openai.com"}
+    for module in ("openai._data_residency", "openai.auth._x509"):
+        with contextlib.suppress(ImportError):
+            for value in vars(importlib.import_module(module)).values():
+                for url in (value.values() if isinstance(value, dict) else [value]):
+                    if isinstance(url, str) and url.startswith("https://") and url.endswith(".openai.com/v1"):
+                        hosts.add(urlsplit(url).hostname or "")
+    return tuple(sorted(h for h in hosts if h))
+
+
 # Hosts whose HTTPS traffic is intercepted. ``*.`` matches exactly one label.
 ALLOWED_HOSTS: tuple[str, ...] = (
-    "api.openai.com",
-    "eu.api.openai.com",  # OpenAI data-residency (EU) API host
+    *_sdk_api_hosts(),
     "*.openai.azure.com",  # Azure OpenAI resource endpoints
     "*.cognitiveservices.azure.com",  # Azure AI Foundry resource endpoints (same /openai/v1 paths)
 )
@@ -116,7 +132,14 @@ class InterceptProxy:
         return self.certs.ca_path
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=HEAD_LIMIT)
+        try:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=HEAD_LIMIT,
+                                                      reuse_address=True)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"cannot listen on {self.host}:{self.port}: {os.strerror(exc.errno)}", self.port,
+                                "proxy_port") from None
+            raise
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -269,13 +292,24 @@ async def running_proxy(mock: RunningMock, state_dir: str | os.PathLike[str], ho
                         port: int = 0, allow: Iterable[str] = ALLOWED_HOSTS) -> AsyncIterator[InterceptProxy]:
     """Run the interception proxy beside ``mock`` (relaying to its HTTP port), CA in ``state_dir/tls``."""
     certs = await asyncio.to_thread(cert_store, state_dir)
-    proxy = InterceptProxy(mock.host, mock.port, mock.server.journal, certs, host=host, port=port,
+    upstream = await mock.api_only_port() if mock.runner is not None else mock.port
+    proxy = InterceptProxy(mock.host, upstream, mock.server.journal, certs, host=host, port=port,
                            allow=tuple(allow))
     await proxy.start()
     try:
         yield proxy
     finally:
         await proxy.close()
+
+
+def intercept_env(proxy: InterceptProxy, webhook_url: str | None = None) -> dict[str, str]:
+    """:func:`proxy_env` for an app run by hand against ``rtsip mock --intercept``: the webhook's host
+    joins ``NO_PROXY`` so the mock's deliveries and the app's own local calls never loop through the proxy."""
+    env = proxy_env(proxy, proxy.ca_path)
+    host = urlsplit(webhook_url).hostname if webhook_url else None
+    if host and host not in env["NO_PROXY"].split(","):
+        env["NO_PROXY"] = env["no_proxy"] = f"{env['NO_PROXY']},{host}"
+    return env
 
 
 def proxy_env(proxy: InterceptProxy | str, ca_path: str | os.PathLike[str]) -> dict[str, str]:

@@ -1,11 +1,10 @@
 """REST neighbours of the Realtime API: ephemeral client secrets and whisper-style transcription.
 
 ``POST /v1/realtime/client_secrets`` validates its session like ``session.update`` does, but
-answers errors as a 400 REST envelope (reference §1.3: ``Unknown parameter:
-'session.temperature'.``). ``POST /v1/audio/transcriptions`` is the multipart endpoint the
-forum thread fell back on; it returns the behaviour script's first turn, honouring the
-``language`` and ``prompt`` form fields the way realtime input transcription does
-(:mod:`mock_api.realtime.transcription`).
+answers errors as a 400 REST envelope (``Unknown parameter: 'session.temperature'.``).
+``POST /v1/audio/transcriptions`` is the multipart endpoint the forum thread fell back on; it
+returns the behaviour script's first turn, honouring the ``language`` and ``prompt`` form fields
+the way realtime input transcription does (:mod:`mock_api.realtime.transcription`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from sipworker.ports import PortInUse
 
 from .config import MockConfig
 from .http import create_app
@@ -47,6 +52,18 @@ class RunningMock:
     host: str
     port: int
     sip: SipIngress | None = None
+    runner: web.AppRunner | None = None
+
+    async def api_only_port(self) -> int:
+        """A second listener on ``host`` serving the OpenAI API without the ``/_mock/`` control API
+        (what the interception proxy relays to); closed with the mock."""
+        if self.runner is None:
+            raise RuntimeError("this mock was not started by running_mock")
+        site = web.TCPSite(self.runner, self.host, 0, reuse_address=True)
+        await site.start()
+        port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.server.api_only_ports.add(port)
+        return port
 
     @property
     def url(self) -> str:
@@ -62,13 +79,24 @@ class RunningMock:
 async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
                        sip: SipOptions | None = None, shard: Shard | None = None,
                        handoff: Path | None = None) -> AsyncIterator[RunningMock]:
-    """``shard`` and ``handoff``: this mock is one of several behind a ShardRouter (mock_api.shards)."""
+    """``shard`` and ``handoff``: this mock is one of several behind a ShardRouter (mock_api.shards).
+
+    A taken ``port`` or ``sip.port`` raises :class:`sipworker.ports.PortInUse`; its ``setting``
+    ("port" or "sip_port") says which one."""
     server = MockServer(config, shard=shard)
     runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"cannot listen on {host}:{port}: {os.strerror(exc.errno)}", port, "port") from None
+        raise
     bound = int(runner.addresses[0][1])  # the real port when 0 was asked for
+    # the fingerprint index (~0.7 s, once per process) is built off the loop now, not at the first unscripted turn
+    warming = asyncio.get_running_loop().run_in_executor(None, server.recogniser().warm)
     ingress = None
     receiver = None
     try:
@@ -84,7 +112,7 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
                                  record=sip.record, frame_ms=sip.frame_ms, vad_frame_ms=sip.vad_frame_ms,
                                  media=sip.media)
             await ingress.start()
-        yield RunningMock(server, host, bound, ingress)
+        yield RunningMock(server, host, bound, ingress, runner)
     finally:
         if receiver is not None:
             receiver.stop()
@@ -93,11 +121,12 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
         if ingress is not None:
             await ingress.stop()
         await runner.cleanup()
+        await warming
 
 
 # Ports handed to other processes (an app under test) come from below the kernel's ephemeral range
-# (32768-60999 here), so an outgoing connection cannot take one between our check and the app's bind.
-# RTP ranges start at 20000 (SIP ingress) and 30000 (softphone).
+# (32768-60999 here), so an outgoing connection cannot take one between our check and the app's bind,
+# and below sipworker.ports.RTP_PORTS, where the SIP workers' RTP ranges are chosen.
 _APP_PORTS = range(10000, 19999)
 _RNG = random.SystemRandom()  # not the global RNG, which tests may seed
 

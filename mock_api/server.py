@@ -22,6 +22,7 @@ from .config import ConfigPatch, MockConfig
 from .faults import Fault
 from .journal import Journal
 from .limits import Hit, Limiter
+from .recognisers import Chain, build_recogniser, default_recogniser
 from .shards import Shard, ShardForwarder
 from .webhooks import WebhookSender, incoming_call_event, new_secret
 
@@ -75,7 +76,27 @@ class MockServer:
         self.limits = Limiter()
         self._configure_limits()
         self.sip_status: Callable[[], dict[str, Any]] | None = None  # set while a SIP ingress runs
+        # local ports that serve only the OpenAI API (what the interception proxy relays to): the control
+        # API, which holds the webhook secret, is never reachable through an intercepted host
+        self.api_only_ports: set[int] = set()
         self._parts: dict[type, Any] = {}
+        self._recogniser: tuple[tuple[Any, ...], Chain] | None = None
+
+    def recogniser(self) -> Chain:
+        """What hears unscripted caller audio: fingerprints of audio_fixtures/ and ``audio_library``, then
+        the plugged-in recognisers; rebuilt when those settings change (a bad ``recogniser_python`` raises)."""
+        c = self.config
+        key = (tuple(c.audio_library), c.recogniser_command, c.recogniser_python, c.recogniser_timeout_s)
+        if self._recogniser is None or self._recogniser[0] != key:
+            if key == ((), None, None, 10.0):
+                built = default_recogniser()
+            else:
+                built = build_recogniser(c.audio_library, c.recogniser_command, c.recogniser_python,
+                                         c.recogniser_timeout_s)
+                for path, why in built.skipped:
+                    self.journal.record(None, "audio_library.skipped", path=str(path), reason=why)
+            self._recogniser = (key, built)
+        return self._recogniser[1]
 
     def part(self, kind: type[P]) -> P:
         """This server's one instance of an adapter's per-server state (created on first use), so
@@ -188,7 +209,8 @@ class MockServer:
         if outcome.before is not outcome.after:
             self.journal.record(call.call_id, "state", before=outcome.before.value, after=outcome.after.value,
                                 event=name, source=source, sip_final_status=call.sip_final_status,
-                                refer_target=call.refer_target, reason=call.end_reason)
+                                refer_target=call.refer_target, reason=call.end_reason,
+                                **({"refer_status": call.refer_status} if isinstance(event, c.ReferDone) else {}))
         elif isinstance(event, c.Refer):
             self.journal.record(call.call_id, "call.refer_noop", target_uri=event.target_uri)
         for effect in outcome.effects:

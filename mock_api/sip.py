@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sipworker.ipc import Ev, Event, Op, WorkerConfig
+from sipworker.ports import PortInUse, port_taken
 from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
 from . import audio, ws
@@ -66,7 +68,9 @@ def vad_params(session_config: dict[str, Any]) -> dict[str, Any]:
 
 
 class SipIngressError(RuntimeError):
-    """The SIP workers could not start (a port taken, a bad certificate...); the message says why."""
+    """The SIP workers could not start (a bad certificate, no free RTP ports...); the message says why.
+
+    A taken SIP port is :class:`sipworker.ports.PortInUse` instead, naming the setting to change."""
 
 
 @dataclass
@@ -83,8 +87,10 @@ class _Leg:
 class SipIngress:
     def __init__(self, server: MockServer, state_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
                  port: int = 5061, workers: int = 1, tcp: bool = True, udp: bool = True,
-                 rtp_base: int = 20000, record: bool = False, frame_ms: int = 60,
+                 rtp_base: int | None = None, record: bool = False, frame_ms: int = 60,
                  vad_frame_ms: int = 20, media: str = "native") -> None:
+        """``rtp_base``: the first RTP port of worker 0 (each worker takes ``sipworker.ports.RTP_SPAN``);
+        by default a range free at start, so two mocks on one host keep apart."""
         self.server = server
         self.state_dir = Path(state_dir)
         self.host = host
@@ -98,8 +104,12 @@ class SipIngress:
         )
         # SIP's usual pair: TLS on `port` (5061), TCP and UDP one below (5060); 0 = any free ports
         plain = port - 1 if port else 0
-        configs = pool_configs(workers, template, first_tls_port=port, first_tcp_port=plain if tcp else None,
-                               first_udp_port=plain if udp else None, rtp_base=rtp_base)
+        try:
+            configs = pool_configs(workers, template, first_tls_port=port, first_tcp_port=plain if tcp else None,
+                                   first_udp_port=plain if udp else None, rtp_base=rtp_base)
+        except OSError as exc:  # NoFreePorts, or a host that is not this machine's
+            raise SipIngressError(f"cannot start the SIP ingress on {host}:{port}: RTP ports: "
+                                  f"{exc.strerror or exc}") from None
         # pjsip's own log goes to a file, not the user's terminal
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir / "logs" / "sip-ingress.log"
@@ -112,7 +122,11 @@ class SipIngress:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def _check_ports(self) -> None:
-        """Fail fast and clearly on a taken port (pjsip may not report it, notes G1-G3)."""
+        """Fail fast and clearly on a taken port (pjsip may not report it).
+
+        Probed as pjsip binds (:func:`sipworker.ports.port_taken`): the TIME_WAIT connections of
+        a mock that just stopped do not count.
+        """
         if not self.port:
             return
         wanted = [(socket.SOCK_STREAM, self.port, "TLS")]
@@ -122,13 +136,16 @@ class SipIngress:
         if cfg.udp_port:
             wanted.append((socket.SOCK_DGRAM, cfg.udp_port, "UDP"))
         for kind, port, name in wanted:
-            with socket.socket(socket.AF_INET, kind) as sock:
-                try:
-                    sock.bind((self.host, port))
-                except OSError as exc:
-                    self._log.close()
-                    raise SipIngressError(f"cannot start the SIP ingress on {self.host}:{self.port}: {name} port "
-                                          f"{port}: {exc.strerror or exc}") from None
+            try:
+                taken = port_taken(port, kind, self.host)
+            except OSError as exc:  # not ours to bind at all (a privileged port, a foreign address)
+                self._log.close()
+                raise SipIngressError(f"cannot start the SIP ingress on {self.host}:{self.port}: {name} port "
+                                      f"{port}: {exc.strerror or exc}") from None
+            if taken:
+                self._log.close()
+                raise PortInUse(f"cannot start the SIP ingress on {self.host}:{self.port}: {name} port {port}: "
+                                f"{os.strerror(errno.EADDRINUSE)}", port, "sip_port")
 
     async def start(self) -> None:
         self._check_ports()
@@ -259,8 +276,8 @@ class SipIngress:
                                    final=ev.data.get("final"))
         call = self.server.calls.get(leg.call_id)
         if ev.data.get("final") and call is not None and call.state is c.CallState.REFERRING:
-            # The provider answered the REFER: the transfer is out of our hands, our leg ends.
-            self.server.apply(call, c.ReferDone(), source="sip")
+            # The transferee's final answer; the call lifecycle decides (2xx: transferred, else the call goes on).
+            self.server.apply(call, c.ReferDone(int(ev.data.get("code") or 200)), source="sip")
 
     async def _ended(self, ev: Event) -> None:
         leg = self._legs.pop(str(ev.ref), None)
@@ -426,7 +443,7 @@ class ReplyBatcher:
 
 
 def garble(pcm: bytes) -> bytes:
-    """What a G.711 leg plays when it is handed the wrong encoding: loud broadband noise (§13.7, §13.8)."""
+    """What a G.711 leg plays when it is handed the wrong encoding: loud broadband noise (failure modes 7, 8)."""
     return audio.pcm_to_ulaw(pcm) * 2  # raw µ-law bytes read as 16-bit PCM: static, same duration
 
 

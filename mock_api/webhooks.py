@@ -1,4 +1,4 @@
-"""Standard Webhooks signing (reference §2) and delivery with bounded retries and named faults.
+"""Standard Webhooks signing and delivery with bounded retries and named faults.
 
 Signing and event building are pure; ``WebhookSender`` is the small async adapter that
 posts, retries and journals every attempt.
@@ -56,7 +56,7 @@ def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes,
 
 
 def incoming_call_event(call: Call, created_at: int | None = None) -> dict[str, Any]:
-    """The ``realtime.call.incoming`` body exactly as §1.2 shows it."""
+    """The ``realtime.call.incoming`` body in exactly the real service's shape."""
     data: dict[str, Any] = {"call_id": call.call_id, "sip_headers": call.sip_headers}
     if call.media_security:
         data["sip_media_security"] = call.media_security

@@ -2,7 +2,7 @@
 
 It decides nothing about the protocol. It routes an upgrade to a session (one per
 ``call_id``, shared by every socket of that call, or one per ``?model=`` / ``?intent=``
-socket), applies the upgrade rules of reference §1.4 / §8, pumps the session's timers,
+socket), applies the real service's upgrade rules, pumps the session's timers,
 fans server events out to the sockets, hands reply audio to the media path (and takes
 speech boundaries and DTMF from it, telling it the effective config so its VAD follows
 ``turn_detection``), journals every event both ways, and closes the sockets when the call ends.
@@ -24,11 +24,11 @@ from . import errors, fidelity
 from . import faults as faultlib
 from .calls import Call, CallState
 from .realtime import events as rt_events
-from .realtime.session import AudioOut, ClearAudio, Close, LimitHit, Output, RealtimeSession
+from .realtime.session import AudioOut, ClearAudio, Close, Heard, LimitHit, Output, RealtimeSession
 from .server import SERVER_KEY, MockServer, request_key
 
 PREFIXES = ("/v1", "/openai/v1")
-PING_INTERVAL_S = 20.3  # the real server's keepalive (reference §0)
+PING_INTERVAL_S = 20.3  # the real server's keepalive
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 15 MiB audio per append, base64-inflated
 SESSION_LIMIT_CLOSE = 1013  # RFC 6455 "Try Again Later": a ?model= socket over max_concurrent_sessions
 WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
@@ -45,6 +45,8 @@ class SessionHost:
         self.session = session
         self.call_id = call_id
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[tuple[str, Any] | None]] = {}
+        self.transports: dict[web.WebSocketResponse, asyncio.BaseTransport] = {}
+        self.ending: dict[web.WebSocketResponse, str] = {}  # how the call's end closed each socket
         self.media_sink: MediaSink | None = None
         self._on_config: ConfigSink | None = None
         self._loop = asyncio.get_running_loop()
@@ -68,6 +70,10 @@ class SessionHost:
     def feed_audio(self, pcm: bytes, rate: int) -> None:
         """Caller audio from the SIP ingress (PCM16 at ``rate``)."""
         self.dispatch(self.session.feed_audio(pcm, rate, self.server.clock()))
+
+    def media_audio(self, pcm: bytes, rate: int, start_ms: int) -> None:
+        """A turn's caller audio from the media path (what the fake model hears when no script says it)."""
+        self.dispatch(self.session.media_audio(pcm, rate, start_ms, self.server.clock()))
 
     def dtmf(self, digit: str) -> None:
         self.dispatch(self.session.dtmf(digit, self.server.clock()))
@@ -114,6 +120,8 @@ class SessionHost:
                     self.media_sink(out)
             elif isinstance(out, LimitHit):
                 self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id)
+            elif isinstance(out, Heard):
+                self.server.journal.record(self.call_id, "audio.heard", **out.journal())
             elif isinstance(out, Close):
                 for q in self.sockets.values():
                     q.put_nowait(("close", (out.code, out.reason)))
@@ -151,18 +159,31 @@ class SessionHost:
             try:
                 if kind == "text":
                     await ws.send_str(payload)
+                elif kind == "drop":
+                    # the call ended: the connection goes away without a close frame (the client sees 1006)
+                    self.ending[ws] = "drop"
+                    transport = payload
+                    if transport is not None:
+                        transport.close()
+                    return
                 else:
                     code, reason = payload
+                    self.ending[ws] = "clean"
                     await ws.close(code=code, message=reason.encode())
                     return
             except (ConnectionError, RuntimeError):
                 return
 
     def close(self) -> None:
+        """The call ended: each socket is dropped or closed cleanly, as ``MockConfig.hangup_close`` says."""
         self.closed = True
         self._schedule()
-        for q in self.sockets.values():
-            q.put_nowait(("close", (1000, "call ended")))
+        drop = self.call_id is not None and self.server.config.hangup_close == "drop"
+        for ws, q in self.sockets.items():
+            if drop:
+                q.put_nowait(("drop", self.transports.get(ws)))
+            else:
+                q.put_nowait(("close", (1000, "call ended")))
 
 
 class Registry:
@@ -187,6 +208,7 @@ def _host_for_call(server: MockServer, call: Call) -> SessionHost:
             kind="realtime", transport="sip", config=call.accept_body or {"type": "realtime"},
             model=(call.accept_body or {}).get("model"), script=server.script_for(call.call_id),
             faults=server.faults_for(call.call_id), now=server.clock(), limiter=server.limits,
+            recogniser=server.recogniser(),
         )
         host = reg.calls[call.call_id] = SessionHost(server, session, call.call_id)
     return host
@@ -198,7 +220,7 @@ def _host_for_call(server: MockServer, call: Call) -> SessionHost:
 async def _refuse_after_upgrade(ws: web.WebSocketResponse, server: MockServer, call_id: str | None,
                                 code: str | None, message: str, close_code: int,
                                 type_: str = "invalid_request_error") -> web.WebSocketResponse:
-    """Auth and shape failures still complete the 101, then send error + close (reference §8)."""
+    """Auth and shape failures still complete the 101, then send error + close."""
     event = rt_events.error(code, message, type_=type_)
     frame = json.dumps(event)
     fidelity.audit(event)
@@ -231,7 +253,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
             return errors.rest_error(404, "No session found for the provided call_id", code="call_id_not_found")
     ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
-    server.journal.record(call_id, "ws.connect", query=dict(q), beta=beta)
+    server.journal.record(call_id, "ws.connect", query=dict(q), beta=beta, headers=handshake_headers(request))
     key = request_key(request)
     if key is None:
         return await _refuse_after_upgrade(ws, server, call_id, None,
@@ -275,10 +297,13 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
                                                hit.message(model or "gpt-realtime"), SESSION_LIMIT_CLOSE,
                                                type_=hit.error_type)
         session = RealtimeSession(kind=intent, transport="websocket", model=model, script=server.script_for(None),
-                                  faults=server.faults_for(None), now=server.clock(), limiter=server.limits)
+                                  faults=server.faults_for(None), now=server.clock(), limiter=server.limits,
+                                  recogniser=server.recogniser())
         host = owned = SessionHost(server, session, None)
         host.slot = slot
     host.sockets[ws] = asyncio.Queue()
+    if request.transport is not None:
+        host.transports[ws] = request.transport
     writer = asyncio.get_running_loop().create_task(host.writer(ws))
     created = host.session.session_created()
     fidelity.audit(created)
@@ -299,19 +324,41 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         if drop_handle is not None:
             drop_handle.cancel()
         queue = host.sockets.pop(ws, None)
+        host.transports.pop(ws, None)
         if queue is not None:
             queue.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 1.0)
-        server.journal.record(call_id, "ws.close", code=ws.close_code)
+        ending = host.ending.pop(ws, None)
+        if ending == "drop":
+            server.journal.record(call_id, "ws.close", code=None, reason="call ended", dropped=True)
+        elif ending == "clean":
+            server.journal.record(call_id, "ws.close", code=ws.close_code, reason="call ended")
+        else:
+            server.journal.record(call_id, "ws.close", code=ws.close_code)
         if owned is not None:
             owned.close()
             server.limits.end_session(owned.slot or "")
     return ws
 
 
+SECRET_HEADERS = frozenset({"authorization", "api-key", "cookie", "openai-organization", "openai-project"})
+
+
+def handshake_headers(request: web.Request) -> list[list[str]]:
+    """The upgrade request's headers in order, as sent, with credentials masked (auth, the beta
+    header and the SDK's ``X-Stainless-*`` are what a socket bug report needs)."""
+    out: list[list[str]] = []
+    for name, value in request.headers.items():
+        if name.lower() in SECRET_HEADERS:
+            scheme, _, secret = value.partition(" ") if name.lower() == "authorization" else ("", "", value)
+            value = f"{scheme} {errors.masked(secret)}".strip() if secret else errors.masked(value)
+        out.append([name, value])
+    return out
+
+
 def _drop(request: web.Request, server: MockServer, call_id: str | None) -> None:
-    """ws_drop: the socket dies without a close frame, as when the caller hangs up (reference §1.4)."""
+    """ws_drop: the socket dies without a close frame, as when the caller hangs up."""
     server.journal.record(call_id, "ws.drop")
     if request.transport is not None:
         request.transport.close()

@@ -35,7 +35,10 @@ class Op(StrEnum):
     """Commands a parent may send.  Fields after the dash are the command's arguments."""
 
     PING = "ping"  # - → result {pid, calls, cpu_s}
-    MAKE_CALL = "make_call"  # - ref, uri, headers{}, play[], record?, vad?, refer_status?, hangup_on_refer?
+    # - ref, uri (Request-URI), headers{}, play[], record?, vad?, refer_status?, hangup_on_refer?, from_uri?,
+    #   display_name?, to_uri? (SIP URIs; the From is name_addr(from_uri or the worker's own, display_name),
+    #   the To is to_uri, else uri)
+    MAKE_CALL = "make_call"
     RINGING = "ringing"  # - ref, code=180
     ANSWER = "answer"  # - ref, code=200, play[], record?, vad?, headers{}
     REJECT = "reject"  # - ref, code=603, reason?
@@ -176,6 +179,23 @@ def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     return cls(**data)
+
+
+def name_addr(uri: str, display_name: str | None = None) -> str:
+    """The From or To header value for ``uri`` shown as ``display_name``: ``"Alice Smith" <sip:...>``.
+
+    Shared by the SIP workers and the virtual caller, so a name reaches an app spelled the same
+    way either way.  The name is a quoted string (RFC 3261 §25.1): ``"`` and ``\\`` are escaped;
+    a line break could end the header, so it is refused.  A URI with parameters is bracketed even
+    without a name (RFC 3261 §20.10): pjsip writes a bare one as given, and ``sip:+1...@host;user=phone;tag=x``
+    would hand ``user=phone`` to the header instead of the URI.
+    """
+    if not display_name:
+        return f"<{uri}>" if any(c in uri for c in ";,?") else uri
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in display_name):
+        raise ValueError(f"display name {display_name!r}: control characters (line breaks, tabs) cannot be sent")
+    quoted = display_name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{uri}>'
 
 
 @dataclass

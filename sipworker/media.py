@@ -5,11 +5,11 @@ unit-tested without a SIP stack.  The frame port hands over *chunks* of ``frame_
 of 20 ms, see :class:`~sipworker.ipc.WorkerConfig`): fewer Python callbacks per second is what
 makes a worker cheap.  Inside a chunk, VAD, first-audio detection and playback keep the 20 ms
 sub-frame (``FRAME_MS``) granularity and report exact audio times.  The callbacks run on
-pjmedia's clock thread, which all calls of a process share (notes §4): per-chunk work is a few
-numpy reductions over all sub-frames at once, a slice of the playback queue and one webrtcvad
-call per sub-frame; file I/O happens elsewhere.  The clock thread runs briefly every 20 ms and
-finds its caches cold, so touching few Python objects per callback matters more than what
-hot-loop microbenchmarks suggest.
+pjmedia's clock thread, which all calls of a process share (docs/architecture.md, 'What the
+pjsua2 wheel imposes', item 6): per-chunk work is a few numpy reductions over all sub-frames at
+once, a slice of the playback queue and one webrtcvad call per sub-frame; file I/O happens
+elsewhere.  The clock thread runs briefly every 20 ms and finds its caches cold, so touching few
+Python objects per callback matters more than what hot-loop microbenchmarks suggest.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .ipc import PJ_ETOOMANY, PROTOCOL_VERSION, Command, Ev, Event, Op, ProtocolError, WorkerConfig
+from .ports import RTP_SPAN
+from .ports import rtp_base as free_rtp_base
 
 EventHandler = Callable[[Event], Awaitable[None] | None]
 
@@ -86,14 +88,18 @@ def pool_configs(
     first_tls_port: int | None = None,
     first_tcp_port: int | None = None,
     first_udp_port: int | None = None,
-    rtp_base: int = 20000,
-    rtp_span: int = 200,
+    rtp_base: int | None = None,
+    rtp_span: int = RTP_SPAN,
 ) -> list[WorkerConfig]:
     """Per-worker configs: worker 0 may get fixed (advertised) ports, others ephemeral ones.
 
     Each worker gets its own RTP range (``rtp_base + i * rtp_span``) so processes never race for
-    the same RTP ports.  Transports disabled in the template (``None``) stay disabled.
+    the same RTP ports; without ``rtp_base``, the ranges are ports free now (:mod:`sipworker.ports`),
+    so other programs on the host, other rtsip instances included, keep theirs.  Transports
+    disabled in the template (``None``) stay disabled.
     """
+    if rtp_base is None:
+        rtp_base = free_rtp_base(size, rtp_span, template.bind)
     out = []
     for i in range(size):
         cfg = dataclasses.replace(

@@ -72,7 +72,7 @@ class TestUas:
         tcp: bool = False,
         udp: bool = False,
         srtp: str = "disabled",
-        rtp_base: int = 22000,
+        rtp_base: int | None = None,  # None: a range free at start (sipworker.ports)
         certs: CertPaths | None = None,
         rtp_timeout_s: float = 15.0,
         frame_ms: int = 60,

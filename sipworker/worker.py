@@ -5,7 +5,8 @@ Run as ``python -m sipworker.worker --config '<WorkerConfig JSON>'``.  Threads:
 * ``pj``: creates the endpoint (``threadCnt=0`` + ``mainThreadOnly``), polls ``libHandleEvents``,
   runs every command and every pjsua callback, and destroys the endpoint.  Because only this
   thread touches pj objects, the "unknown thread" and "Call outlives libDestroy" aborts of the
-  wheel (notes G2, G3) cannot happen.
+  wheel (pjsua2 wheel item 2) cannot happen.  "pjsua2 wheel item N" cites docs/architecture.md,
+  'What the pjsua2 wheel imposes'.
 * pjmedia's clock thread moves 20 ms frames between each call and its native port (C, no
   Python; :mod:`sipworker.native`), or with ``cfg.media == "python"`` calls the Python frame ports
   (``onFrameReceived``/``onFrameRequested``) once per ``cfg.frame_ms`` of audio; these only touch
@@ -41,7 +42,7 @@ from typing import Any, cast
 import pjsua2 as pj
 
 from . import media, sipmsg
-from .ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
+from .ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig, name_addr
 from .native import Drained, NativeMediaError, NativePlayback, NativePort, NativePorts
 from .native import poll as native_poll
 
@@ -50,7 +51,7 @@ from .native import poll as native_poll
 # bench/bare_pjsua2.py uses).  SIP events end the wait at once; only commands from the parent
 # wait for it, up to POLL_MS.
 POLL_MS = 10
-MAX_CALLS_COMPILED = 4  # PJSUA_MAX_CALLS of the wheel (notes §0)
+MAX_CALLS_COMPILED = 4  # PJSUA_MAX_CALLS of the wheel (pjsua2 wheel item 1)
 
 _SRTP = {
     "disabled": pj.PJMEDIA_SRTP_DISABLED,
@@ -78,7 +79,7 @@ def _slow_bytes(vec: Any) -> bytes:
 
 
 def _fast_bytes(vec: Any) -> bytes:
-    """Read a SWIG ``std::vector<unsigned char>`` directly: ~2 µs instead of ~170 µs (notes §4).
+    """Read a SWIG ``std::vector<unsigned char>`` directly: ~2 µs instead of ~170 µs (pjsua2 wheel item 6).
 
     Relies on libstdc++'s vector layout (begin, end pointers first), which :func:`_pick_io`
     verifies against the slow path once at start-up before trusting it.
@@ -202,7 +203,7 @@ class CallCtx:
     ref: str
     role: str  # "uac" (we called) | "uas" (we answer)
     t0: float
-    call: Any = None  # _Call; dropped in the DISCONNECTED callback (notes G6)
+    call: Any = None  # _Call; dropped in the DISCONNECTED callback (pjsua2 wheel item 3)
     port: Any = None  # _FramePort: plays to the call, and receives from it unless rx_port is set
     rx_port: Any = None  # receive-only _FramePort (cfg.vad_frame_ms) of a call with VAD (see on_media_state)
     nport: NativePort | None = None  # instead of port/rx_port with native media
@@ -365,7 +366,7 @@ class _Call(pj.Call):
     def onCallTransferRequest(self, prm: Any) -> None:
         ctx = self.ctx
         ctx.refer_target = prm.dstUri
-        # 2xx would make pjsua dial the target itself; the softphone only reports it (notes §6).
+        # 2xx would make pjsua dial the target itself; the softphone only reports it (pjsua2 wheel item 7).
         prm.statusCode = ctx.refer_status
         ctx.mark("refer_received")
         self._w.emit("refer_received", {"ref": ctx.ref, "target": prm.dstUri, "status": ctx.refer_status})
@@ -476,6 +477,7 @@ class Worker:
         self.read_bytes, self.write_in_place = _pick_io()
         self.ep: Any = None
         self.acc: Any = None
+        self.own_uri = f"sip:{cfg.user}@{cfg.bind}"  # the account's: the From of a call that names none
         self.ports: dict[str, int | None] = {}
         self._ports: list[_FramePort] = []  # every frame port ever made (kept for the process life)
         self._free_ports: dict[int, list[_FramePort]] = {}  # by frame_ms
@@ -583,7 +585,7 @@ class Worker:
         self.ep.libStart()
 
         acc_cfg = pj.AccountConfig()
-        acc_cfg.idUri = f"sip:{cfg.user}@{cfg.bind}"
+        acc_cfg.idUri = self.own_uri
         acc_cfg.mediaConfig.srtpUse = _SRTP[cfg.srtp]
         acc_cfg.mediaConfig.srtpSecureSignaling = 0
         acc_cfg.mediaConfig.transportConfig.port = cfg.rtp_port
@@ -604,7 +606,7 @@ class Worker:
         if self.cfg.no_delay and kind != pj.PJSIP_TRANSPORT_UDP:
             so = pj.SockOpt()
             so.level = 6  # IPPROTO_TCP
-            so.optName = 1  # TCP_NODELAY; setOptValInt, not optVal (notes G14)
+            so.optName = 1  # TCP_NODELAY; setOptValInt, not optVal (pjsua2 wheel item 5)
             so.setOptValInt(1)
             if tls:
                 tcfg.tlsConfig.sockOptParams.sockOpts.append(so)
@@ -626,7 +628,7 @@ class Worker:
         return int(str(name).rsplit(":", 1)[1])
 
     def _destroy(self) -> None:
-        """Hang up, drop every Call and port *before* libDestroy (notes G3), then destroy."""
+        """Hang up, drop every Call and port *before* libDestroy (pjsua2 wheel item 2), then destroy."""
         if self.ep is None:
             return
         try:
@@ -709,6 +711,21 @@ class Worker:
             op.txOption.headers.append(h)
         return op
 
+    def _address(self, op: Any, uri: str, from_uri: str | None, display_name: str | None,
+                 to_uri: str | None) -> str:
+        """Set the caller's identity on ``op``; returns the URI to pass to makeCall (it becomes the To).
+
+        pjsua puts the account's idUri in the From unless ``txOption.localUri`` names another, so
+        any From costs no account (the wheel aborts on a ninth, PJSUA_MAX_ACC); the dialog keeps it
+        for the BYE.  ``txOption.targetUri`` is the Request-URI when the To must differ from it.
+        """
+        if from_uri or display_name:
+            op.txOption.localUri = name_addr(from_uri or self.own_uri, display_name)
+        if not to_uri:
+            return uri
+        op.txOption.targetUri = uri
+        return name_addr(to_uri)
+
     def _configure_media(
         self, ctx: CallCtx, play: list[str] | None, record: str | None, vad: dict[str, Any] | None
     ) -> None:
@@ -756,20 +773,24 @@ class Worker:
         vad: dict[str, Any] | None = None,
         refer_status: int = 603,
         hangup_on_refer: bool = True,
+        from_uri: str | None = None,
+        display_name: str | None = None,
+        to_uri: str | None = None,
     ) -> dict[str, Any]:
         if ref in self.calls:
             raise ValueError(f"duplicate ref {ref!r}")
+        op = self._op(headers=headers)
+        dst = self._address(op, uri, from_uri, display_name, to_uri)
         ctx = CallCtx(
             ref=ref, role="uac", t0=time.monotonic(), refer_status=refer_status, hangup_on_refer=hangup_on_refer
         )
         self._configure_media(ctx, play, record, vad)
         call = _Call(self, self.acc, ctx)
         ctx.call = call
-        op = self._op(headers=headers)
         ctx.t0 = time.monotonic()
         ctx.mark("invite_sent")  # 0 by definition: the call's clock starts at makeCall
         try:
-            call.makeCall(uri, op)
+            call.makeCall(dst, op)
         except pj.Error:
             ctx.call = None
             del call
@@ -900,7 +921,7 @@ class Worker:
         self._in_seq += 1
         ref = f"in-{os.getpid()}-{self._in_seq}"
         ctx = CallCtx(ref=ref, role="uas", t0=time.monotonic())
-        ctx.call = _Call(self, acc, ctx, prm.callId)  # keep the reference (notes G4)
+        ctx.call = _Call(self, acc, ctx, prm.callId)  # keep the reference (pjsua2 wheel item 3)
         self.calls[ref] = ctx
         raw = prm.rdata.wholeMsg
         msg = sipmsg.parse(raw)
@@ -954,7 +975,7 @@ class Worker:
             if not ctx.answered:
                 ctx.invite_code, ctx.invite_reason = code, reason
             self._finish(ctx, (code, reason))
-            ctx.call = None  # drop the Call inside its DISCONNECTED callback (notes G6)
+            ctx.call = None  # drop the Call inside its DISCONNECTED callback (pjsua2 wheel item 3)
             self._release_ports(ctx)
             self.calls.pop(ctx.ref, None)
 
@@ -1252,7 +1273,7 @@ def main(argv: list[str] | None = None) -> int:
     writer.emit("exit", {"failed": worker.failed})
     writer.close()
     sys.stderr.flush()
-    # os._exit: no interpreter teardown, so no late pj destructor can run after libDestroy (notes G3).
+    # os._exit: no interpreter teardown, so no late pj destructor can run after libDestroy (pjsua2 wheel item 2).
     os._exit(1 if worker.failed else 0)
 
 

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from openai import OpenAI
+
+
+async def until(probe: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition",
+                interval: float = 0.02) -> Any:
+    """Wait until ``probe()`` returns something truthy (sync or async) and return it.
+
+    Tests order themselves on observable state (the journal, a file, a process table), never on a
+    sleep of a guessed length.  ``timeout`` only bounds a hang: a busy CI box may take long to get there.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 @dataclass

@@ -67,3 +67,16 @@ def test_ring_deadline() -> None:
     assert not call.due(9.9) and call.due(10.0)
     call.handle(c.Accept({}))
     assert not call.due(11.0)
+
+
+@pytest.mark.parametrize("status", [603, 486, 404, 500])
+def test_a_declined_refer_leaves_the_call_active(status: int) -> None:
+    """The transferee's final status is not 2xx: nothing moved, the call goes on and may be referred again."""
+    call = new()
+    for ev in (c.Accept({}), c.Refer("sip:agent@example.com")):
+        assert call.handle(ev).ok
+    out = call.handle(c.ReferDone(status))
+    assert out.ok and out.effects == () and call.state is c.CallState.ACTIVE
+    assert call.refer_status == status and call.end_reason is None
+    assert call.handle(c.Refer("sip:other@example.com")).ok and call.state is c.CallState.REFERRING
+    assert call.handle(c.ReferDone(202)).after is c.CallState.REFERRED and call.refer_status == 202

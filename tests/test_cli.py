@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,6 +34,20 @@ def test_help_documents_every_flag_and_env() -> None:
                 assert flag in text, f"{name} --help lacks {flag}"
         if name in ("mock", "trigger"):
             assert "OPENAI_WEBHOOK_SECRET" in text and "RTSIP_STATE_DIR" in text
+
+
+def test_help_names_only_flags_that_exist() -> None:
+    """A flag in a command's help is that command's, or written as `rtsip OTHER --flag`."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    flags = {name: {f for a in p._actions for f in a.option_strings}
+             for name, p in sub.choices.items()}  # type: ignore[attr-defined]
+    flags[""] = {"--help"}
+    for name in flags:
+        text = " ".join(rtsip(*([name] if name else []), "--help").stdout.split())  # undo argparse's wrapping
+        for m in re.finditer(r"(?:rtsip (\w+) )?(--[a-z][a-z-]*)", text):
+            owner = m.group(1) or name
+            assert m.group(2) in flags[owner], f"rtsip {name} --help mentions {m.group(0)!r}, which does not exist"
 
 
 async def test_mock_ready_line_and_stable_secret(tmp_path: Path) -> None:
@@ -70,8 +86,9 @@ def test_mock_reports_port_in_use(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         r = rtsip("mock", "--port", str(port), "--no-sip", "--state-dir", str(tmp_path))
-    assert r.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert r.returncode == 2, r.stderr  # a taken port is a usage error: another --port fixes it
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
 
 
 def test_mock_rejects_unknown_fault(tmp_path: Path) -> None:
@@ -116,8 +133,28 @@ def test_trigger_reports_unreachable_app(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     r = rtsip("trigger", "realtime.call.incoming", "--forward-to", f"http://127.0.0.1:{port}/hook",
-              "--state-dir", str(tmp_path))
+              "--secret", "whsec_c2VjcmV0", "--state-dir", str(tmp_path))
     assert r.returncode == 1 and "delivery failed" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+async def test_trigger_signs_with_the_mocks_kept_secret(tmp_path: Path) -> None:
+    """Without --secret, trigger signs with the secret `rtsip mock` keeps, so the app verifies it."""
+    async with MockProcess(["--port", "0", "--no-sip", "--state-dir", str(tmp_path)]) as mock:
+        secret = mock.webhook_secret
+    receiver = await WebhookReceiver(secret=secret).start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "harness.cli", "trigger", "realtime.call.incoming", "--forward-to", receiver.url,
+            "--state-dir", str(tmp_path), env={k: v for k, v in os.environ.items() if k != "OPENAI_WEBHOOK_SECRET"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        [d] = receiver.deliveries
+        assert d.error is None
+    finally:
+        await receiver.stop()
 
 
 def test_mock_reports_sip_port_in_use(tmp_path: Path) -> None:
@@ -126,9 +163,10 @@ def test_mock_reports_sip_port_in_use(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         r = rtsip("mock", "--port", "0", "--sip-port", str(port), "--state-dir", str(tmp_path))
-    assert r.returncode == 1
+    assert r.returncode == 2, r.stderr  # a taken port is a usage error: another --sip-port fixes it
     assert f"cannot start the SIP ingress on 127.0.0.1:{port}: TLS port {port}: Address already in use" in r.stderr
-    assert "Traceback" not in r.stderr
+    assert "--sip-port" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
 
 
 async def test_mock_with_sip_prints_uri_and_ca(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from harness.scenario import Variant, expand, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 FORUM = ROOT / "scenarios" / "forum"
-REQUIRED = {1, 2, 3, 4, 5, 6, 7, 10, 11, 13, 17, 18}  # reference §13 failure modes an app can hit
+REQUIRED = {1, 2, 3, 4, 5, 6, 7, 10, 11, 13, 17, 18}  # failure modes (docs/failure-modes.md) an app can hit
 
 
 def test_library_covers_the_failure_modes() -> None:

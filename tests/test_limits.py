@@ -23,6 +23,7 @@ from mock_api.config import ConfigPatch, LimitsConfig, MockConfig
 from mock_api.limits import Hit, Limiter, SessionTokens, TokenBucket, duration
 from mock_api.running import RunningMock
 from mock_api.ws import SESSION_LIMIT_CLOSE
+from tests.helpers import until
 from tests.realtime_fixtures import assert_server_event
 
 SCRIPT = {"turns": [{"hears": "hello", "says": "Hi there, how can I help?"}],
@@ -243,11 +244,9 @@ async def test_model_socket_over_session_cap_gets_error_then_1013(mock: RunningM
             assert sock.close_code == SESSION_LIMIT_CLOSE == 1013
         server_hits = hits(mock)
         assert [(h["limit"], h["where"]) for h in server_hits] == [("sessions", "websocket")]
-        for _ in range(50):  # the server journals its close once the closing handshake is over
-            close = [e.data for e in mock.server.journal.entries(None, "ws.close")]
-            if close:
-                break
-            await asyncio.sleep(0.02)
+        # the server journals its close once the closing handshake is over
+        close = await until(lambda: [e.data for e in mock.server.journal.entries(None, "ws.close")],
+                            what="the journaled close")
         assert close == [{"code": 1013, "reason": "requests.rate_limit_exceeded"}]
         # the call ends; a ?model= socket now holds the only slot, and an accept is refused meanwhile
         await client.realtime.calls.hangup(call_id)
@@ -256,10 +255,10 @@ async def test_model_socket_over_session_cap_gets_error_then_1013(mock: RunningM
             other = await ringing(control)
             with pytest.raises(RateLimitError):
                 await client.realtime.calls.accept(other, type="realtime")
-        for _ in range(50):  # the slot frees when the socket closes
-            if (await limits_view(mock))["sessions"]["active"] == 0:
-                break
-            await asyncio.sleep(0.02)
+        async def slot_free() -> bool:  # the slot frees when the socket closes
+            return bool((await limits_view(mock))["sessions"]["active"] == 0)
+
+        await until(slot_free, what="the session slot to free")
         await client.realtime.calls.accept(other, type="realtime")
 
 
@@ -311,8 +310,7 @@ async def test_token_budget_reported_and_response_over_it_fails(mock: RunningMoc
         assert after["remaining"] >= remaining  # nothing was spent
         for e in first + refused:
             assert_server_event(e)
-    await asyncio.sleep(0.05)
-    [hit] = hits(mock)
+    [hit] = await until(lambda: hits(mock), what="the journaled limit hit")
     assert hit["limit"] == "tokens" and hit["where"] == "response" and hit["value"] == 4000
     assert hit["requested"] > hit["value"] - hit["used"]
     assert hit["response_id"] == failed["id"]

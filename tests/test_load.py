@@ -18,6 +18,8 @@ from harness.load import LoadError, LoadOptions, descendants, plan, run_load
 from harness.load_metrics import METRICS, CallRecord, extract, failure, percentile, summarize
 from harness.load_report import to_json, write_reports
 from mock_api.control_models import CallView, JournalEntry
+from sipworker.ports import free_range
+from tests.test_ports import holding_udp, time_wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = ROOT / "scenarios" / "load"
@@ -138,7 +140,9 @@ def test_impossible_numbers_are_rejected(kw: dict[str, object], needle: str) -> 
 def test_sip_scenario_in_virtual_mode_is_rejected() -> None:
     with pytest.raises(LoadError, match=r"needs SIP features.*mode: sip.*--mode sip"):
         plan(_opts(scenario=LOAD / "sip_two_way.yaml", mode="virtual"))
-    assert plan(_opts(scenario=LOAD / "sip_two_way.yaml", calls=4, concurrency=4, rate=2.0)).mode == "sip"
+    # another rtsip's RTP (the old fixed ranges) is no reason to refuse: RTP ranges are chosen free
+    with holding_udp(20000, 20001, 30000, 30001):
+        assert plan(_opts(scenario=LOAD / "sip_two_way.yaml", calls=4, concurrency=4, rate=2.0)).mode == "sip"
 
 
 def test_account_limits_with_several_mocks_are_rejected(tmp_path: Path) -> None:
@@ -160,6 +164,18 @@ def test_taken_port_is_rejected() -> None:
             plan(_opts(port=port))
         with pytest.raises(LoadError, match=f"port {port} .*already taken"):
             plan(_opts(app_port=port))
+
+
+def test_ports_left_in_time_wait_are_not_taken() -> None:
+    """Re-running with the same ports right after a run: TIME_WAIT leftovers do not count."""
+    port = time_wait_port()
+    assert plan(_opts(port=port)).options.port == port
+    base = free_range(2, kinds=(socket.SOCK_STREAM, socket.SOCK_DGRAM))  # TCP/UDP on base, TLS on base + 1
+    tls = time_wait_port(base + 1)
+    sip = _opts(scenario=LOAD / "sip_two_way.yaml", calls=4, concurrency=4, rate=2.0, sip_port=tls)
+    assert plan(sip).options.sip_port == tls
+    with holding_udp(base), pytest.raises(LoadError, match=f"SIP port {tls} .*already taken.*--sip-port"):
+        plan(sip)
 
 
 def _cli(*args: str, pre: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:

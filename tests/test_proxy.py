@@ -27,6 +27,7 @@ from mock_api.client import MockClient
 from mock_api.config import MockConfig
 from mock_api.proxy import InterceptProxy, host_allowed, proxy_env, running_proxy
 from mock_api.running import RunningMock, running_mock
+from tests.helpers import until
 
 API_KEY = "sk-rtsip-proxy-test"
 ACCEPT = {"type": "realtime", "model": "gpt-realtime", "instructions": "Be brief."}
@@ -271,9 +272,32 @@ async def test_requests_to_other_hosts_fail_in_the_app(stack: Any) -> None:
 
 async def test_plain_http_absolute_form_to_openai_is_relayed(stack: Any) -> None:
     _, proxy, _ = stack
-    out = await _raw(proxy, b"GET http://api.openai.com/_mock/health HTTP/1.1\r\nHost: api.openai.com\r\n"
-                            b"Proxy-Connection: keep-alive\r\n\r\n")
-    assert out.startswith(b"HTTP/1.1 200 ") and b'"ok": true' in out
+    out = await _raw(proxy, b"GET http://api.openai.com/v1/models HTTP/1.1\r\nHost: api.openai.com\r\n"
+                            b"Authorization: Bearer " + API_KEY.encode() + b"\r\nProxy-Connection: keep-alive\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 ") and b'"object": "list"' in out
+
+
+async def test_the_control_api_is_not_reachable_through_an_intercepted_host(stack: Any) -> None:
+    """``/_mock/`` holds the webhook secret: through the proxy it does not exist, and the refusal is journaled."""
+    mock, proxy, _ = stack
+    for path in (b"/_mock/config", b"/_mock/reset"):
+        out = await _raw(proxy, b"GET http://api.openai.com" + path + b" HTTP/1.1\r\nHost: api.openai.com\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 404 ") and b"Invalid URL" in out and b"whsec_" not in out
+    refused = await until(lambda: proxy_entries(mock, "proxy.control_refused"), what="the journaled refusals")
+    assert [r["path"] for r in refused] == ["/_mock/config", "/_mock/reset"]
+    async with MockClient(mock.url) as control:
+        assert (await control.config())["webhook_secret"].startswith("whsec_")
+
+
+def test_every_api_host_the_sdk_knows_is_intercepted() -> None:
+    from openai import _data_residency  # type: ignore[attr-defined]
+
+    urls = [u for u in vars(_data_residency).values() if isinstance(u, dict) for u in u.values()]
+    hosts = {u.split("/")[2] for u in urls if isinstance(u, str) and u.startswith("https://")}
+    assert len(hosts) >= 5
+    for host in hosts | {"api.openai.com", "mtls.api.openai.com", "mtls-eu.api.openai.com"}:
+        assert host_allowed(host), host
+    assert not host_allowed("api.openai.com.evil.example") and not host_allowed("a.b.api.openai.com")
 
 
 async def test_client_that_does_not_trust_the_ca_fails_verification(stack: Any, tmp_path: Path) -> None:
@@ -286,7 +310,8 @@ async def test_client_that_does_not_trust_the_ca_fails_verification(stack: Any, 
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
         try:
             await writer.start_tls(ctx, server_hostname="api.openai.com")
-            writer.write(b"GET /_mock/health HTTP/1.1\r\nHost: api.openai.com\r\nConnection: close\r\n\r\n")
+            writer.write(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer "
+                         + API_KEY.encode() + b"\r\nConnection: close\r\n\r\n")
             return await asyncio.wait_for(reader.read(), 10)
         finally:
             writer.close()
@@ -294,8 +319,7 @@ async def test_client_that_does_not_trust_the_ca_fails_verification(stack: Any, 
     other = certs.ensure_ca(tmp_path / "someone-else")[0]  # a CA that did not sign the proxy's leaves
     with pytest.raises(ssl.SSLCertVerificationError):
         await tunnel(ssl.create_default_context(cafile=str(other)))
-    await asyncio.sleep(0.1)
-    (failed,) = proxy_entries(mock, "proxy.tls_failed")
+    (failed,) = await until(lambda: proxy_entries(mock, "proxy.tls_failed"), what="the journaled TLS failure")
     assert failed["host"] == "api.openai.com"
     # the same tunnel with the local CA works, and the leaf names the host
     trusted = ssl.create_default_context(cafile=str(proxy.ca_path))

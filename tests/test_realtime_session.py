@@ -1,4 +1,4 @@
-"""The sans-I/O session core on a manual clock (reference §3, §5–§11, §13)."""
+"""The sans-I/O session core on a manual clock."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_vad_turn_with_transcription_full_order() -> None:
     deltas = d.of("conversation.item.input_audio_transcription.delta")
     assert "".join(x["delta"] for x in deltas) == completed["transcript"] and len(deltas) > 1
     assert completed["usage"]["type"] == "tokens" and completed["usage"]["input_token_details"]["audio_tokens"] > 10
-    # response order §7.3 (WebSocket: audio deltas, no output_audio_buffer.*)
+    # response event order (WebSocket: audio deltas, no output_audio_buffer.*)
     r = types[types.index("response.created"):]
     r = [t for t in r if not t.startswith("conversation.item.input_audio_transcription")]
     assert r[:4] == ["response.created", "response.output_item.added", "conversation.item.added",

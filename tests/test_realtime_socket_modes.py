@@ -1,4 +1,4 @@
-"""Failure modes and call-side features over real sockets, the official SDK as the app (issue 3; reference §13).
+"""Failure modes (docs/failure-modes.md) and call-side features over real sockets, the official SDK as the app.
 
 Each test drives a virtual call (control API, no SIP leg) the way an app drives a SIP call:
 accept over REST, then `client.realtime.connect(call_id=...)`. What the caller's media leg
@@ -267,7 +267,7 @@ async def test_semantic_vad_takes_no_server_vad_knobs(client: AsyncOpenAI) -> No
 
 
 async def test_idle_timeout_prompts_the_model(client: AsyncOpenAI) -> None:
-    """server_vad idle_timeout_ms (minimum 5000): silence → timeout_triggered → commit → a response (§7.7)."""
+    """server_vad idle_timeout_ms (minimum 5000): silence → timeout_triggered → commit → a response."""
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await recv_until(conn, "session.created")
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "audio": {"input": {

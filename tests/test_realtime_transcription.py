@@ -1,4 +1,4 @@
-"""Input transcription honours `language`, `languages`, `prompt` (issue 3, Build 5; reference §3.1, §9).
+"""Input transcription honours `language`, `languages`, `prompt`.
 
 The caller's spoken language comes from the script (`Turn.language`, default "en"). A transcription
 forced to another language mis-hears the turn in the documented, deterministic way
@@ -118,7 +118,7 @@ def test_prompt_still_applies_and_updates_echo_the_config() -> None:
 @pytest.mark.parametrize(("language", "recognised"), [("es", True), ("en", False)])
 async def test_spanish_caller_over_the_socket(client: AsyncOpenAI, control: MockClient, language: str,
                                               recognised: bool) -> None:
-    """The reference's §14.1 accept body (whisper-1, language es) on a virtual call, SDK over a real socket."""
+    """A Spanish caller, an accept body with whisper-1 and `language` set, SDK over a real socket."""
     call_id = await control.start_call(script=SCRIPT)
     await client.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime", audio={"input": {
         "transcription": {"model": "whisper-1", "language": language},

@@ -1,4 +1,4 @@
-"""Session-config and client-payload validation against the SDK's own types (reference §4.4, §8, §15)."""
+"""Session-config and client-payload validation against the SDK's own types."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mock_api.realtime.validation import ParamError, validate_payload, validate_
 
 
 def test_missing_type_is_reported_before_unknown_fields() -> None:
-    # the seed thread: beta field and no type -> the type error wins
+    # as the forum thread of failure mode 3 reports: a beta field and no type -> the type error wins
     err = validate_session_config({"input_audio_transcription": {"model": "gpt-4o-transcribe"}})
     assert err == ParamError(
         "missing_required_parameter", "Missing required parameter: 'session.type'.", "session.type"

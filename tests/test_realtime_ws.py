@@ -1,4 +1,4 @@
-"""The WebSocket endpoint over real sockets, with the official SDK as the client (reference §1.4, §8, §13)."""
+"""The WebSocket endpoint over real sockets, with the official SDK as the client."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI, BadRequestError, NotFoundError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from mock_api import audio, ws
-from mock_api.config import MockConfig
+from mock_api.config import ConfigPatch, MockConfig
 from mock_api.faults import Fault
 from mock_api.http import create_app
 from mock_api.server import MockServer
+from tests.helpers import until
 from tests.realtime_fixtures import assert_server_event, recv_until, utterance
 
 pytestmark = pytest.mark.asyncio
@@ -85,7 +87,7 @@ async def test_call_socket_session_created_first_and_journal(mock: Mock) -> None
         await conn.session.update(session={"type": "realtime", "model": "gpt-realtime", "tracing": "auto"})
         upd = await conn.recv()
         assert upd.type == "session.updated"
-    await asyncio.sleep(0.05)
+    await until(lambda: any(mock.server.journal.entries(call_id, "ws.close")), what="the server journals the close")
     kinds = [e.kind for e in mock.server.journal.entries(call_id) if e.kind.startswith("ws.")]
     assert kinds[:4] == ["ws.connect", "ws.server", "ws.client", "ws.server"]
     assert kinds[-1] == "ws.close"
@@ -113,14 +115,27 @@ async def test_unknown_and_ended_call_id_get_404_before_upgrade(mock: Mock) -> N
         await mock.client.realtime.calls.hangup(call_id)
 
 
-async def test_socket_closes_when_call_ends(mock: Mock) -> None:
+@pytest.mark.parametrize("how", ["drop", "clean"])
+async def test_socket_closes_when_call_ends(mock: Mock, how: str) -> None:
+    """By default the connection goes away without a close frame, as the real service is reported to
+    do at hang-up (openai-agents' SIP example catches ``ConnectionClosedError``); ``clean`` sends 1000."""
+    mock.server.configure(ConfigPatch(hangup_close=how))
     call_id = await mock.active_call()
     async with mock.client.realtime.connect(call_id=call_id) as conn:
         assert (await conn.recv()).type == "session.created"
         await mock.client.realtime.calls.hangup(call_id)
-        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the closed socket as websockets' error
-            async with asyncio.timeout(3):
-                await conn.recv()
+        async with asyncio.timeout(15):  # bounds a hang only: the close itself must end the wait
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await conn.recv()
+    if how == "drop":
+        assert isinstance(closed.value, ConnectionClosedError) and closed.value.rcvd is None
+    else:
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    await until(lambda: any(mock.server.journal.entries(call_id, "ws.close")), what="the journaled close")
+    [close] = [e.data for e in mock.server.journal.entries(call_id, "ws.close")]
+    assert close == ({"code": None, "reason": "call ended", "dropped": True} if how == "drop"
+                     else {"code": 1000, "reason": "call ended"})
 
 
 async def test_beta_header_is_fatal_and_auth_failures_close_3000(mock: Mock) -> None:
@@ -214,7 +229,15 @@ async def test_transcription_403_on_a_sip_call(mock: Mock) -> None:
 
 
 async def test_active_response_collision_and_oob(mock: Mock) -> None:
-    """Failure mode 18 and the cookbook's out-of-band transcription over a real socket."""
+    """Failure mode 18 and the cookbook's out-of-band transcription over a real socket.
+
+    The collision is certain, not a race: the script makes the automatic response a long reply
+    generated in real time (about 25 s of audio), the client sends its ``response.create`` only
+    after ``response.created`` arrived, and cancels the automatic response once the error came.
+    """
+    long_reply = "Sure, let me help you reset it. " * 13
+    mock.server.configure(ConfigPatch(script={**SCRIPT, "generation_speed": 1.0, "turns": [
+        {"hears": "I need to reset my password.", "says": long_reply}]}))
     async with mock.client.realtime.connect(model="gpt-realtime") as conn:
         await recv_until(conn, "session.created")
         await conn.session.update(session={"type": "realtime", "audio": {"input": {
@@ -222,14 +245,15 @@ async def test_active_response_collision_and_oob(mock: Mock) -> None:
             "turn_detection": {"type": "server_vad", "create_response": True}}}})
         await recv_until(conn, "session.updated")
         await conn.input_audio_buffer.append(audio=base64.b64encode(utterance(1100)).decode())
-        got = await recv_until(conn, "conversation.item.added")
-        item_id = got[-1]["item"]["id"]
-        await conn.response.create()  # collides with the VAD auto-response
+        events = await recv_until(conn, "response.created")  # the VAD's automatic response, now in progress
+        item_id = next(e for e in events if e["type"] == "conversation.item.added")["item"]["id"]
+        auto_id = events[-1]["response"]["id"]
+        await conn.response.create(event_id="evt_collide")
         await conn.response.create(response={
             "conversation": "none", "output_modalities": ["text"], "metadata": {"topic": "transcription"},
             "instructions": "Transcribe the user's latest turn verbatim.",
             "input": [{"type": "item_reference", "id": item_id}]})
-        events: list[dict[str, Any]] = []
+        cancelled = False
         async with asyncio.timeout(15):  # a bound on waiting, not a latency check (a busy CI box is slow)
             while not (any(e["type"] == "error" for e in events)
                        and sum(e["type"] == "response.done" for e in events) == 2
@@ -237,8 +261,14 @@ async def test_active_response_collision_and_oob(mock: Mock) -> None:
                 e = json.loads(await conn.recv_bytes())
                 assert_server_event(e)
                 events.append(e)
+                if e["type"] == "error" and not cancelled:
+                    await conn.response.cancel(response_id=auto_id)
+                    cancelled = True
+        auto = next(e for e in events if e["type"] == "response.done" and e["response"]["id"] == auto_id)
+        assert auto["response"]["status"] == "cancelled"
         err = next(e for e in events if e["type"] == "error")
         assert err["error"]["code"] == "conversation_already_has_active_response"
+        assert err["error"]["event_id"] == "evt_collide" and auto_id in err["error"]["message"]
         oob = next(e for e in events if e["type"] == "response.done"
                    and e["response"]["metadata"] == {"topic": "transcription"})["response"]
         built_in = next(e for e in events if e["type"].endswith("transcription.completed"))

@@ -14,6 +14,7 @@ import pytest
 
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, load_scenario
+from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,7 @@ APP = textwrap.dedent('''
         time.sleep(300)
     async def hook(request):
         await request.read()
+        open(sys.argv[3] + ".hooked", "w").close()  # the webhook arrived: the call is ringing
         return web.Response(status=500 if mode == "webhook_500" else 200)
     async def health(request):
         return web.Response(text="ok")
@@ -91,8 +93,8 @@ async def test_broken_apps_get_a_clear_verdict(tmp_path: Path, mode: str, expect
         assert "boom: the app failed to start" in result.verdict
     if mode in ("ignores_webhook", "webhook_500"):
         assert any("skipped, the call is no_answer" in n for n in result.notes)
-    await asyncio.sleep(0.2)
-    assert gone(tmp_path / "pids.txt"), "the app or its child outlived the run"
+    # the runner has killed them; the kernel takes a moment to reap a killed child's parent
+    await until(lambda: gone(tmp_path / "pids.txt"), timeout=10, what="the app and its child to be gone")
 
 
 @pytest.mark.parametrize(
@@ -125,14 +127,11 @@ async def test_ctrl_c_tears_everything_down(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "harness.cli", "run", str(f), cwd=ROOT,
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pids = tmp_path / "pids.txt"
-    for _ in range(100):
-        if pids.exists() and pids.read_text().strip():
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.5)  # the app is up and the call is ringing
+    # the app is up and the call is ringing once the app has seen the webhook
+    await until(lambda: (tmp_path / "pids.txt.hooked").exists() and pids.read_text().strip(), timeout=60,
+                what="the call's webhook at the app")
     proc.send_signal(signal.SIGINT)
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130, out.decode()[-2000:]
     assert b"interrupted; everything was torn down" in out
-    await asyncio.sleep(0.2)
-    assert gone(pids)
+    await until(lambda: gone(pids), timeout=10, what="the app and its child to be gone")

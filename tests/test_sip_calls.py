@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
 from sipworker.ipc import Op
 from sipworker.testing import Action, IncomingCall, TestUas
+from tests.helpers import until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -35,6 +37,21 @@ def heard_ok(reference: bytes, recording: str | None) -> bool:
     res = windowed_correlation(reference, load_audio(recording or "", 8000), 8000, window_ms=500)
     good = sum(score >= 0.9 for score in res.scores)
     return res.median >= 0.95 and good >= len(res.scores) - 1 and len(res.scores) >= 5
+
+
+async def uas_call_stats(uas: TestUas, inc: IncomingCall) -> dict[str, Any]:
+    res = await uas.command(inc, Op.STATS)
+    return dict(res.get("calls", {}).get(inc.ref, {}))
+
+
+async def rx_advanced(stats: Callable[[], Awaitable[dict[str, Any]]], packets: int, timeout: float = 10.0) -> None:
+    """Wait until ``packets`` more RTP packets arrived than now: ordering by the wire, not by a sleep."""
+    start = (await stats())["rx_pkt"]
+    await until(lambda: _rx_at_least(stats, start + packets), timeout=timeout, what=f"{packets} more RTP packets")
+
+
+async def _rx_at_least(stats: Callable[[], Awaitable[dict[str, Any]]], n: int) -> bool:
+    return bool((await stats())["rx_pkt"] >= n)
 
 
 def speechlike(seconds: float, seed: int) -> bytes:
@@ -55,7 +72,6 @@ async def uas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestUas
         front_door=True,
         tcp=True,
         udp=True,
-        rtp_base=24000,
         rtp_timeout_s=2.0,
         policy=lambda c: Action(),
     ) as server:
@@ -92,7 +108,11 @@ async def test_tls_call_two_way_audio_then_bye(uas: TestUas, phone: Softphone, t
     assert await call.answered(5)
     inc = await incoming_for(uas, call.sip_call_id)
     await call.wait_event("playback_done", 6)
-    await asyncio.sleep(0.5)
+    await uas.wait_for(lambda: "playback_done" in inc.kinds(), 10)
+    # both ends have sent their last audio; RTP arrives in order, so once ten more packets (200 ms)
+    # have arrived each way, both tails are in
+    await rx_advanced(call.stats, 10)
+    await rx_advanced(lambda: uas_call_stats(uas, inc), 10)
     await call.hangup()
     assert await call.ended(5) == 200
     await asyncio.wait_for(inc.ended.wait(), 5)
@@ -248,9 +268,9 @@ async def test_load_frame_sizes_keep_audio_vad_and_20ms_rtp(tmp_path: Path, medi
     b_pcm = speechlike(4.0, seed=3)
     b_wav = write_wav(tmp_path / "b.wav", b_pcm, 8000)
     async with (
-        TestUas(tmp_path / "uas", rtp_base=25000, frame_ms=60, vad_frame_ms=60, media=media,
+        TestUas(tmp_path / "uas", frame_ms=60, vad_frame_ms=60, media=media,
                 policy=lambda c: Action(play=[str(b_wav)], vad={"silence_duration_ms": 500})) as uas,
-        Softphone(ca=uas.certs.ca, state_dir=tmp_path / "phone", rtp_base=47000, frame_ms=200, media=media) as phone,
+        Softphone(ca=uas.certs.ca, state_dir=tmp_path / "phone", frame_ms=200, media=media) as phone,
     ):
         for pool in (uas.pool, phone.pool):  # the native ports are in use, not silently replaced
             assert all(w.media == media for w in pool.workers)
@@ -278,11 +298,11 @@ async def test_load_frame_sizes_keep_audio_vad_and_20ms_rtp(tmp_path: Path, medi
 async def test_wrong_ca_fails_tls_verification_and_insecure_skips_it(uas: TestUas, tmp_path: Path) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
-    async with Softphone(ca=other, state_dir=tmp_path / "p1", rtp_base=46000) as strict:
+    async with Softphone(ca=other, state_dir=tmp_path / "p1") as strict:
         call = await strict.call(uas.uri("proj_tls"))
         assert await call.answered(5) is False
         assert call.final_status == 503 and "ECERTVERIF" in call.final_reason
-    async with Softphone(insecure=True, state_dir=tmp_path / "p2", rtp_base=46400) as lax:
+    async with Softphone(insecure=True, state_dir=tmp_path / "p2") as lax:
         call = await lax.call(uas.uri("proj_tls"))
         assert await call.answered(5)
         await call.hangup()
@@ -344,7 +364,6 @@ async def test_softphone_worker_killed_mid_call_ends_call_as_failed(uas: TestUas
     # the dead caller never sends BYE; the answering worker notices the RTP silence and hangs up
     await asyncio.wait_for(inc.ended.wait(), 6)
     assert inc.end["cause"] == "rtp_timeout"
-    await asyncio.sleep(0.1)
     for w in range(phone.pool.workers.__len__()):
         await phone.pool.wait_worker_alive(w, 15)
     again = await phone.call(uas.uri("proj_pkill"))
@@ -354,7 +373,7 @@ async def test_softphone_worker_killed_mid_call_ends_call_as_failed(uas: TestUas
 
 
 async def test_shutdown_with_live_calls_is_quick(uas: TestUas, tmp_path: Path) -> None:
-    p = Softphone(ca=uas.certs.ca, workers=1, state_dir=tmp_path, rtp_base=46800)
+    p = Softphone(ca=uas.certs.ca, workers=1, state_dir=tmp_path)
     await p.start()
     calls = [await p.call(uas.uri("proj_stop")) for _ in range(3)]
     assert all(await asyncio.gather(*(c.answered(5) for c in calls)))

@@ -16,6 +16,7 @@ from harness.softphone import Softphone
 from mock_api import audio
 from mock_api.client import MockClient
 from mock_api.running import RunningMock
+from tests.helpers import until
 from tests.sip_helpers import CALLER, REPLY, App, Receiver
 
 
@@ -64,7 +65,9 @@ async def test_vad_boundaries_follow_the_fixture(sip_stack: tuple[RunningMock, R
                                                       "create_response": False}
     call = await sip_phone.call(mock.sip.uri(), audio=[two.path])
     assert await call.answered(timeout=10)
-    await asyncio.sleep(two.duration_ms / 1000 + 1.5)
+    await call.wait_event("playback_done", two.duration_ms / 1000 + 15)
+    # the last turn ends 500 ms of silence after the caller's last word
+    await until(lambda: len(app.of("input_audio_buffer.speech_stopped")) >= 2, what="the second speech_stopped")
     await call.hangup()
     await call.ended(timeout=10)
     started = app.of("input_audio_buffer.speech_started")
@@ -100,8 +103,14 @@ async def test_refer_reaches_the_caller(sip_stack: tuple[RunningMock, Receiver, 
     await call.ended(timeout=30)
     assert call.refer_target is not None and "sip:agent@example.com" in call.refer_target
     await asyncio.wait_for(app.closed.wait(), 10)
-    views = await control.calls()
-    assert views[-1].state == "referred" and views[-1].refer_target == "sip:agent@example.com"
+    # the softphone declines the transfer (603: it only reports the target) and hangs up: the REFER did not
+    # transfer the call, so it went back to active and ended with the caller's BYE
+    view = (await control.calls())[-1]
+    assert view.state == "ended" and view.end_reason == "caller_hangup"
+    assert view.refer_target == "sip:agent@example.com"
+    assert [e.data["code"] for e in view.of_kind("sip.refer_status") if e.data["final"]] == [603]
+    back = [e.data for e in view.of_kind("state") if e.data["event"] == "referdone"]
+    assert back == [{**back[0], "before": "referring", "after": "active", "refer_status": 603}]
 
 
 async def test_caller_hangup_closes_the_websocket(sip_stack: tuple[RunningMock, Receiver, MockClient],
@@ -116,7 +125,7 @@ async def test_caller_hangup_closes_the_websocket(sip_stack: tuple[RunningMock, 
     assert sum(w["calls"] for w in status["workers"]) == 1
     assert all(w["alive"] and w["pid"] and f":{w['ports']['tls']};transport=tls" in w["contact"]
                for w in status["workers"])
-    await asyncio.sleep(0.5)
+    await until(lambda: app.of("session.created"), what="the app's WebSocket")  # the socket is open
     await call.hangup()
     await asyncio.wait_for(app.closed.wait(), 10)
     view = (await control.calls())[-1]

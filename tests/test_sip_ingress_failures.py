@@ -19,6 +19,7 @@ from harness.softphone import Softphone
 from mock_api import audio
 from mock_api.client import MockClient
 from mock_api.running import RunningMock
+from tests.helpers import until
 from tests.sip_helpers import App, Receiver, still_answers
 
 REPLY = fixture("assistant_confirm_policy")
@@ -110,12 +111,9 @@ async def test_dtmf_reaches_the_app(sip_stack: tuple[RunningMock, Receiver, Mock
     app = receiver.app = App(mock)
     call = await sip_phone.call(mock.sip.uri())
     assert await call.answered(timeout=10)
-    await asyncio.sleep(0.3)
+    await until(lambda: app.of("session.created"), what="the app's WebSocket")  # DTMF events need a listener
     await call.send_dtmf("12#")
-    for _ in range(50):
-        if len(app.of("input_audio_buffer.dtmf_event_received")) >= 3:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: len(app.of("input_audio_buffer.dtmf_event_received")) >= 3, what="three DTMF events")
     assert [e.event for e in app.of("input_audio_buffer.dtmf_event_received")] == ["1", "2", "#"]
     await call.hangup()
     view = (await control.calls())[-1]
@@ -155,7 +153,10 @@ async def test_barge_in_clears_playback(sip_stack: tuple[RunningMock, Receiver, 
     two = fixture("caller_two_utterances")  # the second utterance starts while the reply plays
     call = await sip_phone.call(mock.sip.uri(), audio=[two.path])
     assert await call.answered(timeout=10)
-    await asyncio.sleep(two.duration_ms / 1000 + 1.0)
+    await call.wait_event("playback_done", two.duration_ms / 1000 + 15)
+    await until(lambda: app.of("output_audio_buffer.cleared")
+                and any(d.response.status == "cancelled" for d in app.of("response.done")),
+                what="the barge-in's cancelled response and cleared playback")
     await call.hangup()
     await asyncio.wait_for(app.closed.wait(), 10)
     cancelled = [d for d in app.of("response.done") if d.response.status == "cancelled"]

@@ -21,6 +21,7 @@ from mock_api import certs
 from mock_api.audio import load_audio
 from sipworker import media, sipmsg
 from sipworker.ipc import PROTOCOL_VERSION, Command, Event, Op, ProtocolError, VadParams, WorkerConfig
+from tests.helpers import until
 
 FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures"
 
@@ -377,13 +378,13 @@ async def test_reply_audio_goes_to_the_worker_in_few_commands() -> None:
     assert sent == [chunks[0]]  # the first chunk of a burst goes at once
     for c in chunks[1:]:
         batcher.push(c)
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(1.2)
-    assert b"".join(sent) == b"".join(chunks)  # nothing lost, order kept
+        await asyncio.sleep(0.01)  # the fake model's pace: chunks arrive faster than real time
+    # nothing lost, order kept
+    await until(lambda: b"".join(sent) == b"".join(chunks), timeout=10, what="every chunk sent")
     assert 2 <= len(sent) <= 6, len(sent)
     batcher.push(b"\x01" * 1600)  # barge-in before the next batch: nothing more goes out
     batcher.push(b"\x02" * 1600)
     n = len(sent)
     batcher.clear()
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(ReplyBatcher.MAX_WAIT_S + 0.1)  # longer than any batch wait: an absence, not a race
     assert len(sent) == n

@@ -10,17 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harness.commands import header_arg
+from harness.commands import CommandError, UsageError, checks, header_arg
 from sipworker.ipc import Ev, Event
 
 EPILOG = """examples:
   rtsip call 'sip:proj_test@127.0.0.1:5061;transport=tls' --audio claim.wav --header X-Test-Id:t1
   rtsip call 'sip:proj_test@127.0.0.1:5061;transport=tls' --insecure --dtmf 12# --hangup-after 5
+  rtsip call 'sip:proj_test@127.0.0.1:5061;transport=tls' --from sip:+14155550123@carrier.example \\
+      --display-name 'Alice Smith' --to tel:+18005550199
+
+The caller's identity: --from and --display-name make the INVITE's From
+("Alice Smith" <sip:+14155550123@carrier.example>;tag=...), --to its To; the INVITE still goes
+to URI (its Request-URI).  A SIP From or To must be a SIP URI, so a tel: number is sent as
+sip:<number>@<host of URI>;user=phone (tel:+18005550199 above: sip:+18005550199@127.0.0.1;user=phone).
 
 By default the server certificate is verified against <state dir>/tls/ca.pem (what `rtsip mock`
 generates and prints); --ca names another CA, --insecure skips verification.
@@ -40,6 +46,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--record", metavar="OUT.wav", help="write what the caller heard to this WAV (8 kHz mono)")
     p.add_argument("--header", action="append", type=header_arg, default=[], metavar="K:V", help="extra INVITE header")
     p.add_argument("--dtmf", metavar="DIGITS", help="send these DTMF digits (RFC 2833) once answered")
+    p.add_argument("--from", dest="from_uri", metavar="URI",
+                   help="the caller, in the INVITE's From: sip:, sips: or tel: (tel: is sent as "
+                        "sip:<number>@<host of URI>;user=phone; default sip:softphone@127.0.0.1)")
+    p.add_argument("--display-name", metavar="NAME", help='the caller\'s name in the From ("NAME" <URI>)')
+    p.add_argument("--to", dest="to_uri", metavar="URI",
+                   help="the INVITE's To: sip:, sips: or tel: (mapped as --from; default URI itself)")
     tls = p.add_mutually_exclusive_group()
     tls.add_argument("--ca", metavar="PEM", help="CA to verify the server with (default: <state dir>/tls/ca.pem)")
     tls.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
@@ -56,9 +68,46 @@ def register(subparsers: Any) -> None:
 
 
 def _default_ca(state: str | None) -> Path:
-    from mock_api.state import state_dir
+    from mock_api.state import state_path
 
-    return state_dir(state) / "tls" / "ca.pem"
+    return state_path(state) / "tls" / "ca.pem"
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every value that can be wrong, checked before a SIP worker starts (UsageError says which)."""
+    checks.sip_uri(args.uri, "URI")
+    if args.from_uri is not None:
+        checks.sip_uri(args.from_uri, "--from", tel=True)
+    if args.display_name is not None:
+        display_name(args.display_name, "--display-name")
+    if args.to_uri is not None:
+        checks.sip_uri(args.to_uri, "--to", tel=True)
+    for path in args.audio:
+        checks.audio_file(path, "--audio")
+    if args.record:
+        checks.output_file(args.record, "--record")
+    if args.dtmf is not None:
+        checks.dtmf(args.dtmf, "--dtmf")
+    if args.hangup_after is not None:
+        checks.seconds_or_zero(args.hangup_after, "--hangup-after")
+    checks.positive_seconds(args.answer_timeout, "--answer-timeout")
+    if args.ca:
+        checks.readable_file(args.ca, "--ca")
+    elif not args.insecure and not _default_ca(args.state_dir).is_file():
+        raise UsageError(f"CA file {_default_ca(args.state_dir)} not found (start `rtsip mock` once, "
+                         "or pass --ca / --insecure)")
+
+
+def display_name(value: str, flag: str) -> str:
+    """``value`` if it can be sent as a From's display name (any text on one line)."""
+    from sipworker.ipc import name_addr
+
+    try:
+        name_addr("sip:x@127.0.0.1", value)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {value!r}: contains control characters (a line break, a tab); expected a name on "
+                         "one line, e.g. 'Alice Smith'") from exc
+    return value
 
 
 def _progress(start: float) -> Any:
@@ -86,11 +135,6 @@ async def _run(args: argparse.Namespace) -> int:
     from harness.softphone import Softphone
 
     ca = None if args.insecure else (args.ca or str(_default_ca(args.state_dir)))
-    if ca is not None and not os.path.isfile(ca):
-        print(
-            f"rtsip call: CA file {ca} not found (start `rtsip mock` once, or pass --ca / --insecure)", file=sys.stderr
-        )
-        return 2
     start = time.monotonic()
     log = None if args.verbose else asyncio.subprocess.DEVNULL
     async with Softphone(
@@ -102,6 +146,9 @@ async def _run(args: argparse.Namespace) -> int:
             audio=args.audio,
             record=os.path.abspath(args.record) if args.record else False,
             on_progress=_progress(start),
+            from_uri=args.from_uri,
+            display_name=args.display_name,
+            to_uri=args.to_uri,
         )
         try:
             answered = await call.answered(args.answer_timeout)
@@ -142,10 +189,12 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    from sipworker.supervisor import WorkerError
+
+    check(args)
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"rtsip call: {exc}", file=sys.stderr)
-        return 2
+    except WorkerError as exc:  # pjsip refused something the checks could not foresee
+        raise CommandError(f"the SIP worker failed: {exc}") from None

@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from harness.commands import UsageError, checks
+
 EPILOG = """examples:
   rtsip load scenarios/load/turn_every_5s.yaml --calls 200 --concurrency 50 --rate 20
   rtsip load scenarios/load/turn_every_5s.yaml --calls 5000 --concurrency 2000 --rate 100 --json out.json
@@ -53,8 +55,24 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_load)
 
 
+def check(args: argparse.Namespace) -> None:
+    """What argparse lets through but no run can use; the rest (counts, rate, scenario) is load.plan's."""
+    checks.readable_file(args.scenario, "scenario")
+    checks.port(args.port, "--port")
+    checks.port(args.sip_port, "--sip-port", lowest=2)  # TCP and UDP listen one below it
+    checks.port(args.app_port, "--app-port")
+    for flag, path in (("--csv", args.csv), ("--json", args.json), ("--html", args.html)):
+        if path is not None:
+            checks.output_file(path, flag)
+    if args.mock_config is not None:
+        checks.mock_settings(args.mock_config, "--mock-config")
+    if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
+        raise UsageError(f"--run-dir {args.run_dir}: is not a directory")
+
+
 def cmd_load(args: argparse.Namespace) -> int:
-    from harness.load import LoadOptions, run
+    check(args)
+    from harness.load import LoadError, LoadOptions, plan, run  # after the checks: a slow import
 
     options = LoadOptions(
         scenario=args.scenario, calls=args.calls, concurrency=args.concurrency, rate=args.rate,
@@ -63,5 +81,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         port=args.port, sip_port=args.sip_port, app_port=args.app_port,
         mock_config=args.mock_config, run_dir=args.run_dir, progress=not args.no_progress,
     )
+    try:
+        plan(options)  # here too, so a mistake is one line (run() prints through rich, which wraps)
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
     _, code = run(options)
     return code

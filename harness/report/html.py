@@ -462,6 +462,9 @@ def _ws_row(kind: str, d: dict[str, Any], row: Any) -> Row:
             return row("app", "ws", etype, summary, "err" if level == "err" else "wsc", level)
         return row("ws", "app", etype, summary, "err" if level == "err" else "wss", level)
     if kind == "ws.close":
+        if d.get("dropped"):
+            return row("ws", "app", "dropped at hang-up", "no close frame (the real service's way)", "wss",
+                       dashed=True)
         return row("ws", "app", f"close {d.get('code', '')}".strip(), _short(d), "wss", dashed=True)
     if kind == "ws.refused":
         return row("ws", "app", f"refused {d.get('status', '')}".strip(), _short(d), "err", "err")

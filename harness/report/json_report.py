@@ -9,11 +9,17 @@ from pathlib import Path
 from ..runner import ScenarioResult
 
 
-def write_json(results: list[ScenarioResult], path: Path) -> None:
+def write_json(results: list[ScenarioResult], path: Path, run_dir: Path | None = None) -> None:
+    """``run_dir``: the kept run directory the calls' ``recording`` paths point into.
+
+    It is null when the run's files did not outlive the command (``rtsip run`` without ``--keep``),
+    so a reader knows those paths are gone rather than finding out.
+    """
     doc = {
         "created_at": time.time(),
         "passed": sum(r.passed for r in results),
         "failed": sum(not r.passed for r in results),
+        "run_dir": str(run_dir) if run_dir is not None else None,
         "scenarios": [r.to_json() for r in results],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ CLIENT_EVENT_TYPES = (
     "response.create",
     "response.cancel",
 )
-"""The list the real server names in its ``invalid_value`` message for ``type`` (reference §4.4)."""
+"""The list the real server names in its ``invalid_value`` message for ``type``."""
 
 SIP_ONLY_CLIENT_EVENTS = ("output_audio_buffer.clear",)
 

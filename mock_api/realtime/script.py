@@ -19,7 +19,7 @@ from ..faults import Fault
 
 
 class ToolCall(BaseModel):
-    """A function call the model makes in a turn (reference §7.4)."""
+    """A function call the model makes in a turn."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +52,10 @@ class Script(BaseModel):
 
     greeting: str | None = Field(None, description="Reply to a response.create before any user turn.")
     turns: list[Turn] = Field(default_factory=list)
-    default_hears: str = "Hello, I have a question."
+    default_hears: str | None = Field(
+        None, description="What the caller says in every turn without its own 'hears'. Unset: the audio "
+        "decides (a known clip's sidecar text, or a plugged-in recogniser); audio nobody recognises is "
+        "transcribed as '[unrecognised audio, N s]', never as invented words.")
     default_reply: str = "Sure, I can help you with that."
     transcription_delay_s: float = Field(0.4, ge=0, description="Commit → first transcription delta.")
     response_latency_s: float = Field(0.1, ge=0, description="response.created → first output delta.")

@@ -12,11 +12,18 @@ Nothing a client sends may raise out of here: every entry point catches and repo
 
 Behaviour worth knowing when reading a test:
 
+- What the caller said in a committed audio turn: the script's ``Turn.hears`` (or an explicit
+  ``Script.default_hears``) when it says; otherwise the injected recogniser decides from the
+  audio (:mod:`mock_api.recognisers`: a known clip by fingerprint, then any plug-in; the
+  default recognises ``audio_fixtures/``). Audio nobody recognised is heard and transcribed
+  as ``[unrecognised audio, N s]``, never as invented words. Each decision is a :class:`Heard`
+  output (journal ``audio.heard``) with its source and reason. A slow plug-in answers with a
+  Future: the session polls it on its own timers and transcribes once it is done.
 - Input transcription (``audio.input.transcription``) follows :mod:`.transcription`: the
-  script's ``Turn.language`` is what the caller speaks; a ``language`` that differs makes
-  the ASR mis-hear the turn (deterministically), ``prompt``/``keywords`` fix spellings,
-  gpt-transcribe models report ``languages``. The realtime model itself (replies,
-  out-of-band transcription) always understands the caller.
+  script's ``Turn.language`` (or a recognised clip's sidecar language) is what the caller
+  speaks; a ``language`` that differs makes the ASR mis-hear the turn (deterministically),
+  ``prompt``/``keywords`` fix spellings, gpt-transcribe models report ``languages``. The
+  realtime model itself (replies, out-of-band transcription) always understands the caller.
 - Voice (failure mode 17): a response speaks in the voice current at its
   ``response.created`` (the synthesized audio's pitch and the ``audio.out`` journal entries
   show it). Once assistant audio exists, a ``session.update`` changing the voice is refused
@@ -40,6 +47,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -61,10 +69,11 @@ from openai.types.realtime import (
 from .. import audio, ids
 from ..faults import Fault, find
 from ..limits import Hit, Limiter, Reservation, SessionTokens
+from ..recognisers import Recogniser, Recognition, default_recogniser, unrecognised, unrecognised_text
 from . import events as ev
 from . import usage as u
 from .script import Script, ToolCall
-from .transcription import transcribe
+from .transcription import primary, transcribe, verbatim
 from .vad import TurnDetector
 from .validation import validate_payload, validate_session_config
 from .voice import reply_ms, speech_like, voice_name, voice_pitch
@@ -110,7 +119,19 @@ class LimitHit:
     response_id: str
 
 
-Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit
+@dataclass(frozen=True)
+class Heard:
+    """What the caller said in a committed audio item and who decided it, for the adapter to
+    journal (``audio.heard``): the script, a fingerprint match, a plug-in, or nobody (with why)."""
+
+    item_id: str
+    recognition: Recognition
+
+    def journal(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, **self.recognition.journal()}
+
+
+Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit | Heard
 
 DEFAULT_INSTRUCTIONS = (
     "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. Act like a human, but remember "
@@ -128,6 +149,7 @@ AUDIO_CHUNK_MS = 100
 # one timer as one AudioOut, so a long reply costs a timer per tick, not per chunk.
 GENERATION_TICK_S = 0.1
 TOKENS_LIMIT = 40000  # the reported (never enforced) budget when no tokens_per_minute limit is set
+HEARING_POLL_S = 0.05  # how often a slow recogniser's answer is looked for
 
 _EVENT_PARAMS: dict[str, Any] = {
     "session.update": SessionUpdateEventParam,
@@ -144,7 +166,7 @@ _EVENT_PARAMS: dict[str, Any] = {
 }
 
 
-# ---- defaults (reference §3.2, §3.3) ------------------------------------------------------------
+# ---- defaults ----------------------------------------------------------------------------------
 
 
 def _fmt(fmt: str) -> dict[str, Any]:
@@ -180,7 +202,7 @@ def _merge_session(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any
     out = copy.deepcopy(base)
     for key, value in patch.items():
         if key in ("type", "model"):
-            continue  # model is fixed at session start; agents SDK still sends it (reference §1.6)
+            continue  # model is fixed at session start; agents SDK still sends it
         if key == "audio" and value is None:
             continue  # null audio changes nothing; the formats stay negotiated
         if key == "audio" and isinstance(value, dict):
@@ -265,8 +287,10 @@ class RealtimeSession:
         wall: float | None = None,
         sip_audio_deltas: bool = False,
         limiter: Limiter | None = None,
+        recogniser: Recogniser | None = None,
     ) -> None:
         self.kind: Kind = kind
+        self.recogniser = recogniser  # None: recognisers.default_recogniser() (audio_fixtures/), on first use
         self.transport: Transport = transport
         self.script = Script.load(script)
         self.faults = list(faults or []) + list(self.script.faults)
@@ -300,6 +324,7 @@ class RealtimeSession:
         self._user_turns = 0
         self._item_turn: dict[str, int] = {}
         self._spoken_items: set[str] = set()  # user audio items committed from the input buffer
+        self._heard: dict[str, Recognition | Future[Recognition]] = {}  # what each user audio item said
         self._tools_called: set[int] = set()
         self._audio_out_started = False
         self._last_input_tokens = 0
@@ -394,6 +419,30 @@ class RealtimeSession:
                 out = self._speech_stopped(int(max(audio_ms, detected_ms)), now)
             out.extend(self._run_due(now))
             return out
+        except Exception as exc:
+            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+
+    def media_audio(self, pcm: bytes, rate: int, start_ms: float, now: float) -> list[Output]:
+        """Caller audio of a turn, handed over by the media path before its ``media_speech_stopped``.
+
+        The SIP media path keeps caller audio in its worker and the input buffer holds silence in
+        its place; a path that does hand a turn's audio over (from its speech start, padding
+        included) has it laid in at audio time ``start_ms``, so the committed item holds what the
+        caller really said and the recogniser hears it. No VAD runs on it: the media path's own
+        speech events still decide the turn.
+        """
+        try:
+            rate_in = self._buffer_rate()
+            if rate != rate_in:
+                pcm = audio.resample(pcm, rate, rate_in)
+            self._pad_buffer_to(float(start_ms))
+            at = audio.samples_for_ms(float(start_ms) - self._buffer_start_ms, rate_in) * 2
+            if at < 0:  # its start was already committed or cleared
+                pcm, at = pcm[-at:], 0
+            self._buffer[at:at + len(pcm)] = pcm
+            held = len(self._buffer) / 2 * 1000.0 / rate_in
+            self._audio_ms = max(self._audio_ms, self._buffer_start_ms + held)
+            return self._run_due(now)
         except Exception as exc:
             return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
 
@@ -635,25 +684,92 @@ class RealtimeSession:
             ev.event("conversation.item.added", previous_item_id=prev, item=_public(item)),
             ev.event("conversation.item.done", previous_item_id=prev, item=_public(item)),
         ]
+        out.extend(self._listen(item_id, data, rate, now))
         self._schedule_transcription(item_id, audio.duration_ms(data, rate), now)
         return out
 
     # ---- transcription ------------------------------------------------------------------------
 
     def heard(self, item_id: str) -> str:
-        """What the script says the caller said in this audio item (what the model understands)."""
+        """What the caller said in this audio item (what the model understands).
+
+        The script's words when it says (``Turn.hears``, else an explicit ``default_hears``);
+        otherwise what the recogniser found in the audio, or the unrecognised placeholder.
+        """
+        said = self._scripted(item_id)
+        if said is not None:
+            return said
+        result = self._recognition(item_id)
+        if result is None:  # a slow plug-in has not answered yet: nothing is known so far
+            return unrecognised_text(self._item_ms(item_id))
+        return result.text
+
+    def spoken_language(self, item_id: str) -> str:
+        """The language the caller speaks in this item: the turn's ``language`` (default "en"),
+        or the recognised clip's sidecar language when the audio, not the script, decided."""
+        turn = self.script.turn(self._item_turn.get(item_id, -1))
+        if self._scripted(item_id) is None:
+            result = self._recognition(item_id)
+            if result is not None and result.language:
+                return primary(result.language) or turn.language
+        return turn.language
+
+    def pending_recognitions(self) -> list[Future[Recognition]]:
+        """Recognitions still running on plug-in threads (an adapter may wake the session when one ends)."""
+        return [f for f in self._heard.values() if isinstance(f, Future) and not f.done()]
+
+    def _scripted(self, item_id: str) -> str | None:
         turn = self.script.turn(self._item_turn.get(item_id, -1))
         return turn.hears if turn.hears is not None else self.script.default_hears
 
-    def spoken_language(self, item_id: str) -> str:
-        """The language the caller speaks in this item's turn (``Turn.language``, default "en")."""
-        return self.script.turn(self._item_turn.get(item_id, -1)).language
+    def _item_ms(self, item_id: str) -> float:
+        pcm, rate = self.item_audio.get(item_id, (b"", 8000))
+        return audio.duration_ms(pcm, rate)
+
+    def _listen(self, item_id: str, pcm: bytes, rate: int, now: float) -> list[Output]:
+        """Decide what the caller said in a new user audio item: the script, else the recogniser."""
+        said = self._scripted(item_id)
+        ms = audio.duration_ms(pcm, rate)
+        got: Recognition | Future[Recognition]
+        if said is not None:
+            got = Recognition(said, True, "script", "the script says what the caller said", ms)
+        else:
+            try:
+                got = (self.recogniser or default_recogniser())(pcm, rate)
+            except Exception as exc:  # a broken recogniser must not take the call down
+                got = unrecognised(ms, f"recogniser failed: {exc!r}")
+        self._heard[item_id] = got
+        if isinstance(got, Future):
+            self._at(now + HEARING_POLL_S, partial(self._await_heard, item_id))
+            return []
+        return [Heard(item_id, got)]
+
+    def _await_heard(self, item_id: str, now: float) -> list[Output]:
+        result = self._recognition(item_id)
+        if result is None:
+            self._at(now + HEARING_POLL_S, partial(self._await_heard, item_id))
+            return []
+        return [Heard(item_id, result)]
+
+    def _recognition(self, item_id: str) -> Recognition | None:
+        """The item's recognition; None while a plug-in is still running."""
+        got = self._heard.get(item_id)
+        if got is None:
+            return unrecognised(self._item_ms(item_id), "no audio to recognise")
+        if isinstance(got, Future):
+            if not got.done():
+                return None
+            try:
+                got = got.result()
+            except Exception as exc:
+                got = unrecognised(self._item_ms(item_id), f"recogniser failed: {exc!r}")
+            self._heard[item_id] = got
+        return got
 
     def _schedule_transcription(self, item_id: str, audio_ms: float, now: float) -> None:
         tcfg = self._input_cfg().get("transcription")
         if not isinstance(tcfg, dict):
             return  # failure mode 1: transcript stays null, no events at all
-        model = str(tcfg.get("model") or "whisper-1")
         due = now + self.script.transcription_delay_s
         if self._fault("transcription_403"):
             def failed(t: float) -> list[Output]:
@@ -664,26 +780,43 @@ class RealtimeSession:
 
             self._at(due, failed)
             return
-        result = transcribe(self.heard(item_id), self.spoken_language(item_id), tcfg)
-        text = result.text
+        self._at(due, partial(self._transcribe, item_id, audio_ms, copy.deepcopy(tcfg)))
+
+    def _transcribe(self, item_id: str, audio_ms: float, tcfg: dict[str, Any], now: float) -> list[Output]:
+        """Stream the transcript once what was said is known (a slow plug-in delays it)."""
+        result = None if self._scripted(item_id) is not None else self._recognition(item_id)
+        if self._scripted(item_id) is None and result is None:
+            self._at(now + HEARING_POLL_S, partial(self._transcribe, item_id, audio_ms, tcfg))
+            return []
+        model = str(tcfg.get("model") or "whisper-1")
+        if result is not None and not result.recognised:
+            heard = verbatim(result.text, tcfg)
+        else:
+            heard = transcribe(self.heard(item_id), self.spoken_language(item_id), tcfg)
+        text = heard.text
         words = [text] if model == "whisper-1" else re.findall(r"\S+\s*", text) or [text]
         logprobs = "item.input_audio_transcription.logprobs" in (self.config.get("include") or [])
+        out: list[Output] = []
         for i, piece in enumerate(words):
             extra = {"logprobs": _logprobs(piece)} if logprobs else {}
-            self._at(due + i * 0.02, partial(_transcription_delta, item_id, piece, extra))
+            if i == 0:
+                out.extend(_transcription_delta(item_id, piece, extra, now))
+            else:
+                self._at(now + i * 0.02, partial(_transcription_delta, item_id, piece, extra))
 
         def completed(t: float) -> list[Output]:
             item = self._item(item_id)
             if item is not None:
                 item["content"][0]["transcript"] = text
             extra: dict[str, Any] = {"logprobs": _logprobs(text)} if logprobs else {}
-            if result.languages is not None:
-                extra["languages"] = result.languages
+            if heard.languages is not None:
+                extra["languages"] = heard.languages
             return [ev.event("conversation.item.input_audio_transcription.completed", item_id=item_id,
                              content_index=0, transcript=text,
                              usage=u.transcription_usage(model, audio_ms, text, tcfg.get("prompt")), **extra)]
 
-        self._at(due + len(words) * 0.02 + 0.05, completed)
+        self._at(now + len(words) * 0.02 + 0.05, completed)
+        return out
 
     # ---- conversation items -------------------------------------------------------------------
 
@@ -729,11 +862,14 @@ class RealtimeSession:
         else:
             prev = self.items[-1]["id"] if self.items else None
             self.items.append(item)
+        heard: list[Output] = []
         if item.get("type") == "message" and item.get("role") == "user":
             self._item_turn[item["id"]] = self._user_turns
             self._user_turns += 1
+            if item["id"] in self.item_audio:
+                heard = self._listen(item["id"], *self.item_audio[item["id"]], now)
         return [ev.event("conversation.item.added", previous_item_id=prev, item=_public(item)),
-                ev.event("conversation.item.done", previous_item_id=prev, item=_public(item))]
+                ev.event("conversation.item.done", previous_item_id=prev, item=_public(item)), *heard]
 
     def _not_found(self, verb: str, item_id: Any, event_id: str | None) -> dict[str, Any]:
         return ev.error("invalid_value", f"Error {verb} item: the item with id '{item_id}' does not exist.",
@@ -929,7 +1065,7 @@ class RealtimeSession:
                       instructions: str, tools: list[Any]) -> tuple[str | None, str | None, list[ToolCall]]:
         last_user = next((it for it in reversed(context) if it.get("role") == "user"), None)
         if not resp.in_conversation and "transcri" in instructions.lower() and last_user is not None:
-            return self._user_text(last_user), None, []  # out-of-band transcription (cookbook, §10)
+            return self._user_text(last_user), None, []  # out-of-band transcription (cookbook)
         quoted = re.search(r"\bsay\b[^'\"]*['\"]([^'\"]+)['\"]", instructions or "", re.IGNORECASE)
         if "instructions" in params and quoted:
             return quoted.group(1), None, []
@@ -1142,7 +1278,7 @@ class RealtimeSession:
         return [ev.event("output_audio_buffer.stopped", response_id=resp.id)]
 
     def _rate_limits(self, resp: _Response, spent: int, now: float) -> dict[str, Any]:
-        """Settle the response's reservation and report the budget left (2026 traffic: tokens only, §11)."""
+        """Settle the response's reservation and report the budget left (2026 traffic: tokens only)."""
         self.tokens.settle(resp.held or Reservation(self.tokens.bucket, 0), spent, now)
         resp.held = None
         return ev.event("rate_limits.updated", rate_limits=[self.tokens.rate_limit(now)])
@@ -1173,7 +1309,7 @@ class RealtimeSession:
         return out
 
     def _cut_playback(self, resp: _Response, now: float) -> None:
-        """SIP: the server truncates the unheard part of the assistant item itself (reference §7.6)."""
+        """SIP: the server truncates the unheard part of the assistant item itself."""
         played_ms = (now - self._playback_start.get(resp.id, now)) * 1000.0
         for out in resp.outputs:
             if out.pcm and out.item["id"] in self.item_audio and out.item.get("content"):
@@ -1222,7 +1358,7 @@ class RealtimeSession:
         return self._idle_since + float(td["idle_timeout_ms"]) / 1000.0
 
     def _idle_timeout(self, now: float) -> list[Output]:
-        """server_vad idle_timeout_ms: commit what is there and prompt the model (reference §7.7)."""
+        """server_vad idle_timeout_ms: commit what is there and prompt the model."""
         self._idle_since = None
         item_id = ids.server_id("item")
         start = int(self._buffer_start_ms)

@@ -1,8 +1,12 @@
-"""What the input-transcription (ASR) model makes of a user turn (reference §3.1, §9).
+"""What the input-transcription (ASR) model makes of a user turn.
 
-The behaviour script says what the caller said (``Turn.hears``) and in which language
-(``Turn.language``, ISO-639-1, default ``"en"``). The session's ``audio.input.transcription``
-object decides what comes out on ``conversation.item.input_audio_transcription.*``:
+What the caller said comes from the behaviour script (``Turn.hears``, in ``Turn.language``,
+ISO-639-1, default ``"en"``) or, when the script does not say, from the audio itself
+(:mod:`mock_api.recognisers`: a known clip's sidecar text and language, or a plugged-in
+recogniser). Audio nobody recognised is transcribed verbatim as its placeholder
+(:func:`verbatim`, e.g. ``[unrecognised audio, 2.4 s]``): no language or keyword step touches it.
+The session's ``audio.input.transcription`` object decides what comes out on
+``conversation.item.input_audio_transcription.*``:
 
 ``language``
     Unset (``null``, auto-detect): the scripted text comes through. Set and equal to the
@@ -37,6 +41,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from ..recognisers import unrecognised_text
 
 LANGUAGE_REPORTING_MODELS = ("gpt-transcribe", "gpt-live-transcribe")
 """Models whose ``…completed`` events carry ``languages`` (SDK docstring: "Returned by gpt-transcribe")."""
@@ -80,8 +86,18 @@ def prompt_words(prompt: Any) -> list[str]:
     return re.findall(r"[\w'-]+", prompt)
 
 
-def transcribe(text: str, spoken: str | None, config: dict[str, Any]) -> Transcript:
-    """Transcript of a turn whose scripted text is ``text``, spoken in ``spoken``, under ``config``."""
+def verbatim(text: str, config: dict[str, Any]) -> Transcript:
+    """The transcript of audio nobody recognised: its placeholder as it is, no language reported."""
+    return Transcript(text, None, True)
+
+
+def transcribe(text: str | None, spoken: str | None, config: dict[str, Any]) -> Transcript:
+    """Transcript of a turn whose words are ``text``, spoken in ``spoken``, under ``config``.
+
+    ``text=None`` (nobody knows what was said) gives the unrecognised placeholder, never words.
+    """
+    if text is None:
+        return verbatim(unrecognised_text(None), config)
     model = str(config.get("model") or "whisper-1")
     spoken_code = primary(spoken) or "en"
     forced = primary(config.get("language"))

@@ -1,4 +1,4 @@
-"""Token accounting shaped like the real service's (reference §9, §11).
+"""Token accounting shaped like the real service's.
 
 Rates from the costs guide: user audio 1 token / 100 ms, assistant audio 1 token / 50 ms;
 text ≈ 4 characters per token plus a few special tokens per message. Cached input is the

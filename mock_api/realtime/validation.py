@@ -4,7 +4,7 @@ Why derived, not hand-kept: the SDK's pydantic models and TypedDict params *are*
 schema, so walking them keeps the mock in step with every SDK upgrade (new fields are
 accepted, removed beta fields are rejected) without a second list of names to maintain.
 
-The real server checks a payload in three passes (reference §15), and so do we:
+The real server checks a payload in three passes, and so do we:
 
 1. ``type`` of the session first (``missing_required_parameter`` / ``invalid_value``);
 2. unknown parameters: the first offending path, depth-first in the payload's key order;
@@ -135,7 +135,7 @@ def _out_of_range(
     return None
 
 
-# Documented ranges (reference §3.1, §5.1) the SDK types leave as plain int/float.
+# Documented ranges the SDK types leave as plain int/float.
 # Keyed by (SDK class name, field name) so the same rule covers the model and the TypedDict.
 _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("RealtimeSessionCreateRequest", "max_output_tokens"): (1, 4096),
