@@ -33,7 +33,7 @@ from audio_fixtures import Fixture, list_fixtures
 from mock_api import audio
 from mock_api.fingerprint import RATE, FingerprintIndex, library_index, telephone_line
 from mock_api.realtime.transcription import transcribe
-from mock_api.realtime.vad import TurnDetector
+from mock_api.realtime.vad import committed_turns
 
 UNKNOWN = [
     "I would like to change the address on my policy please.",
@@ -45,19 +45,6 @@ UNKNOWN = [
 ]
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3", "en-029", "en-gb-scotland", "en-us+f2", "es"]
 PEER_THRESHOLD = 0.5  # normalised correlation peak that counts as a match
-
-
-def vad_turns(pcm: bytes, rate: int, silence_ms: int = 200) -> list[bytes]:
-    """The turns the session's server_vad commits (never overlapping, as the session slices its buffer)."""
-    detector = TurnDetector(silence_duration_ms=silence_ms)
-    turns, start, prev_end = [], 0, 0
-    for e in detector.process(pcm, rate, 0):
-        if e.kind == "start":
-            start = max(e.ms, prev_end)
-        else:
-            turns.append(pcm[audio.samples_for_ms(start, rate) * 2:audio.samples_for_ms(e.ms, rate) * 2])
-            prev_end = e.ms
-    return turns
 
 
 class Tally:
@@ -158,7 +145,7 @@ def main() -> None:
                                           lead_ms=97.0 * seed, tail_ms=800)
                     key = f"{law} {rate // 1000} kHz"
                     rows.setdefault(f"whole, {key}", Tally()).run(fingerprint_lookup(index, fx, True), line, rate)
-                    for turn in vad_turns(line, rate):
+                    for turn in committed_turns(line, rate):
                         rows.setdefault(f"VAD turn, {key}", Tally()).run(fingerprint_lookup(index, fx, False),
                                                                          turn, rate)
                         if peer is not None and seed == 0:
@@ -170,7 +157,7 @@ def main() -> None:
     false = Tally()
     for i, clip in enumerate(unknown_clips()):
         line = telephone_line(clip, RATE, out_rate=24000, loss=args.loss, seed=i)
-        for part in [line, *vad_turns(line, 24000)]:
+        for part in [line, *committed_turns(line, 24000)]:
             false.run(lambda pcm, rate: index.match(pcm, rate) is not None, part, 24000)
     scripted = Tally()
     for fx in fixtures:

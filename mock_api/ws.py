@@ -46,7 +46,7 @@ class SessionHost:
         self.call_id = call_id
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[tuple[str, Any] | None]] = {}
         self.transports: dict[web.WebSocketResponse, asyncio.BaseTransport] = {}
-        self.ending: dict[web.WebSocketResponse, str] = {}  # how the call's end closed each socket
+        self.ending: dict[web.WebSocketResponse, str] = {}  # the reason each socket was closed or dropped
         self.media_sink: MediaSink | None = None
         self._on_config: ConfigSink | None = None
         self._loop = asyncio.get_running_loop()
@@ -161,14 +161,14 @@ class SessionHost:
                     await ws.send_str(payload)
                 elif kind == "drop":
                     # the call ended: the connection goes away without a close frame (the client sees 1006)
-                    self.ending[ws] = "drop"
+                    self.ending[ws] = "dropped"
                     transport = payload
                     if transport is not None:
                         transport.close()
                     return
                 else:
                     code, reason = payload
-                    self.ending[ws] = "clean"
+                    self.ending[ws] = reason
                     await ws.close(code=code, message=reason.encode())
                     return
             except (ConnectionError, RuntimeError):
@@ -330,10 +330,10 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 1.0)
         ending = host.ending.pop(ws, None)
-        if ending == "drop":
+        if ending == "dropped":  # the call ended (hangup_close: drop)
             server.journal.record(call_id, "ws.close", code=None, reason="call ended", dropped=True)
-        elif ending == "clean":
-            server.journal.record(call_id, "ws.close", code=ws.close_code, reason="call ended")
+        elif ending is not None:  # closed by the server: the call ended (clean) or the session closed it
+            server.journal.record(call_id, "ws.close", code=ws.close_code, reason=ending)
         else:
             server.journal.record(call_id, "ws.close", code=ws.close_code)
         if owned is not None:

@@ -33,7 +33,7 @@ from mock_api.config import MockConfig
 from mock_api.fingerprint import FingerprintIndex, library_index, telephone_line
 from mock_api.http import create_app
 from mock_api.realtime.session import Heard
-from mock_api.realtime.vad import TurnDetector
+from mock_api.realtime.vad import committed_turns
 from mock_api.recognisers import (
     CallableRecogniser,
     Chain,
@@ -55,20 +55,6 @@ FAST = {"transcription_delay_s": 0.05, "response_latency_s": 0.01, "generation_s
 TRANSCRIBE_MANUAL = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"},
                                                              "turn_detection": None}}}
 UNKNOWN_TEXT = "Please water the orange plants on the balcony every Tuesday."
-
-
-def vad_turns(pcm: bytes, rate: int, silence_ms: int = 200) -> list[bytes]:
-    """The turns the session's server_vad commits: from the padded start (never before the
-    previous turn's end, as the session slices its buffer) to the end of the silence."""
-    detector = TurnDetector(silence_duration_ms=silence_ms)
-    turns, start, prev_end = [], 0, 0
-    for e in detector.process(pcm, rate, 0):
-        if e.kind == "start":
-            start = max(e.ms, prev_end)
-        else:
-            turns.append(pcm[audio.samples_for_ms(start, rate) * 2:audio.samples_for_ms(e.ms, rate) * 2])
-            prev_end = e.ms
-    return turns
 
 
 def espeak(text: str, path: Path, voice: str = "en-us") -> Path:
@@ -107,7 +93,7 @@ def test_vad_turns_of_a_fixture_get_their_own_words(fx: Fixture) -> None:
     recognised as the same clip and gets the words it holds, which add back up to the sidecar text."""
     index = library_index()
     pcm = telephone_line(fx.pcm(), fx.rate, law="ulaw", out_rate=24000, loss=0.01, seed=7, lead_ms=410, tail_ms=800)
-    turns = vad_turns(pcm, 24000)
+    turns = committed_turns(pcm, 24000)
     matches = [index.match(t, 24000) for t in turns]
     assert len(turns) >= 1
     if fx.name == "caller_spell_name":  # spelled letters are 250 ms turns: most, not all, are placed
@@ -154,7 +140,7 @@ def test_sidecar_segments_give_per_segment_text(tmp_path: Path) -> None:
     index.add("parcel", pcm, 8000, {"text": f"{first} {second}", "segments": [
         {"start_ms": 150, "end_ms": start_b - 1500, "text": first},
         {"start_ms": start_b, "end_ms": start_b + audio.duration_ms(b, 8000), "text": second}]})
-    turns = vad_turns(telephone_line(pcm, 8000, loss=0.01, seed=3), 8000, silence_ms=500)
+    turns = committed_turns(telephone_line(pcm, 8000, loss=0.01, seed=3), 8000, silence_ms=500)
     got = [index.match(t, 8000) for t in turns]
     assert [(m.text, m.segments) for m in got if m is not None] == [(first, (0,)), (second, (1,))]
 

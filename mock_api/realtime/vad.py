@@ -119,3 +119,19 @@ class TurnDetector:
         """Forget a turn in progress (input_audio_buffer.clear, manual commit)."""
         self.in_speech = False
         self._run_start = None
+
+
+def committed_turns(pcm: bytes, rate: int, silence_ms: int = 200) -> list[bytes]:
+    """The audio of each turn server_vad commits from ``pcm``: from the padded start (never before the
+    previous turn's end, as the session slices its buffer) to the end of the silence.  What tests and
+    benchmarks feed a recogniser to stand for one committed turn."""
+    detector = TurnDetector(silence_duration_ms=silence_ms)
+    turns: list[bytes] = []
+    start = prev_end = 0
+    for e in detector.process(pcm, rate, 0):
+        if e.kind == "start":
+            start = max(e.ms, prev_end)
+        else:
+            turns.append(pcm[audio.samples_for_ms(start, rate) * 2:audio.samples_for_ms(e.ms, rate) * 2])
+            prev_end = e.ms
+    return turns
