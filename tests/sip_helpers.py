@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from aiohttp import web
 from openai import AsyncOpenAI
 
 from audio_fixtures import fixture
+from mock_api.client import MockClient
 from mock_api.running import RunningMock
 from tests.helpers import WebhookReceiver
 
@@ -83,3 +85,10 @@ async def still_answers(mock: RunningMock, receiver: Receiver, phone: Any, timeo
     call = await phone.call(mock.sip.uri())
     assert await call.answered(timeout=timeout)
     await call.hangup()
+
+
+def rejected_in_journal(control: MockClient) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+    """A probe for ``until``: the server journal's ``sip.rejected`` entries (empty until the worker tells)."""
+    async def probe() -> list[dict[str, Any]]:
+        return [e for e in await control.server_journal() if e["kind"] == "sip.rejected"]
+    return probe

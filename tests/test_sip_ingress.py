@@ -17,7 +17,7 @@ from mock_api import audio
 from mock_api.client import MockClient
 from mock_api.running import RunningMock
 from tests.helpers import until
-from tests.sip_helpers import CALLER, REPLY, App, Receiver
+from tests.sip_helpers import CALLER, REPLY, App, Receiver, rejected_in_journal
 
 
 async def test_happy_path_tls_call(sip_stack: tuple[RunningMock, Receiver, MockClient],
@@ -142,4 +142,5 @@ async def test_unknown_user_gets_404(sip_stack: tuple[RunningMock, Receiver, Moc
     assert not await call.answered(timeout=10)
     assert call.final_status == 404
     assert await control.calls() == []
-    assert any(e["kind"] == "sip.rejected" for e in await control.server_journal())
+    # the worker refuses first and tells the mock after: wait for the journal, do not race it
+    await until(rejected_in_journal(control), what="sip.rejected in the journal")
