@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = ["FIXTURE_DIR", "Fixture", "FixtureNotFound", "Role", "fixture", "fixture_names", "list_fixtures"]
 
@@ -29,6 +29,13 @@ Role = Literal["caller", "assistant", "noise", "silence"]
 
 class FixtureNotFound(KeyError):
     """Raised by :func:`fixture` for an unknown name; the message lists the known ones."""
+
+
+class CommittedTurn(NamedTuple):
+    """One turn the session commits from a clip: its audio ms and the words in it."""
+
+    ms: tuple[int, int]
+    text: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class Fixture:
     utterances: tuple[str, ...] = ()
     placed_ms: tuple[tuple[int, int], ...] = ()
     vad: dict[str, Any] = field(default_factory=dict)
+    # how the mock's default server_vad / semantic_vad commit the clip followed by silence
+    committed_turns: dict[str, tuple[CommittedTurn, ...]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,6 +95,7 @@ class Fixture:
             "utterances",
             "placed_ms",
             "vad",
+            "committed_turns",
         }
         return cls(
             name=sidecar.stem,
@@ -100,6 +110,8 @@ class Fixture:
             utterances=tuple(data.get("utterances", ())),
             placed_ms=tuple((int(a), int(b)) for a, b in data.get("placed_ms", ())),
             vad=dict(data.get("vad", {})),
+            committed_turns={k: tuple(CommittedTurn((int(t["ms"][0]), int(t["ms"][1])), str(t["text"])) for t in v)
+                             for k, v in data.get("committed_turns", {}).items()},
             extra={k: v for k, v in data.items() if k not in known},
         )
 

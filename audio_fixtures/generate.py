@@ -41,6 +41,8 @@ from mock_api.audio import (
     to_array,
     write_wav,
 )
+from mock_api.fingerprint import describe_clip
+from mock_api.realtime.vad import committed_spans
 
 RATE = 8000
 DEFAULT_SEED = 4242
@@ -48,6 +50,7 @@ LEAD_MS = 300
 TAIL_MS = 400
 PEAK_DBFS = -3.0
 VAD = VadSettings()  # aggressiveness 2, 10 ms frames, 500 ms hangover
+COMMIT_TAIL_MS = 2000  # silence after a clip for committed_turns: past semantic_vad's 700 ms
 
 
 @dataclass(frozen=True)
@@ -311,9 +314,41 @@ def sidecar(clip: Clip, pcm: bytes, seed: int, placed: list[list[int]]) -> dict[
         "vad": {"engine": "webrtcvad", **VAD.as_dict()},
         "seed": seed,
     }
+    data["committed_turns"] = committed_turns(clip.name, pcm, RATE, data)
     if any(u.say for u in clip.utterances):
         data["tts_text"] = " ".join(u.tts for u in clip.utterances)
     return data
+
+
+def committed_turns(name: str, pcm: bytes, rate: int, data: dict[str, object]) -> dict[str, list[dict[str, object]]]:
+    """How the session's default turn detection commits the clip (followed by silence), and the words
+    of each committed turn: a script author writes one turn per utterance, the 200 ms server_vad
+    default may commit an utterance as several turns (see ``match_clip`` in the script)."""
+    padded = pcm + silence(COMMIT_TAIL_MS, rate)
+    clip = describe_clip(name, Path(name), data, pcm, rate)
+    out: dict[str, list[dict[str, object]]] = {}
+    for vad_type in ("server_vad", "semantic_vad"):
+        turns: list[dict[str, object]] = []
+        for a, b in committed_spans(padded, rate, vad_type=vad_type):
+            words = [p for p in clip.pieces if a <= p.middle_ms <= b]
+            turns.append({"ms": [a, b], "text": clip.words(words)})
+        out[vad_type] = turns
+    return out
+
+
+def refresh_committed_turns(out_dir: Path = FIXTURE_DIR) -> list[str]:
+    """Rewrite every sidecar's ``committed_turns`` from its committed audio (after a VAD change),
+    without re-synthesising anything; returns the clips whose field changed."""
+    changed = []
+    for sidecar_path in sorted(out_dir.glob("*.json")):
+        data = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        pcm = load_audio(sidecar_path.with_suffix(".wav"), RATE)
+        turns = committed_turns(sidecar_path.stem, pcm, RATE, data)
+        if data.get("committed_turns") != turns:
+            data["committed_turns"] = turns
+            sidecar_path.write_text(_dumps(data), encoding="utf-8")
+            changed.append(sidecar_path.stem)
+    return changed
 
 
 def _clip_seed(seed: int, name: str) -> int:
@@ -350,7 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=FIXTURE_DIR, help="output directory (default: the package)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--only", nargs="*", help="clip names to rebuild")
+    ap.add_argument("--committed-turns", action="store_true",
+                    help="only rewrite each sidecar's committed_turns from its audio (no synthesis)")
     args = ap.parse_args(argv)
+    if args.committed_turns:
+        for name in refresh_committed_turns(args.out):
+            print(f"{name}: committed_turns rewritten")
+        return 0
     problems = generate(args.out, args.seed, args.only)
     for p in problems:
         print(f"WARNING: {p}", file=sys.stderr)

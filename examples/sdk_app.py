@@ -44,6 +44,7 @@ BUGS = {
                              "wrong voice",
     "response_on_speech_stopped": "failure mode 18: sends response.create on speech_stopped, colliding with the VAD "
                                   "response",
+    "default_vad": "failure mode 30: keeps the 200 ms server_vad default, so the model answers half a sentence",
 }
 
 INSTRUCTIONS = "You are Alex, a friendly claims assistant for Example Insurance. Keep answers short."
@@ -115,6 +116,8 @@ class App:
         # 600 ms of silence ends a turn: callers pause between the digits of a policy number
         audio: dict[str, Any] = {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 600}},
                                  "output": {}}
+        if "default_vad" in self.bugs:
+            del audio["input"]["turn_detection"]
         if "no_transcription" not in self.bugs:
             audio["input"]["transcription"] = {"model": "gpt-4o-transcribe"}
         if "greeting_before_voice" not in self.bugs:

@@ -72,6 +72,9 @@ def _summary(results: list[ScenarioResult], console: Console) -> None:
         table.add_row(escape(r.name), "[green]PASS[/]" if r.passed else "[red]FAIL[/]", f"{r.seconds:.1f}",
                       "" if r.passed else escape(r.verdict[:400]))
     console.print(table)
+    for r in results:
+        for w in r.warnings:
+            console.print(f"[yellow]warning[/] {escape(r.name)}: {escape(w)}")
 
 
 def _write_reports(results: list[ScenarioResult], console: Console, *, junit: Path | None, json_path: Path | None,

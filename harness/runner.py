@@ -40,6 +40,7 @@ from .callers import Caller, CallerError, SipCaller, VirtualCaller
 from .expect import Check, evaluate
 from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario
 from .softphone import Softphone
+from .turn_check import turn_warnings
 
 DEFAULT_RING_TIMEOUT_S = 8.0
 SETTLE_S = 1.5  # quiet time after the last step before the journal is read
@@ -56,6 +57,7 @@ class ScenarioResult:
     calls: list[CallView] = field(default_factory=list)
     app_output: list[tuple[float, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the run passed or failed, but something looks wrong
     description: str = ""
     seed: int = 0
     app_started_at: float | None = None  # wall clock, the journal's clock, for aligning app output
@@ -66,6 +68,7 @@ class ScenarioResult:
             "seconds": round(self.seconds, 3), "seed": self.seed, "description": self.description,
             "app_started_at": self.app_started_at,
             "checks": [c.to_json() for c in self.checks], "notes": self.notes,
+            "warnings": self.warnings,
             "calls": [c.model_dump(mode="json") for c in self.calls],
             "app_output": [{"t": round(t, 3), "line": line} for t, line in self.app_output],
         }
@@ -191,6 +194,8 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 view.recording = media.get("recording")
                 view.sent_audio = media.get("sent_audio") or []
                 view.caller = media
+            for spec, view in zip(scenario.calls, result.calls, strict=True):
+                result.warnings.extend(turn_warnings(scenario.mock.script, spec, view))
             http_results = await _http_checks(scenario, port, call_ids[0] if call_ids else "")
             result.checks = evaluate(scenario.expect, result.calls[0] if result.calls else None, app.output,
                                      http_results)

@@ -412,7 +412,16 @@ def _check_fixtures(scenario: Scenario, file: Path, lines: dict[Path_, int]) -> 
                     raise ScenarioError(
                         file, _line_for(lines, loc), f"at {_loc_text(loc)}: no fixture or audio file {ref!r}; {exc}"
                     ) from None
+    played = {Path(ref).stem for call in scenario.calls for step in call.steps for ref in (step.say, step.barge_in)
+              if ref is not None}
     for ti, turn in enumerate(scenario.mock.script.turns):
+        if turn.match_clip is not None and turn.match_clip not in played:
+            try:
+                find_fixture(turn.match_clip)
+            except FixtureNotFound:
+                loc = ("mock", "script", "turns", ti, "match_clip")
+                raise ScenarioError(file, _line_for(lines, loc), f"at {_loc_text(loc)}: no fixture and no clip this "
+                                    f"scenario plays {turn.match_clip!r} (a clip's name is its file stem)") from None
         if turn.audio is not None:
             try:
                 turn.audio = str(resolve_audio(turn.audio, file.parent))  # the mock gets an absolute path

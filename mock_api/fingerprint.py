@@ -455,6 +455,7 @@ class Match:
     segments: tuple[int, ...]  # sidecar segments the text came from
     whole: bool  # the query covers every piece of the clip: ``text`` is the sidecar text
     language: str | None = None  # the clip's language (sidecar), when known
+    ends_utterance: bool = True  # its last word ends a sidecar segment: no more of that utterance follows
 
     @property
     def accepted(self) -> bool:
@@ -585,10 +586,12 @@ class FingerprintIndex:
         chosen = [p for p in clip.pieces if a <= p.middle_ms <= b]
         if not chosen and clip.pieces:  # shorter than any word: the word it overlaps most
             chosen = [max(clip.pieces, key=lambda p: min(b, p.end_ms) - max(a, p.start_ms))]
+        last = max(chosen, key=lambda p: p.end_ms) if chosen else None
+        ends = last is None or all(p.end_ms <= last.end_ms for p in clip.pieces if p.segment == last.segment)
         return Match(clip=clip.name, path=clip.path, text=clip.words(chosen), score=round(score, 4), hits=hits,
                      coverage=round(min(1.0, coverage), 4), offset_ms=round(offset_ms, 1),
                      span_ms=(round(a, 1), round(b, 1)), segments=tuple(sorted({p.segment for p in chosen})),
-                     whole=len(chosen) == len(clip.pieces), language=clip.language)
+                     whole=len(chosen) == len(clip.pieces), language=clip.language, ends_utterance=ends)
 
 
 def _explained(q: Landmarks, agreeing: Ints) -> float:

@@ -79,12 +79,13 @@ class Recognition:
     score: float | None = None
     segments: tuple[int, ...] = ()  # sidecar segments the words came from
     span_ms: tuple[float, float] | None = None  # the clip time the turn covers
+    ends_utterance: bool | None = None  # a clip utterance ends here (False: more follows); None: unknown
 
     def journal(self) -> dict[str, Any]:
         """The fields of an ``audio.heard`` journal entry (Nones left out)."""
         out: dict[str, Any] = {"text": self.text, "recognised": self.recognised, "source": self.source,
                                "reason": self.reason, "audio_ms": round(self.audio_ms, 1)}
-        for key in ("language", "clip", "score", "span_ms"):
+        for key in ("language", "clip", "score", "span_ms", "ends_utterance"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -195,7 +196,7 @@ class FingerprintRecogniser(_Member):
         return Recognition(best.text, True, "fingerprint",
                            f"fingerprint: {best.clip} ({part}, score {best.score:.2f}, {best.hits} landmarks)",
                            ms, language=best.language, clip=best.clip, score=best.score,
-                           segments=best.segments, span_ms=best.span_ms)
+                           segments=best.segments, span_ms=best.span_ms, ends_utterance=best.ends_utterance)
 
 
 # ---- plug-ins -------------------------------------------------------------------------------

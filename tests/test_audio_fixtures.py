@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from audio_fixtures import FIXTURE_DIR, Fixture, FixtureNotFound, fixture, fixture_names, list_fixtures
+from audio_fixtures.generate import committed_turns
 from harness.audio_compare import VadSettings, speech_segments
 from mock_api.audio import duration_ms, load_audio
 
@@ -54,7 +55,10 @@ def test_sidecar_matches_audio(fx: Fixture) -> None:
     assert len(measured) == len(fx.speech_segments)
     for (a0, a1), (b0, b1) in zip(measured, fx.speech_segments, strict=True):
         assert abs(a0 - b0) <= 30 and abs(a1 - b1) <= 30
+    # committed_turns is what the mock's own turn detection makes of the clip today
+    assert raw["committed_turns"] == committed_turns(fx.name, pcm, fx.rate, raw)
     if fx.role in ("caller", "assistant"):
+        assert fx.committed_turns["semantic_vad"][-1].text.endswith(fx.utterances[-1])
         assert 2000 <= fx.duration_ms <= 8000
         assert fx.text and fx.language in ("en", "es") and fx.voice
         assert len(fx.utterances) == len(fx.speech_segments) == len(fx.placed_ms)

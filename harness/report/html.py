@@ -184,6 +184,8 @@ def _scenario(i: int, d: dict[str, Any], expanded: bool = False) -> str:
         out.append(f'<div class="verdict fail">{_e(d.get("verdict", ""))}</div>')
     if d.get("notes"):
         out.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in d["notes"]) + "</ul>")
+    if d.get("warnings"):
+        out.append('<ul class="warnings">' + "".join(f"<li>warning: {_e(n)}</li>" for n in d["warnings"]) + "</ul>")
     out.append(_checks(d.get("checks", [])))
     call_ids = [str(c.get("call_id", "")) for c in calls]
     app_lines = [(float(x.get("t", 0)), str(x.get("line", ""))) for x in d.get("app_output", [])]

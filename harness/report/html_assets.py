@@ -47,6 +47,8 @@ details.scenario[open] > summary::before { content: "\\25BE"; }
 .verdict { padding: 8px 12px; border-radius: 6px; margin: 4px 0 10px; }
 .verdict.fail { background: var(--fail-bg); color: #82071e; border: 1px solid #ffcecb; }
 .desc { color: var(--muted); margin: 2px 0 8px; }
+ul.warnings { margin: 4px 0 10px; padding: 6px 6px 6px 24px; color: var(--warn); background: var(--warn-bg);
+  font-size: 13px; border-radius: 4px; }
 ul.notes { margin: 4px 0 10px; padding-left: 18px; color: var(--muted); font-size: 13px; }
 h3 { font-size: 14px; margin: 16px 0 6px; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); }
 h3 .hint { text-transform: none; letter-spacing: 0; font-weight: normal; font-size: 12px; margin-left: 8px; }

@@ -21,7 +21,7 @@ def write_junit(results: list[ScenarioResult], path: Path, suite: str = "rtsip")
             tag = "error" if r.verdict.startswith("error") else "failure"
             el = ET.SubElement(tc, tag, message=r.verdict[:500])
             lines = [f"{'PASS' if c.ok else 'FAIL'} {c.describe()}" for c in r.checks]
-            el.text = "\n".join([r.verdict, *lines, *r.notes])
+            el.text = "\n".join([r.verdict, *lines, *r.notes, *(f"warning: {w}" for w in r.warnings)])
         out = ET.SubElement(tc, "system-out")
         out.text = "\n".join(line for _, line in r.app_output)[-20000:]
     ET.indent(root)

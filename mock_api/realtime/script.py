@@ -36,6 +36,13 @@ class Turn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    match_clip: str | None = Field(
+        None, description="Answer the caller's utterance recognised as this clip (an audio fixture's name, or a "
+        "library clip's file stem) instead of the next turn in order. A committed turn holding only the start "
+        "of that utterance (the 200 ms server_vad default commits at pauses) gets the script's partial_reply.")
+    match_text: str | None = Field(
+        None, description="Answer the caller's turn whose recognised words contain these (case and punctuation "
+        "ignored) instead of the next turn in order.")
     hears: str | None = Field(None, description="Transcript of the user's audio for this turn.")
     says: str | None = Field(None, description="Assistant reply text (audio transcript or output_text).")
     audio: str | None = Field(None, description="WAV (or any pydub-readable) file spoken as the reply.")
@@ -57,6 +64,9 @@ class Script(BaseModel):
         "decides (a known clip's sidecar text, or a plugged-in recogniser); audio nobody recognises is "
         "transcribed as '[unrecognised audio, N s]', never as invented words.")
     default_reply: str = "Sure, I can help you with that."
+    partial_reply: str = Field(
+        "Mm-hmm.", description="Reply to a committed turn that is only the start of an utterance a match_clip "
+        "turn waits for; the caller usually talks over it.")
     transcription_delay_s: float = Field(0.4, ge=0, description="Commit → first transcription delta.")
     response_latency_s: float = Field(0.1, ge=0, description="response.created → first output delta.")
     generation_speed: float = Field(8.0, gt=0, description="Output audio generated this many times realtime.")

@@ -72,8 +72,9 @@ from ..limits import Hit, Limiter, Reservation, SessionTokens
 from ..recognisers import Recogniser, Recognition, default_recogniser, unrecognised, unrecognised_text
 from . import events as ev
 from . import usage as u
-from .script import Script, ToolCall
+from .script import Script, ToolCall, Turn
 from .transcription import primary, transcribe, verbatim
+from .turn_plan import Assignment, TurnPlan
 from .vad import TurnDetector
 from .validation import validate_payload, validate_session_config
 from .voice import reply_ms, speech_like, voice_name, voice_pitch
@@ -126,9 +127,11 @@ class Heard:
 
     item_id: str
     recognition: Recognition
+    turn: Assignment | None = None  # the script turn that answers it (turn_plan's rules)
 
     def journal(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, **self.recognition.journal()}
+        script = {"script": self.turn.journal()} if self.turn is not None else {}
+        return {"item_id": self.item_id, **self.recognition.journal(), **script}
 
 
 Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit | Heard
@@ -321,11 +324,11 @@ class RealtimeSession:
         self._seq = itertools.count()
         self._responses: dict[str, _Response] = {}
         self.active_response_id: str | None = None
-        self._user_turns = 0
-        self._item_turn: dict[str, int] = {}
+        self._turn_plan = TurnPlan(self.script)
+        self._assigned: dict[str, Assignment] = {}  # user item -> its script turn (turn_plan's rules)
         self._spoken_items: set[str] = set()  # user audio items committed from the input buffer
         self._heard: dict[str, Recognition | Future[Recognition]] = {}  # what each user audio item said
-        self._tools_called: set[int] = set()
+        self._tools_called: set[int] = set()  # script turns whose tool calls went out
         self._audio_out_started = False
         self._last_input_tokens = 0
         self.tokens = SessionTokens(limiter, now, default_limit=TOKENS_LIMIT)
@@ -676,9 +679,9 @@ class RealtimeSession:
                 "content": [{"type": "input_audio", "transcript": None}]}
         self.items.append(item)
         self.item_audio[item_id] = (data, rate)
-        self._item_turn[item_id] = self._user_turns
         self._spoken_items.add(item_id)
-        self._user_turns += 1
+        if self._turn_plan.by_order:
+            self._assigned[item_id] = self._turn_plan.assign()
         out: list[Output] = [
             ev.event("input_audio_buffer.committed", previous_item_id=prev, item_id=item_id),
             ev.event("conversation.item.added", previous_item_id=prev, item=_public(item)),
@@ -707,7 +710,7 @@ class RealtimeSession:
     def spoken_language(self, item_id: str) -> str:
         """The language the caller speaks in this item: the turn's ``language`` (default "en"),
         or the recognised clip's sidecar language when the audio, not the script, decided."""
-        turn = self.script.turn(self._item_turn.get(item_id, -1))
+        turn = self._turn(item_id)
         if self._scripted(item_id) is None:
             result = self._recognition(item_id)
             if result is not None and result.language:
@@ -719,8 +722,28 @@ class RealtimeSession:
         return [f for f in self._heard.values() if isinstance(f, Future) and not f.done()]
 
     def _scripted(self, item_id: str) -> str | None:
-        turn = self.script.turn(self._item_turn.get(item_id, -1))
+        """The script's words for this item, once its turn is known (a matched script hears first)."""
+        turn = self._turn(item_id) if item_id in self._assigned else Turn()
         return turn.hears if turn.hears is not None else self.script.default_hears
+
+    def _turn(self, item_id: str) -> Turn:
+        return self._turn_plan.turn(self._assignment(item_id))
+
+    def _assignment(self, item_id: str) -> Assignment:
+        """The item's script turn; a matched script decides it now if it has not (what is known so far)."""
+        got = self._assigned.get(item_id)
+        if got is None:
+            item = next((it for it in self.items if it.get("id") == item_id), None)
+            if item_id in self.item_audio:
+                rec = self._recognition(item_id)
+                if rec is not None and rec.recognised:
+                    got = self._turn_plan.assign(clip=rec.clip, text=rec.text, ends_utterance=rec.ends_utterance)
+                else:
+                    got = self._turn_plan.assign()
+            else:
+                got = self._turn_plan.assign(text=self._user_text(item) if item is not None else None)
+            self._assigned[item_id] = got
+        return got
 
     def _item_ms(self, item_id: str) -> float:
         pcm, rate = self.item_audio.get(item_id, (b"", 8000))
@@ -742,14 +765,14 @@ class RealtimeSession:
         if isinstance(got, Future):
             self._at(now + HEARING_POLL_S, partial(self._await_heard, item_id))
             return []
-        return [Heard(item_id, got)]
+        return [Heard(item_id, got, self._assignment(item_id))]
 
     def _await_heard(self, item_id: str, now: float) -> list[Output]:
         result = self._recognition(item_id)
         if result is None:
             self._at(now + HEARING_POLL_S, partial(self._await_heard, item_id))
             return []
-        return [Heard(item_id, result)]
+        return [Heard(item_id, result, self._assignment(item_id))]
 
     def _recognition(self, item_id: str) -> Recognition | None:
         """The item's recognition; None while a plug-in is still running."""
@@ -864,8 +887,8 @@ class RealtimeSession:
             self.items.append(item)
         heard: list[Output] = []
         if item.get("type") == "message" and item.get("role") == "user":
-            self._item_turn[item["id"]] = self._user_turns
-            self._user_turns += 1
+            if self._turn_plan.by_order:
+                self._assigned[item["id"]] = self._turn_plan.assign()
             if item["id"] in self.item_audio:
                 heard = self._listen(item["id"], *self.item_audio[item["id"]], now)
         return [ev.event("conversation.item.added", previous_item_id=prev, item=_public(item)),
@@ -1071,15 +1094,17 @@ class RealtimeSession:
             return quoted.group(1), None, []
         if last_user is None:
             return self.script.greeting or self.script.default_reply, None, []
-        turn_no = self._item_turn.get(last_user["id"], self._user_turns - 1)
-        turn = self.script.turn(turn_no)
+        chosen = self._assignment(last_user["id"])
+        if chosen.partial:
+            return self.script.partial_reply, None, []
+        turn_no, turn = chosen.index, self._turn_plan.turn(chosen)
         after_tool = context and context[-1].get("type") == "function_call_output"
         if after_tool:
             return turn.after_tool or turn.says or self.script.default_reply, None, []
         tool_choice = params.get("tool_choice", self.config.get("tool_choice", "auto"))
         names = {t.get("name") for t in tools if isinstance(t, dict)}
         calls = [c for c in turn.tool_calls if c.name in names]
-        if calls and tool_choice != "none" and turn_no not in self._tools_called:
+        if calls and tool_choice != "none" and turn_no >= 0 and turn_no not in self._tools_called:
             self._tools_called.add(turn_no)
             return None, None, calls
         return turn.says or self.script.default_reply, turn.audio, []

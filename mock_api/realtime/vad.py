@@ -121,17 +121,25 @@ class TurnDetector:
         self._run_start = None
 
 
-def committed_turns(pcm: bytes, rate: int, silence_ms: int = 200) -> list[bytes]:
-    """The audio of each turn server_vad commits from ``pcm``: from the padded start (never before the
-    previous turn's end, as the session slices its buffer) to the end of the silence.  What tests and
-    benchmarks feed a recogniser to stand for one committed turn."""
-    detector = TurnDetector(silence_duration_ms=silence_ms)
-    turns: list[bytes] = []
+def committed_spans(pcm: bytes, rate: int, *, vad_type: str = "server_vad", silence_ms: int = 200,
+                    eagerness: str | None = None) -> list[tuple[int, int]]:
+    """The (start, end) audio ms of each turn the session's turn detection commits from ``pcm``: the
+    padded start (never before the previous turn's end, as the session slices its buffer) to the end
+    of the silence that closed it.  A turn still open when the audio ends is not committed."""
+    detector = TurnDetector(vad_type=vad_type, silence_duration_ms=silence_ms, eagerness=eagerness)
+    spans: list[tuple[int, int]] = []
     start = prev_end = 0
     for e in detector.process(pcm, rate, 0):
         if e.kind == "start":
             start = max(e.ms, prev_end)
         else:
-            turns.append(pcm[audio.samples_for_ms(start, rate) * 2:audio.samples_for_ms(e.ms, rate) * 2])
+            spans.append((start, e.ms))
             prev_end = e.ms
-    return turns
+    return spans
+
+
+def committed_turns(pcm: bytes, rate: int, silence_ms: int = 200) -> list[bytes]:
+    """The audio of each turn server_vad commits from ``pcm`` (see :func:`committed_spans`): what tests
+    and benchmarks feed a recogniser to stand for one committed turn."""
+    return [pcm[audio.samples_for_ms(a, rate) * 2:audio.samples_for_ms(b, rate) * 2]
+            for a, b in committed_spans(pcm, rate, silence_ms=silence_ms)]
