@@ -7,8 +7,9 @@ outputs: server events as plain dicts (each parses as the SDK's ``RealtimeServer
 barge-in must flush what is still playing, and :class:`Close` when the socket must end.
 ``next_deadline()`` tells the adapter when to call :meth:`advance` again.
 
-Nothing a client sends may raise out of here: every entry point catches and reports a
-``server_error`` event instead, so a bug never wedges a call.
+Nothing a client sends may raise out of here: every entry point catches, answers the real
+``server_error`` event and hands the adapter a :class:`MockBug` (journal ``mock.bug``), so a bug
+never wedges a call and is never mistaken for a scripted fault.
 
 Behaviour worth knowing when reading a test:
 
@@ -46,6 +47,7 @@ import itertools
 import json
 import re
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -66,7 +68,7 @@ from openai.types.realtime import (
     SessionUpdateEventParam,
 )
 
-from .. import audio, ids
+from .. import audio, ids, wire_json
 from ..faults import Fault, find
 from ..limits import Hit, Limiter, Reservation, SessionTokens
 from ..recognisers import Recogniser, Recognition, default_recogniser, unrecognised, unrecognised_text
@@ -134,7 +136,30 @@ class Heard:
         return {"item_id": self.item_id, **self.recognition.journal(), **script}
 
 
-Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit | Heard
+@dataclass(frozen=True)
+class MockBug:
+    """An exception inside the mock itself, not a scripted fault. The client gets the real
+    ``server_error``; the adapter journals this as ``mock.bug`` (with the traceback), and runs and the
+    pytest plugin fail on it, so nobody mistakes a bug of ours for one of their app."""
+
+    where: str  # which entry point: receive, audio, timer
+    error: str
+    traceback: str
+
+    def journal(self) -> dict[str, Any]:
+        return {"where": self.where, "error": self.error, "traceback": self.traceback}
+
+
+SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+
+def mock_bug(where: str, exc: BaseException) -> list[Output]:
+    """What a session answers when its own code raised: the bug for the journal, the API's error for the client."""
+    tb = "".join(traceback.format_exception(exc))[-8000:]  # bounded: the journal keeps every one
+    return [MockBug(where, repr(exc)[:500], tb), ev.error(None, SERVER_ERROR_MESSAGE, type_="server_error")]
+
+
+Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit | Heard | MockBug
 
 DEFAULT_INSTRUCTIONS = (
     "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. Act like a human, but remember "
@@ -353,8 +378,7 @@ class RealtimeSession:
             out.extend(self._run_due(now))
             return out
         except Exception as exc:  # a bug must not take the call down
-            return [ev.error(None, f"The server had an error while processing your request: {exc!r}",
-                             type_="server_error")]
+            return mock_bug("receive", exc)
 
     def feed_audio(self, pcm: bytes, rate: int, now: float) -> list[Output]:
         """Caller audio from the media path (SIP) as PCM16 at ``rate``."""
@@ -363,14 +387,14 @@ class RealtimeSession:
             out.extend(self._run_due(now))
             return out
         except Exception as exc:
-            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+            return mock_bug("audio", exc)
 
     def advance(self, now: float) -> list[Output]:
         """Run timers that are due: transcriptions, paced response output, playback, idle timeout."""
         try:
             return self._run_due(now)
         except Exception as exc:
-            return [ev.error(None, f"The server had an error: {exc!r}", type_="server_error")]
+            return mock_bug("timer", exc)
 
     def next_deadline(self) -> float | None:
         deadlines = [self._timers[0][0]] if self._timers else []
@@ -404,7 +428,7 @@ class RealtimeSession:
             out.extend(self._run_due(now))
             return out
         except Exception as exc:
-            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+            return mock_bug("audio", exc)
 
     def media_speech_stopped(self, audio_ms: int, detected_ms: int, now: float) -> list[Output]:
         """Speech end found by the media path's VAD: ``audio_ms`` the last voiced ms, ``detected_ms``
@@ -423,7 +447,7 @@ class RealtimeSession:
             out.extend(self._run_due(now))
             return out
         except Exception as exc:
-            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+            return mock_bug("audio", exc)
 
     def media_audio(self, pcm: bytes, rate: int, start_ms: float, now: float) -> list[Output]:
         """Caller audio of a turn, handed over by the media path before its ``media_speech_stopped``.
@@ -447,7 +471,7 @@ class RealtimeSession:
             self._audio_ms = max(self._audio_ms, self._buffer_start_ms + held)
             return self._run_due(now)
         except Exception as exc:
-            return [ev.error(None, f"The server had an error while processing audio: {exc!r}", type_="server_error")]
+            return mock_bug("audio", exc)
 
     def _pad_buffer_to(self, ms: float) -> None:
         """Account for caller audio the media path heard but did not hand over (as silence)."""
@@ -465,8 +489,8 @@ class RealtimeSession:
             return [ev.error("invalid_event",
                              "Expected a text WebSocket message; binary frames are not supported.")]
         try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError) as exc:
+            msg = wire_json.loads(text)
+        except wire_json.WireJSONError as exc:
             return [ev.error("invalid_json", f"Invalid event: failed to parse JSON value. {exc}")]
         if not isinstance(msg, dict):
             return [ev.error("invalid_event", "Invalid event: expected a JSON object.")]
@@ -1123,13 +1147,22 @@ class RealtimeSession:
     def _schedule_output(self, resp: _Response, now: float) -> None:
         t = now + self.script.response_latency_s
         speed = self.script.generation_speed
+        limit = resp.max_output_tokens if isinstance(resp.max_output_tokens, int) else None
+        spent = 0  # output tokens generated so far, against max_output_tokens
+
+        def over(tokens: int) -> bool:
+            nonlocal spent
+            spent += tokens
+            return limit is not None and spent >= limit
+
         for idx, out in enumerate(resp.outputs):
             self._at(t, partial(self._open_output, resp, out, idx))
             if out.item["type"] == "function_call":
-                pieces = _chunks(out.text, 8)
-                for p in pieces:
+                for p in _chunks(out.text, 8):
                     t += 0.005
                     self._at(t, partial(self._args_delta, resp, out, idx, p))
+                    if over(u.text_tokens(p)):
+                        return self._cut_short(resp, t)
             elif out.pcm:
                 total = audio.duration_ms(out.pcm, out.rate)
                 n_chunks = max(1, int(-(-total // AUDIO_CHUNK_MS)))
@@ -1139,18 +1172,26 @@ class RealtimeSession:
                 # only where no client sees per-chunk deltas: a WebSocket client keeps 100 ms deltas at
                 # their own times, so a cancel still stops the audio within one chunk
                 media_only = self.transport == "sip" and not self.sip_audio_deltas
-                group = max(1, round(GENERATION_TICK_S / step)) if media_only else 1
+                group = 1 if limit is not None else max(1, round(GENERATION_TICK_S / step)) if media_only else 1
                 for k0 in range(0, n_chunks, group):
                     ks = range(k0, min(k0 + group, n_chunks))
                     pieces = ["".join(words[k * per:(k + 1) * per]) for k in ks]
                     self._at(t, partial(self._audio_chunks, resp, out, idx, ks, pieces))
                     t += step * len(ks)
+                    if over(u.assistant_audio_tokens(AUDIO_CHUNK_MS * len(ks)) + u.text_tokens("".join(pieces))):
+                        return self._cut_short(resp, t)
             else:
                 for w in re.findall(r"\S+\s*", out.text) or [out.text]:
                     self._at(t, partial(self._text_delta, resp, out, idx, w))
                     t += 0.01
+                    if over(u.text_tokens(w)):
+                        return self._cut_short(resp, t)
             self._at(t, partial(self._close_output, resp, out, idx))
         self._at(t, partial(self._finish, resp, "completed", None))
+
+    def _cut_short(self, resp: _Response, t: float) -> None:
+        """max_output_tokens reached: the response ends ``incomplete`` where generation stopped."""
+        self._at(t, partial(self._finish, resp, "incomplete", "max_output_tokens"))
 
     def _ids(self, resp: _Response, out: _Output, idx: int) -> dict[str, Any]:
         return {"response_id": resp.id, "item_id": out.item["id"], "output_index": idx, "content_index": 0}
@@ -1271,7 +1312,7 @@ class RealtimeSession:
         return None
 
     def _finish(self, resp: _Response, status: str, reason: str | None, now: float) -> list[Output]:
-        if resp.status not in ("in_progress",) and status == "completed":
+        if resp.status != "in_progress":  # already ended (cancelled): a scheduled end does nothing
             return []
         evs: list[Output] = []
         if status != "completed":
@@ -1282,6 +1323,9 @@ class RealtimeSession:
             resp.status = "completed"
         out_text = sum(u.text_tokens(o.emitted_text if status != "completed" else o.text) for o in resp.outputs)
         out_audio = sum(u.assistant_audio_tokens(o.emitted_ms) for o in resp.outputs)
+        if reason == "max_output_tokens" and isinstance(resp.max_output_tokens, int):
+            out_audio = min(out_audio, resp.max_output_tokens)  # generation stopped at the limit
+            out_text = min(out_text, resp.max_output_tokens - out_audio)
         use = u.response_usage(in_text=resp.context_text_tokens, in_audio=resp.context_audio_tokens,
                                cached_prefix=self._last_input_tokens, out_text=out_text, out_audio=out_audio)
         self._last_input_tokens = use["input_tokens"]
@@ -1380,10 +1424,15 @@ class RealtimeSession:
             return None
         if (self._detector is not None and self._detector.in_speech) or self._pending_item_id is not None:
             return None
+        if self._audio_ms - self._buffer_start_ms < MIN_COMMIT_MS:
+            return None  # no audio came to commit (a client that streams none): no empty item, no event
         return self._idle_since + float(td["idle_timeout_ms"]) / 1000.0
 
     def _idle_timeout(self, now: float) -> list[Output]:
-        """server_vad idle_timeout_ms: commit what is there and prompt the model."""
+        """server_vad idle_timeout_ms: commit what is there and prompt the model.
+
+        The real server commits the (silent) audio that arrived while the caller said nothing; see
+        ``_idle_deadline`` for a client that sends none."""
         self._idle_since = None
         item_id = ids.server_id("item")
         start = int(self._buffer_start_ms)
