@@ -83,6 +83,10 @@ def _add_mock(sub: Any) -> None:
                         "and wss://api.openai.com reach the mock unmodified (their environment: `rtsip env`)")
     p.add_argument("--proxy-port", type=int, default=8766, metavar="PORT",
                    help="the interception proxy's port with --intercept (default 8766; 0 picks a free one)")
+    p.add_argument("--tls-port", type=int, default=None, metavar="PORT",
+                   help="also serve the API over HTTPS/WSS on PORT (0 picks a free one), with a certificate from "
+                        "the local CA (ca.pem in the state directory): what AzureOpenAI apps need, whose socket is "
+                        "always wss:// (docs/azure.md)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="run as shard I of N behind a shard router (rtsip load --mock-processes); needs --handoff")
     p.add_argument("--handoff", type=Path, metavar="PATH", default=None,
@@ -96,6 +100,8 @@ def _check_mock(args: argparse.Namespace) -> None:
 
     checks.port(args.port, "--port")
     checks.port(args.proxy_port, "--proxy-port")
+    if args.tls_port is not None:
+        checks.port(args.tls_port, "--tls-port")
     checks.port(args.sip_port, "--sip-port", lowest=2)  # TCP and UDP listen one below it
     checks.at_least(args.sip_workers, 1, "--sip-workers")
     _check_frames(args.sip_frame_ms, args.sip_vad_frame_ms)
@@ -170,6 +176,15 @@ def _shard(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
+def _azure_env(mock: Any, versions: list[str]) -> dict[str, str]:
+    """What an ``AzureOpenAI`` app reads from its environment to reach the mock's HTTPS/WSS listener."""
+    env = {"AZURE_OPENAI_ENDPOINT": mock.tls_url, "AZURE_OPENAI_API_KEY": "rtsip-local-azure-key",
+           "SSL_CERT_FILE": str(mock.tls_ca)}
+    if versions:
+        env["OPENAI_API_VERSION"] = versions[-1]
+    return env
+
+
 def cmd_mock(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -196,21 +211,26 @@ def cmd_mock(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
                          f"{describe_validation_error(exc)}") from None
-    from mock_api.running import SipOptions, running_mock  # after the checks: it takes seconds to import
+    from mock_api.running import SipOptions, TlsOptions, running_mock  # after the checks: it takes seconds
     from mock_api.state import clear_running, write_running
 
     sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record,
                                               args.sip_frame_ms, args.sip_vad_frame_ms, args.sip_media)
+    tls = None if args.tls_port is None else TlsOptions(sdir, args.tls_port)
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff) as mock, \
-                contextlib.AsyncExitStack() as stack:
+        async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff,
+                                tls=tls) as mock, contextlib.AsyncExitStack() as stack:
             app_env = {"OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": "sk-rtsip-local",
                        "OPENAI_WEBHOOK_SECRET": config.webhook_secret or ""}
+            tls_part = ""
+            if mock.tls_port is not None:
+                app_env.update(_azure_env(mock, config.azure_api_versions))
+                tls_part = f" tls_base_url={mock.tls_base_url} azure_endpoint={mock.tls_url}"
             proxy_part = ""
             if args.intercept:
                 from mock_api.proxy import intercept_env, running_proxy
@@ -222,7 +242,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
             write_running(sdir, {"base_url": mock.base_url, "control": mock.url, "env": app_env})
             try:
                 print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
-                      f"webhook_url={config.webhook_url or '-'}{sip_part}{proxy_part} state_dir={sdir}", flush=True)
+                      f"webhook_url={config.webhook_url or '-'}{sip_part}{tls_part}{proxy_part} state_dir={sdir}",
+                      flush=True)
                 await stop.wait()
             finally:
                 clear_running(sdir)
@@ -233,8 +254,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve())
     except PortInUse as exc:  # a usage error: name the flag that picks another port
-        flag, other = {"sip_port": ("--sip-port", "free ones"), "proxy_port": ("--proxy-port", "a free one")}.get(
-            exc.setting, ("--port", "a free one"))
+        flag, other = {"sip_port": ("--sip-port", "free ones"), "proxy_port": ("--proxy-port", "a free one"),
+                       "tls_port": ("--tls-port", "a free one")}.get(exc.setting, ("--port", "a free one"))
         print(f"rtsip mock: {exc}; pick another with {flag} (0 picks {other})", file=sys.stderr)
         return 2
     except OSError as exc:

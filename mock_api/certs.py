@@ -1,15 +1,16 @@
 """All of rtsip's TLS material, in one state directory: a local CA, the SIP server cert, leaf certs.
 
 Why one CA: the softphone verifies the SIP/TLS listener exactly as a real trunk verifies
-``sip.api.openai.com``, and the HTTPS interception proxy (:mod:`mock_api.proxy`) presents
-certificates for ``api.openai.com`` and ``<resource>.openai.azure.com`` that apps verify.  Users
+``sip.api.openai.com``, the HTTPS interception proxy (:mod:`mock_api.proxy`) presents
+certificates for ``api.openai.com`` and ``<resource>.openai.azure.com`` that apps verify, and
+the mock's own HTTPS/WSS listener (``rtsip mock --tls-port``) presents the SIP server's certificate.  Users
 trust ``<state>/tls/ca.pem`` once (``SSL_CERT_FILE``) and keep it across runs, so the CA's private
 key is persisted too (``ca.key``, mode 0600) and reused to issue leaf certificates on demand.
 
 Layout of ``<state>/tls``::
 
     ca.pem  ca.key                  the local CA (key 0600)
-    sip-server.pem  sip-server.key  the SIP/TLS listener (SANs 127.0.0.1, localhost, ::1)
+    sip-server.pem  sip-server.key  the SIP/TLS and HTTPS/WSS listeners (SANs 127.0.0.1, localhost, ::1)
     hosts/<host>.pem  <host>.key    leaves issued for intercepted hostnames, reused across runs
 
 Files are reused while they parse, chain to the current CA and stay valid for at least a week;
@@ -183,6 +184,18 @@ def ensure_certs(state_dir: str | os.PathLike[str], names: tuple[str, ...] = DEF
         _write(key_p, leaf.private_key_pem.bytes(), private=True)
         _write(cert_p, b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     return CertPaths(ca_p, cert_p, key_p, created=True, ca_key=ca_key_p)
+
+
+def https_context(state_dir: str | os.PathLike[str]) -> ssl.SSLContext:
+    """Server TLS for the mock's own HTTPS/WSS listener: the SIP server's certificate (127.0.0.1, localhost,
+    ::1) from the same CA, so an app that trusts ``ca.pem`` (``SSL_CERT_FILE``) trusts the listener too.
+
+    Why a listener at all: the ``AzureOpenAI`` client always opens its socket as ``wss://``."""
+    paths = ensure_certs(state_dir)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(paths.cert), str(paths.key))
+    ctx.set_alpn_protocols(["http/1.1"])  # aiohttp speaks HTTP/1.1 only
+    return ctx
 
 
 # ---- leaves for arbitrary hostnames (HTTPS interception) -------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .faults import Fault
 
@@ -43,6 +43,13 @@ class LimitsConfig(BaseModel):
     window_s: float = Field(60.0, gt=0, description="Period over which the per-minute budgets refill.")
 
 
+AzureAcceptField = Literal["type", "model", "instructions"]
+AZURE_ACCEPT_REQUIRED: list[AzureAcceptField] = ["type", "model", "instructions"]
+AZURE_API_VERSIONS = ["2024-10-01-preview", "2025-04-01-preview", "2025-08-28"]
+"""Dated ``api-version`` values the mock serves on the ``AzureOpenAI`` client's ``/openai/realtime...`` paths by
+default. Which versions Azure serves SIP calls on is undocumented: these are the Realtime ones it names."""
+
+
 class MockConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +60,14 @@ class MockConfig(BaseModel):
         None, description="Accepted API keys; None accepts any key that starts with 'sk-'."
     )
     strict_accept: bool = Field(False, description="Answer an invalid accept body with 400 instead of 200-then-fail.")
+    azure_api_versions: list[str] = Field(
+        default_factory=lambda: list(AZURE_API_VERSIONS),
+        description="api-version values accepted on the AzureOpenAI client's dated paths (/openai/realtime...); "
+        "another answers 400 'API version not supported', none at all 404 'Resource not found'.")
+    azure_accept_required: list[AzureAcceptField] = Field(
+        default_factory=lambda: list(AZURE_ACCEPT_REQUIRED),
+        description="What an accept on an Azure path (/openai/...) must carry, as Azure's SIP guide says; a "
+        "missing one answers 400 naming it and the call keeps ringing.")
     legacy_beta: bool = Field(False, description="Serve OpenAI-Beta: realtime=v1 sockets instead of closing them.")
     audio_library: list[str] = Field(default_factory=list, description="Directories of your own clips "
                                      "(<name>.wav + <name>.json with 'text'), recognised by fingerprint like "
@@ -86,6 +101,8 @@ class ConfigPatch(BaseModel):
     retry: RetryPolicy | None = None
     api_keys: list[str] | None = None
     strict_accept: bool | None = None
+    azure_api_versions: list[str] | None = None
+    azure_accept_required: list[AzureAcceptField] | None = None
     legacy_beta: bool | None = None
     hangup_close: Literal["drop", "clean"] | None = None
     audio_library: list[str] | None = None
@@ -100,6 +117,14 @@ class ConfigPatch(BaseModel):
     limits: LimitsConfig | None = Field(
         None, description="Merged into the current limits: only the caps present change (null turns one off); "
         "`\"limits\": null` turns them all off.")
+
+    @field_validator("azure_api_versions", "azure_accept_required")
+    @classmethod
+    def _not_null(cls, value: list[Any] | None) -> list[Any]:
+        """An explicit null would leave the Azure checks nothing to check against; [] says "none"."""
+        if value is None:
+            raise ValueError("must be a list ([] for none), not null")
+        return value
 
     def apply(self, config: MockConfig) -> MockConfig:
         update = {k: getattr(self, k) for k in self.model_fields_set}

@@ -9,7 +9,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -30,9 +30,10 @@ from .control_models import (
     StartCallResponse,
 )
 from .realtime.validation import ParamError, validate_payload, validate_session_config
-from .server import SERVER_KEY, MockServer
+from .server import SERVER_KEY, MockServer, api_style
 
-PREFIXES = ("/v1", "/openai/v1")
+PREFIXES = ("/v1", "/openai/v1", "/openai")
+"""OpenAI's paths, Azure's versionless v1 paths, and the ``AzureOpenAI`` client's ``?api-version=`` paths."""
 JSON_PARSE_ERROR = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
     "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have "
@@ -177,16 +178,19 @@ async def call_control(request: web.Request) -> web.Response:
     op = request.match_info["op"]
     call = server.calls.get(call_id)
     jid = call_id if call is not None else None
-    azure = request.path.startswith("/openai/")
+    azure = api_style(request.path) != "openai"
+    seen: dict[str, Any] = {"query": dict(request.query)} if request.query else {}  # Azure's api-version
+    if request.secure:
+        seen["tls"] = True  # came in on the HTTPS/WSS listener
     try:
         body = await read_json(request, server)
     except BadRequest as exc:
         server.journal.record(jid, "rest.request", op=op, path=request.path, call_id=call_id, body=None,
-                              headers=_headers(request))
+                              headers=_headers(request), **seen)
         return _journal_response(server, jid, exc.response)
     server.journal.record(jid, "rest.request", op=op, path=request.path, call_id=call_id, body=body,
-                          headers=_headers(request))
-    denied = server.authenticate(request)
+                          headers=_headers(request), **seen)
+    denied = server.admit(request)
     if denied is not None:
         return _journal_response(server, jid, denied)
     limited = _over_rpm(server, jid, op, body)
@@ -253,10 +257,11 @@ def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool)
     limited = _over_sessions(server, call, body)
     if limited is not None:
         return limited
+    if azure:
+        missing = _azure_missing(body, server.config.azure_accept_required)
+        if missing is not None:  # refused outright: the call keeps ringing, so the app can accept again
+            return _param_error(missing)
     problem = validate_session_config(body, prefix="", kind="realtime")
-    if problem is None and azure and not body.get("model"):
-        # Azure wants the deployment name as `model`.
-        problem = ParamError("missing_required_parameter", "Missing required parameter: 'model'.", "model")
     forced = faultlib.find(server.faults_for(call.call_id), "accept_invalid_hangup") is not None
     if problem is not None and server.config.strict_accept and not forced:
         return _param_error(problem)
@@ -264,6 +269,18 @@ def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool)
     # docs/failure-modes.md).
     return _answer(server.apply(call, c.Accept(body, valid=problem is None,
                                                error=problem.message if problem else None)))
+
+
+def _azure_missing(body: dict[str, Any], required: Sequence[str]) -> ParamError | None:
+    """Azure's SIP guide: an accept carries ``type``, ``model`` (the deployment name) and ``instructions``.
+
+    Its answer to a missing one is undocumented; the mock answers OpenAI's 400 ``missing_required_parameter``
+    (the body is checked behind Azure's front door, by the same service). Absent, null and "" count as missing.
+    """
+    for name in required:
+        if body.get(name) in (None, ""):
+            return ParamError("missing_required_parameter", f"Missing required parameter: '{name}'.", name)
+    return None
 
 
 def _answer(outcome: c.Outcome) -> web.Response:

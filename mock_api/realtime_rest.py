@@ -26,6 +26,7 @@ from .realtime.validation import ParamError, validate_session_config
 from .server import SERVER_KEY, MockServer
 
 PREFIXES = ("/v1", "/openai/v1")
+SECRET_PREFIXES = (*PREFIXES, "/openai")  # AzureOpenAI: /openai/realtime/client_secrets?api-version=...
 _LANGUAGE_NAMES = {"en": "english", "es": "spanish", "fr": "french", "de": "german", "it": "italian",
                    "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ko": "korean"}
 
@@ -36,7 +37,7 @@ def _param_error(err: ParamError) -> web.Response:
 
 async def client_secrets(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
-    denied = server.authenticate(request)
+    denied = server.admit(request)
     if denied is not None:
         return denied
     try:
@@ -145,6 +146,7 @@ async def transcriptions(request: web.Request) -> web.Response:
 
 def setup(app: web.Application, server: MockServer) -> None:
     """Add the REST endpoints beside the call controls (create_app has stored ``server`` under SERVER_KEY)."""
-    for prefix in PREFIXES:
+    for prefix in SECRET_PREFIXES:
         app.router.add_post(prefix + "/realtime/client_secrets", client_secrets)
+    for prefix in PREFIXES:  # AzureOpenAI sends transcriptions to /openai/deployments/<name>/...: a stub's job
         app.router.add_post(prefix + "/audio/transcriptions", transcriptions)

@@ -46,6 +46,16 @@ class SipOptions:
         WorkerConfig(frame_ms=self.frame_ms, vad_frame_ms=self.vad_frame_ms, media=self.media)
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """An HTTPS/WSS listener beside the plain one, serving the same app with a certificate from the local CA
+    in ``state_dir`` (what the ``AzureOpenAI`` client needs: it always opens its socket as ``wss://``).
+    ``port`` 0 lets the OS choose."""
+
+    state_dir: Path
+    port: int = 0
+
+
 @dataclass
 class RunningMock:
     server: MockServer
@@ -53,6 +63,41 @@ class RunningMock:
     port: int
     sip: SipIngress | None = None
     runner: web.AppRunner | None = None
+    tls_port: int | None = None  # the HTTPS/WSS listener, once started
+    tls_ca: Path | None = None  # the CA an app trusts for it (SSL_CERT_FILE)
+
+    async def start_tls(self, state_dir: Path, port: int = 0) -> int:
+        """Serve the same app over HTTPS/WSS on ``host:port`` (closed with the mock); returns the port.
+
+        A taken port raises :class:`sipworker.ports.PortInUse` with ``setting`` "tls_port"."""
+        from . import certs
+
+        if self.runner is None:
+            raise RuntimeError("this mock was not started by running_mock")
+        context = await asyncio.get_running_loop().run_in_executor(None, certs.https_context, state_dir)
+        site = web.TCPSite(self.runner, self.host, port, ssl_context=context, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"cannot listen on {self.host}:{port}: {os.strerror(exc.errno)}", port,
+                                "tls_port") from None
+            raise
+        self.tls_port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.tls_ca = certs.ca_path(state_dir)
+        return self.tls_port
+
+    @property
+    def tls_url(self) -> str:
+        """``https://host:port``: what an ``AzureOpenAI`` app passes as ``azure_endpoint``."""
+        if self.tls_port is None:
+            raise RuntimeError("no HTTPS/WSS listener: start the mock with tls=TlsOptions(...)")
+        return f"https://{self.host}:{self.tls_port}"
+
+    @property
+    def tls_base_url(self) -> str:
+        """``https://host:port/v1``: ``OPENAI_BASE_URL`` for an app that wants TLS to the mock."""
+        return self.tls_url + "/v1"
 
     async def api_only_port(self) -> int:
         """A second listener on ``host`` serving the OpenAI API without the ``/_mock/`` control API
@@ -78,11 +123,12 @@ class RunningMock:
 @asynccontextmanager
 async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
                        sip: SipOptions | None = None, shard: Shard | None = None,
-                       handoff: Path | None = None) -> AsyncIterator[RunningMock]:
+                       handoff: Path | None = None, tls: TlsOptions | None = None) -> AsyncIterator[RunningMock]:
     """``shard`` and ``handoff``: this mock is one of several behind a ShardRouter (mock_api.shards).
+    ``tls``: also serve HTTPS/WSS (``RunningMock.tls_url``).
 
-    A taken ``port`` or ``sip.port`` raises :class:`sipworker.ports.PortInUse`; its ``setting``
-    ("port" or "sip_port") says which one."""
+    A taken ``port``, ``sip.port`` or ``tls.port`` raises :class:`sipworker.ports.PortInUse`; its
+    ``setting`` ("port", "sip_port" or "tls_port") says which one."""
     server = MockServer(config, shard=shard)
     runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
     await runner.setup()
@@ -105,6 +151,9 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
             receiver = HandoffReceiver(handoff, runner.server)
             server.shard_port, server.forwarder = bound, ShardForwarder()
             receiver.start()
+        mock = RunningMock(server, host, bound, None, runner)
+        if tls is not None:
+            await mock.start_tls(tls.state_dir, tls.port)
         if sip is not None:
             from .sip import SipIngress  # only SIP users pay for the worker pool
 
@@ -112,7 +161,8 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
                                  record=sip.record, frame_ms=sip.frame_ms, vad_frame_ms=sip.vad_frame_ms,
                                  media=sip.media)
             await ingress.start()
-        yield RunningMock(server, host, bound, ingress, runner)
+            mock.sip = ingress
+        yield mock
     finally:
         if receiver is not None:
             receiver.stop()

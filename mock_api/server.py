@@ -11,7 +11,7 @@ import collections
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
@@ -30,6 +30,38 @@ CallCallback = Callable[[c.Call], None]
 EffectCallback = Callable[[c.Call, c.Effect], None]
 
 SERVER_KEY: web.AppKey[MockServer] = web.AppKey("rtsip_server")
+
+ApiStyle = Literal["openai", "azure_v1", "azure_dated"]
+AZURE_PREFIX = "/openai/"
+AZURE_V1_PREFIX = "/openai/v1/"
+AZURE_V1_API_VERSIONS = frozenset({"preview", "latest"})
+"""What Azure's versionless v1 API takes as ``api-version``; a dated version there is refused."""
+
+# Azure's front door answers in its own envelope, {"error": {"code", "message"}}, not OpenAI's.
+AZURE_NO_VERSION = (404, "404", "Resource not found")
+AZURE_BAD_VERSION = (400, "BadRequest", "API version not supported")
+AZURE_NO_KEY = (401, "401", "Access denied due to missing subscription key. Make sure to include subscription key "
+                "when making requests to an API.")
+AZURE_BAD_KEY = (401, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+                 "provide a valid key for an active subscription and use a correct regional API endpoint for your "
+                 "resource.")
+
+
+def api_style(path: str) -> ApiStyle:
+    """Which client's URLs a path belongs to: OpenAI's ``/v1``, Azure's versionless ``/openai/v1`` (the
+    plain ``OpenAI`` client pointed at Azure) or Azure's dated ``/openai/...?api-version=`` (``AzureOpenAI``)."""
+    if path.startswith(AZURE_V1_PREFIX):
+        return "azure_v1"
+    if path.startswith(AZURE_PREFIX):
+        return "azure_dated"
+    return "openai"
+
+
+def azure_error(refusal: tuple[int, str, str]) -> web.Response:
+    """One of Azure's front-door refusals (``AZURE_*``) in Azure's envelope: no ``type``, no ``param``."""
+    status, code, message = refusal
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers={"x-request-id": str(uuid.uuid4()), "apim-request-id": str(uuid.uuid4())})
 
 
 def sip_headers(from_uri: str, to_uri: str, sip_call_id: str | None,
@@ -150,12 +182,38 @@ class MockServer:
             return key in self.config.api_keys
         return key.startswith("sk-")
 
+    def azure_key_ok(self, key: str) -> bool:
+        """Azure keys and Entra tokens look nothing like ``sk-``: any key passes unless ``api_keys`` is set."""
+        return key in self.config.api_keys if self.config.api_keys is not None else bool(key)
+
     def authenticate(self, request: web.Request) -> web.Response | None:
-        """None when the request carries a key we accept; else the real 401 response."""
+        """None when the request carries a key we accept; else the real 401 response (Azure's on Azure paths)."""
         key = request_key(request)
+        if api_style(request.path) != "openai":
+            if key is None:
+                return self._azure_refused(request, "key_missing", AZURE_NO_KEY)
+            return None if self.azure_key_ok(key) else self._azure_refused(request, "key_invalid", AZURE_BAD_KEY)
         if key is None:
             return errors.missing_key()
         return None if self.api_key_ok(key) else errors.invalid_key(key)
+
+    def admit(self, request: web.Request) -> web.Response | None:
+        """The Realtime routes' front door: on Azure paths the ``api-version`` first, then the key."""
+        style = api_style(request.path)
+        version = request.query.get("api-version")
+        if style == "azure_dated" and not version:
+            return self._azure_refused(request, "api_version_missing", AZURE_NO_VERSION)
+        if style == "azure_dated" and version not in self.config.azure_api_versions:
+            return self._azure_refused(request, "api_version_unsupported", AZURE_BAD_VERSION)
+        if style == "azure_v1" and version is not None and version not in AZURE_V1_API_VERSIONS:
+            return self._azure_refused(request, "api_version_unsupported", AZURE_BAD_VERSION)
+        return self.authenticate(request)
+
+    def _azure_refused(self, request: web.Request, reason: str, refusal: tuple[int, str, str]) -> web.Response:
+        """Journal why Azure's front door refused (its answer is chosen, not documented) and answer so."""
+        self.journal.record(None, "azure.refused", reason=reason, status=refusal[0], method=request.method,
+                            path=request.path, api_version=request.query.get("api-version"))
+        return azure_error(refusal)
 
     # ---- hooks for the other adapters ------------------------------------------------------
 
@@ -313,9 +371,10 @@ class MockServer:
 
 
 def request_key(request: web.Request) -> str | None:
+    """The Bearer token, or on Azure paths also the ``api-key`` header (Azure takes either)."""
     auth = request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
-    if request.path.startswith("/openai/"):
-        return request.headers.get("api-key") or None
+    if api_style(request.path) != "openai":
+        return request.headers.get("api-key", "").strip() or None
     return None

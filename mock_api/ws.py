@@ -25,9 +25,9 @@ from . import faults as faultlib
 from .calls import Call, CallState
 from .realtime import events as rt_events
 from .realtime.session import AudioOut, ClearAudio, Close, Heard, LimitHit, Output, RealtimeSession
-from .server import SERVER_KEY, MockServer, request_key
+from .server import SERVER_KEY, MockServer, api_style, request_key
 
-PREFIXES = ("/v1", "/openai/v1")
+PREFIXES = ("/v1", "/openai/v1", "/openai")  # /openai/realtime: the socket the AzureOpenAI client opens
 PING_INTERVAL_S = 20.3  # the real server's keepalive
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 15 MiB audio per append, base64-inflated
 SESSION_LIMIT_CLOSE = 1013  # RFC 6455 "Try Again Later": a ?model= socket over max_concurrent_sessions
@@ -232,6 +232,16 @@ async def _refuse_after_upgrade(ws: web.WebSocketResponse, server: MockServer, c
     return ws
 
 
+def _auth_refusal(key: str | None, server: MockServer) -> tuple[str | None, str] | None:
+    """OpenAI refuses a socket's missing or wrong key after the 101: the error's code and message."""
+    if key is None:
+        return None, "Missing bearer or basic authentication in header"
+    if not server.api_key_ok(key):
+        return "invalid_api_key", (f"Incorrect API key provided: {errors.masked(key)}. You can find your API key "
+                                   "at https://platform.openai.com/account/api-keys.")
+    return None
+
+
 _KNOWN_MODELS = set(RealtimeSessionCreateRequest.model_fields["model"].annotation.__args__[1].__args__)  # type: ignore[union-attr]
 
 
@@ -243,6 +253,14 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
     server = _server_of(request)
     q = request.query
     call_id = q.get("call_id")
+    azure = api_style(request.path) != "openai"
+    if azure:
+        # Azure's front door (api-version, key) refuses before the upgrade, with an HTTP status
+        denied = server.admit(request)
+        if denied is not None:
+            server.journal.record(call_id if call_id in server.calls else None, "ws.refused", status=denied.status,
+                                  call_id=call_id, path=request.path)
+            return denied
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
     faults = server.faults_for(call_id)
     call = server.calls.get(call_id) if call_id else None
@@ -253,16 +271,12 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
             return errors.rest_error(404, "No session found for the provided call_id", code="call_id_not_found")
     ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
     await ws.prepare(request)
-    server.journal.record(call_id, "ws.connect", query=dict(q), beta=beta, headers=handshake_headers(request))
-    key = request_key(request)
-    if key is None:
-        return await _refuse_after_upgrade(ws, server, call_id, None,
-                                           "Missing bearer or basic authentication in header", 3000)
-    if not server.api_key_ok(key):
-        return await _refuse_after_upgrade(
-            ws, server, call_id, "invalid_api_key",
-            f"Incorrect API key provided: {errors.masked(key)}. You can find your API key at "
-            "https://platform.openai.com/account/api-keys.", 3000)
+    server.journal.record(call_id, "ws.connect", query=dict(q), beta=beta, headers=handshake_headers(request),
+                          path=request.path, tls=request.secure)
+    refusal = None if azure else _auth_refusal(request_key(request), server)  # Azure's was checked above
+    if refusal is not None:
+        code, message = refusal
+        return await _refuse_after_upgrade(ws, server, call_id, code, message, 3000)
     if beta and not server.config.legacy_beta:
         return await _refuse_after_upgrade(
             ws, server, call_id, "beta_api_shape_disabled",
@@ -284,7 +298,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
                 ws, server, None, "missing_model",
                 "You must provide a model parameter, for example wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5",
                 4000)
-        if model and intent == "realtime" and not _model_ok(model):
+        if model and intent == "realtime" and not azure and not _model_ok(model):  # Azure: any deployment name
             return await _refuse_after_upgrade(ws, server, None, "invalid_model",
                                                f'Model "{model}" is not supported in realtime mode.', 4000)
         slot = f"ws:{id(ws):x}"
@@ -381,7 +395,8 @@ def _journal_view(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def setup(app: web.Application, server: MockServer) -> None:
-    """Add ``GET /v1/realtime`` (and the Azure prefix) and wire the call lifecycle."""
+    """Add ``GET /v1/realtime`` (and Azure's ``/openai/v1/realtime`` and ``/openai/realtime``) and wire the
+    call lifecycle."""
     if WS_KEY in app:
         return
     app[WS_KEY] = _registry(server)

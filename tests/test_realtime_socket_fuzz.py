@@ -27,6 +27,7 @@ from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeClientEventParam
 from pydantic import TypeAdapter, ValidationError
 
+from mock_api import wire_json
 from mock_api.client import MockClient
 from mock_api.realtime import events as rt_events
 from tests.realtime_fixtures import assert_server_event
@@ -63,7 +64,7 @@ def malformed(frame: str | bytes) -> tuple[bool, Any]:
     if isinstance(frame, bytes):
         return True, None
     try:
-        msg = json.loads(frame)
+        msg = wire_json.loads(frame)  # JSON as the wire defines it: NaN/Infinity and 129+ levels are not
     except ValueError:
         return True, None
     if not isinstance(msg, dict):

@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
         "env", help="print the environment an app needs to reach the running mock (shell exports)",
         description="Print the environment variables an app needs to reach the `rtsip mock` that uses this state "
                     "directory: OPENAI_BASE_URL, OPENAI_API_KEY and OPENAI_WEBHOOK_SECRET, and with "
-                    "`rtsip mock --intercept` the proxy and CA variables. Use: eval \"$(rtsip env)\".",
+                    "`rtsip mock --intercept` the proxy and CA variables, with `--tls-port` the AZURE_OPENAI_*, "
+                    "OPENAI_API_VERSION and SSL_CERT_FILE variables. Use: eval \"$(rtsip env)\".",
     )
     p.add_argument("--state-dir", default=None, help="the mock's state directory (env RTSIP_STATE_DIR)")
     p.add_argument("--format", choices=["sh", "dotenv", "json"], default="sh",
