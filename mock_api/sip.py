@@ -11,6 +11,7 @@ session core speaks, the workers do the SIP.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
 import os
@@ -65,6 +66,17 @@ def vad_params(session_config: dict[str, Any]) -> dict[str, Any]:
         "prefix_padding_ms": int(knob("prefix_padding_ms", 300)),
         "silence_duration_ms": int(knob("silence_duration_ms", 200)),
     }
+
+
+def turn_audio(data: dict[str, Any]) -> tuple[bytes, int] | None:
+    """The caller audio a worker's ``speech_stopped`` carries (8 kHz PCM16, its start in audio ms), if any."""
+    pcm, start = data.get("pcm"), data.get("pcm_start_ms")
+    if not isinstance(pcm, str) or not isinstance(start, int):
+        return None
+    try:
+        return base64.b64decode(pcm, validate=True), start
+    except ValueError:
+        return None
 
 
 class SipIngressError(RuntimeError):
@@ -249,14 +261,20 @@ class SipIngress:
         started = ev.kind == Ev.SPEECH_STARTED
         audio_ms = int(ev.data.get("audio_ms", 0))
         end_ms = int(ev.data.get("detected_ms", audio_ms))
+        turn = None if started else turn_audio(ev.data)
+        extra: dict[str, Any] = {} if started else {"detected_ms": end_ms}
+        if turn is not None:  # where the handed-over audio lies (the audio itself stays out of the journal)
+            extra["turn_audio_ms"] = [turn[1], turn[1] + len(turn[0]) // (2 * SIP_RATE // 1000)]
         self.server.journal.record(leg.call_id, "sip.speech_started" if started else "sip.speech_stopped",
-                                   audio_ms=audio_ms, **({} if started else {"detected_ms": end_ms}))
+                                   audio_ms=audio_ms, **extra)
         host = ws.get_session(self.server, leg.call_id)
         if host is not None:
             if started:
                 host.media_speech_started(audio_ms)
-            else:
-                host.media_speech_stopped(audio_ms, end_ms)
+                return
+            if turn is not None:  # the caller's words, before the turn ends, so the recogniser hears them
+                host.media_audio(turn[0], SIP_RATE, turn[1])
+            host.media_speech_stopped(audio_ms, end_ms)
 
     async def _dtmf(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))

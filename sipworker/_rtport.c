@@ -13,8 +13,8 @@
  * pjmedia_frame (type, buf, size) are used, which have kept their order since pjmedia began.
  *
  * The clock thread also analyses each received frame, so that nothing reads the audio in Python
- * unless it is recorded: first audio (the first frame whose peak reaches a threshold, with its
- * arrival time) and speech decisions (webrtcvad's, through the entry points of the webrtcvad
+ * unless it is kept (a recording, a turn's audio): first audio (the first frame whose peak
+ * reaches a threshold, with its arrival time) and speech decisions (webrtcvad's, through the entry points of the webrtcvad
  * extension that Python already loaded, gated by an energy floor), one per frame since the last
  * drain.  The turn-taking state machine stays in Python (sipworker/media.py, TurnDetector).
  *
@@ -33,6 +33,7 @@
 #define SUB_SAMPLES (SUB_BYTES / 2)
 #define RX_FRAMES 150          /* 3 s of received audio (and speech decisions) between two drains */
 #define RX_CAP (RX_FRAMES * SUB_BYTES)
+#define RX_NEWS (RX_CAP / 2)   /* kept audio alone is news once this much waits (see has_news) */
 
 typedef int (*vad_process_fn)(void *inst, int fs, const int16_t *audio, size_t samples);
 typedef int (*vad_init_fn)(void *inst);
@@ -326,10 +327,13 @@ static PyObject *build(const snapshot *s) {
 }
 
 /* Anything Python must act on?  Unvoiced decisions while the detector is idle are not: they are
- * dropped here, as TurnDetector.feed_voiced would ignore them. (mutex held) */
+ * dropped here, as TurnDetector.feed_voiced would ignore them.  Kept audio (a recording, the turn
+ * audio of a call with VAD) is not urgent either: it goes along with the next news, or on its
+ * own once half the buffer is used, so an idle call with VAD costs Python a pass every 1.5 s, not
+ * every 20 ms; the audio stays contiguous and ends at rx_frames whenever it is taken. (mutex held) */
 static int has_news(rtport *p) {
     if (p->done_at >= 0 || (p->peak > 0 && p->loud_frame >= 0) || p->rx_dropped != p->dropped_told ||
-        p->rx_len > 0)
+        p->rx_len >= RX_NEWS)
         return 1;
     if (p->dec_len == 0)
         return 0;

@@ -3,7 +3,8 @@
 Why JSON lines over pipes: the parent starts each worker as a plain subprocess (never a fork of a
 threaded process), pipes come for free, die with the process (EOF tells the parent at once that a
 worker is gone) and need no port allocation.  Audio frames never cross this boundary; only
-commands, events and file paths, plus the parent's streamed playback audio.
+commands, events and file paths, plus the parent's streamed playback audio and, once per caller
+turn, that turn's received audio (``speech_stopped``).
 
 Wire format (one JSON object per line, UTF-8):
 
@@ -13,6 +14,8 @@ Wire format (one JSON object per line, UTF-8):
   worker more CPU than the rest of a reply's commands.
 * event:   ``{"v": 2, "ev": "<kind>", ...fields}``; every command gets exactly one
   ``{"ev": "reply", "req": <same int>, "ok": true, "result": {...}}`` or ``"ok": false, "error": "..."``.
+  Events stay single JSON lines (the parent reads them with ``readline``): the one that carries
+  audio, ``speech_stopped``, has it base64 in ``pcm``; that is one string per turn, not per frame.
 
 The op and event names, with their fields, are listed in :class:`Op` and :class:`Ev`.  A peer that
 sees a different ``v`` must refuse to talk (the worker answers ``ready`` with its version first).
@@ -66,7 +69,10 @@ class Ev(StrEnum):
     MEDIA_ACTIVE = "media_active"  # - ref, codec, clock_rate, srtp, t_ms
     FIRST_AUDIO = "first_audio"  # - ref, audio_ms, t_ms (first received frame above the energy gate)
     SPEECH_STARTED = "speech_started"  # - ref, audio_ms
-    SPEECH_STOPPED = "speech_stopped"  # - ref, audio_ms (end of speech), detected_ms (decision time)
+    # - ref, audio_ms (end of speech), detected_ms (decision time), pcm (base64 8 kHz mono L16: the turn's
+    #   received audio, prefix_padding_ms before speech_started's audio_ms up to detected_ms, at most
+    #   media.TURN_AUDIO_MAX_MS, the newest kept), pcm_start_ms (audio time of its first sample)
+    SPEECH_STOPPED = "speech_stopped"
     PLAYBACK_DONE = "playback_done"  # - ref, audio_ms
     DTMF = "dtmf"  # - ref, digit, method
     REFER_RECEIVED = "refer_received"  # - ref, target, status
@@ -206,8 +212,8 @@ class VadParams:
     webrtcvad aggressiveness (0.5 → mode 2), ``silence_duration_ms`` is the end-of-speech hangover.
     ``min_speech_ms`` voiced audio is needed before ``speech_started`` fires (its ``audio_ms`` is the
     first voiced frame, so the reported boundary does not move); ``energy_floor_dbfs`` keeps
-    line hiss from counting as speech.  ``prefix_padding_ms`` is carried for the parent (the worker
-    reports raw boundaries).
+    line hiss from counting as speech.  The worker reports raw boundaries; ``prefix_padding_ms`` is
+    how much audio before a turn's first voiced frame goes with its ``speech_stopped`` (``pcm``).
     """
 
     enabled: bool = True

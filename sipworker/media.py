@@ -1,4 +1,4 @@
-"""Per-call audio state that runs inside frame callbacks: playback queue, recorder, VAD.
+"""Per-call audio state that runs inside frame callbacks: playback queue, recorder, VAD, turn audio.
 
 Everything here is pure Python on L16 8 kHz audio and never imports pjsua2, so it can be
 unit-tested without a SIP stack.  The frame port hands over *chunks* of ``frame_ms`` (a multiple
@@ -233,6 +233,117 @@ class Recorder:
             pcm = b"".join(self._chunks)
             write_wav_8k(self.path, pcm)
             return len(pcm) * 1000 // (2 * SAMPLE_RATE)
+
+
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+TURN_AUDIO_MAX_MS = 60_000  # the most caller audio one turn hands over (960 kB at 8 kHz)
+
+
+@dataclass
+class TurnClip:
+    """A finished turn's caller audio: ``pcm`` from audio time ``start_ms``; ``clipped_ms`` of its
+    oldest audio were dropped to keep the turn within the keeper's bound."""
+
+    pcm: bytes
+    start_ms: int
+    clipped_ms: int = 0
+
+
+class TurnAudio:
+    """Received audio of the caller's current turn, so the worker can hand it over with ``speech_stopped``.
+
+    Why: the parent's Realtime session otherwise holds silence for the caller's words and its
+    recogniser hears nothing.  While idle only a short ring is kept: ``prefix_ms`` (the session's
+    ``prefix_padding_ms``) before the earliest frame an onset run still being fed could start at,
+    which lies up to ``onset_ms`` (``min_speech_ms``) before the newest chunk.  From
+    :meth:`start` everything is kept until :meth:`stop`, at most ``max_ms`` (the newest wins).
+
+    Audio is placed by its audio time, so frames the media path lost leave silence in their place
+    instead of shifting what follows.  Feed each chunk with :meth:`add` *before* the VAD sees it:
+    a turn's end then always lies inside what is kept.  One thread at a time (the call's media thread).
+    """
+
+    def __init__(self, prefix_ms: int = 300, onset_ms: int = 60, max_ms: int = TURN_AUDIO_MAX_MS) -> None:
+        self.prefix_ms = prefix_ms
+        self.onset_ms = onset_ms
+        self.max_ms = max_ms
+        self._buf = bytearray()
+        self._start = 0  # audio time (ms) of _buf[0]
+        self._turn_from: int | None = None  # audio time the current turn's audio starts, None while idle
+        self._clipped = 0  # ms of the current turn dropped for the bound
+
+    @classmethod
+    def for_vad(cls, params: VadParams) -> TurnAudio:
+        return cls(params.prefix_padding_ms, params.min_speech_ms)
+
+    def configure(self, params: VadParams) -> None:
+        """New speech-detection settings; a disabled VAD ends no turn, so the one under way is dropped."""
+        self.prefix_ms, self.onset_ms = params.prefix_padding_ms, params.min_speech_ms
+        if not params.enabled:
+            self.reset()
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._turn_from, self._clipped = None, 0
+
+    @property
+    def in_turn(self) -> bool:
+        return self._turn_from is not None
+
+    @property
+    def span_ms(self) -> tuple[int, int]:
+        """The audio times kept, [start, end)."""
+        return self._start, self._start + len(self._buf) // BYTES_PER_MS
+
+    def add(self, pcm: bytes, start_ms: int) -> None:
+        """Received audio from audio time ``start_ms`` (whole ms; the media path's 20 ms frames)."""
+        end = self._start + len(self._buf) // BYTES_PER_MS
+        if not self._buf or start_ms > end + self.max_ms:
+            self._buf.clear()
+            self._start = end = start_ms
+        if start_ms > end:  # frames lost on the way: silence keeps later audio at its time
+            self._buf.extend(bytes((start_ms - end) * BYTES_PER_MS))
+        elif start_ms < end:  # already kept (never expected): only the new part
+            pcm = pcm[(end - start_ms) * BYTES_PER_MS :]
+        self._buf.extend(pcm)
+        if self._turn_from is None:
+            self._drop_before(start_ms - self.prefix_ms - self.onset_ms)
+        else:
+            self._bound()
+
+    def start(self, audio_ms: int) -> None:
+        """Speech started at ``audio_ms`` (first voiced ms): the turn keeps ``prefix_ms`` before it."""
+        if self._turn_from is not None:
+            return
+        self._turn_from = max(self._start, audio_ms - self.prefix_ms)
+        self._clipped = 0
+        self._drop_before(self._turn_from)
+        self._bound()
+
+    def stop(self, end_ms: int) -> TurnClip:
+        """The turn ended at ``end_ms`` (when the silence ran out): its audio, and back to idle.
+        Audio after ``end_ms`` stays for the next turn's ring."""
+        start = self._start if self._turn_from is None else max(self._start, self._turn_from)
+        a = (start - self._start) * BYTES_PER_MS
+        b = max(a, (end_ms - self._start) * BYTES_PER_MS)
+        clip = TurnClip(bytes(self._buf[a:b]), start, self._clipped)
+        self._turn_from, self._clipped = None, 0
+        return clip
+
+    def _drop_before(self, ms: int) -> None:
+        if ms > self._start:
+            cut = min(len(self._buf), (ms - self._start) * BYTES_PER_MS)
+            del self._buf[:cut]  # bytearray drops a head cheaply (no copy of the rest)
+            self._start += cut // BYTES_PER_MS
+
+    def _bound(self) -> None:
+        """Keep at most ``max_ms`` of a turn: the newest audio wins, and the loss is counted."""
+        over = len(self._buf) // BYTES_PER_MS - self.max_ms
+        if over > 0:
+            self._drop_before(self._start + over)
+            assert self._turn_from is not None
+            self._clipped += max(0, self._start - self._turn_from)
+            self._turn_from = self._start
 
 
 @dataclass

@@ -5,7 +5,8 @@ thread, which is most of a SIP worker's CPU (README, Benchmarks).  Here each cal
 written in C (``_rtport.c``): the clock thread copies 20 ms frames in and out of C buffers and
 finds first audio and webrtcvad's speech decisions in each received frame; the worker's pump
 thread (:meth:`sipworker.worker.Worker._pump`) collects those, received audio when it is
-recorded, and where playback ended, for all calls in one pass.
+recorded or a call has VAD (its turns' audio goes to the parent), and where playback ended, for all
+calls in one pass.
 
 The port block starts with a ``pjmedia_port``.  The wheel ships no pjproject headers, so
 :func:`probe_offsets` reads the layout off a port the wheel makes itself (``pjmedia_null_port``)
@@ -146,7 +147,7 @@ class NativePort:
         _rtport.set_peak(self.addr, peak)
 
     def keep_rx(self, on: bool) -> None:
-        """Copy received audio (on) or only count and analyse it (nothing records it)."""
+        """Copy received audio (on) or only count and analyse it (no recording, no VAD needs it)."""
         if on != self.rx_on:
             _rtport.set_rx(self.addr, on)
             self.rx_on = on
@@ -154,7 +155,7 @@ class NativePort:
 
 def poll(addrs: list[int]) -> list[tuple[int, Drained]]:
     """Drain, in one C call, the ports (by address) that have something to act on, with their index
-    in ``addrs``: playback ran dry, first audio, lost frames, recorded audio, or speech decisions
+    in ``addrs``: playback ran dry, first audio, lost frames, 1.5 s of kept audio, or speech decisions
     that can move a detector (a voiced frame, or any while it follows).  The others keep their
     clocks (:meth:`NativePort.clocks`) and drop their unvoiced decisions."""
     return [(i, Drained(*raw)) for i, raw in _rtport.poll(addrs)]

@@ -12,8 +12,9 @@ Run as ``python -m sipworker.worker --config '<WorkerConfig JSON>'``.  Threads:
   (``onFrameReceived``/``onFrameRequested``) once per ``cfg.frame_ms`` of audio; these only touch
   :mod:`sipworker.media` objects and enqueue events.
 * ``media-pump`` (native media): polls every call's port in one C call and, for the calls with
-  news (playback ran dry, first audio, speech decisions, recorded audio), does what the frame
-  callbacks do for Python ports (:meth:`Worker._pump`).
+  news (playback ran dry, first audio, speech decisions, kept audio for a recording or for the
+  turn audio that goes with ``speech_stopped``), does what the frame callbacks do for Python ports
+  (:meth:`Worker._pump`).
 * ``stdin``: parses commands into the pj thread's queue; EOF (parent gone) means shut down.
 * ``ipc-out``: the only writer of the IPC stream, so slow parents never stall the clock thread.
 
@@ -24,6 +25,7 @@ logging can never corrupt the protocol.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ctypes
 import gc
@@ -213,6 +215,7 @@ class CallCtx:
     playback: media.Playback | NativePlayback = field(default_factory=media.Playback)
     recorder: media.Recorder | None = None
     vad: media.TurnDetector | None = None
+    turn_audio: media.TurnAudio | None = None  # the caller's audio of the current turn, while VAD is on
     pending_play: list[bytes] = field(default_factory=list)
     marks: dict[str, int] = field(default_factory=dict)
     answered: bool = False
@@ -239,9 +242,9 @@ class CallCtx:
 
     @property
     def reads_rx(self) -> bool:
-        """Something still needs the received audio (else it is only counted, not copied).  A native
-        port finds first audio and speech itself: only a recording needs its audio."""
-        return self.recorder is not None or (self.nport is None and (not self.heard or self.vad_on))
+        """Something still needs the received audio (else it is only counted, not copied): a recording,
+        or the turn audio that goes with speech_stopped.  A native port finds first audio itself."""
+        return self.recorder is not None or self.vad_on or (self.nport is None and not self.heard)
 
     @property
     def tx_frames(self) -> int:
@@ -741,13 +744,31 @@ class Worker:
     def _set_vad(self, ctx: CallCtx, vad: dict[str, Any]) -> None:
         params = VadParams.from_dict(vad)
         if ctx.vad is None:
-            ctx.vad = media.TurnDetector(params, self.emit, ctx.ref)
+            ctx.turn_audio = media.TurnAudio.for_vad(params)
+            ctx.vad = media.TurnDetector(params, lambda kind, data: self._speech(ctx, kind, data), ctx.ref)
         else:
             ctx.vad.configure(params)
+            if ctx.turn_audio is not None:
+                ctx.turn_audio.configure(params)
         if ctx.nport is not None:
             ctx.nport.set_vad(ctx.vad)
             with self._pump_lock:
+                ctx.nport.keep_rx(ctx.reads_rx)  # the turn audio needs the received audio copied
                 self._pumped_changed()
+
+    def _speech(self, ctx: CallCtx, kind: str, data: dict[str, Any]) -> None:
+        """A speech boundary from the call's detector (its media thread): the turn audio starts,
+        or goes out with ``speech_stopped`` (``pcm`` base64, from audio time ``pcm_start_ms``)."""
+        keeper = ctx.turn_audio
+        if keeper is not None and kind == "speech_started":
+            keeper.start(int(data["audio_ms"]))
+        elif keeper is not None and kind == "speech_stopped":
+            clip = keeper.stop(int(data["detected_ms"]))
+            data = {**data, "pcm": base64.b64encode(clip.pcm).decode("ascii"), "pcm_start_ms": clip.start_ms}
+            if clip.clipped_ms:
+                self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: turn longer than {keeper.max_ms} ms, "
+                                  f"its first {clip.clipped_ms} ms not handed over"})
+        self.emit(kind, data)
 
     @staticmethod
     def _flush_pending(ctx: CallCtx) -> None:
@@ -1140,8 +1161,11 @@ class Worker:
             ctx.rx_lost = d.dropped
             self.emit("log", {"level": "warning", "msg": f"{ctx.ref}: media pump late, {d.dropped} rx frames lost"})
         ctx.rx_frames = d.rx_frames
-        if d.rx and ctx.recorder is not None:
-            ctx.recorder.add(d.rx)
+        if d.rx:
+            if ctx.recorder is not None:
+                ctx.recorder.add(d.rx)
+            if ctx.turn_audio is not None and ctx.vad_on:  # d.rx is the newest audio: it ends at rx_frames
+                ctx.turn_audio.add(d.rx, (d.rx_frames - len(d.rx) // media.FRAME_BYTES) * media.FRAME_MS)
         if d.loud_frame >= 0 and not ctx.heard:
             self._heard(ctx, d.loud_frame * media.FRAME_MS, int((d.loud_ns / 1e9 - ctx.t0) * 1000))
         if ctx.vad is not None and d.voiced:
@@ -1155,6 +1179,8 @@ class Worker:
         the clock thread."""
         if ctx.recorder is not None:
             ctx.recorder.add(pcm)
+        if ctx.turn_audio is not None and ctx.vad_on:  # before the VAD: a turn it ends is kept whole
+            ctx.turn_audio.add(pcm, audio_ms)
         if not ctx.heard:
             k = media.first_loud_subframe(pcm, self.cfg.first_audio_peak)
             if k is not None:

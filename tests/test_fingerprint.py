@@ -4,7 +4,7 @@ Known clips (``audio_fixtures/`` and a user's own clips with a JSON sidecar) are
 fingerprint after G.711, resampling, 20 ms frame loss and the VAD cutting them into turns;
 anything else is transcribed as ``[unrecognised audio, N s]`` unless a plugged-in recogniser
 (a command or a Python callable) knows better. Sessions run over the sans-I/O core, a real
-WebSocket, and (once) a real SIP call.
+WebSocket, and a real SIP call (the worker hands each turn's audio over; both media paths).
 """
 
 from __future__ import annotations
@@ -392,8 +392,7 @@ async def test_websocket_vad_turns_and_unrecognised_audio(ws_mock: tuple[MockSer
 # ---- over a real SIP call -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="needs the SIP worker to hand each turn's audio to the session "
-                   "(SessionHost.media_audio before media_speech_stopped); until then the session hears silence")
+@pytest.mark.parametrize("sip_stack", ["native", "python"], indirect=True)
 async def test_sip_call_fixture_recognised_by_fingerprint(
         sip_stack: tuple[RunningMock, Receiver, MockClient], sip_phone: Softphone) -> None:
     mock, receiver, _control = sip_stack
@@ -410,3 +409,10 @@ async def test_sip_call_fixture_recognised_by_fingerprint(
     await call.hangup()
     await call.ended(timeout=10)
     assert app.of("conversation.item.input_audio_transcription.completed")[0].transcript == fx.text
+    [call_id] = mock.server.journal.call_ids()
+    started = next(mock.server.journal.entries(call_id, "sip.speech_started")).data
+    stopped = next(mock.server.journal.entries(call_id, "sip.speech_stopped")).data
+    # the worker handed over the turn from prefix_padding_ms (300) before its onset up to the decision
+    assert stopped["turn_audio_ms"] == [max(0, started["audio_ms"] - 300), stopped["detected_ms"]]
+    heard = next(mock.server.journal.entries(call_id, "audio.heard")).data
+    assert heard["source"] == "fingerprint" and heard["clip"] == fx.name and heard["text"] == fx.text

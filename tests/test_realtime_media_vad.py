@@ -1,4 +1,4 @@
-"""Turn detection done by the media path (SIP workers keep caller audio in their own process).
+"""Turn detection done by the media path (SIP workers hand over only each turn's audio, with its end).
 
 The SIP ingress hands the session speech boundaries instead of audio: ``media_speech_started``
 (first voiced ms) and ``media_speech_stopped`` (last voiced ms, and when the silence ran out). The

@@ -176,6 +176,102 @@ def test_turn_detector_onset_inside_a_chunk() -> None:
     assert [k for k, _ in moved] == [k for k, _ in base]
 
 
+def _numbered(frames: int, first: int = 0) -> bytes:
+    """Frames whose samples all hold their frame's index: any slice tells where it came from."""
+    return b"".join(np.full(media.FRAME_SAMPLES, first + i, "<i2").tobytes() for i in range(frames))
+
+
+def test_turn_audio_keeps_a_ring_before_the_start_and_exact_times() -> None:
+    keeper = media.TurnAudio(prefix_ms=300, onset_ms=60)
+    for k in range(0, 50, 5):  # idle, 100 ms chunks: only the ring survives
+        keeper.add(_numbered(5, k), k * media.FRAME_MS)
+        # the ring: prefix and onset run (300 + 60 ms) before the newest chunk, which the VAD has yet to see
+        assert keeper.span_ms == (max(0, k * media.FRAME_MS - 360), (k + 5) * media.FRAME_MS)
+    keeper.start(940)  # first voiced ms inside the last chunk: the turn keeps 300 ms before it
+    for k in range(50, 80, 5):
+        keeper.add(_numbered(5, k), k * media.FRAME_MS)
+    clip = keeper.stop(1500)  # audio after the turn's end stays for the next ring
+    assert clip.start_ms == 640 and clip.clipped_ms == 0
+    assert clip.pcm == _numbered(1500 // media.FRAME_MS - 32, 32)
+    assert not keeper.in_turn and keeper.span_ms[1] == 1600
+
+
+def test_turn_audio_lost_frames_leave_silence_in_place() -> None:
+    keeper = media.TurnAudio(prefix_ms=0, onset_ms=0)
+    keeper.add(_numbered(2), 0)
+    keeper.start(0)
+    keeper.add(_numbered(2, 5), 5 * media.FRAME_MS)  # frames 2..4 never arrived
+    keeper.add(_numbered(3, 6), 6 * media.FRAME_MS)  # one already kept, two new
+    clip = keeper.stop(9 * media.FRAME_MS)
+    assert clip.start_ms == 0
+    assert clip.pcm == _numbered(2) + bytes(3 * media.FRAME_BYTES) + _numbered(4, 5)
+
+
+def test_turn_audio_is_bounded_and_keeps_the_newest() -> None:
+    keeper = media.TurnAudio(prefix_ms=100, onset_ms=60, max_ms=1000)
+    keeper.add(_numbered(10), 0)
+    keeper.start(120)  # the turn starts at 20 ms
+    for k in range(10, 100, 10):  # 2 s of speech: more than the bound
+        keeper.add(_numbered(10, k), k * media.FRAME_MS)
+    clip = keeper.stop(2000)
+    assert clip.start_ms == 1000 and clip.clipped_ms == 980 and clip.pcm == _numbered(50, 50)
+    assert len(clip.pcm) == 1000 * media.BYTES_PER_MS
+    keeper.configure(VadParams(enabled=False))
+    assert keeper.span_ms == (keeper.span_ms[0], keeper.span_ms[0])  # a disabled VAD drops what was kept
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 3, 75])
+def test_turn_audio_with_the_detector_hands_over_each_turn(chunk_frames: int) -> None:
+    """As the worker runs them: audio into the keeper first, then the VAD, whose boundaries cut the turns
+    (chunks of one port frame, three, and a native port's idle drain of 1.5 s)."""
+    pcm = load_audio(FIXTURES / "caller_two_utterances.wav", 8000)
+    pcm = pcm[: len(pcm) // media.FRAME_BYTES * media.FRAME_BYTES] + media.SILENCE * 50
+    pcm += bytes(-len(pcm) % (chunk_frames * media.FRAME_BYTES))
+    params = VadParams(silence_duration_ms=500)
+    keeper = media.TurnAudio.for_vad(params)
+    turns: list[tuple[int, media.TurnClip]] = []
+    starts: list[int] = []
+
+    def emit(kind: str, data: dict[str, object]) -> None:
+        if kind == "speech_started":
+            starts.append(int(str(data["audio_ms"])))
+            keeper.start(starts[-1])
+        else:
+            turns.append((int(str(data["detected_ms"])), keeper.stop(int(str(data["detected_ms"])))))
+
+    det = media.TurnDetector(params, emit, "r")
+    step = chunk_frames * media.FRAME_BYTES
+    for off in range(0, len(pcm), step):
+        keeper.add(pcm[off : off + step], off // media.BYTES_PER_MS)
+        det.feed(pcm[off : off + step], off // media.BYTES_PER_MS)
+    assert len(turns) == len(starts) == 2
+    for start, (end, clip) in zip(starts, turns, strict=True):
+        assert clip.start_ms == max(0, start - 300) and clip.clipped_ms == 0
+        assert clip.pcm == pcm[clip.start_ms * media.BYTES_PER_MS : end * media.BYTES_PER_MS]
+
+
+def test_native_port_hands_kept_audio_over_with_news_or_when_half_full() -> None:
+    """Kept audio alone is not worth a Python pass every 20 ms: poll reports it once 1.5 s wait, or
+    with other news; either way it ends at the rx clock, so its audio time is exact."""
+    from sipworker import _rtport
+    from tests.test_native_port import Bridge
+
+    b = Bridge()
+    frames = _numbered(80)
+    for k in range(74):
+        b.put(frames[k * media.FRAME_BYTES : (k + 1) * media.FRAME_BYTES])
+    assert _rtport.poll([b.port]) == [] and _rtport.clocks(b.port) == (74, 0)
+    b.put(frames[74 * media.FRAME_BYTES : 75 * media.FRAME_BYTES])
+    [(_, raw)] = _rtport.poll([b.port])
+    assert raw[0] == frames[: 75 * media.FRAME_BYTES] and raw[1] == 75
+    b.put(frames[75 * media.FRAME_BYTES :])
+    _rtport.push(b.port, media.SILENCE, False)
+    b.get()
+    b.get()  # playback ran dry: news, and the kept audio comes along
+    [(_, raw)] = _rtport.poll([b.port])
+    assert raw[0] == frames[75 * media.FRAME_BYTES :] and raw[1] == 80 and raw[3] == 1
+
+
 def test_subframe_levels_match_per_frame_helpers() -> None:
     rng = np.random.default_rng(7)
     frames = [bytes(media.FRAME_BYTES), (rng.normal(0, 30, 160)).astype("<i2").tobytes(),

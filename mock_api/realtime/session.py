@@ -412,7 +412,8 @@ class RealtimeSession:
                  "received_at": int(self._wall(now))}]
 
     def media_speech_started(self, audio_ms: int, now: float) -> list[Output]:
-        """Speech start found by the media path's own VAD (SIP workers keep caller audio to themselves).
+        """Speech start found by the media path's own VAD (SIP workers hand over each
+        turn's audio with its end, see :meth:`media_audio`).
 
         ``audio_ms`` is the first voiced caller-audio millisecond; the event's ``audio_start_ms``
         includes ``prefix_padding_ms`` as with the session's own VAD. Nothing is emitted for manual
@@ -434,8 +435,8 @@ class RealtimeSession:
         """Speech end found by the media path's VAD: ``audio_ms`` the last voiced ms, ``detected_ms``
         when the silence ran out (the event's ``audio_end_ms``, as the real server reports it).
 
-        The session holds no caller audio on this path, so the input buffer is filled with silence
-        up to ``detected_ms``: committed items, usage and ``input_audio_buffer.commit`` (manual
+        Audio the media path did not hand over (before the turn's ``media_audio``, or none at all) is
+        filled with silence up to ``detected_ms``: committed items, usage and ``input_audio_buffer.commit`` (manual
         turns) then see the caller's real durations.
         """
         try:
