@@ -8,9 +8,12 @@
   pjsua2 in the same run when ``bench/bench_sip.py --stacks bare`` is available.
 * ``soak``: ``--soak-virtual`` virtual and ``--soak-sip`` SIP calls, then checks that no process, thread
   or socket was left behind and that the mock's memory stayed flat; every call accounted for.
+  ``--soak-model`` opens that many short ``?model=`` sessions (no call: the journal's server timeline)
+  against an ``rtsip mock`` with default settings. Every soak prints the mock's RSS at each 10 % of the
+  sessions done and its growth after the warm-up (the first 10 %): the target is within 10 %.
 
     python bench/bench_load.py --virtual 300,1000,2000 --mock-processes 1,2 --sip 40,150 \
-        --soak-virtual 5000 --soak-sip 1000
+        --soak-virtual 5000 --soak-sip 1000 --soak-model 2000
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.load import LoadOptions, descendants, plan, run_load  # noqa: E402
+from harness.load import LoadOptions, descendants, plan, proc_cpu_rss, run_load  # noqa: E402
 from harness.load_report import to_json  # noqa: E402
+from harness.mock_process import MockProcess  # noqa: E402
 
 LOAD = ROOT / "scenarios" / "load"
+WARMUP_PCT = 10  # RSS growth is measured from this point of a soak: what a mock allocates once comes before
+MODEL_SOAK_CONCURRENCY = 20
 
 
 async def one(scenario: Path, calls: int, conc: int, rate: float, mode: str, tmp: Path,
@@ -48,7 +54,97 @@ async def one(scenario: Path, calls: int, conc: int, rate: float, mode: str, tmp
     data = to_json(result)
     data["wall_s"] = round(time.monotonic() - t, 1)
     data.pop("records")
+    points = [(s["done"], s["mock_rss_mb"]) for s in sorted(result.samples, key=lambda s: s["t"])
+              if "mock_rss_mb" in s]
+    data["rss"] = rss_curve(points, calls)
     return data
+
+
+def rss_curve(points: list[tuple[float, float]], total: int) -> dict[str, Any]:
+    """The mock's RSS (MB) at each 10 % of ``total`` sessions done, from ``(done, rss)`` samples in time
+    order, and its growth from the warm-up point to the highest later point (the soak target: within 10 %)."""
+    curve: dict[int, float | None] = {}
+    for pct in range(10, 101, 10):
+        at = next((rss for done, rss in points if done >= total * pct / 100), None)
+        curve[pct] = round(at, 1) if at is not None else None
+    base = curve[WARMUP_PCT]
+    later = [v for pct, v in curve.items() if pct > WARMUP_PCT and v is not None]
+    growth = round(100 * (max(later) - base) / base, 1) if base and later else None
+    half, last = curve[50], curve[100]
+    # once the journal's retention (retain_ended_calls, 1,000 by default) is full, memory must stop growing
+    second_half = round(100 * (last - half) / half, 1) if half and last else None
+    return {"mb_at_pct_done": curve, "growth_after_warmup_pct": growth, "growth_second_half_pct": second_half}
+
+
+def rss_line(label: str, rss: dict[str, Any]) -> str:
+    curve = " / ".join("-" if v is None else f"{v:.0f}" for v in rss["mb_at_pct_done"].values())
+    growth = rss["growth_after_warmup_pct"]
+    verdict = "" if growth is None else (" (flat: within 10 %)" if growth <= 10 else " (NOT flat: over 10 %)")
+    half = rss["growth_second_half_pct"]
+    return (f"{label}: mock RSS MB at 10/20/.../100 % done: {curve}; growth after the first {WARMUP_PCT} %: "
+            f"{'-' if growth is None else f'{growth:+.1f} %'}{verdict}; over the second half: "
+            f"{'-' if half is None else f'{half:+.1f} %'}")
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and its descendants (MB), read from /proc as the load sampler does."""
+    return proc_cpu_rss(descendants(pid))[1]
+
+
+async def model_session(http: Any, url: str, audio_b64: str) -> bool:
+    """One short ``?model=`` session as a browser or server app opens it: a turn of audio, one reply, bye."""
+    async with http.ws_connect(url, headers={"Authorization": "Bearer sk-soak"}) as ws:
+        await ws.send_json({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief.",
+                                                                  "audio": {"input": {"turn_detection": None}}}})
+        await ws.send_json({"type": "input_audio_buffer.append", "audio": audio_b64})
+        await ws.send_json({"type": "input_audio_buffer.commit"})
+        await ws.send_json({"type": "response.create"})
+        async with asyncio.timeout(60):
+            async for msg in ws:
+                event = json.loads(msg.data)
+                if event.get("type") == "response.done":
+                    return True
+    return False
+
+
+async def soak_model(n: int, tmp: Path, concurrency: int = MODEL_SOAK_CONCURRENCY) -> dict[str, Any]:
+    """``n`` short ``?model=`` sessions against ``rtsip mock`` with default settings; its RSS per 10 % done."""
+    import base64
+
+    import aiohttp
+
+    from mock_api import audio
+
+    pcm = audio.load_audio(str(ROOT / "audio_fixtures" / "caller_greeting.wav"), 24000)
+    audio_b64 = base64.b64encode(pcm).decode()
+    env = {**os.environ, "RTSIP_STATE_DIR": str(tmp / "model-soak-state")}
+    t0 = time.monotonic()
+    async with MockProcess(["--port", "0", "--no-sip"], env=env, startup_timeout=60) as mock, \
+            aiohttp.ClientSession() as http:
+        url = mock.url.replace("http", "ws", 1) + "/v1/realtime?model=gpt-realtime"
+        points: list[tuple[float, float]] = [(0, _tree_rss_mb(mock.pid))]
+        done = failed = 0
+        step = max(1, n // 100)  # RSS read every 1 % done: the curve takes the first read past each 10 %
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one_session() -> None:
+            nonlocal done, failed
+            async with sem:
+                try:
+                    ok = await model_session(http, url, audio_b64)
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    ok = False
+                done += 1
+                failed += not ok
+                if done % step == 0 or done == n:
+                    points.append((done, _tree_rss_mb(mock.pid)))
+
+        await asyncio.gather(*(one_session() for _ in range(n)))
+        async with http.get(mock.url + "/_mock/health") as resp:
+            health = resp.status
+    return {"mode": "model", "sessions": n, "failed": failed, "concurrency": concurrency,
+            "audio_s_per_session": round(len(pcm) / 2 / 24000, 2), "mock_health_after": health,
+            "wall_s": round(time.monotonic() - t0, 1), "rss": rss_curve(points, n)}
 
 
 def _row(d: dict[str, Any]) -> list[str]:
@@ -111,7 +207,7 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def soak(n_virtual: int, n_sip: int, tmp: Path, console: Console) -> dict[str, Any]:
+async def soak(n_virtual: int, n_sip: int, n_model: int, tmp: Path, console: Console) -> dict[str, Any]:
     # a short warm-up first, so what this process creates once (the event loop's resolver thread and
     # its descriptors) is not counted as a leak; then the soak must leave nothing more behind
     await one(LOAD / "one_turn.yaml", 20, 20, 20.0, "virtual", tmp / "warmup")
@@ -121,6 +217,8 @@ async def soak(n_virtual: int, n_sip: int, tmp: Path, console: Console) -> dict[
         out["runs"].append(await one(LOAD / "one_turn.yaml", n_virtual, min(300, n_virtual), 60.0, "virtual", tmp))
     if n_sip:
         out["runs"].append(await one(LOAD / "sip_two_way.yaml", n_sip, min(100, n_sip), 20.0, "sip", tmp))
+    if n_model:
+        out["model"] = await soak_model(n_model, tmp)
     await asyncio.sleep(2)
     kids = _kids()
     after = {"threads": threading.active_count(), "fds": _fds(), "children": len(kids),
@@ -153,6 +251,8 @@ async def main() -> int:
     ap.add_argument("--bare", action="store_true", help="also run bare pjsua2 (bench_sip.py --stacks bare)")
     ap.add_argument("--soak-virtual", type=int, default=0)
     ap.add_argument("--soak-sip", type=int, default=0)
+    ap.add_argument("--soak-model", type=int, default=0, metavar="N",
+                    help="N short ?model= sessions (one audio turn and reply each) against rtsip mock")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     console = Console(width=220)
@@ -169,16 +269,20 @@ async def main() -> int:
         console.print(table("SIP/TLS callers, two-way audio", [d]))
     if args.bare and results["sip"]:
         results["bare"] = bare_pjsua2(max(d["options"]["concurrency"] for d in results["sip"]))
-    if args.soak_virtual or args.soak_sip:
-        s = await soak(args.soak_virtual, args.soak_sip, tmp, console)
+    if args.soak_virtual or args.soak_sip or args.soak_model:
+        s = await soak(args.soak_virtual, args.soak_sip, args.soak_model, tmp, console)
         results["soak"] = s
-        console.print(table("soak", s["runs"]))
+        if s["runs"]:
+            console.print(table("soak", s["runs"]))
         for d in s["runs"]:
             cpu = d["cpu"]
             console.print(f"{d['mode']}: mock RSS first {cpu.get('mock_rss_mb_first')} MB, max "
-                          f"{cpu.get('mock_rss_mb_max')} MB, last {cpu.get('mock_rss_mb_last')} MB; at 25/50/75/100 % "
-                          "of calls done: " + " / ".join(str(cpu.get(f"mock_rss_mb_at_{q}pct_done"))
-                                                        for q in (25, 50, 75, 100)) + " MB")
+                          f"{cpu.get('mock_rss_mb_max')} MB, last {cpu.get('mock_rss_mb_last')} MB")
+            console.print(rss_line(f"{d['mode']} soak, {d['calls']['placed']} calls", d["rss"]))
+        if "model" in s:
+            m = s["model"]
+            console.print(rss_line(f"?model= soak, {m['sessions']} sessions ({m['failed']} failed, "
+                                   f"{m['wall_s']} s)", m["rss"]))
         console.print(f"before: {s['before']}\nafter:  {s['after']}")
     if results["virtual"] or results["sip"]:
         console.print(table("all runs", results["virtual"] + results["sip"]))

@@ -24,7 +24,7 @@ testuas`` runs the older softphone ↔ ``TestUas`` measurements below:
 
 * ``hold``: P softphone workers and P answering workers carry 4·P concurrent TLS calls with
   two-way audio (both sides play speech-like noise).  After a steady window we read RTP stats
-  per call and CPU per process from /proc.  Pass = every call confirmed, RTP both ways, 0 loss.
+  per call and CPU per process (psutil).  Pass = every call confirmed, RTP both ways, 0 loss.
 * ``rate``: calls placed back to back (≤ 4 outstanding per softphone worker, paced below the
   40 calls/s per process that the wheel tolerates: docs/architecture.md, 'What the pjsua2
   wheel imposes', item 4), BYE right after the answer; setup time = INVITE → 200 OK.
@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from aiohttp import web
 from openai import AsyncOpenAI
 from rich.console import Console
@@ -73,30 +74,32 @@ from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
 from mock_api.config import MockConfig
 from mock_api.running import RunningMock, SipOptions, running_mock
+from sipworker import sip_available, sip_missing
 from sipworker.ports import free_range, rtp_base
 from sipworker.testing import Action, TestUas
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
-CLK = os.sysconf("SC_CLK_TCK")
 BARE_RTP_SPAN = 100  # RTP ports per bare_pjsua2.py process (its portRange)
 
 
 def proc_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of one process; 0 once it is gone."""
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
-    except (OSError, IndexError, ValueError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return 0.0
+    return times.user + times.system
 
 
 def box_busy() -> tuple[float, float]:
-    vals = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = vals[3] + vals[4]
-    return float(sum(vals) - idle), float(sum(vals))
+    """(busy, total) CPU seconds of the whole box since boot; idle and I/O wait are not busy."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
 
 
 def noise_wav(path: Path, seconds: float, seed: int) -> Path:
@@ -215,7 +218,7 @@ async def rate(workers: int, total: int, per_proc_cps: float, tmp: Path) -> dict
 
 
 def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 async def busy_pct(sample: float = 1.0) -> float:
@@ -939,6 +942,9 @@ async def main() -> int:
     ap.add_argument("--pairs", default="1,2,4", help="testuas: softphone/UAS worker pairs for 'hold'")
     ap.add_argument("--json", type=Path, help="also write results here")
     args = ap.parse_args()
+    if not sip_available():  # every stack here runs pjsua2 (or SIPp against it)
+        print(f"bench_sip: {sip_missing()}", file=sys.stderr)
+        return 2
     if args.stacks != "testuas":
         return await compare(args)
     args.rate_cps = args.rate_cps / args.rate_workers

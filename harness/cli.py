@@ -41,7 +41,9 @@ def _add_mock(sub: Any) -> None:
     p = sub.add_parser(
         "mock", help="run the fake OpenAI Realtime/SIP control plane until Ctrl-C",
         description="Run the fake OpenAI server: signed webhooks, REST call controls, the /_mock/ control API. "
-                    "Prints one ready line with the base URL and the webhook secret, then serves until Ctrl-C.",
+                    "Prints one ready line with the base URL and the webhook secret, then serves until Ctrl-C "
+                    "or SIGTERM, which stop it within 2 s: every WebSocket is closed with 1001 \"going away\", "
+                    "every SIP call gets its BYE. A second Ctrl-C or SIGTERM stops it at once.",
         epilog=MOCK_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -185,6 +187,26 @@ def _azure_env(mock: Any, versions: list[str]) -> dict[str, str]:
     return env
 
 
+STOPPING = "rtsip mock: stopping (signal again to stop at once)"
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM: a clean stop (``stop`` is set; every socket gets 1001, calls their BYE, within 2 s).
+    A second one kills the process at once, by the kernel's default action, whatever the loop is doing;
+    the SIP workers see their pipe close and hang up on their own."""
+    loop = asyncio.get_running_loop()
+
+    def first(signum: int) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_DFL)
+        print(STOPPING, file=sys.stderr, flush=True)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first, sig)
+
+
 def cmd_mock(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -220,9 +242,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        _stop_on_signals(stop)
         async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff,
                                 tls=tls) as mock, contextlib.AsyncExitStack() as stack:
             app_env = {"OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": "sk-rtsip-local",
@@ -245,6 +265,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
                       f"webhook_url={config.webhook_url or '-'}{sip_part}{tls_part}{proxy_part} state_dir={sdir}",
                       flush=True)
                 await stop.wait()
+                await mock.stop_serving()  # before the proxy goes: its relayed sockets end with the mock's
             finally:
                 clear_running(sdir)
 

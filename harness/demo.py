@@ -19,7 +19,9 @@ from rich.markup import escape
 
 from mock_api.control_models import JournalEntry
 from mock_api.state import state_dir
+from sipworker import sip_available, sip_missing
 
+from .commands import UsageError
 from .report.html import write_html
 from .runner import ScenarioResult, run_scenario
 from .scenario import load_scenario
@@ -97,6 +99,9 @@ def _transcripts(result: ScenarioResult) -> tuple[list[str], list[str]]:
 
 
 def run_demo(html: Path | None = None, scenario_path: Path = DEMO) -> int:
+    """Run the demo scenario; UsageError (exit 2, one line) when pjsua2 is missing, as its call is SIP."""
+    if not sip_available():
+        raise UsageError(sip_missing("without SIP, `rtsip mock --no-sip` and a virtual call show the same flow"))
     console = Console()
     scenario = load_scenario(scenario_path)
     out = html or state_dir() / "reports" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.html"

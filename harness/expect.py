@@ -156,6 +156,48 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
     return checks
 
 
+MOCK_BUG = "mock.bug"  # the journal kind of an exception inside the mock itself
+MOCK_BUG_NOTE = "mock bug in "  # how a report note about one begins
+
+
+@dataclass(frozen=True)
+class MockBug:
+    """An exception inside the mock (journal ``mock.bug``): never the app's fault, so it fails the run."""
+
+    timeline: str  # whose: "call rtc_...", "session ..." (a socket without a call) or "the server"
+    where: str
+    error: str
+    traceback: str
+
+    def describe(self) -> str:
+        """One report note: where, the error and its traceback."""
+        return f"{MOCK_BUG_NOTE}{self.where} ({self.timeline}): {self.error}\n{self.traceback.rstrip()}"
+
+
+def mock_bugs(views: list[CallView], server_entries: list[dict[str, Any]],
+              sessions: dict[str, list[dict[str, Any]]] | None = None) -> list[MockBug]:
+    """Every ``mock.bug`` in the calls' timelines, the server timeline and the call-less sessions'
+    (``sessions``: id to entries), oldest first."""
+    found: list[tuple[int, MockBug]] = []
+    for view in views:
+        found += [(e.seq, _bug(f"call {view.call_id}", e.data)) for e in view.entries if e.kind == MOCK_BUG]
+    timelines = [("the server", server_entries), *((f"session {k}", v) for k, v in (sessions or {}).items())]
+    for name, entries in timelines:
+        found += [(int(e.get("seq", 0)), _bug(name, e.get("data") or {})) for e in entries
+                  if e.get("kind") == MOCK_BUG]
+    return [bug for _, bug in sorted(found, key=lambda pair: pair[0])]
+
+
+def _bug(timeline: str, data: dict[str, Any]) -> MockBug:
+    return MockBug(timeline, str(data.get("where", "?")), str(data.get("error", "?")), str(data.get("traceback", "")))
+
+
+def mock_bug_verdict(bugs: list[MockBug]) -> str:
+    """The verdict of a run the mock broke: its first bug, and how many more."""
+    more = f" (and {len(bugs) - 1} more)" if len(bugs) > 1 else ""
+    return f"mock bug (not your app): {bugs[0].error}{more}"
+
+
 def _error_matches(err: dict[str, Any], code: str | None, message: str | None, param: str | None) -> bool:
     if code is not None and err.get("code") != code:
         return False

@@ -28,6 +28,7 @@ class MockProcess:
     output: list[str] = field(default_factory=list)
     _proc: asyncio.subprocess.Process | None = None
     _reader: asyncio.Task[None] | None = None
+    _new_line: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def base_url(self) -> str:
@@ -80,8 +81,36 @@ class MockProcess:
 
     async def _drain(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        async for raw in self._proc.stdout:
-            self.output.append(raw.decode(errors="replace"))
+        try:
+            async for raw in self._proc.stdout:
+                self.output.append(raw.decode(errors="replace"))
+                self._new_line.set()
+        finally:
+            self._new_line.set()  # end of output: a waiting wait_for_line looks once more, then gives up
+
+    async def wait_for_line(self, prefix: str, timeout: float = 10.0) -> str:
+        """The first output line (stdout or stderr) starting with ``prefix``, waiting for it to come.
+
+        Raises TimeoutError after ``timeout`` s, EOFError when the process closed its output without it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._new_line.clear()
+                hit = next((line for line in self.output if line.startswith(prefix)), None)
+                if hit is not None:
+                    return hit
+                if self._reader is None or self._reader.done():
+                    raise EOFError(f"the mock's output ended without a line starting with {prefix!r}")
+                await self._new_line.wait()
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the mock (SIGTERM or SIGINT: a clean stop; a second one: stop at once)."""
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """Wait for the mock to exit; its status (negative: killed by that signal)."""
+        assert self._proc is not None
+        return await asyncio.wait_for(self._proc.wait(), timeout)
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -32,7 +32,7 @@ from mock_api.config import ConfigPatch, MockConfig
 from mock_api.running import RunningMock, SipOptions, free_port, running_mock
 
 from .app_process import AppProcess, app_argv, app_env, fill_placeholders, template_values
-from .expect import Check, evaluate
+from .expect import Check, MockBug, evaluate, mock_bug_verdict
 from .scenario import Expectations, expand, load_scenario
 
 
@@ -59,6 +59,9 @@ class OpenAIMock:
     state_dir: Path
     expectations: list[tuple[Expectations, int | None]] = field(default_factory=list)
     apps: list[RunningApp] = field(default_factory=list)
+    # A bug inside the mock (journal ``mock.bug``) fails the test at teardown, as pytest-httpserver fails on a
+    # handler error; True lets a test that is about the mock's own failures pass.
+    allow_mock_bugs: bool = False
 
     @property
     def base_url(self) -> str:
@@ -133,6 +136,24 @@ class OpenAIMock:
                 failed += [c for c in evaluate(exp, view, output, []) if not c.ok]
         return failed
 
+    async def mock_bugs(self) -> list[MockBug]:
+        """Every exception inside the mock so far (journal ``mock.bug``: calls, sessions, the server timeline)."""
+        from .runner import journaled_bugs
+
+        return await journaled_bugs(self.control, await self.control.calls())
+
+
+def _teardown_failure(bugs: list[MockBug], failed: list[Check]) -> str | None:
+    """What the test fails with at teardown: the mock's bugs first (they may explain the rest), then
+    the unmet expectations; None when there is neither."""
+    parts: list[str] = []
+    if bugs:
+        parts.append(f"rtsip {mock_bug_verdict(bugs)}; set openai_mock.allow_mock_bugs = True if this "
+                     "test provokes it on purpose\n" + "\n".join(bug.describe() for bug in bugs))
+    if failed:
+        parts.append("rtsip expectations not met:\n  " + "\n  ".join(c.describe() for c in failed))
+    return "\n\n".join(parts) or None
+
 
 @asynccontextmanager
 async def _mock(sip: bool) -> AsyncIterator[OpenAIMock]:
@@ -141,10 +162,10 @@ async def _mock(sip: bool) -> AsyncIterator[OpenAIMock]:
     async with running_mock(MockConfig(), sip=options) as running, MockClient(running.url) as control:
         mock = OpenAIMock(running, control, state)
         yield mock
-        failed = await mock.check()
-        if failed:
-            lines = [c.describe() for c in failed]
-            pytest.fail("rtsip expectations not met:\n  " + "\n  ".join(lines), pytrace=False)
+        bugs = [] if mock.allow_mock_bugs else await mock.mock_bugs()
+        failure = _teardown_failure(bugs, await mock.check())
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
 
 
 @pytest_asyncio.fixture

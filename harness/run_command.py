@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .expect import MOCK_BUG_NOTE
 from .runner import ScenarioResult, collect, run_files
 
 
@@ -75,6 +76,9 @@ def _summary(results: list[ScenarioResult], console: Console) -> None:
     for r in results:
         for w in r.warnings:
             console.print(f"[yellow]warning[/] {escape(r.name)}: {escape(w)}")
+    for r in results:
+        for bug in (n for n in r.notes if n.startswith(MOCK_BUG_NOTE)):  # the traceback to file with the bug
+            console.print(f"[red]{escape(r.name)}: {escape(bug)}[/]", soft_wrap=True)
 
 
 def _write_reports(results: list[ScenarioResult], console: Console, *, junit: Path | None, json_path: Path | None,

@@ -37,7 +37,7 @@ from mock_api.stubs import install as install_stubs
 
 from .app_process import AppFailed, AppProcess, app_argv, app_env, fill_placeholders, template_values
 from .callers import Caller, CallerError, SipCaller, VirtualCaller
-from .expect import Check, evaluate
+from .expect import Check, MockBug, evaluate, mock_bug_verdict, mock_bugs
 from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario
 from .softphone import Softphone
 from .turn_check import turn_warnings
@@ -217,8 +217,30 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
             result.app_output = list(app.lines)
             if not result.calls:
                 result.calls = [v for v in [await _safe_view(control, cid) for cid in mock.server.calls] if v]
+            _fail_on_mock_bugs(result, await journaled_bugs(control, result.calls))
     result.seconds = time.monotonic() - started
     return result
+
+
+async def journaled_bugs(control: MockClient, views: list[CallView]) -> list[MockBug]:
+    """The mock's own bugs in ``views`` (the calls), the server timeline and every call-less session's
+    (a mock that cannot answer has none to show: whatever else went wrong is already the verdict)."""
+    try:
+        server_entries = await control.server_journal()
+        sessions = {s["id"]: await control.session_journal(s["id"]) for s in await control.sessions()}
+    except (MockControlError, aiohttp.ClientError):
+        return mock_bugs(views, [])
+    return mock_bugs(views, server_entries, sessions)
+
+
+def _fail_on_mock_bugs(result: ScenarioResult, bugs: list[MockBug]) -> None:
+    """A bug of the mock fails the scenario whatever the checks said, with a verdict that says whose
+    fault it is (so nobody hunts for it in their app) and each traceback in the notes."""
+    if not bugs:
+        return
+    result.passed = False
+    result.verdict = mock_bug_verdict(bugs)
+    result.notes.extend(bug.describe() for bug in bugs)
 
 
 def _scenario_dir(name: str, run_dir: Path | None) -> Path:

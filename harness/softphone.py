@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from sipworker import require_sip
 from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
 from sipworker.supervisor import WorkerPool, pool_configs
 
@@ -335,6 +336,8 @@ class Softphone:
         await self.close()
 
     async def start(self) -> None:
+        """Start the workers; :class:`sipworker.SipUnavailable` (one line) when pjsua2 is not installed."""
+        require_sip()  # else each worker would die at start with an ImportError deep in its pipe
         self.rec_dir.mkdir(parents=True, exist_ok=True)
         template = WorkerConfig(
             name="softphone",

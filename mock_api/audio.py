@@ -12,7 +12,8 @@ rate carried next to it. Conversions happen at the edges, and all of them live h
 
 Everything is a pure function of its arguments except :func:`load_audio` and
 :func:`write_wav`, and :class:`Resampler`, which keeps filter history so that
-streamed chunks resample exactly like the whole buffer would.
+streamed chunks resample exactly like the whole buffer would. Resampling is libsoxr's
+(``soxr``): a well-tested filter instead of a hand-written one.
 
 G.711 is implemented with numpy lookup tables built from the reference (Sun / ITU)
 algorithm rather than the stdlib ``audioop``: ``audioop`` warns on import on 3.11/3.12
@@ -33,8 +34,10 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 __all__ = [
+    "RESAMPLE_QUALITY",
     "SAMPLE_WIDTH",
     "SUPPORTED_RATES",
     "Resampler",
@@ -200,106 +203,61 @@ def alaw_to_pcm(data: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- resampling
 
-_HALF_TAPS = 24  # filter half-length in input samples: 3 ms lookahead at 8 kHz
-_BLOCK = 8192  # outputs computed per vectorized step
-_KAISER_BETA = 8.0
-
-
-def _design_filter(up: int, down: int) -> npt.NDArray[np.float64]:
-    """Kaiser-windowed sinc low-pass for the upsampled rate, cut at the lower Nyquist."""
-    factor = max(up, down)
-    half = _HALF_TAPS * factor
-    n = np.arange(-half, half + 1, dtype=np.float64)
-    cutoff = 0.95 / factor  # normalized to the upsampled Nyquist, slightly inside to limit aliasing
-    h = cutoff * np.sinc(cutoff * n) * np.kaiser(len(n), _KAISER_BETA)
-    return h * up  # gain ``up`` compensates for the zeros inserted by upsampling
+RESAMPLE_QUALITY = "HQ"
+"""libsoxr's recipe: 20-bit precision, passband to 91% of the lower Nyquist, about 21 ms of
+streaming latency at these rates; telephone speech loses nothing audible and nothing aliases."""
 
 
 class Resampler:
-    """Rational-ratio polyphase resampler for one stream of PCM16.
+    """Streaming resampler for one stream of PCM16 (libsoxr through ``soxr.ResampleStream``).
 
     ``Resampler(src, dst).process(chunk)`` may be called with chunks of any size; the
-    concatenated output equals :func:`resample` on the concatenated input once
-    :meth:`flush` has been called. Output sample ``k`` sits at input time
-    ``k * src / dst`` (zero delay); the price is ``_HALF_TAPS`` input samples of
-    lookahead, which is why the tail only comes out at :meth:`flush`.
+    concatenated output equals :func:`resample` on the concatenated input once :meth:`flush`
+    has been called. Output sample ``k`` sits at input time ``k * src / dst`` (libsoxr removes
+    its filter delay); the price is lookahead, so :meth:`process` holds back the newest ~21 ms
+    until more input or :meth:`flush` releases them.
     """
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
         if src_rate <= 0 or dst_rate <= 0:
             raise ValueError("sample rates must be positive")
-        g = math.gcd(src_rate, dst_rate)
         self.src_rate = src_rate
         self.dst_rate = dst_rate
-        self._up = dst_rate // g
-        self._down = src_rate // g
-        h = _design_filter(self._up, self._down)
-        self._center = (len(h) - 1) // 2
-        # Polyphase bank: phase p holds taps h[p + i*up], padded to equal length.
-        taps = -(-len(h) // self._up)
-        bank = np.zeros((self._up, taps), dtype=np.float64)
-        for p in range(self._up):
-            sub = h[p :: self._up]
-            bank[p, : len(sub)] = sub
-        self._bank = bank
-        self._taps = taps
-        self._buf = np.zeros(0, dtype=np.float64)  # input samples not yet fully consumed
-        self._buf_start = 0  # absolute input index of _buf[0]
-        self._n_in = 0  # absolute number of input samples seen
-        self._k = 0  # absolute index of next output sample
+        # float64 in and out: rounding stays ours (from_array), so no dither and chunking never changes a byte
+        self._stream = soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float64", quality=RESAMPLE_QUALITY)
+        self._n_in = 0  # input samples seen
+        self._n_out = 0  # output samples returned
         self._leftover = b""  # odd byte between chunks
 
-    def _emit(self, last_input: int) -> bytes:
-        """Produce every output whose filter support ends at or before input ``last_input``."""
-        up, down, center = self._up, self._down, self._center
-        # Output k reads inputs up to base(k) = (k*down + center) // up; emit all k with base(k) <= last_input.
-        k_end = max(-(-((last_input + 1) * up - center) // down), self._k)
-        if k_end == self._k:
-            return b""
-        parts: list[npt.NDArray[np.float64]] = []
-        offsets = np.arange(self._taps, dtype=np.int64)[None, :]
-        for k0 in range(self._k, k_end, _BLOCK):  # blocks bound the gathered matrix's memory
-            ks = np.arange(k0, min(k0 + _BLOCK, k_end), dtype=np.int64)
-            pos = ks * down + center  # upsampled-grid position of each output's newest tap
-            base = pos // up  # newest input sample that contributes
-            idx = base[:, None] - offsets - self._buf_start
-            vals = np.where(idx >= 0, self._buf[np.maximum(idx, 0)], 0.0)
-            parts.append(np.einsum("kt,kt->k", vals, self._bank[pos - base * up]))
-        self._k = k_end
-        # Drop input that no future output reads.
-        keep_from = (self._k * down + center) // up - self._taps + 1
-        if keep_from > self._buf_start:
-            drop = min(keep_from - self._buf_start, len(self._buf))
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
-        return from_array(np.concatenate(parts))
+    def _out(self, samples: npt.NDArray[np.float64]) -> bytes:
+        self._n_out += len(samples)
+        return from_array(samples)
 
     def process(self, pcm: bytes) -> bytes:
         """Feed a chunk; returns the output that is complete so far."""
         data = self._leftover + pcm
         usable = len(data) - (len(data) % SAMPLE_WIDTH)
         self._leftover = data[usable:]
-        if self._up == self._down:
+        if self.src_rate == self.dst_rate:
             return data[:usable]
+        if usable == 0:
+            return b""
         x = to_array(data[:usable]).astype(np.float64)
-        self._buf = np.concatenate([self._buf, x])
         self._n_in += len(x)
-        return self._emit(self._n_in - 1)
+        return self._out(self._stream.resample_chunk(x))
 
     def flush(self) -> bytes:
-        """Finish the stream: the total output is ``ceil(n_in * dst / src)`` samples."""
-        if self._up == self._down:
+        """Finish the stream: the total output is ``ceil(n_in * dst / src)`` samples (duration kept).
+
+        libsoxr rounds the length its own way; zeros past the end (``ceil(src / dst)`` input samples,
+        enough for one more output) let it reach the ceiling, and what lies beyond is cut.
+        """
+        if self.src_rate == self.dst_rate:
             return b""
-        total = -(-self._n_in * self._up // self._down)
-        if total <= self._k:
-            return b""
-        last_needed = ((total - 1) * self._down + self._center) // self._up
-        missing = max(last_needed + 1 - self._n_in, 0)
-        self._buf = np.concatenate([self._buf, np.zeros(missing)])
-        already = self._k
-        out = self._emit(self._n_in + missing - 1)
-        self._k = total
-        return out[: (total - already) * SAMPLE_WIDTH]
+        total = -(-self._n_in * self.dst_rate // self.src_rate)
+        pad = np.zeros(-(-self.src_rate // self.dst_rate), dtype=np.float64)
+        tail = self._stream.resample_chunk(pad, last=True)
+        return self._out(tail[: max(total - self._n_out, 0)])
 
 
 def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:

@@ -2,17 +2,61 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .faults import Fault
+from .faults import FAULTS, Fault
+
+DEFAULT_RETAIN_ENDED = 1000
+WS_MAX_MESSAGE_BYTES = 24 * 1024 * 1024
+"""A client frame's limit: the largest append the session takes (15 MiB of audio) as base64 (20 MiB) plus room
+for the event around it. Past it the socket closes with 1009 (the real limit is not documented)."""
+WS_SEND_QUEUE_BYTES = 16 * 1024 * 1024
+"""What may wait for a client that does not read (about four minutes of 24 kHz reply audio as base64); past
+it the socket closes with 1008 "send queue full" (what the real service does is not documented)."""
+
+
+class FieldProblem(ValueError):
+    """A value refused inside a field: ``path`` continues the field's location (``[0].seconds``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path.lstrip('.')}: {message}")
+        self.path = path
+
+
+def check_faults(faults: list[Fault]) -> list[Fault]:
+    """Each fault's parameters have the type and range its default has (a number of seconds is a finite
+    number, at least 0), so a bad value is refused when received instead of failing later inside a timer."""
+    for i, fault in enumerate(faults):
+        for key, value in (fault.model_extra or {}).items():
+            default = FAULTS[fault.name].params[key]
+            if isinstance(default, bool) or not isinstance(default, int | float):
+                continue
+            where = f"[{i}].{key}"
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise FieldProblem(where, f"fault {fault.name!r} takes a number here, not {value!r}")
+            if isinstance(default, int) and not float(value).is_integer():
+                raise FieldProblem(where, f"fault {fault.name!r} takes a whole number here, not {value!r}")
+            if value < 0:
+                raise FieldProblem(where, f"fault {fault.name!r} takes a number of at least 0 here, not {value!r}")
+    return faults
+
+
+def check_script(script: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A behaviour script is checked as a whole when received (every session reads it later), kept as given."""
+    if script is not None:
+        from .realtime.script import Script  # the session core's own model of a script
+
+        check_faults(Script.model_validate(script).faults)
+    return script
 
 
 class RetryPolicy(BaseModel):
     """Bounded exponential backoff for webhook delivery (the real service retries for 72 h)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_attempts: int = Field(5, ge=1, le=50)
     initial_delay_s: float = Field(0.2, ge=0)
@@ -32,7 +76,7 @@ class LimitsConfig(BaseModel):
     shorten it so a spent budget comes back within a second).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_concurrent_sessions: int | None = Field(
         None, ge=0, description="Active calls plus ?model= sockets; an accept beyond it answers 429.")
@@ -51,7 +95,7 @@ default. Which versions Azure serves SIP calls on is undocumented: these are the
 
 
 class MockConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -87,14 +131,42 @@ class MockConfig(BaseModel):
     script: dict[str, Any] | None = Field(None, description="Default behaviour script for new sessions.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     retain_ended_calls: int | None = Field(
-        None, ge=1, description="Keep only this many ended calls (and their journals); None keeps all. Long "
-        "soaks set it so the mock's memory stays flat.")
+        DEFAULT_RETAIN_ENDED, ge=1, description="Keep only this many ended calls and ended call-less sessions "
+        "(?model= / ?intent= sockets) with their journals; older ones leave (to journal_file when set). None "
+        "keeps everything, and memory then grows with every call.")
+    ws_max_message_bytes: int = Field(
+        WS_MAX_MESSAGE_BYTES, ge=1024, description="Largest WebSocket message a client may send; a bigger one "
+        "closes the socket with 1009 (journaled ws.close).")
+    ws_send_queue_bytes: int = Field(
+        WS_SEND_QUEUE_BYTES, ge=1024, description="Server events that may wait for a client that does not read; "
+        "past it the socket closes with 1008 'send queue full' (journaled ws.close).")
+    record_audio: bool = Field(False, description="Keep audio bytes in the journal (rtsip mock --record); by "
+                               "default audio is kept as its size and a checksum.")
+    journal_file: str | None = Field(
+        None, description="Append-only JSONL file that receives the timelines (and oldest entries) the journal lets "
+        "go; rtsip mock sets <state_dir>/journal.jsonl.")
+    control_token: str | None = Field(
+        None, min_length=1, description="When set, /_mock/* requires 'Authorization: Bearer <token>' or "
+        "'X-Rtsip-Token: <token>' (rtsip mock --control-token).")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names, besides loopback ones and the address a request arrived "
+        "on, that the mock answers (a refused Host gets 403: DNS rebinding).")
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_params(cls, value: list[Fault]) -> list[Fault]:
+        return check_faults(value)
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_script(value)
 
 
 class ConfigPatch(BaseModel):
     """Body of PUT /_mock/config: only the fields present change."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -114,9 +186,22 @@ class ConfigPatch(BaseModel):
     faults: list[Fault] | None = None
     script: dict[str, Any] | None = None
     retain_ended_calls: int | None = Field(None, ge=1)
+    ws_max_message_bytes: int | None = Field(None, ge=1024)
+    ws_send_queue_bytes: int | None = Field(None, ge=1024)
+    allowed_hosts: list[str] | None = None
     limits: LimitsConfig | None = Field(
         None, description="Merged into the current limits: only the caps present change (null turns one off); "
         "`\"limits\": null` turns them all off.")
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_params(cls, value: list[Fault] | None) -> list[Fault] | None:
+        return None if value is None else check_faults(value)
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_script(value)
 
     @field_validator("azure_api_versions", "azure_accept_required")
     @classmethod
@@ -126,12 +211,27 @@ class ConfigPatch(BaseModel):
             raise ValueError("must be a list ([] for none), not null")
         return value
 
+    @model_validator(mode="after")
+    def _null_only_where_allowed(self) -> ConfigPatch:
+        """``null`` turns off what can be off (``webhook_url``, ``retain_ended_calls``...); a setting that always
+        has a value (``faults``, ``audio_library``, the size limits...) refuses it here, not later in a socket."""
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name != "limits" and (name == "webhook_secret" or not _nullable(name)):
+                raise FieldProblem(name, "must not be null")
+        return self
+
     def apply(self, config: MockConfig) -> MockConfig:
         update = {k: getattr(self, k) for k in self.model_fields_set}
         if "limits" in self.model_fields_set:
             update["limits"] = LimitsConfig() if self.limits is None else config.limits.model_copy(
                 update={k: getattr(self.limits, k) for k in self.limits.model_fields_set})
         return config.model_copy(update=update)
+
+
+def _nullable(name: str) -> bool:
+    """Whether MockConfig's field ``name`` may hold None."""
+    return type(None) in get_args(MockConfig.model_fields[name].annotation) or \
+        MockConfig.model_fields[name].annotation is None
 
 
 # ---- readable errors ------------------------------------------------------------------------------------
@@ -153,8 +253,11 @@ def _describe(err: Any, model: type[BaseModel]) -> str:
             owner = f" of {_dotted(loc[:-1])}" if loc[:-1] else ""
             valid = f"; valid keys{owner}: {', '.join(parent.model_fields)}"
         return f"unknown key {where!r}{valid}"
-    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-        msg = str(err["ctx"]["error"])
+    problem = err.get("ctx", {}).get("error")
+    if isinstance(problem, FieldProblem):
+        return f"{where}{problem.path}: {str(problem).split(': ', 1)[1]}"
+    if err["type"] == "value_error" and problem is not None:
+        msg = str(problem)
     else:
         msg = err["msg"][:1].lower() + err["msg"][1:]
         if err["type"] != "missing":

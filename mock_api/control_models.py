@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .config import check_faults, check_script
 from .faults import Fault
 
 
@@ -27,6 +28,16 @@ class StartCallRequest(BaseModel):
     faults: list[Fault] = Field(default_factory=list)
     script: dict[str, Any] | None = None
 
+    @field_validator("faults")
+    @classmethod
+    def _fault_params(cls, value: list[Fault]) -> list[Fault]:
+        return check_faults(value)
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_script(value)
+
     @field_validator("headers", mode="before")
     @classmethod
     def _pairs(cls, value: Any) -> Any:
@@ -40,7 +51,7 @@ class StartCallRequest(BaseModel):
 class SayRequest(BaseModel):
     """POST /_mock/calls/{call_id}/say: what the virtual caller speaks."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fixture: str | None = Field(None, description="Name of a committed audio fixture.")
     path: str | None = Field(None, description="Any audio file pydub can read.")

@@ -107,6 +107,16 @@ _ALL = [
     ),
     # media / SIP
     FaultInfo("static_audio", "media", "8", "Outbound RTP carries noise while WebSocket events stay normal."),
+    # debugging the harness itself
+    FaultInfo(
+        "mock_bug",
+        "session",
+        "-",
+        "Debug only: the session core raises on each client event of type `event`, as a bug in the mock "
+        "would. The client gets the real server_error, the journal a mock.bug with the traceback, and "
+        "`rtsip run` and the pytest plugin fail the test as the mock's fault, not the app's.",
+        {"event": "response.create"},
+    ),
 ]
 
 FAULTS: dict[str, FaultInfo] = {f.name: f for f in _ALL}

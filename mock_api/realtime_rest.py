@@ -10,14 +10,14 @@ the way realtime input transcription does (:mod:`mock_api.realtime.transcription
 from __future__ import annotations
 
 import io
-import json
 import time
 import wave
 from typing import Any
 
 from aiohttp import web
 
-from . import errors, ids
+from . import errors, ids, wire_json
+from . import http as mock_http  # a module, not names: http imports this module too
 from .realtime.script import Script
 from .realtime.session import _merge_session as merge_session
 from .realtime.session import default_session
@@ -41,9 +41,9 @@ async def client_secrets(request: web.Request) -> web.Response:
     if denied is not None:
         return denied
     try:
-        body: Any = json.loads(await request.text() or "{}")
-    except ValueError:
-        return errors.rest_error(400, "We could not parse the JSON body of your request.", code=None)
+        body: Any = await mock_http.read_json(request, server)  # whole, ≤ max_body_bytes, strict JSON
+    except mock_http.BadRequest as exc:
+        return exc.response
     if not isinstance(body, dict):
         return errors.rest_error(400, "Invalid type for body: expected an object.", code="invalid_type")
     for key in body:
@@ -80,8 +80,12 @@ async def client_secrets(request: web.Request) -> web.Response:
     if session.get("model"):
         effective["model"] = session["model"]
     expires_at = int(now) + seconds
-    server.journal.record(None, "rest.client_secret", session_type=kind, expires_at=expires_at)
-    return web.json_response({"value": ids.ephemeral_key(), "expires_at": expires_at, "session": effective})
+    key = ids.ephemeral_key()
+    server.mint_ephemeral(key, expires_at)  # accepted on the Realtime socket until then
+    server.journal.record(None, "rest.client_secret", session_type=kind, expires_at=expires_at,
+                          key=errors.masked(key))
+    return web.json_response({"value": key, "expires_at": expires_at, "session": effective},
+                             dumps=wire_json.dumps)
 
 
 def _wav_seconds(data: bytes) -> float | None:

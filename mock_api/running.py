@@ -7,18 +7,24 @@ import errno
 import os
 import random
 import socket
+import traceback
+import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from sipworker.ports import PortInUse
 
+from . import errors
 from .config import MockConfig
 from .http import create_app
+from .journal import SERVER, Journal
 from .server import MockServer
 from .shards import HandoffReceiver, Shard, ShardForwarder
 
@@ -56,6 +62,39 @@ class TlsOptions:
     port: int = 0
 
 
+# Shutdown. aiohttp closes no WebSocket by itself: its cleanup waits (60 s by default) for every handler,
+# and a socket's handler runs until the client leaves. So the mock closes its sockets itself, first.
+SHUTDOWN_CLOSE_CODE = 1001  # RFC 6455 "going away": the server is going down (the real service's code is unknown)
+SHUTDOWN_CLOSE_REASON = "going away"
+CLOSE_WAIT_S = 0.8  # a client that does not answer the close frame within this loses the connection
+HANDLER_WAIT_S = 0.3  # aiohttp's wait for in-flight requests at cleanup (then again after cancelling them)
+
+
+class OpenSockets:
+    """Every WebSocket the app has upgraded and not yet closed (``on_response_prepare`` sees each upgrade)."""
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    async def track(self, request: web.Request, response: web.StreamResponse) -> None:
+        if isinstance(response, web.WebSocketResponse):
+            self._sockets.add(response)
+
+    def __len__(self) -> int:
+        return sum(1 for ws in self._sockets if not ws.closed)
+
+    async def close_all(self, code: int = SHUTDOWN_CLOSE_CODE, reason: str = SHUTDOWN_CLOSE_REASON,
+                        wait: float = CLOSE_WAIT_S) -> None:
+        """Send every open socket its close frame at once, then give the clients ``wait`` s to answer;
+        a socket that has not by then is cut (its transport closed), so shutdown never waits on a client."""
+        await asyncio.gather(*(_close(ws, code, reason, wait) for ws in list(self._sockets) if not ws.closed))
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: str, wait: float) -> None:
+    with suppress(Exception):  # a socket that is already gone needs nothing more
+        await asyncio.wait_for(ws.close(code=code, message=reason.encode()), wait)
+
+
 @dataclass
 class RunningMock:
     server: MockServer
@@ -65,6 +104,27 @@ class RunningMock:
     runner: web.AppRunner | None = None
     tls_port: int | None = None  # the HTTPS/WSS listener, once started
     tls_ca: Path | None = None  # the CA an app trusts for it (SSL_CERT_FILE)
+    sockets: OpenSockets = field(default_factory=OpenSockets)
+    stopping: bool = False  # set by stop_serving: no new connections, every socket closed
+    _closing: asyncio.Task[None] | None = None
+
+    async def stop_serving(self) -> None:
+        """The first step of shutting down, before calls are hung up: stop accepting connections and send
+        every open WebSocket its 1001 "going away", so no session sends anything more. The clients' answers
+        are awaited by :meth:`wait_closed` (meanwhile the SIP calls get their BYE). Idempotent."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.runner is not None:
+            for site in list(self.runner.sites):
+                await site.stop()
+        self._closing = asyncio.ensure_future(self.sockets.close_all())
+        await asyncio.sleep(0)  # one loop turn: each socket's close starts by writing its close frame
+
+    async def wait_closed(self) -> None:
+        """Every socket closed (its client answered, or CLOSE_WAIT_S ran out and it was cut)."""
+        if self._closing is not None:
+            await self._closing
 
     async def start_tls(self, state_dir: Path, port: int = 0) -> int:
         """Serve the same app over HTTPS/WSS on ``host:port`` (closed with the mock); returns the port.
@@ -130,7 +190,10 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     A taken ``port``, ``sip.port`` or ``tls.port`` raises :class:`sipworker.ports.PortInUse`; its
     ``setting`` ("port", "sip_port" or "tls_port") says which one."""
     server = MockServer(config, shard=shard)
-    runner = web.AppRunner(create_app(server), access_log=None, handle_signals=False)
+    app = create_app(server)
+    sockets = OpenSockets()
+    app.on_response_prepare.append(sockets.track)
+    runner = _ApiRunner(app, server.journal, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_WAIT_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
@@ -145,13 +208,13 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     warming = asyncio.get_running_loop().run_in_executor(None, server.recogniser().warm)
     ingress = None
     receiver = None
+    mock = RunningMock(server, host, bound, None, runner, sockets=sockets)
     try:
         if handoff is not None:
             assert runner.server is not None
             receiver = HandoffReceiver(handoff, runner.server)
             server.shard_port, server.forwarder = bound, ShardForwarder()
             receiver.start()
-        mock = RunningMock(server, host, bound, None, runner)
         if tls is not None:
             await mock.start_tls(tls.state_dir, tls.port)
         if sip is not None:
@@ -164,14 +227,92 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
             mock.sip = ingress
         yield mock
     finally:
+        # Order matters: sockets first (sessions stop sending), then the SIP calls (their BYE, the workers
+        # exit), then aiohttp (in-flight requests get HANDLER_WAIT_S), then the journal's last word.
+        await mock.stop_serving()
         if receiver is not None:
             receiver.stop()
         if server.forwarder is not None:
             await server.forwarder.close()
         if ingress is not None:
             await ingress.stop()
+        await mock.wait_closed()
         await runner.cleanup()
+        flush_journal(server.journal)
         await warming
+
+
+def flush_journal(journal: Journal) -> None:
+    """At shutdown, a journal with a spill file writes every timeline still in memory there, so a run
+    that ends leaves its whole record on disk; without one, memory is all there was."""
+    if journal.spill is None:
+        return
+    for key in [*journal.call_ids(), SERVER]:
+        journal.forget(key)
+
+
+# ---- unparseable requests -------------------------------------------------------------------------
+
+
+class _ApiRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering what never reached the app (a garbage request line, a header
+    past the limits, a crash outside the middlewares) in the API's error envelope, journaled, instead of a
+    plain-text 400 and a traceback on stderr."""
+
+    journal: Journal | None = None
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # part of an answer went out: the connection is all that is left
+            raise ConnectionError("response already started; cannot send an error response")
+        if self.journal is not None:
+            _journal_error(self.journal, request, status, exc, message)
+        if status >= 500:
+            response = errors.rest_error(status, "The server had an error while processing your request. "
+                                         "Sorry about that!", type="server_error")
+        else:
+            response = errors.rest_error(status, "We could not parse your HTTP request: "
+                                         f"{_one_line(message or str(exc or 'malformed request'))}")
+        response.force_close()
+        return response
+
+
+def _journal_error(journal: Journal, request: BaseRequest, status: int, exc: BaseException | None,
+                   message: str | None) -> None:
+    """A 4xx here is the client's malformed request; a 5xx is an exception of ours (``mock.bug``)."""
+    if status >= 500 and exc is not None:
+        tb = "".join(traceback.format_exception(exc))[-8000:]
+        journal.record(None, "mock.bug", where="http", error=repr(exc)[:500], traceback=tb)
+    else:
+        journal.record(None, "http.malformed", status=status, error=_one_line(message or repr(exc)),
+                       peer=request.remote)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
+
+
+class _ApiServer(web.Server):
+    journal: Journal | None = None
+
+    def __call__(self) -> RequestHandler:
+        handler = _ApiRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.journal = self.journal
+        return handler
+
+
+class _ApiRunner(web.AppRunner):
+    """An AppRunner whose connections answer with :class:`_ApiRequestHandler` (aiohttp has no setting for it)."""
+
+    def __init__(self, app: web.Application, journal: Journal, **kwargs: object) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self._journal = journal
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ApiServer  # same object, same state: only which handler class it builds changes
+        server.journal = self._journal  # type: ignore[attr-defined]
+        return server
 
 
 # Ports handed to other processes (an app under test) come from below the kernel's ephemeral range

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -94,7 +96,8 @@ class MockServer:
         if not self.config.webhook_secret:
             self.config = self.config.model_copy(update={"webhook_secret": new_secret()})
         self.clock = clock
-        self.journal = journal or Journal(clock=clock)
+        self.journal = journal or Journal(clock=clock, record_audio=self.config.record_audio,
+                                          spill=Path(self.config.journal_file) if self.config.journal_file else None)
         self.calls: dict[str, c.Call] = {}
         self.webhooks = WebhookSender(self.journal, clock)
         self._call_faults: dict[str, list[Fault]] = {}
@@ -104,7 +107,9 @@ class MockServer:
         self._active_cbs: list[CallCallback] = []
         self._ended_cbs: list[CallCallback] = []
         self._effect_cbs: list[EffectCallback] = []
-        self._ended: collections.deque[str] = collections.deque()
+        self._ended: collections.deque[str] = collections.deque()  # ended calls and call-less sessions, oldest first
+        self.ended_keys: set[str] = set()
+        self._ephemeral: dict[str, float] = {}  # minted ek_ keys and when they expire (wall-clock seconds)
         self.limits = Limiter()
         self._configure_limits()
         self.sip_status: Callable[[], dict[str, Any]] | None = None  # set while a SIP ingress runs
@@ -175,12 +180,31 @@ class MockServer:
 
     # ---- auth ---------------------------------------------------------------------------
 
-    def api_key_ok(self, key: str | None) -> bool:
+    def api_key_ok(self, key: str | None, *, ephemeral: bool = False) -> bool:
+        """A standard key (any ``sk-`` one unless ``api_keys`` is set); with ``ephemeral``, also an ``ek_`` key
+        this mock minted (``POST /v1/realtime/client_secrets``) that has not expired."""
         if not key:
             return False
+        if ephemeral and key.startswith("ek_"):
+            return self.ephemeral_ok(key)
         if self.config.api_keys is not None:
             return key in self.config.api_keys
         return key.startswith("sk-")
+
+    MAX_EPHEMERAL = 10_000
+
+    def mint_ephemeral(self, key: str, expires_at: float) -> None:
+        """Remember a minted client secret until it expires (expired ones go first; at most MAX_EPHEMERAL)."""
+        now = time.time()
+        if len(self._ephemeral) >= self.MAX_EPHEMERAL:
+            self._ephemeral = {k: t for k, t in self._ephemeral.items() if t > now}
+            while len(self._ephemeral) >= self.MAX_EPHEMERAL:
+                self._ephemeral.pop(next(iter(self._ephemeral)))
+        self._ephemeral[key] = expires_at
+
+    def ephemeral_ok(self, key: str) -> bool:
+        expires = self._ephemeral.get(key)
+        return expires is not None and time.time() < expires
 
     def azure_key_ok(self, key: str) -> bool:
         """Azure keys and Entra tokens look nothing like ``sk-``: any key passes unless ``api_keys`` is set."""
@@ -279,15 +303,30 @@ class MockServer:
         return outcome
 
     def _retire(self, call_id: str) -> None:
-        """Forget the oldest ended calls beyond ``retain_ended_calls`` (None: keep everything)."""
+        """Forget the oldest ended calls and sessions beyond ``retain_ended_calls`` (None: keep everything)."""
+        if call_id in self.ended_keys:
+            return
         self._ended.append(call_id)
+        self.ended_keys.add(call_id)
         keep = self.config.retain_ended_calls
         while keep is not None and len(self._ended) > keep:
             old = self._ended.popleft()
+            self.ended_keys.discard(old)
             self.calls.pop(old, None)
             self._call_faults.pop(old, None)
             self._call_scripts.pop(old, None)
             self.journal.forget(old)
+
+    def session_ended(self, key: str) -> None:
+        """A call-less session (``?model=`` / ``?intent=`` socket) ended: its timeline counts against
+        ``retain_ended_calls`` like an ended call's."""
+        self._retire(key)
+
+    def mock_bug(self, call_id: str | None, where: str, exc: BaseException) -> None:
+        """An exception inside the mock's own code: journaled as ``mock.bug`` with its traceback, apart from
+        anything a script or fault asked for, so runs can fail on it."""
+        tb = "".join(traceback.format_exception(exc))[-8000:]
+        self.journal.record(call_id, "mock.bug", where=where, error=repr(exc)[:500], traceback=tb)
 
     def _run(self, call: c.Call, effect: c.Effect) -> None:
         self.journal.record(call.call_id, "call.effect", effect=type(effect).__name__,
@@ -351,6 +390,7 @@ class MockServer:
                 self.apply(call, c.Fail("reset"), "reset")
         self.calls.clear()
         self._ended.clear()
+        self.ended_keys.clear()
         self._call_faults.clear()
         self._call_scripts.clear()
         self.limits.refill(self.clock())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import errors
+from . import errors, wire_json
 from . import http as mock_http
 from . import stubs_builtin as builtin
 from .config import describe_validation_error
@@ -329,8 +328,8 @@ def facts(request: web.Request, raw: bytes) -> RequestFacts:
     body: Any = None
     json_ok = False
     if raw.strip():
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            body, json_ok = json.loads(raw), True
+        with contextlib.suppress(wire_json.WireJSONError):
+            body, json_ok = mock_http.parse_json(raw), True  # strict: NaN, Infinity and deep nesting are not JSON
     return RequestFacts(method=request.method, path=request.path,
                         query={k: request.query.getall(k) for k in request.query},
                         headers={k.lower(): v for k, v in request.headers.items()}, body=body, json_ok=json_ok)
@@ -350,7 +349,7 @@ async def _stubbed(request: web.Request, server: MockServer, req: RequestFacts, 
     if r.stream is not None:
         events = [(e.event, e.data) for e in r.stream]
         return await builtin.write_sse(request, r.status, r.headers, events, r.stream_done)
-    return web.json_response(r.body, status=r.status, headers=r.headers)
+    return web.json_response(r.body, status=r.status, headers=r.headers, dumps=wire_json.dumps)
 
 
 def _out_of_order(server: MockServer, req: RequestFacts, wrong: OutOfOrder) -> web.Response:
@@ -376,8 +375,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     limit = server.config.max_body_bytes
     raw = await mock_http.read_body(request, limit)
     if raw is None:
-        return errors.rest_error(413, f"Request body too large: {request.content_length or limit + 1} bytes; "
-                                 f"the limit is {limit} bytes.", code="request_too_large")
+        return mock_http._too_large(request.content_length or limit + 1, limit)
     req = facts(request, raw)
     decision = book(server).decide(req)
     if isinstance(decision, Answer | OutOfOrder) and _is_api(req.path):

@@ -9,7 +9,6 @@ the mock knows. Payloads are pure functions of the request body; :func:`answer`,
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import string
@@ -22,7 +21,7 @@ from aiohttp import web
 from openai.types import AudioModel, ChatModel
 from openai.types.realtime.realtime_session_create_request import RealtimeSessionCreateRequest
 
-from . import errors
+from . import errors, wire_json
 from . import http as mock_http  # a module, not names: http imports this module too
 from .realtime.script import Script
 from .server import MockServer
@@ -92,11 +91,48 @@ def _pieces(text: str) -> list[str]:
 # ---- chat completions --------------------------------------------------------------------------------
 
 
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "string": ((str,), "a string"), "number": ((int, float), "a decimal"), "integer": ((int,), "an integer"),
+    "boolean": ((bool,), "a boolean"), "object": ((dict,), "an object"),
+}
+_ECHOED: dict[str, dict[str, str]] = {  # the request fields an answer carries back, and their JSON types
+    "chat": {"model": "string"},
+    "responses": {"model": "string", "instructions": "string", "max_output_tokens": "integer",
+                  "previous_response_id": "string", "store": "boolean", "temperature": "number",
+                  "top_p": "number", "metadata": "object"},
+}
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a decimal", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), "null")
+
+
+def check_echoed(body: dict[str, Any], endpoint: str) -> Problem | None:
+    """Fields the answer echoes must have their real types, or the answer itself would not parse."""
+    for name, kind in _ECHOED[endpoint].items():
+        value = body.get(name)
+        if value is None:
+            continue
+        types, expected = _KINDS[kind]
+        wrong = not isinstance(value, types) or (kind != "boolean" and isinstance(value, bool))
+        if kind == "object" and not wrong:
+            wrong = not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+            expected = "an object of strings"
+        if wrong:
+            return Problem(f"Invalid type for '{name}': expected {expected}, but got {_type_name(value)} instead.",
+                           name, "invalid_type")
+    return None
+
+
 def check_chat(body: Any) -> Problem | None:
     if not isinstance(body, dict):
         return Problem("Invalid type for body: expected an object.", code="invalid_type")
     if not body.get("model"):
         return Problem("you must provide a model parameter")
+    wrong = check_echoed(body, "chat")
+    if wrong is not None:
+        return wrong
     messages = body.get("messages")
     if messages is None:
         return Problem("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
@@ -151,7 +187,7 @@ def check_responses(body: Any) -> Problem | None:
         return Problem("Invalid type for body: expected an object.", code="invalid_type")
     if not body.get("model"):
         return Problem("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    return None
+    return check_echoed(body, "responses")
 
 
 def _message(item_id: str, text: str | None, status: str) -> dict[str, Any]:
@@ -212,7 +248,7 @@ async def write_sse(request: web.Request, status: int, headers: Mapping[str, str
                                                       "Cache-Control": "no-cache", **headers})
     await resp.prepare(request)
     for name, data in events:
-        text = data if isinstance(data, str) else json.dumps(data)
+        text = data if isinstance(data, str) else wire_json.dumps(data)
         await resp.write(((f"event: {name}\n" if name else "") + f"data: {text}\n\n").encode())
     if done:
         await resp.write(b"data: [DONE]\n\n")
@@ -238,7 +274,7 @@ async def _chat(request: web.Request, server: MockServer, body: Any, _: dict[str
     text, now = _reply_text(server), int(time.time())
     if body.get("stream") is True:
         return await write_sse(request, 200, {}, [(None, c) for c in chat_chunks(body, text, now)], True)
-    return web.json_response(chat_completion(body, text, now))
+    return web.json_response(chat_completion(body, text, now), dumps=wire_json.dumps)
 
 
 async def _responses(request: web.Request, server: MockServer, body: Any, _: dict[str, str]) -> web.StreamResponse:
@@ -248,11 +284,11 @@ async def _responses(request: web.Request, server: MockServer, body: Any, _: dic
     text, now = _reply_text(server), time.time()
     if body.get("stream") is True:  # typed events, no [DONE]
         return await write_sse(request, 200, {}, [(e["type"], e) for e in response_events(body, text, now)], False)
-    return web.json_response(response_object(body, text, now))
+    return web.json_response(response_object(body, text, now), dumps=wire_json.dumps)
 
 
 async def _models(request: web.Request, server: MockServer, body: Any, _: dict[str, str]) -> web.StreamResponse:
-    return web.json_response(model_list())
+    return web.json_response(model_list(), dumps=wire_json.dumps)
 
 
 async def _model(request: web.Request, server: MockServer, body: Any, match: dict[str, str]) -> web.StreamResponse:
@@ -260,7 +296,7 @@ async def _model(request: web.Request, server: MockServer, body: Any, match: dic
     if model_id not in MODELS:
         return errors.rest_error(404, f"The model '{model_id}' does not exist or you do not have access to it.",
                                  code="model_not_found")
-    return web.json_response(model_object(model_id))
+    return web.json_response(model_object(model_id), dumps=wire_json.dumps)
 
 
 ROUTES: list[tuple[str, re.Pattern[str], Handler, bool]] = [  # method, /v1 path, handler, wants a JSON body

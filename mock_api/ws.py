@@ -13,24 +13,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 from openai.types.realtime import RealtimeSessionCreateRequest
 
-from . import errors, fidelity
+from . import errors, fidelity, wire_json
 from . import faults as faultlib
 from .calls import Call, CallState
+from .journal import audio_summary
 from .realtime import events as rt_events
-from .realtime.session import AudioOut, ClearAudio, Close, Heard, LimitHit, Output, RealtimeSession
+from .realtime.session import (
+    SERVER_ERROR_MESSAGE,
+    AudioOut,
+    ClearAudio,
+    Close,
+    Heard,
+    LimitHit,
+    MockBug,
+    Output,
+    RealtimeSession,
+)
 from .server import SERVER_KEY, MockServer, api_style, request_key
 
 PREFIXES = ("/v1", "/openai/v1", "/openai")  # /openai/realtime: the socket the AzureOpenAI client opens
 PING_INTERVAL_S = 20.3  # the real server's keepalive
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # 15 MiB audio per append, base64-inflated
 SESSION_LIMIT_CLOSE = 1013  # RFC 6455 "Try Again Later": a ?model= socket over max_concurrent_sessions
+POLICY_CLOSE = 1008  # RFC 6455 "Policy Violation": a client that does not read its events
+TOO_BIG_CLOSE = 1009  # RFC 6455 "Message Too Big"
+BUG_CLOSE = 1011  # RFC 6455 "Internal Error": the mock's own bug after the upgrade
+SEND_QUEUE_FULL = "send queue full"
+INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # how a browser's WebSocket carries its (ephemeral) key
 WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
 
 MediaSink = Callable[[AudioOut | ClearAudio], None]
@@ -40,12 +54,18 @@ ConfigSink = Callable[[dict[str, Any]], object]
 class SessionHost:
     """One session core plus its sockets, timer pump and media sink."""
 
-    def __init__(self, server: MockServer, session: RealtimeSession, call_id: str | None) -> None:
+    def __init__(self, server: MockServer, session: RealtimeSession, call_id: str | None,
+                 key: str | None = None) -> None:
         self.server = server
         self.session = session
         self.call_id = call_id
+        # the journal timeline: the call's, or for a call-less socket its own (the session id), so that
+        # such sessions leave with retain_ended_calls like calls do instead of piling up on the server's
+        self.key: str | None = call_id or key
         self.sockets: dict[web.WebSocketResponse, asyncio.Queue[tuple[str, Any] | None]] = {}
         self.transports: dict[web.WebSocketResponse, asyncio.BaseTransport] = {}
+        self.writers: dict[web.WebSocketResponse, asyncio.Task[None]] = {}
+        self.queued: dict[web.WebSocketResponse, int] = {}  # bytes of events waiting for each socket's client
         self.ending: dict[web.WebSocketResponse, str] = {}  # the reason each socket was closed or dropped
         self.media_sink: MediaSink | None = None
         self._on_config: ConfigSink | None = None
@@ -60,11 +80,11 @@ class SessionHost:
 
     def receive(self, text: str | bytes, origin: web.WebSocketResponse | None = None) -> None:
         try:
-            event: Any = json.loads(text) if isinstance(text, str) else {"binary_bytes": len(text)}
-        except (ValueError, RecursionError):
-            event = text
-        self.server.journal.record(self.call_id, "ws.client",
-                                   event=_journal_view(event) if isinstance(event, dict) else event)
+            event: Any = wire_json.loads(text) if isinstance(text, str) else {"binary_bytes": len(text)}
+        except wire_json.WireJSONError:
+            event = text if len(text) <= 4096 else f"<{len(text)} characters that are not JSON>"
+        view = _journal_view(event, self.server.journal.record_audio) if isinstance(event, dict) else event
+        self.server.journal.record(self.key, "ws.client", event=view)
         self.dispatch(self.session.receive(text, self.server.clock()), origin)
 
     def feed_audio(self, pcm: bytes, rate: int) -> None:
@@ -103,29 +123,69 @@ class SessionHost:
     def dispatch(self, outputs: list[Output], origin: web.WebSocketResponse | None = None) -> None:
         for out in outputs:
             if isinstance(out, dict):
-                fidelity.audit(out)
-                self.server.journal.record(self.call_id, "ws.server", event=_journal_view(out))
-                if out["type"] == "session.updated" and self._on_config is not None:
-                    self._on_config(copy.deepcopy(out["session"]))
-                targets = [origin] if out["type"] == "error" and origin in self.sockets else list(self.sockets)
-                text = json.dumps(out)
-                for ws in targets:
-                    self.sockets[ws].put_nowait(("text", text))
+                self._send_event(out, origin)
             elif isinstance(out, (AudioOut, ClearAudio)):
                 if isinstance(out, AudioOut):
-                    self.server.journal.record(self.call_id, "audio.out", response_id=out.response_id,
+                    self.server.journal.record(self.key, "audio.out", response_id=out.response_id,
                                                ms=round(len(out.pcm) / 2 * 1000 / out.rate, 1),
                                                corrupt=out.corrupt, voice=out.voice)
                 if self.media_sink is not None:
                     self.media_sink(out)
             elif isinstance(out, LimitHit):
-                self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id)
+                # a call-less session's hits stay on the server timeline, where load tests count them
+                extra = {} if self.call_id is not None else {"session": self.key}
+                self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id, **extra)
             elif isinstance(out, Heard):
-                self.server.journal.record(self.call_id, "audio.heard", **out.journal())
+                self.server.journal.record(self.key, "audio.heard", **out.journal())
+            elif isinstance(out, MockBug):  # the session's own bug: journaled, never sent (its server_error is)
+                self.server.journal.record(self.key, "mock.bug", **out.journal())
             elif isinstance(out, Close):
                 for q in self.sockets.values():
                     q.put_nowait(("close", (out.code, out.reason)))
         self._schedule()
+
+    def _send_event(self, out: dict[str, Any], origin: web.WebSocketResponse | None) -> None:
+        try:
+            text = wire_json.dumps(out)
+        except ValueError as exc:  # NaN/Infinity in an event is the mock's bug: the client gets server_error
+            self.server.mock_bug(self.key, f"event {out.get('type')}", exc)
+            out = rt_events.error(None, SERVER_ERROR_MESSAGE, type_="server_error")
+            text = wire_json.dumps(out)
+        fidelity.audit(out)
+        self.server.journal.record(self.key, "ws.server", event=_journal_view(out, self.server.journal.record_audio))
+        if out["type"] == "session.updated" and self._on_config is not None:
+            self._on_config(copy.deepcopy(out["session"]))
+        targets = [origin] if out["type"] == "error" and origin in self.sockets else list(self.sockets)
+        for ws in targets:
+            self.enqueue(ws, text)
+
+    def enqueue(self, ws: web.WebSocketResponse, text: str) -> None:
+        """Queue one event for a socket; past ``ws_send_queue_bytes`` of unsent events, the client is not
+        reading: the socket closes with 1008 instead of the mock's memory growing with it."""
+        q = self.sockets.get(ws)
+        if q is None:
+            return
+        size = self.queued.get(ws, 0) + len(text)
+        if size > self.server.config.ws_send_queue_bytes:
+            self._overflow(ws)
+            return
+        self.queued[ws] = size
+        q.put_nowait(("text", text))
+
+    def _overflow(self, ws: web.WebSocketResponse) -> None:
+        q = self.sockets.pop(ws, None)
+        if q is None:
+            return
+        dropped = self.queued.pop(ws, 0)
+        while not q.empty():
+            q.get_nowait()
+        self.ending[ws] = SEND_QUEUE_FULL
+        self.server.journal.record(self.key, "ws.close", code=POLICY_CLOSE, reason=SEND_QUEUE_FULL,
+                                   queued_bytes=dropped, limit=self.server.config.ws_send_queue_bytes)
+        writer = self.writers.get(ws)
+        if writer is not None:
+            writer.cancel()  # it waits on a client that does not read
+        self.server.spawn(_close_unread(ws, self.transports.get(ws)))
 
     def _schedule(self) -> None:
         """Keep one loop timer at the session's next deadline; re-armed only when it moves.
@@ -158,6 +218,7 @@ class SessionHost:
             kind, payload = item
             try:
                 if kind == "text":
+                    self.queued[ws] = max(0, self.queued.get(ws, 0) - len(payload))
                     await ws.send_str(payload)
                 elif kind == "drop":
                     # the call ended: the connection goes away without a close frame (the client sees 1006)
@@ -184,6 +245,21 @@ class SessionHost:
                 q.put_nowait(("drop", self.transports.get(ws)))
             else:
                 q.put_nowait(("close", (1000, "call ended")))
+
+
+async def _close_unread(ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
+    """Close a socket whose client stopped reading: the close frame goes after what is already buffered (the
+    client sees it once it reads again) and the connection goes away rather than wait on the client."""
+    with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+        await asyncio.wait_for(ws.close(code=POLICY_CLOSE, message=SEND_QUEUE_FULL.encode(), drain=False), 2.0)
+    if transport is not None and not transport.is_closing():
+        transport.close()  # flushes what is buffered first, then closes
+
+
+def _too_big(error: object) -> bool:
+    """aiohttp refused a frame over ``max_msg_size`` (it has closed the socket with 1009)."""
+    code = getattr(error, "code", None)
+    return code == TOO_BIG_CLOSE or "too big" in str(error).lower()
 
 
 class Registry:
@@ -220,25 +296,40 @@ def _host_for_call(server: MockServer, call: Call) -> SessionHost:
 async def _refuse_after_upgrade(ws: web.WebSocketResponse, server: MockServer, call_id: str | None,
                                 code: str | None, message: str, close_code: int,
                                 type_: str = "invalid_request_error") -> web.WebSocketResponse:
-    """Auth and shape failures still complete the 101, then send error + close."""
+    """Auth and shape failures still complete the 101, then send error + close (reason ``<type>.<code>``)."""
     event = rt_events.error(code, message, type_=type_)
-    frame = json.dumps(event)
+    frame = wire_json.dumps(event)
     fidelity.audit(event)
     server.journal.record(call_id, "ws.server", event=event)
-    await ws.send_str(frame)
     reason = f"{type_}.{code}" if code else type_
-    await ws.close(code=close_code, message=reason.encode())
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(frame)
+        await ws.close(code=close_code, message=reason.encode())
     server.journal.record(call_id, "ws.close", code=close_code, reason=reason)
     return ws
 
 
 def _auth_refusal(key: str | None, server: MockServer) -> tuple[str | None, str] | None:
-    """OpenAI refuses a socket's missing or wrong key after the 101: the error's code and message."""
+    """OpenAI refuses a socket's missing or wrong key after the 101: the error's code and message. A client
+    secret minted by this mock (``ek_``) passes until it expires, then is refused like any wrong key."""
     if key is None:
         return None, "Missing bearer or basic authentication in header"
-    if not server.api_key_ok(key):
+    if not server.api_key_ok(key, ephemeral=True):
         return "invalid_api_key", (f"Incorrect API key provided: {errors.masked(key)}. You can find your API key "
                                    "at https://platform.openai.com/account/api-keys.")
+    return None
+
+
+def _socket_key(request: web.Request) -> str | None:
+    """The Bearer key, else the one a browser's WebSocket sends as the ``openai-insecure-api-key.<key>``
+    subprotocol (browsers cannot set headers on a WebSocket)."""
+    key = request_key(request)
+    if key is not None:
+        return key
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        proto = proto.strip()
+        if proto.startswith(INSECURE_KEY_PROTOCOL):
+            return proto[len(INSECURE_KEY_PROTOCOL):] or None
     return None
 
 
@@ -269,11 +360,26 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         if not live or (beta and faultlib.find(faults, "beta_header_404")):
             server.journal.record(call_id if call is not None else None, "ws.refused", status=404, call_id=call_id)
             return errors.rest_error(404, "No session found for the provided call_id", code="call_id_not_found")
-    ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+    ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, max_msg_size=server.config.ws_max_message_bytes,
+                               autoping=True, protocols=("realtime",))
     await ws.prepare(request)
+    try:
+        return await _serve_socket(request, ws, server, call, faults, azure, beta)
+    except Exception as exc:  # the mock's own bug after the 101: the client gets server_error and a close
+        server.mock_bug(call_id if call is not None else None, "websocket", exc)
+        if not ws.closed:
+            await _refuse_after_upgrade(ws, server, call_id if call is not None else None, None,
+                                        SERVER_ERROR_MESSAGE, BUG_CLOSE, type_="server_error")
+        return ws
+
+
+async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server: MockServer, call: Call | None,
+                        faults: list[faultlib.Fault], azure: bool, beta: bool) -> web.WebSocketResponse:
+    q = request.query
+    call_id = q.get("call_id")
     server.journal.record(call_id, "ws.connect", query=dict(q), beta=beta, headers=handshake_headers(request),
                           path=request.path, tls=request.secure)
-    refusal = None if azure else _auth_refusal(request_key(request), server)  # Azure's was checked above
+    refusal = None if azure else _auth_refusal(_socket_key(request), server)  # Azure's was checked above
     if refusal is not None:
         code, message = refusal
         return await _refuse_after_upgrade(ws, server, call_id, code, message, 3000)
@@ -310,28 +416,53 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
             return await _refuse_after_upgrade(ws, server, None, "rate_limit_exceeded",
                                                hit.message(model or "gpt-realtime"), SESSION_LIMIT_CLOSE,
                                                type_=hit.error_type)
-        session = RealtimeSession(kind=intent, transport="websocket", model=model, script=server.script_for(None),
-                                  faults=server.faults_for(None), now=server.clock(), limiter=server.limits,
-                                  recogniser=server.recogniser())
-        host = owned = SessionHost(server, session, None)
+        try:
+            session = RealtimeSession(kind=intent, transport="websocket", model=model,
+                                      script=server.script_for(None), faults=server.faults_for(None),
+                                      now=server.clock(), limiter=server.limits, recogniser=server.recogniser())
+        except BaseException:
+            server.limits.end_session(slot)
+            raise
+        key = str(session.config.get("id") or slot)
+        server.journal.record(None, "ws.session", session=key, intent=intent, model=model)  # where it is journaled
+        host = owned = SessionHost(server, session, None, key)
         host.slot = slot
+    try:
+        return await _pump(request, ws, server, host, faults)
+    finally:
+        if owned is not None:
+            owned.close()
+            server.limits.end_session(owned.slot or "")
+            if owned.key is not None:
+                server.session_ended(owned.key)
+
+
+async def _pump(request: web.Request, ws: web.WebSocketResponse, server: MockServer, host: SessionHost,
+                faults: list[faultlib.Fault]) -> web.WebSocketResponse:
+    """The socket's life: session.created, then client messages in and the session's events out."""
+    key = host.key
     host.sockets[ws] = asyncio.Queue()
     if request.transport is not None:
         host.transports[ws] = request.transport
-    writer = asyncio.get_running_loop().create_task(host.writer(ws))
+    writer = host.writers[ws] = asyncio.get_running_loop().create_task(host.writer(ws))
     created = host.session.session_created()
-    fidelity.audit(created)
-    server.journal.record(call_id, "ws.server", event=created)
-    host.sockets[ws].put_nowait(("text", json.dumps(created)))
+    host._send_event(created, ws)
     drop = faultlib.find(faults, "ws_drop")
     drop_handle = None
     if drop is not None:
         drop_handle = asyncio.get_running_loop().call_later(float(drop.param("after_s")), _drop, request, server,
-                                                            call_id)
+                                                            key)
     try:
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 host.receive(msg.data, ws)
+                # a burst of buffered frames would otherwise run back to back without a pause: let the
+                # loop serve other sessions, timers and control requests between two messages
+                await asyncio.sleep(0)
+            elif msg.type == WSMsgType.ERROR and _too_big(msg.data):
+                host.ending[ws] = "message too big"
+                server.journal.record(key, "ws.too_big", limit=server.config.ws_max_message_bytes)
+                break
             else:
                 break
     finally:
@@ -339,20 +470,21 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
             drop_handle.cancel()
         queue = host.sockets.pop(ws, None)
         host.transports.pop(ws, None)
+        host.queued.pop(ws, None)
+        host.writers.pop(ws, None)
         if queue is not None:
-            queue.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, 1.0)
+            queue.put_nowait(None)  # the writer ends after what is queued
+        # journaled before any await: aiohttp cancels this handler once the connection is gone
         ending = host.ending.pop(ws, None)
         if ending == "dropped":  # the call ended (hangup_close: drop)
-            server.journal.record(call_id, "ws.close", code=None, reason="call ended", dropped=True)
+            server.journal.record(key, "ws.close", code=None, reason="call ended", dropped=True)
+        elif ending == SEND_QUEUE_FULL:
+            pass  # journaled when it happened
         elif ending is not None:  # closed by the server: the call ended (clean) or the session closed it
-            server.journal.record(call_id, "ws.close", code=ws.close_code, reason=ending)
+            server.journal.record(key, "ws.close", code=ws.close_code, reason=ending)
         else:
-            server.journal.record(call_id, "ws.close", code=ws.close_code)
-        if owned is not None:
-            owned.close()
-            server.limits.end_session(owned.slot or "")
+            server.journal.record(key, "ws.close", code=ws.close_code)
+        await asyncio.wait({writer}, timeout=1.0)
     return ws
 
 
@@ -383,14 +515,11 @@ def _server_of(request: web.Request) -> MockServer:
     return server
 
 
-def _journal_view(event: dict[str, Any]) -> dict[str, Any]:
-    """Audio, both ways, is journaled by size, not content, to keep timelines small."""
-    kind = event.get("type")
-    if kind == "response.output_audio.delta" and isinstance(event.get("delta"), str):
-        return {**event, "delta": f"<{len(event['delta'])} base64 chars>"}
-    if kind in ("input_audio_buffer.append", "session.input_audio_buffer.append") and isinstance(
-            event.get("audio"), str):
-        return {**event, "audio": f"<{len(event['audio'])} base64 chars>"}
+def _journal_view(event: dict[str, Any], record_audio: bool = False) -> dict[str, Any]:
+    """Reply audio is journaled as its size and checksum unless the journal records audio (the journal
+    itself does the same for every ``audio`` string, appends included)."""
+    if not record_audio and event.get("type") == "response.output_audio.delta" and isinstance(event.get("delta"), str):
+        return {**event, "delta": audio_summary(event["delta"])}
     return event
 
 

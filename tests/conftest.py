@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,10 +15,74 @@ from mock_api import fidelity
 from mock_api.client import MockClient
 from mock_api.config import MockConfig, RetryPolicy
 from mock_api.running import RunningMock, SipOptions, running_mock
+from sipworker import sip_available, sip_missing
 from tests.helpers import WebhookReceiver
 from tests.sip_helpers import SCRIPT, Receiver
 
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_delay_s=0.05, max_delay_s=0.2, timeout_s=1.0)
+
+# ---- marker "sip": tests that need pjsua2 (the 'sip' extra) ------------------------------------------
+# Marked by what they use: a SIP fixture, or (for tests that start SIP workers themselves, through the
+# runner, `rtsip call`, `rtsip demo` or a SIP scenario) their node id below.  Where pjsua2 is missing they
+# skip with the one line that says what to install; `pytest -m "not sip"` leaves them out;
+# RTSIP_REQUIRE_SIP=1 (CI where the wheel exists) makes a missing pjsua2 an error instead of skips.
+SIP_FIXTURES = frozenset({"sip_stack", "sip_phone", "openai_mock_sip", "softphone", "azure_sip"})
+SIP_TESTS = (
+    "tests/test_sip_calls.py::*",
+    "tests/test_sip_ingress.py::*",
+    "tests/test_sip_ingress_failures.py::*",
+    "tests/test_caller_identity.py::test_load_gives_each_sip_caller_its_own_reproducible_number",
+    "tests/test_caller_identity.py::test_scenario_from_and_to_in_sip_mode",
+    "tests/test_caller_identity.py::test_rtsip_call_from_the_command_line",
+    "tests/test_cli.py::test_mock_with_sip_prints_uri_and_ca",
+    "tests/test_demo.py::test_rtsip_demo",
+    "tests/test_intercept_cli.py::test_hard_coded_app_by_hand_through_rtsip_mock_intercept",
+    "tests/test_load.py::test_twelve_sip_calls_two_way_audio",
+    "tests/test_load.py::test_sip_scenario_in_virtual_mode_is_rejected",  # both plan sip-mode runs too
+    "tests/test_load.py::test_ports_left_in_time_wait_are_not_taken",
+    "tests/test_node_intercept.py::test_node_sip_call_through_the_proxy",
+    "tests/test_openai_agents_app.py::*",
+    "tests/test_ports.py::test_sip_call_has_two_way_audio_while_the_old_fixed_rtp_ports_are_held",
+    "tests/test_ports.py::test_sip_ingress_starts_on_a_port_left_in_time_wait",
+    "tests/test_readme.py::test_readme_section_works_as_written[[]your_app_against_the_mock_by_hand[]]",
+    "tests/test_readme.py::test_readme_section_works_as_written[[]rtsip_call[]]",
+    "tests/test_readme.py::test_readme_section_works_as_written[[]benchmarks[]]",  # bench_sip, bench_load --sip
+    # README's `rtsip mock` lines start the SIP ingress (no --no-sip)
+    "tests/test_readme.py::test_readme_section_works_as_written[[]rtsip_mock[]]",
+    "tests/test_readme.py::test_readme_section_works_as_written[[]rtsip_trigger[]]",
+    "tests/test_pytest_plugin.py::test_howto_runs_as_written",  # docs/pytest.md has a real SIP call
+    "tests/test_sip_units.py::test_native_port_plays_then_is_reused_silent",
+    "tests/test_sip_units.py::test_worker_without_the_c_module_falls_back_to_python_ports",
+    "tests/test_sip_units.py::test_reused_frame_port_carries_no_audio_into_the_next_call",
+    "tests/test_report_audio.py::test_a_result_names_no_recording_the_runner_removed",
+    "tests/test_report_audio.py::test_rtsip_run_html_shows_what_the_caller_heard",
+    "tests/test_report_audio.py::test_keep_leaves_the_recording_the_report_drew",
+    "tests/test_report_audio.py::test_rtsip_demo_report_shows_what_the_caller_heard",
+    "tests/test_shutdown.py::test_a_signal_hangs_up_sip_calls_and_closes_their_sockets",
+)
+REQUIRE_SIP_ENV = "RTSIP_REQUIRE_SIP"
+
+
+def needs_sip(item: pytest.Item) -> bool:
+    """True for a test that places or answers a real SIP call (so it needs pjsua2)."""
+    if item.get_closest_marker("sip") is not None:
+        return True
+    if SIP_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    return any(fnmatch.fnmatchcase(item.nodeid, pattern) for pattern in SIP_TESTS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the SIP tests; skip them, with the reason in one line, only when pjsua2 is missing."""
+    available = sip_available()
+    if not available and os.environ.get(REQUIRE_SIP_ENV):
+        raise pytest.UsageError(f"{REQUIRE_SIP_ENV} is set but {sip_missing()}")
+    skip = pytest.mark.skip(reason=sip_missing())
+    for item in items:
+        if needs_sip(item):
+            item.add_marker(pytest.mark.sip)
+            if not available:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

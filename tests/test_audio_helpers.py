@@ -89,7 +89,8 @@ def test_resample_keeps_in_band_tone(src: int, dst: int) -> None:
 
 def test_resample_rejects_aliases() -> None:
     out = A.resample(A.tone(1000, 24000, freq=6000, dbfs=-10), 24000, 8000)
-    rms = float(np.sqrt(np.mean(A.to_array(out).astype(np.float64) ** 2)))
+    steady = A.to_array(out)[50:-50]  # the tone's abrupt ends leak through any filter; judge the middle
+    rms = float(np.sqrt(np.mean(steady.astype(np.float64) ** 2)))
     assert 20 * math.log10(max(rms, 1e-9) / 32768) < -60
 
 

@@ -357,7 +357,7 @@ async def test_websocket_session_transcribes_a_fixture_without_a_script(
         await speak_over_ws(conn, line, 500)
         got = await recv_until(conn, "conversation.item.input_audio_transcription.completed")
     assert got[-1]["transcript"] == fx.text
-    journaled = [e.data["event"] for e in server.journal.entries(None, "ws.server")
+    journaled = [e.data["event"] for e in ws_server_entries(server)
                  if e.data["event"]["type"].endswith("input_audio_transcription.completed")]
     assert [e["transcript"] for e in journaled] == [fx.text]
 
@@ -384,7 +384,7 @@ async def test_websocket_vad_turns_and_unrecognised_audio(ws_mock: tuple[MockSer
     assert joined(texts[:2]) == fx.text, texts  # "Hi, this is Michelle." + "I'm calling about my car insurance."
     placeholder = re.fullmatch(r"\[unrecognised audio, (\d+\.\d) s\]", texts[2])
     assert placeholder and 3.0 < float(placeholder.group(1)) < 5.0, texts
-    journaled = [e.data["event"]["transcript"] for e in server.journal.entries(None, "ws.server")
+    journaled = [e.data["event"]["transcript"] for e in ws_server_entries(server)
                  if e.data["event"]["type"].endswith("input_audio_transcription.completed")]
     assert sorted(journaled) == sorted(texts)  # the journal holds the same three transcripts
 
@@ -416,3 +416,8 @@ async def test_sip_call_fixture_recognised_by_fingerprint(
     assert stopped["turn_audio_ms"] == [max(0, started["audio_ms"] - 300), stopped["detected_ms"]]
     heard = next(mock.server.journal.entries(call_id, "audio.heard")).data
     assert heard["source"] == "fingerprint" and heard["clip"] == fx.name and heard["text"] == fx.text
+
+
+def ws_server_entries(server: Any) -> list[Any]:
+    """Every ``ws.server`` entry in every timeline (call-less sessions journal under their own id)."""
+    return [e for key in server.journal.call_ids() for e in server.journal.entries(key, "ws.server")]

@@ -189,9 +189,12 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    from sipworker import sip_available, sip_missing
     from sipworker.supervisor import WorkerError
 
-    check(args)
+    check(args)  # a typo is reported the same everywhere
+    if not sip_available():  # before any worker: it would die on `import pjsua2` deep in its pipe
+        raise UsageError(sip_missing())
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:

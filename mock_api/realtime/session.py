@@ -512,6 +512,9 @@ class RealtimeSession:
         if etype == "session.close":
             self.closed = True
             return [Close(1000, "session closed")]
+        bug = find(self.faults, "mock_bug")
+        if bug is not None and etype == bug.param("event"):
+            raise RuntimeError(f"mock_bug fault: a deliberate failure on {etype}")
         handler = getattr(self, "_on_" + etype.replace(".", "_"))
         if etype != "session.update":
             tp = RealtimeResponseCreateParamsWithReferencesParam if etype == "response.create" else None
