@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
         "env", help="print the environment an app needs to reach the running mock (shell exports)",
         description="Print the environment variables an app needs to reach the `rtsip mock` that uses this state "
                     "directory: OPENAI_BASE_URL, OPENAI_API_KEY and OPENAI_WEBHOOK_SECRET, and with "
-                    "`rtsip mock --intercept` the proxy and CA variables, with `--tls-port` the AZURE_OPENAI_*, "
+                    "`rtsip mock --intercept` the proxy and CA variables, with its TLS port the AZURE_OPENAI_*, "
                     "OPENAI_API_VERSION and SSL_CERT_FILE variables. Use: eval \"$(rtsip env)\".",
     )
     p.add_argument("--state-dir", default=None, help="the mock's state directory (env RTSIP_STATE_DIR)")
