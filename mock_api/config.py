@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .faults import FAULTS, Fault
 
@@ -51,6 +51,12 @@ def check_script(script: dict[str, Any] | None) -> dict[str, Any] | None:
 
         check_faults(Script.model_validate(script).faults)
     return script
+
+
+CheckedFaults = Annotated[list[Fault], AfterValidator(check_faults)]
+"""Faults whose parameters are checked on receipt (config, config patches, new calls)."""
+CheckedScript = Annotated[dict[str, Any] | None, AfterValidator(check_script)]
+"""A behaviour script checked as a whole on receipt, kept as given."""
 
 
 class RetryPolicy(BaseModel):
@@ -127,8 +133,8 @@ class MockConfig(BaseModel):
     ring_timeout_s: float | None = Field(30.0, gt=0, description="Fail a call nobody accepts within this time.")
     no_answer_status: int = Field(408, ge=400, le=699, description="SIP status sent to the caller on no answer.")
     max_body_bytes: int = Field(1 << 20, gt=0)
-    faults: list[Fault] = Field(default_factory=list)
-    script: dict[str, Any] | None = Field(None, description="Default behaviour script for new sessions.")
+    faults: CheckedFaults = Field(default_factory=list)
+    script: CheckedScript = Field(None, description="Default behaviour script for new sessions.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     retain_ended_calls: int | None = Field(
         DEFAULT_RETAIN_ENDED, ge=1, description="Keep only this many ended calls and ended call-less sessions "
@@ -152,15 +158,6 @@ class MockConfig(BaseModel):
         default_factory=list, description="Host names, besides loopback ones and the address a request arrived "
         "on, that the mock answers (a refused Host gets 403: DNS rebinding).")
 
-    @field_validator("faults")
-    @classmethod
-    def _fault_params(cls, value: list[Fault]) -> list[Fault]:
-        return check_faults(value)
-
-    @field_validator("script")
-    @classmethod
-    def _script(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_script(value)
 
 
 class ConfigPatch(BaseModel):
@@ -183,8 +180,8 @@ class ConfigPatch(BaseModel):
     recogniser_timeout_s: float | None = Field(None, gt=0)
     ring_timeout_s: float | None = Field(None, gt=0)
     no_answer_status: int | None = Field(None, ge=400, le=699)
-    faults: list[Fault] | None = None
-    script: dict[str, Any] | None = None
+    faults: CheckedFaults | None = None
+    script: CheckedScript = None
     retain_ended_calls: int | None = Field(None, ge=1)
     ws_max_message_bytes: int | None = Field(None, ge=1024)
     ws_send_queue_bytes: int | None = Field(None, ge=1024)
@@ -193,15 +190,6 @@ class ConfigPatch(BaseModel):
         None, description="Merged into the current limits: only the caps present change (null turns one off); "
         "`\"limits\": null` turns them all off.")
 
-    @field_validator("faults")
-    @classmethod
-    def _fault_params(cls, value: list[Fault] | None) -> list[Fault] | None:
-        return None if value is None else check_faults(value)
-
-    @field_validator("script")
-    @classmethod
-    def _script(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_script(value)
 
     @field_validator("azure_api_versions", "azure_accept_required")
     @classmethod

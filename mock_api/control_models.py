@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .config import check_faults, check_script
-from .faults import Fault
+from .config import CheckedFaults, CheckedScript
 
 
 class SipHeader(BaseModel):
@@ -25,18 +24,8 @@ class StartCallRequest(BaseModel):
     to: str = Field("sip:proj_rtsip@127.0.0.1")
     headers: list[SipHeader] = Field(default_factory=list, description="Extra INVITE headers, order kept.")
     media_security: str | None = Field(None, pattern="^(rtp|srtp)$")
-    faults: list[Fault] = Field(default_factory=list)
-    script: dict[str, Any] | None = None
-
-    @field_validator("faults")
-    @classmethod
-    def _fault_params(cls, value: list[Fault]) -> list[Fault]:
-        return check_faults(value)
-
-    @field_validator("script")
-    @classmethod
-    def _script(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_script(value)
+    faults: CheckedFaults = Field(default_factory=list)
+    script: CheckedScript = None
 
     @field_validator("headers", mode="before")
     @classmethod
