@@ -6,7 +6,8 @@ Latency: the mock runs as its own ``rtsip mock`` process (so client CPU is not c
 the server); N concurrent ``?model=`` sockets in this process each send
 ``conversation.item.create`` events one at a time and time the first reply (p50/p99). The
 "server share" column is the mock's own part of it, read from its journal: the time from
-recording the client frame to recording the first server event it caused.
+recording the client frame to recording the first server event it caused (each call-less
+session's own timeline, ``/_mock/sessions``).
 
 Throughput: one session core, no sockets, on a manual clock, serving calls of
 ``--turns`` text+audio responses each (a fresh session per call, so the conversation does
@@ -66,8 +67,10 @@ async def latency(sessions: int, events: int) -> tuple[list[float], list[float]]
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn) as http:
             await asyncio.gather(*(_client(http, url, events, samples) for _ in range(sessions)))
-        entries = await control.server_journal()
-    return samples, _server_share(entries)
+        shares: list[float] = []
+        for session in await control.sessions():  # each ?model= socket has its own timeline
+            shares += _server_share(await control.session_journal(session["id"]))
+    return samples, shares
 
 
 def throughput(seconds: float = 3.0, turns: int = 20) -> float:
