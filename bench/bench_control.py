@@ -27,7 +27,7 @@ async def webhook_latency(calls: int) -> list[float]:
     """ms from POST /_mock/calls (request sent) to the receiver having the verified event."""
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
-    done = asyncio.Event()
+    arrived = asyncio.Event()  # set by every delivery: the loop below rechecks which call it was
     async with MockProcess(["--port", "0", "--no-sip", "--ring-timeout", "3600"]) as mock:
         verifier = OpenAI(api_key="sk-bench", webhook_secret=mock.webhook_secret)
 
@@ -35,8 +35,7 @@ async def webhook_latency(calls: int) -> list[float]:
             body = await request.read()
             event = verifier.webhooks.unwrap(body, request.headers)
             got[event.data.call_id] = time.perf_counter()  # type: ignore[union-attr]
-            if len(got) >= calls:
-                done.set()
+            arrived.set()
             return web.Response(status=200)
 
         app = web.Application()
@@ -54,7 +53,8 @@ async def webhook_latency(calls: int) -> list[float]:
                 sent[call_id] = t0
                 # sequential calls measure latency, not queueing
                 while call_id not in got:
-                    await asyncio.sleep(0.0005)
+                    arrived.clear()
+                    await arrived.wait()
         await runner.cleanup()
     return [(got[k] - sent[k]) * 1000 for k in sent]
 

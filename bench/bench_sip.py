@@ -374,7 +374,7 @@ async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_worke
     script = {"turns": [{"says": "This is a long scripted reply for the benchmark.", "audio": str(reply)}],
               "transcription_delay_s": 0.1, "response_latency_s": 0.05}
     config = MockConfig(script=script, ring_timeout_s=30)
-    log = open(tmp / f"phone-{tag}.log", "a")  # noqa: SIM115  (closed below)
+    log = await asyncio.to_thread(open, tmp / f"phone-{tag}.log", "a")  # closed below
     try:
         sip = SipOptions(tmp / f"mock-{tag}", port=0, workers=workers, frame_ms=SIP_LOAD_INGRESS_FRAME_MS,
                          vad_frame_ms=SIP_LOAD_INGRESS_FRAME_MS, media=SIP_LOAD_MEDIA)
@@ -559,7 +559,7 @@ class Proc:
 
 async def bare_hold(n: int, seconds: float, tmp: Path, wav: Path, certs: Any) -> dict[str, Any]:
     pairs = math.ceil(n / 4)
-    log = open(tmp / f"bare-{n}.log", "a")  # noqa: SIM115
+    log = await asyncio.to_thread(open, tmp / f"bare-{n}.log", "a")
     uas: list[Proc] = []
     uac: list[Proc] = []
     uas_rtp, uac_rtp = rtp_base(pairs, BARE_RTP_SPAN), rtp_base(pairs, BARE_RTP_SPAN)
@@ -611,7 +611,7 @@ async def bare_hold(n: int, seconds: float, tmp: Path, wav: Path, certs: Any) ->
 
 
 async def _sipp(args: list[str], cwd: Path, log: Path) -> asyncio.subprocess.Process:
-    with open(log, "w") as f:
+    with await asyncio.to_thread(open, log, "w") as f:
         return await asyncio.create_subprocess_exec("sipp", *args, cwd=cwd, stdout=f, stderr=asyncio.subprocess.STDOUT,
                                                     stdin=asyncio.subprocess.DEVNULL)
 
@@ -773,66 +773,79 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-async def compare(args: argparse.Namespace) -> int:
-    stacks = [s for s in args.stacks.split(",") if s]
-    steps = [int(x) for x in args.steps.split(",") if x]
-    if "sipp" in stacks and shutil.which("sipp") is None:
-        print("sipp not found (apt-get install sip-tester): skipping it", file=sys.stderr)
-        stacks.remove("sipp")
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "steps": steps, "hold_s": args.hold, "repeat": args.repeat,
-                               "loadavg_start": loadavg(), "hold": {s: [] for s in stacks}, "rate": {}}
-    console = Console(width=220)
-    with tempfile.TemporaryDirectory(prefix="rtsip-bench-") as dname:
-        tmp = Path(dname)
-        from mock_api.certs import ensure_certs
+@dataclass
+class _Media:
+    """The audio and certificates every stack's runs share, made once per comparison."""
 
-        certs = ensure_certs(tmp / "bare-certs")
-        speech = fixture("caller_confirm")
-        speech_s = speech.duration_ms / 1000
-        caller = quiet_wav(tmp / "caller.wav", speech.path, args.hold + 60)
-        reply = noise_wav(tmp / "reply.wav", args.hold + REPLY_SLACK_S, seed=5)
-        loop_wav = noise_wav(tmp / "loop.wav", 20, seed=3)
-        ulaw_wav(loop_wav, tmp / "sipp_ulaw.wav")
-        stopped: set[str] = set()
-        for n in steps:
-            def runner(stack: str, n: int = n) -> Callable[[], Awaitable[dict[str, Any]]]:
-                if stack == "full":
-                    return lambda: full_hold(n, args.hold, tmp, caller, reply, speech_s)
-                if stack == "bare":
-                    return lambda: bare_hold(n, args.hold, tmp, loop_wav, certs)
-                return lambda: sipp_hold(n, args.hold, tmp, args.sipp_transport)
+    tmp: Path
+    certs: Any
+    caller: Path
+    reply: Path
+    loop_wav: Path
+    speech_s: float
 
-            active = [s for s in stacks if s not in stopped]
-            # the stacks take turns, run by run, so a box that drifts over minutes affects each alike
-            per_stack: dict[str, list[dict[str, Any]]] = {s: [] for s in active}
-            for k in range(args.repeat):
-                for stack in active:
-                    per_stack[stack].append(await run_once(f"{stack} hold {n}", k, args.quiet_wait, runner(stack)))
-            if {"full", "bare"} <= set(active):
-                results.setdefault("ratio_by_round", {})[str(n)] = [
-                    round(f["cpu_per_call_pct_of_core"] / b["cpu_per_call_pct_of_core"], 2)
-                    for f, b in zip(per_stack["full"], per_stack["bare"], strict=True)
-                    if f.get("ok") and b.get("ok") and b.get("cpu_per_call_pct_of_core")]
+
+def _media(tmp: Path, hold: float) -> _Media:
+    from mock_api.certs import ensure_certs
+
+    certs = ensure_certs(tmp / "bare-certs")
+    speech = fixture("caller_confirm")
+    caller = quiet_wav(tmp / "caller.wav", speech.path, hold + 60)
+    reply = noise_wav(tmp / "reply.wav", hold + REPLY_SLACK_S, seed=5)
+    loop_wav = noise_wav(tmp / "loop.wav", 20, seed=3)
+    ulaw_wav(loop_wav, tmp / "sipp_ulaw.wav")
+    return _Media(tmp, certs, caller, reply, loop_wav, speech.duration_ms / 1000)
+
+
+async def _hold_steps(args: argparse.Namespace, stacks: list[str], steps: list[int], m: _Media,
+                      results: dict[str, Any]) -> None:
+    """Hold calls at each step, stack by stack, until a stack fails or saturates the box."""
+    stopped: set[str] = set()
+    for n in steps:
+        def runner(stack: str, n: int = n) -> Callable[[], Awaitable[dict[str, Any]]]:
+            if stack == "full":
+                return lambda: full_hold(n, args.hold, m.tmp, m.caller, m.reply, m.speech_s)
+            if stack == "bare":
+                return lambda: bare_hold(n, args.hold, m.tmp, m.loop_wav, m.certs)
+            return lambda: sipp_hold(n, args.hold, m.tmp, args.sipp_transport)
+
+        active = [s for s in stacks if s not in stopped]
+        # the stacks take turns, run by run, so a box that drifts over minutes affects each alike
+        per_stack: dict[str, list[dict[str, Any]]] = {s: [] for s in active}
+        for k in range(args.repeat):
             for stack in active:
-                r = median_run(per_stack[stack])
-                r.setdefault("concurrent_calls", n)
-                r.setdefault("stack", stack)
-                results["hold"][stack].append(r)
-                own_busy = float(r.get("cpu_sum_pct_of_core") or 0.0) / (os.cpu_count() or 1)
-                if not r.get("ok") or own_busy >= args.saturated:
-                    stopped.add(stack)  # failed, or the stack itself saturates the box (others' load excluded)
-        if args.rate_calls:
-            for stack in stacks:
-                if stack == "full":
-                    def rrun() -> Awaitable[dict[str, Any]]:
-                        return full_rate(args.rate_workers, args.rate_calls, args.rate_cps, tmp, reply)
-                elif stack == "sipp":
-                    def rrun() -> Awaitable[dict[str, Any]]:
-                        return sipp_rate(args.sipp_cps, args.sipp_calls, tmp, "t1")
-                else:
-                    continue
-                results["rate"][stack] = await measure(f"{stack} rate", args.repeat, args.quiet_wait, rrun)
-    results["loadavg_end"] = loadavg()
+                per_stack[stack].append(await run_once(f"{stack} hold {n}", k, args.quiet_wait, runner(stack)))
+        if {"full", "bare"} <= set(active):
+            results.setdefault("ratio_by_round", {})[str(n)] = [
+                round(f["cpu_per_call_pct_of_core"] / b["cpu_per_call_pct_of_core"], 2)
+                for f, b in zip(per_stack["full"], per_stack["bare"], strict=True)
+                if f.get("ok") and b.get("ok") and b.get("cpu_per_call_pct_of_core")]
+        for stack in active:
+            r = median_run(per_stack[stack])
+            r.setdefault("concurrent_calls", n)
+            r.setdefault("stack", stack)
+            results["hold"][stack].append(r)
+            own_busy = float(r.get("cpu_sum_pct_of_core") or 0.0) / (os.cpu_count() or 1)
+            if not r.get("ok") or own_busy >= args.saturated:
+                stopped.add(stack)  # failed, or the stack itself saturates the box (others' load excluded)
+
+
+async def _rates(args: argparse.Namespace, stacks: list[str], m: _Media, results: dict[str, Any]) -> None:
+    """The call setup rate of the stacks that have a rate test (full and sipp)."""
+    for stack in stacks:
+        if stack == "full":
+            def rrun() -> Awaitable[dict[str, Any]]:
+                return full_rate(args.rate_workers, args.rate_calls, args.rate_cps, m.tmp, m.reply)
+        elif stack == "sipp":
+            def rrun() -> Awaitable[dict[str, Any]]:
+                return sipp_rate(args.sipp_cps, args.sipp_calls, m.tmp, "t1")
+        else:
+            continue
+        results["rate"][stack] = await measure(f"{stack} rate", args.repeat, args.quiet_wait, rrun)
+
+
+def _summary_table(args: argparse.Namespace, stacks: list[str], steps: list[int], results: dict[str, Any]) -> Table:
+    """One row per stack: the most calls it held and its setup figures; fills ``results["summary"]``."""
     names = {"full": "full rtsip stack (TLS, softphone→ingress+app)", "bare": "bare pjsua2 pairs (TLS)",
              "sipp": f"SIPp ({args.sipp_transport}, rtp_stream → rtp_echo)"}
     summary = Table(title=f"SIP stacks on this box ({os.cpu_count()} cores, hold {args.hold:g} s, steps {args.steps})")
@@ -862,6 +875,11 @@ async def compare(args: argparse.Namespace) -> int:
         results["summary"][stack] = {"max_ok_calls": best["concurrent_calls"] if best else None,
                                      "cpu_per_call_pct_of_core": best.get("cpu_per_call_pct_of_core") if best else None,
                                      "setup": setup, "cps": cps}
+    return summary
+
+
+def _steps_table(stacks: list[str], results: dict[str, Any]) -> Table:
+    """Every step of every stack (the median run of each)."""
     steps_t = Table(title="per step (median run of each)")
     for col in ("stack", "calls", "procs", "confirmed", "failed", "RTP 2-way", "loss", "jitter ms", "setup p50/p95",
                 "CPU % core", "CPU/call", "box busy %", "other load % core", "ok"):
@@ -876,19 +894,25 @@ async def compare(args: argparse.Namespace) -> int:
                             fmt(r.get("cpu_sum_pct_of_core")), fmt(r.get("cpu_per_call_pct_of_core")),
                             fmt(r.get("box_busy_pct")), fmt(r.get("other_pct_of_core")),
                             "yes" if r.get("ok") else ("no: " + str(r.get("error", ""))[:40]))
-    console.print(steps_t)
-    if results["rate"]:
-        rate_t = Table(title="call setup rate")
-        for col in ("stack", "placed", "confirmed", "failed", "target cps", "achieved cps", "setup p50/p95 ms",
-                    "CPU % core", "box busy %"):
-            rate_t.add_column(col)
-        for stack, r in results["rate"].items():
-            rate_t.add_row(stack, fmt(r.get("placed")), fmt(r.get("confirmed")), fmt(r.get("failed")),
-                           fmt(r.get("target_cps")), fmt(r.get("cps_achieved")),
-                           f"{fmt(r.get('setup_p50_ms'))}/{fmt(r.get('setup_p95_ms'))}",
-                           fmt(r.get("cpu_sum_pct_of_core")), fmt(r.get("box_busy_pct")))
-        console.print(rate_t)
-    console.print(summary)
+    return steps_t
+
+
+def _rate_table(results: dict[str, Any]) -> Table:
+    """Call setup rate per stack that had a rate test."""
+    rate_t = Table(title="call setup rate")
+    for col in ("stack", "placed", "confirmed", "failed", "target cps", "achieved cps", "setup p50/p95 ms",
+                "CPU % core", "box busy %"):
+        rate_t.add_column(col)
+    for stack, r in results["rate"].items():
+        rate_t.add_row(stack, fmt(r.get("placed")), fmt(r.get("confirmed")), fmt(r.get("failed")),
+                       fmt(r.get("target_cps")), fmt(r.get("cps_achieved")),
+                       f"{fmt(r.get('setup_p50_ms'))}/{fmt(r.get('setup_p95_ms'))}",
+                       fmt(r.get("cpu_sum_pct_of_core")), fmt(r.get("box_busy_pct")))
+    return rate_t
+
+
+def _full_vs_bare(results: dict[str, Any], console: Console) -> None:
+    """Full stack over bare pjsua2 CPU at equal calls, and where the full stack's CPU goes."""
     f, b = results["summary"].get("full", {}), results["summary"].get("bare", {})
     if f.get("cpu_per_call_pct_of_core") and b.get("cpu_per_call_pct_of_core"):
         # compare at the same step where both passed
@@ -918,6 +942,29 @@ async def compare(args: argparse.Namespace) -> int:
                             f"{r['cpu_per_call_pct_of_core'] / bare:.2f}×", f"{ends / bare:.2f}×")
         results["sip_endpoints_vs_bare_cpu_ratio"] = ratios
         console.print(split_t)
+
+
+async def compare(args: argparse.Namespace) -> int:
+    stacks = [s for s in args.stacks.split(",") if s]
+    steps = [int(x) for x in args.steps.split(",") if x]
+    if "sipp" in stacks and shutil.which("sipp") is None:
+        print("sipp not found (apt-get install sip-tester): skipping it", file=sys.stderr)
+        stacks.remove("sipp")
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "steps": steps, "hold_s": args.hold, "repeat": args.repeat,
+                               "loadavg_start": loadavg(), "hold": {s: [] for s in stacks}, "rate": {}}
+    console = Console(width=220)
+    with tempfile.TemporaryDirectory(prefix="rtsip-bench-") as dname:
+        media = _media(Path(dname), args.hold)
+        await _hold_steps(args, stacks, steps, media, results)
+        if args.rate_calls:
+            await _rates(args, stacks, media, results)
+    results["loadavg_end"] = loadavg()
+    summary = _summary_table(args, stacks, steps, results)
+    console.print(_steps_table(stacks, results))
+    if results["rate"]:
+        console.print(_rate_table(results))
+    console.print(summary)
+    _full_vs_bare(results, console)
     console.print(f"load average start {results['loadavg_start']} end {results['loadavg_end']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))

@@ -18,6 +18,7 @@ from harness.commands import call as call_cmd
 from harness.commands import env as env_cmd
 from harness.commands import load as load_cmd
 
+JOURNAL_FILE = "journal.jsonl"
 UNIX_PATH_MAX = 107  # sockaddr_un.sun_path, less its terminating NUL
 STATE_DIR_HELP = "state directory (default $XDG_STATE_HOME/rtsip or ~/.local/state/rtsip)"
 ENV_HELP = f"""environment:
@@ -29,6 +30,10 @@ MOCK_ENV_HELP = f"""environment:
   OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --webhook-secret is not given
   RTSIP_WEBHOOK_URL      webhook target, used when --webhook-url is not given
   RTSIP_STATE_DIR        {STATE_DIR_HELP}
+
+files in the state directory:
+  journal.jsonl          timelines the journal lets go (retention, oldest entries, shutdown), one JSON line each
+  running.json           where this mock listens, its control token and what an app needs (`rtsip env`)
 """
 TRIGGER_ENV_HELP = f"""environment:
   OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...), used when --secret is not given
@@ -67,8 +72,17 @@ def _add_mock(sub: Any) -> None:
                    help="SIP/TLS port (default 5061); TCP and UDP listen one below (5060); 0 picks free ports")
     p.add_argument("--sip-workers", type=int, default=1, metavar="N",
                    help="SIP worker processes, 4 calls each (default 1)")
-    p.add_argument("--no-sip", action="store_true", help="do not start the SIP ingress (HTTP and WebSocket only)")
-    p.add_argument("--record", action="store_true", help="record what each SIP caller sent, in the state directory")
+    p.add_argument("--no-sip", action="store_true",
+                   help="do not start the SIP ingress (HTTP and WebSocket only; without pjsua2 this is the default, "
+                        "with a warning)")
+    p.add_argument("--record", action="store_true",
+                   help="keep audio bytes in the journal (default: their size and a checksum) and record what each "
+                        "SIP caller sent, in the state directory")
+    p.add_argument("--control-token", default=None, metavar="TOKEN",
+                   help="require TOKEN on /_mock/ requests (X-Rtsip-Token or Authorization: Bearer), kept in "
+                        "running.json for clients of this state directory")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host is NAME (repeatable; default: loopback names and --host)")
     p.add_argument("--sip-media", choices=["native", "python"], default="native",
                    help="how call audio reaches Python in the SIP workers: native (default; C frame ports, "
                         "Python takes received audio in batches) or python (pjsua2 frame ports, a Python "
@@ -116,6 +130,8 @@ def _check_mock(args: argparse.Namespace) -> None:
     for name in args.fault:
         if name not in FAULTS:
             raise UsageError(f"--fault: {unknown_fault(name)}")
+    if args.control_token is not None:
+        checks.token(args.control_token, "--control-token")
 
 
 def _check_frames(frame_ms: int, vad_frame_ms: int) -> None:
@@ -159,6 +175,48 @@ def _mock_secret(args: argparse.Namespace, settings: dict[str, Any], sdir: Path)
     except OSError as exc:
         raise UsageError(f"cannot keep the webhook secret in the state directory {sdir}: "
                          f"{exc.strerror or exc}") from None
+
+
+def _mock_settings(args: argparse.Namespace, settings: dict[str, Any], sdir: Path) -> dict[str, Any]:
+    """The flags laid over the config file's settings: a flag wins, a list flag adds to the file's list."""
+    settings["webhook_secret"] = _mock_secret(args, settings, sdir)
+    if args.webhook_url:
+        settings["webhook_url"] = args.webhook_url
+    if args.fault:
+        earlier = settings.get("faults") or []
+        settings["faults"] = [*earlier, *args.fault] if isinstance(earlier, list) else earlier
+    if args.strict_accept:
+        settings["strict_accept"] = True
+    if args.legacy_beta:
+        settings["legacy_beta"] = True
+    if args.ring_timeout is not None:
+        settings["ring_timeout_s"] = args.ring_timeout
+    if args.record:
+        settings["record_audio"] = True
+    if args.control_token is not None:
+        settings["control_token"] = args.control_token
+    if args.allow_host:
+        earlier = settings.get("allowed_hosts") or []
+        hosts = [checks.host_name(name, "--allow-host") for name in args.allow_host]
+        settings["allowed_hosts"] = [*earlier, *hosts] if isinstance(earlier, list) else earlier
+    # what the journal lets go lands on disk, so a long run loses nothing; the file's own setting wins
+    settings.setdefault("journal_file", str(sdir / JOURNAL_FILE))
+    return settings
+
+
+def _sip_options(args: argparse.Namespace, sdir: Path) -> Any:
+    """The SIP ingress to start, or None: with --no-sip, or (after one warning line) without pjsua2."""
+    from mock_api.running import SipOptions
+    from sipworker import sip_available, sip_missing
+
+    if args.no_sip:
+        return None
+    if not sip_available():
+        print(f"rtsip mock: warning: {sip_missing('serving HTTP and WebSocket only (--no-sip hides this line)')}",
+              file=sys.stderr, flush=True)
+        return None
+    return SipOptions(sdir, args.sip_port, args.sip_workers, args.record, args.sip_frame_ms, args.sip_vad_frame_ms,
+                      args.sip_media)
 
 
 def _shard(args: argparse.Namespace) -> Any:
@@ -216,28 +274,16 @@ def cmd_mock(args: argparse.Namespace) -> int:
     settings = checks.settings_file(args.config, "--config") if args.config else {}
     shard = _shard(args)
     sdir = _state_dir(args.state_dir)
-    settings["webhook_secret"] = _mock_secret(args, settings, sdir)
-    if args.webhook_url:
-        settings["webhook_url"] = args.webhook_url
-    if args.fault:
-        earlier = settings.get("faults") or []
-        settings["faults"] = [*earlier, *args.fault] if isinstance(earlier, list) else earlier
-    if args.strict_accept:
-        settings["strict_accept"] = True
-    if args.legacy_beta:
-        settings["legacy_beta"] = True
-    if args.ring_timeout is not None:
-        settings["ring_timeout_s"] = args.ring_timeout
+    settings = _mock_settings(args, settings, sdir)
     try:
         config = MockConfig.model_validate(settings)
     except ValidationError as exc:
         raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
                          f"{describe_validation_error(exc)}") from None
-    from mock_api.running import SipOptions, TlsOptions, running_mock  # after the checks: it takes seconds
+    from mock_api.running import TlsOptions, running_mock  # after the checks: it takes seconds
     from mock_api.state import clear_running, write_running
 
-    sip = None if args.no_sip else SipOptions(sdir, args.sip_port, args.sip_workers, args.record,
-                                              args.sip_frame_ms, args.sip_vad_frame_ms, args.sip_media)
+    sip = _sip_options(args, sdir)
     tls = None if args.tls_port is None else TlsOptions(sdir, args.tls_port)
 
     async def serve() -> None:
@@ -259,7 +305,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
                 app_env.update(intercept_env(proxy, config.webhook_url))
                 proxy_part = f" proxy={proxy.url} proxy_ca={proxy.ca_path}"
             sip_part = f" sip={mock.sip.uri()} ca={mock.sip.certs.ca}" if mock.sip else ""
-            write_running(sdir, {"base_url": mock.base_url, "control": mock.url, "env": app_env})
+            write_running(sdir, {"base_url": mock.base_url, "control": mock.url, "env": app_env,
+                                 "control_token": config.control_token})
             try:
                 print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
                       f"webhook_url={config.webhook_url or '-'}{sip_part}{tls_part}{proxy_part} state_dir={sdir}",

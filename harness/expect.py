@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mock_api.control_models import CallView
 
@@ -66,6 +66,12 @@ def time_to_first_audio_ms(view: CallView) -> float | None:
     return None if first_audio is None else first_audio - stopped[0]
 
 
+class _Add(Protocol):
+    """evaluate's `add`: records one check."""
+
+    def __call__(self, name: str, ok: bool, expected: Any, actual: Any, detail: str = "") -> None: ...
+
+
 def evaluate(exp: Expectations, view: CallView | None, app_output: str,
              http_results: list[tuple[str, int | None, str]]) -> list[Check]:
     """All checks of one scenario. ``view`` is the (first) call; None when no call was created."""
@@ -77,6 +83,16 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
     if view is None:
         add("call created", False, "a call", None, "no call reached the mock")
         return checks
+    _call_checks(exp, view, add)
+    _client_event_checks(exp, view, add)
+    _server_checks(exp, view, add)
+    _output_checks(exp, app_output, http_results, add)
+    _late_checks(exp, view, add)
+    return checks
+
+
+def _call_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+    """The call's outcome on the SIP and REST side, and the accept body."""
     if exp.call_state is not None:
         add("call_state", view.state == exp.call_state, exp.call_state, view.state, view.end_reason or "")
     if exp.sip_final_status is not None:
@@ -94,6 +110,10 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
             shown = "<absent>" if got is _MISSING else got
             ok = (got is _MISSING) if want == "<absent>" else (got == want)
             add(f"accept.{path}", ok, want, shown)
+
+
+def _client_event_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+    """Which client events the app sent, and in what order."""
     sent = client_event_types(view)
     if exp.client_events is not None:
         ce = exp.client_events
@@ -105,6 +125,10 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
             firsts = [sent.index(t) if t in sent else None for t in ce.order]
             ok = None not in firsts and firsts == sorted(firsts)  # type: ignore[type-var]
             add("client event order", ok, ce.order, [t for t in sent if t in ce.order])
+
+
+def _server_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+    """The server's errors and transcription events."""
     errors = server_events(view, "error")
     if exp.server_errors is not None:
         if not exp.server_errors:
@@ -118,6 +142,11 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
         got = ("failed" if "conversation.item.input_audio_transcription.failed" in kinds else
                "completed" if "conversation.item.input_audio_transcription.completed" in kinds else "none")
         add("transcription events", got == exp.transcription_events, exp.transcription_events, got)
+
+
+def _output_checks(exp: Expectations, app_output: str, http_results: list[tuple[str, int | None, str]],
+                   add: _Add) -> None:
+    """What the app printed and what its HTTP endpoints answered."""
     for pattern in exp.app_output:
         found = re.search(pattern, app_output, re.MULTILINE)
         add(f"app output /{pattern}/", found is not None, "match", found.group(0) if found else "no match")
@@ -129,6 +158,10 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
             check.regex is None or re.search(check.regex, body) is not None)
         add(f"GET {check.path}", ok, {"status": check.status, "contains": check.contains, "regex": check.regex},
             {"status": status, "body": body[:500]}, url)
+
+
+def _late_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+    """Reply timing, the webhook answer, the session in effect and the media."""
     if exp.time_to_first_audio_ms is not None:
         ttfa = time_to_first_audio_ms(view)
         rng = exp.time_to_first_audio_ms
@@ -153,7 +186,6 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
     if exp.ws_connected is not None:
         connected = bool(view.of_kind("ws.connect"))
         add("websocket connected", connected == exp.ws_connected, exp.ws_connected, connected)
-    return checks
 
 
 MOCK_BUG = "mock.bug"  # the journal kind of an exception inside the mock itself

@@ -51,6 +51,7 @@ from sipworker import sip_available, sip_missing
 from sipworker.ports import RTP_SPAN, NoFreePorts, port_taken, rtp_base
 
 from .load_metrics import MAIN_METRICS, CallRecord, extract, failure, ingress_rtp, percentile
+from .load_report import print_summary, write_reports
 from .scenario import CallSpec, Scenario, ScenarioError, load_scenario, resolve_audio
 
 TRAILING_SILENCE_MS = 800
@@ -179,6 +180,42 @@ def fd_limit_check(needed: int) -> str | None:
 def plan(options: LoadOptions) -> Plan:
     """Check everything that can be checked before a call is placed; LoadError says what is wrong."""
     o = options
+    _check_numbers(o)
+    try:
+        scenario = load_scenario(o.scenario)
+    except ScenarioError as exc:
+        raise LoadError(str(exc)) from None
+    spec = scenario.calls[0]
+    mode = o.mode or spec.mode
+    _check_mode(o, scenario, mode)
+    cores = os.cpu_count() or 1
+    notes: list[str] = []
+    phone_workers = ingress_workers = 0
+    if mode == "virtual":
+        drivers, rate = _size_virtual(o, cores)
+    else:
+        drivers = 1
+        phone_workers, ingress_workers, rate = _size_sip(o, cores, notes)
+    _check_ports(o, mode, ingress_workers, phone_workers)
+    _check_mock_config(o)
+    fds = FD_BASE + FDS_PER_CALL * o.concurrency
+    msg = fd_limit_check(fds)
+    if msg:
+        raise LoadError(msg)
+    if mode == "sip" and not sip_available():  # last: a mistake in the numbers is one everywhere
+        raise LoadError(sip_missing("or use --mode virtual"))
+    max_call_s = spec.max_duration_s
+    # Without --duration every call is placed; the time limit is only a safety net: what the rate and the
+    # concurrency allow (calls last about as long as their steps), with room to spare.
+    throughput = min(rate, o.concurrency / max(0.5, estimate_call_s(spec, Path(scenario.source or o.scenario))))
+    expected = o.calls / throughput
+    stop_placing = o.duration if o.duration else expected * 2 + 30
+    return Plan(o, scenario, spec, mode, drivers, o.mock_processes, phone_workers, ingress_workers, rate,
+                max_call_s, stop_placing, stop_placing + max_call_s + 30.0, fds, notes)
+
+
+def _check_numbers(o: LoadOptions) -> None:
+    """The flags that are wrong on their own, whatever the scenario and the machine."""
     if o.calls <= 0:
         raise LoadError(f"--calls must be at least 1 (got {o.calls})")
     if o.concurrency <= 0:
@@ -196,12 +233,10 @@ def plan(options: LoadOptions) -> Plan:
         raise LoadError(f"--processes must be at least 1 (got {o.processes})")
     if not 1 <= o.mock_processes <= MAX_SHARDS:
         raise LoadError(f"--mock-processes must be between 1 and {MAX_SHARDS} (got {o.mock_processes})")
-    try:
-        scenario = load_scenario(o.scenario)
-    except ScenarioError as exc:
-        raise LoadError(str(exc)) from None
-    spec = scenario.calls[0]
-    mode = o.mode or spec.mode
+
+
+def _check_mode(o: LoadOptions, scenario: Scenario, mode: str) -> None:
+    """The mode exists and the scenario can run in it."""
     if mode not in ("virtual", "sip"):
         raise LoadError(f"--mode must be virtual or sip (got {mode!r})")
     if mode == "virtual":
@@ -212,52 +247,59 @@ def plan(options: LoadOptions) -> Plan:
     if scenario.app.openai != "base_url":
         raise LoadError(f"{o.scenario}: app.openai: {scenario.app.openai} is not supported by rtsip load; "
                         "use base_url (OPENAI_BASE_URL points at the mock)")
-    cores = os.cpu_count() or 1
-    notes: list[str] = []
-    phone_workers = ingress_workers = 0
-    drivers = 1
-    if mode == "virtual":
-        cap = VIRTUAL_MAX_PER_CORE * cores
-        if o.concurrency > cap:
-            raise LoadError(f"--concurrency {o.concurrency} is beyond what virtual mode can do on this machine "
-                            f"({cores} cores: at most {cap}, {VIRTUAL_MAX_PER_CORE} per core)")
-        rate_cap = VIRTUAL_RATE_PER_CORE * cores
-        if o.rate > rate_cap:
-            raise LoadError(f"--rate {o.rate:g}/s is beyond what virtual mode can start on this machine "
-                            f"({cores} cores: at most {rate_cap:g} calls/s)")
-        drivers = o.processes or max(1, min(cores, math.ceil(o.concurrency / VIRTUAL_CALLS_PER_DRIVER)))
-        if o.mock_processes > o.concurrency:
-            raise LoadError(f"--mock-processes {o.mock_processes} is more than --concurrency {o.concurrency}: "
-                            "some mocks would never have a call")
-        # each driver feeds one shard: a multiple of the shards, so each gets the same share of the calls
-        drivers = min(-(-drivers // o.mock_processes) * o.mock_processes, o.concurrency)
-        rate = o.rate
-    else:
-        cap = SIP_MAX_PER_CORE * cores
-        if o.concurrency > cap:
-            raise LoadError(f"--concurrency {o.concurrency} is beyond what sip mode can do on this machine: both "
-                            f"ends run pjsua2 here, at most {cap} concurrent calls on {cores} cores "
-                            f"({SIP_MAX_PER_CORE} per core)")
-        phone_workers = math.ceil(o.concurrency / CALLS_PER_SIP_WORKER)
-        # a quarter more than the calls need: the front door keeps a slot free, and an ingress worker frees a
-        # slot only once it has processed the BYE (a full worker answers 486)
-        ingress_workers = math.ceil(phone_workers * 1.25) + 1
-        mem_mb = _mem_available_mb()
-        need_mb = (phone_workers + ingress_workers) * SIP_WORKER_RSS_MB
-        if mem_mb is not None and need_mb > mem_mb:
-            raise LoadError(f"--concurrency {o.concurrency} needs {phone_workers + ingress_workers} SIP worker "
-                            f"processes (~{need_mb} MB) but only {mem_mb} MB of memory is available")
-        rate_cap = SIP_RATE_PER_WORKER * phone_workers
-        if o.rate > rate_cap:
-            raise LoadError(f"--rate {o.rate:g}/s is too fast for sip mode with --concurrency {o.concurrency}: "
-                            f"{phone_workers} softphone worker process(es) start at most {SIP_RATE_PER_WORKER:g} "
-                            f"calls/s each ({rate_cap:g}/s in all); lower --rate or raise --concurrency")
-        rate = o.rate
-        if o.processes not in (None, 1):
-            notes.append("--processes applies to virtual callers only; sip mode uses softphone worker processes")
-        if o.mock_processes != 1:
-            raise LoadError("--mock-processes applies to virtual mode only: in sip mode every call enters through "
-                            "the one mock's SIP ingress (its workers are separate processes already)")
+
+
+def _size_virtual(o: LoadOptions, cores: int) -> tuple[int, float]:
+    """Driver processes and start rate for virtual callers, refused beyond what this machine can do."""
+    cap = VIRTUAL_MAX_PER_CORE * cores
+    if o.concurrency > cap:
+        raise LoadError(f"--concurrency {o.concurrency} is beyond what virtual mode can do on this machine "
+                        f"({cores} cores: at most {cap}, {VIRTUAL_MAX_PER_CORE} per core)")
+    rate_cap = VIRTUAL_RATE_PER_CORE * cores
+    if o.rate > rate_cap:
+        raise LoadError(f"--rate {o.rate:g}/s is beyond what virtual mode can start on this machine "
+                        f"({cores} cores: at most {rate_cap:g} calls/s)")
+    drivers = o.processes or max(1, min(cores, math.ceil(o.concurrency / VIRTUAL_CALLS_PER_DRIVER)))
+    if o.mock_processes > o.concurrency:
+        raise LoadError(f"--mock-processes {o.mock_processes} is more than --concurrency {o.concurrency}: "
+                        "some mocks would never have a call")
+    # each driver feeds one shard: a multiple of the shards, so each gets the same share of the calls
+    drivers = min(-(-drivers // o.mock_processes) * o.mock_processes, o.concurrency)
+    return drivers, o.rate
+
+
+def _size_sip(o: LoadOptions, cores: int, notes: list[str]) -> tuple[int, int, float]:
+    """Softphone and ingress worker processes and start rate for SIP calls, refused beyond this machine."""
+    cap = SIP_MAX_PER_CORE * cores
+    if o.concurrency > cap:
+        raise LoadError(f"--concurrency {o.concurrency} is beyond what sip mode can do on this machine: both "
+                        f"ends run pjsua2 here, at most {cap} concurrent calls on {cores} cores "
+                        f"({SIP_MAX_PER_CORE} per core)")
+    phone_workers = math.ceil(o.concurrency / CALLS_PER_SIP_WORKER)
+    # a quarter more than the calls need: the front door keeps a slot free, and an ingress worker frees a
+    # slot only once it has processed the BYE (a full worker answers 486)
+    ingress_workers = math.ceil(phone_workers * 1.25) + 1
+    mem_mb = _mem_available_mb()
+    need_mb = (phone_workers + ingress_workers) * SIP_WORKER_RSS_MB
+    if mem_mb is not None and need_mb > mem_mb:
+        raise LoadError(f"--concurrency {o.concurrency} needs {phone_workers + ingress_workers} SIP worker "
+                        f"processes (~{need_mb} MB) but only {mem_mb} MB of memory is available")
+    rate_cap = SIP_RATE_PER_WORKER * phone_workers
+    if o.rate > rate_cap:
+        raise LoadError(f"--rate {o.rate:g}/s is too fast for sip mode with --concurrency {o.concurrency}: "
+                        f"{phone_workers} softphone worker process(es) start at most {SIP_RATE_PER_WORKER:g} "
+                        f"calls/s each ({rate_cap:g}/s in all); lower --rate or raise --concurrency")
+    rate = o.rate
+    if o.processes not in (None, 1):
+        notes.append("--processes applies to virtual callers only; sip mode uses softphone worker processes")
+    if o.mock_processes != 1:
+        raise LoadError("--mock-processes applies to virtual mode only: in sip mode every call enters through "
+                        "the one mock's SIP ingress (its workers are separate processes already)")
+    return phone_workers, ingress_workers, rate
+
+
+def _check_ports(o: LoadOptions, mode: str, ingress_workers: int, phone_workers: int) -> None:
+    """The ports asked for are free and distinct; each SIP worker pool can find an RTP range."""
     for label, port, flag in (("the mock's HTTP port", o.port, "--port"), ("the app's port", o.app_port,
                                                                             "--app-port")):
         if port and _taken(port):
@@ -277,6 +319,10 @@ def plan(options: LoadOptions) -> Plan:
             except NoFreePorts as exc:
                 raise LoadError(f"no free RTP range for {who} ({workers} workers of {RTP_SPAN} ports): {exc}; "
                                 "stop other SIP programs or lower --concurrency") from None
+
+
+def _check_mock_config(o: LoadOptions) -> None:
+    """The --mock-config file exists, and sets no account-wide limits when several mocks share the load."""
     if o.mock_config is not None and not o.mock_config.is_file():
         raise LoadError(f"--mock-config {o.mock_config}: no such file")
     if o.mock_processes > 1:
@@ -285,20 +331,6 @@ def plan(options: LoadOptions) -> Plan:
             raise LoadError(f"--mock-config {o.mock_config} sets OpenAI-side limits ({', '.join(capped)}), which "
                             f"hold for the whole account; with --mock-processes {o.mock_processes} each mock would "
                             "count only its own calls. Use --mock-processes 1 to test limits")
-    fds = FD_BASE + FDS_PER_CALL * o.concurrency
-    msg = fd_limit_check(fds)
-    if msg:
-        raise LoadError(msg)
-    if mode == "sip" and not sip_available():  # last: a mistake in the numbers is one everywhere
-        raise LoadError(sip_missing("or use --mode virtual"))
-    max_call_s = spec.max_duration_s
-    # Without --duration every call is placed; the time limit is only a safety net: what the rate and the
-    # concurrency allow (calls last about as long as their steps), with room to spare.
-    throughput = min(rate, o.concurrency / max(0.5, estimate_call_s(spec, Path(scenario.source or o.scenario))))
-    expected = o.calls / throughput
-    stop_placing = o.duration if o.duration else expected * 2 + 30
-    return Plan(o, scenario, spec, mode, drivers, o.mock_processes, phone_workers, ingress_workers, rate,
-                max_call_s, stop_placing, stop_placing + max_call_s + 30.0, fds, notes)
 
 
 def _limits_set(mock_config: Path | None) -> list[str]:
@@ -382,15 +414,21 @@ def proc_cpu_rss(pids: list[int]) -> tuple[float, float]:
 
 
 class _Control:
-    """The few control API requests a load driver needs, over one unlimited connection pool."""
+    """The few control API requests a load driver needs, over one unlimited connection pool.
 
-    def __init__(self, url: str) -> None:
+    ``token``: the mock's control token (its config's ``control_token``; default ``$RTSIP_CONTROL_TOKEN``)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        from mock_api.client import TOKEN_ENV
+
         self.url = url
+        token = token or os.environ.get(TOKEN_ENV)
+        self.headers = {"X-Rtsip-Token": token} if token else None
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False),
                                           timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
     async def req(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
-        async with self.http.request(method, self.url + path, json=body,
+        async with self.http.request(method, self.url + path, json=body, headers=self.headers,
                                      timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             return resp.status, await resp.json(content_type=None)
 
@@ -466,6 +504,7 @@ class _Share:
     spec: dict[str, Any]
     base: str
     max_call_s: float
+    token: str | None = None  # the mock's control token
 
 
 def virtual_driver_main(share: _Share, out: Any, stop: Any, abort: Any) -> None:
@@ -479,7 +518,7 @@ def virtual_driver_main(share: _Share, out: Any, stop: Any, abort: Any) -> None:
 
 async def _virtual_driver(share: _Share, out: Any, stop: Any, abort: Any) -> None:
     spec = CallSpec.model_validate(share.spec)
-    control = _Control(share.mock_url)
+    control = _Control(share.mock_url, share.token)
     sem = asyncio.Semaphore(share.concurrency)
     tasks: set[asyncio.Task[None]] = set()
     pacer = _Pacer(share.rate, share.start_at)
@@ -787,9 +826,11 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
             progress.phase = "running"
             if plan_.mode == "virtual":
                 await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
-                                   [m.pid for m in [*mocks, *([router] if router else [])]], app.pid or 0)
+                                   [m.pid for m in [*mocks, *([router] if router else [])]], app.pid or 0,
+                                   token=config.get("control_token"))
             else:
-                await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir)
+                await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir,
+                               token=config.get("control_token"))
             if result.placed < o.calls and not result.aborted:
                 why = (f"--duration {o.duration:g} s reached" if o.duration else
                        f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer than "
@@ -825,6 +866,7 @@ def _mock_config(plan_: Plan, app_port: int) -> dict[str, Any]:
         # each driver reads a call's journal right after it ends, so the mock need not keep every
         # ended call: memory stays flat in soaks (about 10 s of ended calls at the offered rate)
         "retain_ended_calls": max(500, math.ceil(plan_.rate * 10)),
+        "journal_file": None,  # each driver has read its call; a soak need not write every call to disk
     }
     if plan_.mock_shards > 1:  # every shard signs with the secret the app verifies
         config["webhook_secret"] = new_secret()
@@ -877,7 +919,7 @@ class _Sampler:
 
 
 async def _run_virtual(plan_: Plan, mock_urls: list[str], result: LoadResult, progress: Progress,
-                       stopper: Stopper, mock_pids: list[int], app_pid: int) -> None:
+                       stopper: Stopper, mock_pids: list[int], app_pid: int, token: str | None = None) -> None:
     o = plan_.options
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -891,7 +933,7 @@ async def _run_virtual(plan_: Plan, mock_urls: list[str], result: LoadResult, pr
         conc = plan_.options.concurrency // k + (1 if w < plan_.options.concurrency % k else 0)
         shares.append(_Share(w, mock_urls[w % len(mock_urls)], list(range(w, o.calls, k)), conc, plan_.rate / k,
                              t0 + w / plan_.rate, t0 + plan_.stop_placing_s, t0 + plan_.hard_stop_s, spec, base,
-                             plan_.max_call_s))
+                             plan_.max_call_s, token))
     procs = [ctx.Process(target=virtual_driver_main, args=(s, out, stop, abort), daemon=True,
                          name=f"rtsip-load-driver-{s.worker}") for s in shares]
     for p in procs:
@@ -959,19 +1001,34 @@ async def _run_virtual(plan_: Plan, mock_urls: list[str], result: LoadResult, pr
 # ---- SIP callers --------------------------------------------------------------------------------------
 
 
+def _sip_call_error(rec: CallRecord, error: str | None, sip_status: int | None) -> str | None:
+    """Why a SIP call failed, once the mock's view and the RTP figures are in: the first reason that applies."""
+    if error is not None:
+        return error
+    if rec.call_id is None:
+        return f"SIP {sip_status}" if sip_status not in (None, 200) else "the mock never saw the call"
+    if rec.rtp.get("rx_loss"):
+        return f"RTP loss ({rec.rtp['rx_loss']} packets)"
+    if rec.rtp and not rec.rtp.get("rx_pkt"):
+        return "no RTP received by the caller"
+    if rec.rtp.get("ingress_rx_loss"):
+        return f"RTP loss at the mock's ingress ({rec.rtp['ingress_rx_loss']} packets)"
+    return None
+
+
 async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progress, stopper: Stopper,
-                   app_pid: int, run_dir: Path) -> None:
+                   app_pid: int, run_dir: Path, token: str | None = None) -> None:
     from .softphone import Softphone
 
     o = plan_.options
-    control = _Control(mock.url)
+    control = _Control(mock.url, token)
     _status, body = await control.req("GET", "/_mock/sip")
     contacts = [(int(w["index"]), str(w["contact"])) for w in body.get("workers", []) if w.get("contact")]
     contacts = contacts or [(0, mock.ready["sip"])]
     caps = {w: CALLS_PER_SIP_WORKER - (1 if w == 0 else 0) for w, _ in contacts}
     load = {w: 0 for w, _ in contacts}
     run_id = uuid.uuid4().hex[:8]
-    log = open(run_dir / "softphone.log", "a")  # noqa: SIM115
+    log = await asyncio.to_thread(open, run_dir / "softphone.log", "a")
     phone = Softphone(ca=mock.ready["ca"], workers=plan_.phone_workers, state_dir=run_dir / "phone", record=False,
                       frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA,
                       stderr=log)
@@ -1028,14 +1085,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
                     rec.turns = len(rec.metrics.get("speech_end_to_audio_ms", []))
                     error = error or failure(view, sip_status=sip_status)
                     rec.rtp.update(ingress_rtp(view))
-        if rec.call_id is None and error is None:
-            error = f"SIP {sip_status}" if sip_status not in (None, 200) else "the mock never saw the call"
-        if error is None and rec.rtp.get("rx_loss"):
-            error = f"RTP loss ({rec.rtp['rx_loss']} packets)"
-        if error is None and rec.rtp and not rec.rtp.get("rx_pkt"):
-            error = "no RTP received by the caller"
-        if error is None and rec.rtp.get("ingress_rx_loss"):
-            error = f"RTP loss at the mock's ingress ({rec.rtp['ingress_rx_loss']} packets)"
+        error = _sip_call_error(rec, error, sip_status)
         rec.ok, rec.reason, rec.end = error is None, error, time.time()
         result.records.append(rec)
         progress.add(rec)
@@ -1151,8 +1201,6 @@ async def _sip_steps(call: Any, spec: CallSpec, base: Path, resolver: _SipResolv
 def run(options: LoadOptions) -> tuple[LoadResult | None, int]:
     """Plan (bad input → message, exit 2), run with Ctrl-C handling, print and write the reports."""
     from rich.console import Console
-
-    from .load_report import print_summary, write_reports
 
     console = Console(stderr=True)
     try:

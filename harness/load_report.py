@@ -1,26 +1,87 @@
-"""Reports of a load run: the terminal summary, SIPp-style CSV per interval, JSON, self-contained HTML."""
+"""Reports of a load run: the terminal summary, SIPp-style CSV per interval, JSON, self-contained HTML.
+
+This module reads a finished run through ``LoadRun`` (what ``harness.load.LoadResult`` provides)
+and never imports the runner, so ``harness.load`` can import it without a cycle.
+"""
 
 from __future__ import annotations
 
-import html
 import itertools
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .load_metrics import METRICS, PERCENTILES, Interval, intervals, reasons, summary
+from markupsafe import Markup
+
+from .load_metrics import METRICS, PERCENTILES, CallRecord, Interval, intervals, reasons, summary
+from .report.charts import Series, line_chart
+from .report.html_assets import LOAD_CSS
+from .report.render import render
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .load import LoadResult
+
+class RunOptions(Protocol):
+    """What was asked for (``harness.load.LoadOptions``)."""
+
+    scenario: Path
+    calls: int
+    concurrency: int
+    rate: float
+    duration: float | None
+    interval: float
 
 
-def _t0(result: LoadResult) -> float:
+class NamedScenario(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class RunPlan(Protocol):
+    """What the run decided to do (``harness.load.Plan``)."""
+
+    @property
+    def options(self) -> RunOptions: ...
+
+    @property
+    def scenario(self) -> NamedScenario: ...
+
+    mode: str
+    drivers: int
+    mock_shards: int
+    phone_workers: int
+    ingress_workers: int
+    rate: float
+
+
+class LoadRun(Protocol):
+    """A finished load run as the reports read it (``harness.load.LoadResult``)."""
+
+    @property
+    def plan(self) -> RunPlan: ...
+
+    started_at: float
+    ended_at: float
+    records: list[CallRecord]
+    placed: int
+    aborted: bool
+    samples: list[dict[str, float]]
+    cpu: dict[str, float]
+    notes: list[str]
+
+    @property
+    def completed(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...
+
+
+def _t0(result: LoadRun) -> float:
     return min(r.start for r in result.records) if result.records else result.started_at
 
 
-def _interval_rows(result: LoadResult) -> list[Interval]:
+def _interval_rows(result: LoadRun) -> list[Interval]:
     step = result.plan.options.interval
     t0 = _t0(result)
     t_end = max([r.end for r in result.records] + [t0 + step])
@@ -48,7 +109,7 @@ def _interval_rows(result: LoadResult) -> list[Interval]:
     return out
 
 
-def cpu_summary(result: LoadResult) -> dict[str, float | None]:
+def cpu_summary(result: LoadRun) -> dict[str, float | None]:
     """CPU seconds per process role, and the mock's CPU per active call (% of one core)."""
     call_seconds = sum(max(0.0, r.end - r.start) for r in result.records)
     wall = max(1e-9, result.ended_at - result.started_at)
@@ -71,7 +132,7 @@ def cpu_summary(result: LoadResult) -> dict[str, float | None]:
     return out
 
 
-def rtp_summary(result: LoadResult) -> dict[str, int]:
+def rtp_summary(result: LoadRun) -> dict[str, int]:
     recs = [r for r in result.records if r.rtp]
     return {"calls_with_stats": len(recs), "rx_pkt": sum(r.rtp.get("rx_pkt", 0) for r in recs),
             "tx_pkt": sum(r.rtp.get("tx_pkt", 0) for r in recs), "rx_loss": sum(r.rtp.get("rx_loss", 0) for r in recs),
@@ -81,7 +142,7 @@ def rtp_summary(result: LoadResult) -> dict[str, int]:
             "calls_with_ingress_stats": sum(1 for r in recs if "ingress_rx_pkt" in r.rtp)}
 
 
-def to_json(result: LoadResult) -> dict[str, Any]:
+def to_json(result: LoadRun) -> dict[str, Any]:
     p = result.plan
     o = p.options
     return {
@@ -112,7 +173,7 @@ def summary_of(values: list[float]) -> dict[str, Any]:
     return summarize(values)
 
 
-def write_csv(result: LoadResult, path: Path) -> None:
+def write_csv(result: LoadRun, path: Path) -> None:
     """One row per interval, SIPp's stat-file style: ';'-separated, (P) periodic and (C) cumulative columns."""
     rows = _interval_rows(result)
     t0 = _t0(result)
@@ -148,108 +209,133 @@ def write_csv(result: LoadResult, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _svg_lines(series: dict[str, list[tuple[float, float | None]]], title: str, unit: str,
-               width: int = 860, height: int = 240) -> str:
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f"]
-    pts = [(x, y) for s in series.values() for x, y in s if y is not None]
-    left, right, top, bottom = 56, 12, 26, 30
-    if not pts:
-        return f'<svg width="{width}" height="60"><text x="10" y="30">{html.escape(title)}: no data</text></svg>'
-    xmax = max(x for x, _ in pts) or 1.0
-    ymax = max(y for _, y in pts) or 1.0
-    ymax *= 1.1
-
-    def sx(x: float) -> float:
-        return left + (width - left - right) * x / xmax
-
-    def sy(y: float) -> float:
-        return height - bottom - (height - top - bottom) * y / ymax
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="11">',
-           f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-           f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
-           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>']
-    for i in range(5):
-        yt = ymax * i / 4
-        out.append(f'<text x="{left - 4}" y="{sy(yt) + 4:.1f}" text-anchor="end">{yt:.0f}</text>'
-                   f'<line x1="{left}" y1="{sy(yt):.1f}" x2="{width - right}" y2="{sy(yt):.1f}" stroke="#eee"/>')
-        xt = xmax * i / 4
-        out.append(f'<text x="{sx(xt):.1f}" y="{height - bottom + 14}" text-anchor="middle">{xt:.0f} s</text>')
-    out.append(f'<text x="{left - 4}" y="{top - 4}" text-anchor="end">{html.escape(unit)}</text>')
-    for i, (name, s) in enumerate(series.items()):
-        c = colors[i % len(colors)]
-        segs: list[list[str]] = [[]]
-        for x, y in s:
-            if y is None:
-                segs.append([])
-            else:
-                segs[-1].append(f"{sx(x):.1f},{sy(y):.1f}")
-        for seg in segs:
-            if len(seg) > 1:
-                out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.6" points="{" ".join(seg)}"/>')
-            elif len(seg) == 1:
-                cx, cy = seg[0].split(",")
-                out.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{c}"/>')
-        lx = left + 10 + (i % 4) * 200
-        ly = top + 12 + (i // 4) * 14
-        out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{c}"/>'
-                   f'<text x="{lx + 14}" y="{ly - 3}">{html.escape(name)}</text>')
-    out.append("</svg>")
-    return "".join(out)
+# key in the JSON report → (what a person reads, unit); the HTML report shows these, never the keys
+LABELS: dict[str, tuple[str, str]] = {
+    # options
+    "calls": ("calls to place", "calls"),
+    "concurrency": ("most calls in progress at once", "calls"),
+    "rate": ("call rate asked for", "calls/s"),
+    "duration": ("run length limit", "s"),
+    "interval": ("report interval", "s"),
+    "drivers": ("load driver processes", ""),
+    "softphone_workers": ("softphone worker processes", ""),
+    "ingress_workers": ("SIP ingress worker processes", ""),
+    "mock_processes": ("mock processes", ""),
+    # cpu and memory
+    "mock_cpu_s": ("mock CPU time (SIP ingress workers included)", "s"),
+    "app_cpu_s": ("app under test CPU time", "s"),
+    "load_cpu_s": ("load drivers CPU time (softphone workers included)", "s"),
+    "call_seconds": ("call time, summed over all calls", "s"),
+    "mean_active": ("calls in progress, mean", "calls"),
+    "max_active": ("calls in progress, most", "calls"),
+    "mock_cpu_pct_per_active_call": ("mock CPU per call in progress", "% of one core"),
+    "app_cpu_pct_per_active_call": ("app CPU per call in progress", "% of one core"),
+    "load_cpu_pct_per_active_call": ("load drivers CPU per call in progress", "% of one core"),
+    "mock_rss_mb_first": ("mock memory (RSS) at the first sample", "MB"),
+    "mock_rss_mb_max": ("mock memory (RSS), highest", "MB"),
+    "mock_rss_mb_last": ("mock memory (RSS) at the last sample", "MB"),
+    **{f"mock_rss_mb_at_{q}pct_done": (f"mock memory (RSS) when {q}% of the calls were done", "MB")
+       for q in (25, 50, 75, 100)},
+    # RTP (sip mode)
+    "calls_with_stats": ("calls with RTP statistics from the caller", "calls"),
+    "rx_pkt": ("RTP packets the callers received", "packets"),
+    "tx_pkt": ("RTP packets the callers sent", "packets"),
+    "rx_loss": ("RTP packets lost on the way to the callers", "packets"),
+    "calls_without_rx": ("calls in which the caller received no audio", "calls"),
+    "ingress_rx_pkt": ("RTP packets the mock's SIP ingress received", "packets"),
+    "ingress_rx_loss": ("RTP packets lost on the way to the mock", "packets"),
+    "calls_with_ingress_stats": ("calls with RTP statistics from the mock's side", "calls"),
+}
+ROLES = {"mock": "mock", "app": "app under test", "load": "load drivers"}
+LOAD_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
-def write_html(result: LoadResult, path: Path) -> None:
-    data = to_json(result)
+def label(key: str) -> tuple[str, str]:
+    """(label, unit) of a report key; a key added later still reads as words, not as an identifier."""
+    return LABELS.get(key, (key.replace("_", " "), ""))
+
+
+def _labelled(values: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value, unit) rows of a table, in the report's order."""
+    rows = []
+    for key, value in values.items():
+        text, unit = label(key)
+        rows.append((text, _num(value), unit if value is not None else ""))
+    return rows
+
+
+def _num(v: Any) -> str:
+    """A table value: whole numbers as such, fractions to the precision a reader compares, none as a dash."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
+def _charts(result: LoadRun) -> dict[str, list[Markup]]:
+    """The load report's charts, all on one clock: seconds since the first call was placed."""
     rows = _interval_rows(result)
-    mid = [(iv.start + iv.end) / 2 for iv in rows]
-    lat: dict[str, list[tuple[float, float | None]]] = {}
-    for m in METRICS:
-        if not any(m in iv.samples for iv in rows):
-            continue
-        short = m.removesuffix("_ms")
-        for p in (50, 95):
-            lat[f"{short} p{p}"] = [(x, summary_of(iv.samples.get(m, [])).get(f"p{p}")) for x, iv in zip(mid, rows,
-                                                                                                       strict=True)]
-    conc: dict[str, list[tuple[float, float | None]]] = {
-            "active calls": [(x, float(iv.active)) for x, iv in zip(mid, rows, strict=True)],
-            "started / interval": [(x, float(iv.created)) for x, iv in zip(mid, rows, strict=True)],
-            "failed / interval": [(x, float(iv.failed)) for x, iv in zip(mid, rows, strict=True)]}
-    cpu = {f"{role} CPU %": [(x, iv.cpu.get(role)) for x, iv in zip(mid, rows, strict=True)]
-           for role in ("mock", "app", "load")}
-    esc = html.escape
-    metric_rows = "".join(
-        f"<tr><td>{esc(METRICS[m])}</td><td>{s['count']}</td>"
-        + "".join(f"<td>{_fmt(s.get(f'p{p}'))}</td>" for p in PERCENTILES)
-        + f"<td>{_fmt(s['max'])}</td></tr>" for m, s in data["metrics"].items())
-    fail_rows = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in data["failures"].items()) or \
-        "<tr><td colspan=2>none</td></tr>"
-    cpu_rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>" for k, v in data["cpu"].items())
-    c = data["calls"]
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>rtsip load: {esc(data['scenario'])}</title>
-<style>body{{font-family:sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse;margin:8px 0 20px}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-.ok{{color:#2a7}}.bad{{color:#c22}}</style></head><body>
-<h1>rtsip load · {esc(data['scenario'])} · {esc(data['mode'])}</h1>
-<p>{c['placed']} placed · <span class="ok">{c['completed']} completed</span> ·
-<span class="{'bad' if c['failed'] else 'ok'}">{c['failed']} failed</span> · {c['lost']} lost ·
-{data['seconds']:.1f} s · options {esc(json.dumps(data['options']))}{' · ABORTED' if data['aborted'] else ''}</p>
-<h2>Latency (ms, from the journal)</h2><table><tr><th>metric</th><th>count</th>
-{''.join(f'<th>p{p}</th>' for p in PERCENTILES)}<th>max</th></tr>{metric_rows}</table>
-<h2>Failures by reason</h2><table><tr><th>reason</th><th>calls</th></tr>{fail_rows}</table>
-{_svg_lines(lat, "Latency over time", "ms")}
-{_svg_lines(conc, "Concurrency", "calls")}
-{_svg_lines(cpu, "CPU (% of one core)", "%")}
-<h2>CPU and memory</h2><table>{cpu_rows}</table>
-</body></html>"""
-    path.write_text(doc)
+    return {"traffic": _traffic_charts(rows, result.plan.options.interval), "latency": _latency_charts(rows),
+            "resources": _resource_charts(result, rows)}
+
+
+def _mid(iv: Interval) -> float:
+    return (iv.start + iv.end) / 2
+
+
+def _traffic_charts(rows: list[Interval], step: float) -> list[Markup]:
+    """Calls in progress (as counted at each interval's end), and calls started, completed, failed per interval."""
+    active = Series("calls in progress", [(iv.end, float(iv.active)) for iv in rows])
+    counts = [Series(name, [(_mid(iv), float(getattr(iv, attr))) for iv in rows])
+              for name, attr in (("started", "created"), ("completed", "completed"), ("failed", "failed"))]
+    return [line_chart("Concurrency: calls in progress", [active], "calls", whole=True),
+            line_chart(f"Calls per {step:g} s interval", counts, f"calls per {step:g} s", whole=True)]
+
+
+def _latency_charts(rows: list[Interval]) -> list[Markup]:
+    """One chart per measured metric: its median and p95 per interval (a line bridges intervals without samples)."""
+    charts = []
+    for m, text in METRICS.items():
+        if any(m in iv.samples for iv in rows):
+            per = [(_mid(iv), summary_of(iv.samples.get(m, []))) for iv in rows]
+            charts.append(line_chart(text, [Series(f"p{p}", [(x, s[f"p{p}"]) for x, s in per], color="#0969da",
+                                                   dashed=p == 95, bridge=True) for p in (50, 95)], "ms"))
+    return charts
+
+
+def _resource_charts(result: LoadRun, rows: list[Interval]) -> list[Markup]:
+    """CPU per interval and memory per sample for each process tree (samples before the first call included)."""
+    t0 = _t0(result)
+    samples = sorted(result.samples, key=lambda s: s["t"])
+    cpu = [Series(name, [(_mid(iv), iv.cpu.get(role)) for iv in rows])
+           for role, name in ROLES.items() if any(role in iv.cpu for iv in rows)]
+    rss = [Series(name, [(s["t"] - t0, s[f"{role}_rss_mb"]) for s in samples if f"{role}_rss_mb" in s])
+           for role, name in ROLES.items()]
+    return [line_chart("CPU (% of one core)", cpu, "% of one core"),
+            line_chart("Memory (resident set size)", [s for s in rss if s.points], "MB")]
+
+
+def write_html(result: LoadRun, path: Path) -> None:
+    """One self-contained page (no script, nothing loaded): tables with labels and units, then charts."""
+    data = to_json(result)
+    metrics = [(METRICS[m], s["count"], [_num(s.get(f"p{p}")) for p in PERCENTILES], _num(s["max"]))
+               for m, s in data["metrics"].items() if s["count"]]
+    page = render("load.html.j2", csp=LOAD_CSP, css=Markup(LOAD_CSS), data=data, options=_labelled(data["options"]),
+                  metrics=metrics, percentiles=PERCENTILES, cpu=_labelled(data["cpu"]),
+                  rtp=_labelled(data["rtp"]) if data["rtp"] else [], charts=_charts(result))
+    path.write_text(page, encoding="utf-8")
 
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def write_reports(result: LoadResult, *, csv_path: Path | None, json_path: Path | None,
+def write_reports(result: LoadRun, *, csv_path: Path | None, json_path: Path | None,
                   html_path: Path | None) -> list[Path]:
     written = []
     if csv_path is not None:
@@ -264,7 +350,7 @@ def write_reports(result: LoadResult, *, csv_path: Path | None, json_path: Path 
     return written
 
 
-def print_summary(result: LoadResult, console: Console) -> None:
+def print_summary(result: LoadRun, console: Console) -> None:
     from rich.table import Table
 
     data = to_json(result)

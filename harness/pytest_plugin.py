@@ -10,30 +10,164 @@ as fixtures, with expectations checked at teardown the way pytest-httpserver che
             await openai_mock.control.caller_hangup(call_id)
         # expectations are checked when the fixture tears down
 
-Fixtures: ``openai_mock`` (HTTP/WebSocket only), ``openai_mock_sip`` (with the SIP/TLS
-ingress), ``softphone`` (trusts that mock's CA), ``run_scenario`` (runs scenario files).
-See docs/pytest.md for a complete walk-through.
+One mock serves the whole session (``openai_mock_server``, in a thread of its own so tests on any
+event loop reach it); ``openai_mock`` resets it before each test and checks it after. The SIP/TLS
+ingress starts on that same mock the first time a test asks for ``openai_mock_sip``. Where it
+listens and where it keeps its state come from the ``openai_mock_address``, ``openai_mock_sip_port``
+and ``openai_mock_state_dir`` fixtures (override them), whose defaults read the ini options
+``rtsip_host``, ``rtsip_port``, ``rtsip_sip_port``, ``rtsip_state_dir`` or, over those, the
+environment variables ``RTSIP_PYTEST_HOST``, ``RTSIP_PYTEST_PORT``, ``RTSIP_PYTEST_SIP_PORT`` and
+``RTSIP_PYTEST_STATE_DIR``. See docs/pytest.md for a complete walk-through.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
 
+from mock_api import stubs
 from mock_api.client import MockClient
 from mock_api.config import ConfigPatch, MockConfig
-from mock_api.running import RunningMock, SipOptions, free_port, running_mock
+from mock_api.control_models import Stub
+from mock_api.running import RunningMock, free_port, running_mock
+from sipworker import sip_available, sip_missing
 
 from .app_process import AppProcess, app_argv, app_env, fill_placeholders, template_values
 from .expect import Check, MockBug, evaluate, mock_bug_verdict
+from .expectations import Lifetime, RequestExpectation, request_problems, stub_request
 from .scenario import Expectations, expand, load_scenario
+
+T = TypeVar("T")
+START_TIMEOUT_S = 120.0  # the SIP workers start slowly on a loaded machine
+SIP_WORKERS = 2
+SETTINGS = {  # ini option (env: setting_env(name)): what it sets
+    "rtsip_host": "the address the session's mock listens on (default 127.0.0.1)",
+    "rtsip_port": "its HTTP port (default 0: the OS picks one)",
+    "rtsip_sip_port": "its SIP/TLS port (default 0: the OS picks one)",
+    "rtsip_state_dir": "where it keeps its CA, SIP logs and softphone state (default: a pytest temporary directory)",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    for name, help_text in SETTINGS.items():
+        parser.addini(name, help_text, default=None)
+
+
+def setting_env(name: str) -> str:
+    """``rtsip_port`` -> ``RTSIP_PYTEST_PORT``: apart from ``rtsip mock``'s own ``RTSIP_STATE_DIR``."""
+    return "RTSIP_PYTEST_" + name.removeprefix("rtsip_").upper()
+
+
+def _setting(config: pytest.Config, name: str) -> str | None:
+    """The environment overrides the ini file: a run can move the mock without editing the project."""
+    value = os.environ.get(setting_env(name)) or config.getini(name)
+    return str(value) if value else None
+
+
+# ---- the session's mock, on a loop of its own -------------------------------------------------------------
+
+
+class MockThread:
+    """One mock served by its own event loop in a daemon thread, for the whole session.
+
+    pytest-asyncio gives each test its own loop by default; a mock living on one test's loop would stop
+    serving when that test ends. In a thread it serves every test, on any loop, over real sockets."""
+
+    def __init__(self, config: MockConfig, host: str, port: int, state_dir: Path) -> None:
+        self.config, self.host, self.port, self.state_dir = config, host, port, state_dir
+        self.running: RunningMock | None = None
+        self.baseline: MockConfig = config  # what each test starts from (with the mock's webhook secret)
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="rtsip-openai-mock", daemon=True)
+
+    def start(self) -> RunningMock:
+        self._thread.start()
+        self._ready.wait(START_TIMEOUT_S)
+        if self.error is not None:
+            raise self.error
+        if self.running is None:
+            raise RuntimeError(f"the rtsip mock did not start within {START_TIMEOUT_S:.0f} s")
+        return self.running
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # handed to the thread that waits in start()
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        async with running_mock(self.config, self.host, self.port) as running:
+            self.running, self.baseline = running, running.server.config
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            try:
+                await self._stopping.wait()
+            finally:
+                if running.sip is not None:  # started here, so stopped here: sockets first, then the calls
+                    await running.stop_serving()
+                    await running.sip.stop()
+
+    def submit(self, make: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the mock's loop (the only loop that may touch its state)."""
+        if self._loop is None:
+            raise RuntimeError("the rtsip mock is not running")
+
+        async def run() -> T:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a quick function on the mock's loop and wait for its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return self.submit(run).result(START_TIMEOUT_S)
+
+    async def start_sip(self, port: int) -> None:
+        """Start the SIP/TLS ingress on this mock once (on the mock's loop)."""
+        from mock_api.sip import SipIngress
+
+        assert self.running is not None
+        if self.running.sip is None:
+            ingress = SipIngress(self.running.server, self.state_dir / "sip", host=self.host, port=port,
+                                 workers=SIP_WORKERS)
+            await ingress.start()
+            self.running.sip = ingress
+
+    async def reset(self) -> None:
+        """Back to how the session started: no calls, journal, stubs or settings from an earlier test."""
+        assert self.running is not None
+        server = self.running.server
+        server.config = self.baseline
+        server.configure(ConfigPatch.model_validate({"limits": self.baseline.limits.model_dump()}))
+        await server.reset()  # also empties the journal, the entry configure just made included
+        stubs.reset(server)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(START_TIMEOUT_S)
+
+
+# ---- what a test holds ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -62,6 +196,9 @@ class OpenAIMock:
     # A bug inside the mock (journal ``mock.bug``) fails the test at teardown, as pytest-httpserver fails on a
     # handler error; True lets a test that is about the mock's own failures pass.
     allow_mock_bugs: bool = False
+    server: MockThread | None = None  # the session's mock thread; None: the mock runs on this test's loop
+    sip: bool = False  # handed out as openai_mock_sip
+    requests: list[RequestExpectation] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -74,17 +211,22 @@ class OpenAIMock:
 
     @property
     def sip_uri(self) -> str:
-        if self.running.sip is None:
+        if not self.sip or self.running.sip is None:
             raise RuntimeError("this mock has no SIP ingress: use the openai_mock_sip fixture")
         return self.running.sip.uri()
+
+    def _on_mock(self, fn: Callable[[], T]) -> T:
+        """Touch the mock's state on the loop that owns it."""
+        return self.server.call(fn) if self.server is not None else fn()
 
     def env(self, port: int | None = None) -> dict[str, str]:
         """What an app needs to reach this mock instead of OpenAI."""
         return app_env(self.base_url, self.webhook_secret, port)
 
     def configure(self, **settings: Any) -> None:
-        """Faults, script, retry policy, strict_accept...: same fields as PUT /_mock/config."""
-        self.running.server.configure(ConfigPatch.model_validate(settings))
+        """Faults, script, retry policy, strict_accept...: same fields as PUT /_mock/config (until the test ends)."""
+        patch = ConfigPatch.model_validate(settings)
+        self._on_mock(lambda: self.running.server.configure(patch))
 
     def expect(self, call: int | None = 0, **checks: Any) -> None:
         """Expect something of call number ``call`` (None: every call), checked at teardown.
@@ -94,6 +236,33 @@ class OpenAIMock:
         ``client_events={"sent": ["session.update"]}``, ``transcription_events="completed"``.
         """
         self.expectations.append((Expectations.model_validate(checks), call))
+
+    def expect_request(self, path: str | None = None, *, method: str | None = None, json: Any = None,
+                       headers: Mapping[str, str] | None = None, query: Mapping[str, str] | None = None,
+                       path_regex: str | None = None, name: str | None = None,
+                       lifetime: Lifetime = "permanent") -> RequestExpectation:
+        """A stub for the rest of the OpenAI API (chat completions, responses, embeddings...): every
+        matching request gets the answer given to ``.respond_with_json(...)`` on what this returns.
+        ``json`` matches a request body that contains it; method, headers and query match exactly."""
+        request = stub_request(path, method=method, json=json, headers=headers, query=query, path_regex=path_regex)
+        expectation = RequestExpectation(request, lifetime, name, self._install)
+        self.requests.append(expectation)
+        return expectation
+
+    def expect_oneshot_request(self, path: str | None = None, **match: Any) -> RequestExpectation:
+        """Answered once; the test fails at teardown if the request never came."""
+        return self.expect_request(path, lifetime="oneshot", **match)
+
+    def expect_ordered_request(self, path: str | None = None, **match: Any) -> RequestExpectation:
+        """Answered once, in the order set up; one asked for before its turn gets a 400 and fails the test."""
+        return self.expect_request(path, lifetime="ordered", **match)
+
+    def _install(self, stub: Stub) -> str:
+        def load() -> str:  # no id given, so the book picks a free one
+            stubs.install(self.running.server, [stub], replace=False)
+            return str(stubs.book(self.running.server).entries[-1].stub.id)
+
+        return self._on_mock(load)
 
     @asynccontextmanager
     async def app(self, command: list[str], *, webhook_path: str = "/webhook", ready_http: str | None = "/healthz",
@@ -136,49 +305,115 @@ class OpenAIMock:
                 failed += [c for c in evaluate(exp, view, output, []) if not c.ok]
         return failed
 
+    async def check_requests(self) -> list[str]:
+        """What the request expectations (stubs) say went wrong: unused oneshot/ordered stubs, out-of-order
+        requests, requests no stub answered."""
+        views = self._on_mock(lambda: [e.view() for e in stubs.book(self.running.server).entries])
+        return request_problems(views, await self.control.server_journal(), self.requests)
+
     async def mock_bugs(self) -> list[MockBug]:
         """Every exception inside the mock so far (journal ``mock.bug``: calls, sessions, the server timeline)."""
         from .runner import journaled_bugs
 
         return await journaled_bugs(self.control, await self.control.calls())
 
+    async def teardown_failure(self) -> str | None:
+        """Everything this test's mock has to say against it, or None."""
+        bugs = [] if self.allow_mock_bugs else await self.mock_bugs()
+        return _teardown_failure(bugs, await self.check_requests(), await self.check())
 
-def _teardown_failure(bugs: list[MockBug], failed: list[Check]) -> str | None:
+
+def _teardown_failure(bugs: list[MockBug], requests: list[str], failed: list[Check]) -> str | None:
     """What the test fails with at teardown: the mock's bugs first (they may explain the rest), then
-    the unmet expectations; None when there is neither."""
+    the request expectations, then the call expectations; None when there is none of them."""
     parts: list[str] = []
     if bugs:
         parts.append(f"rtsip {mock_bug_verdict(bugs)}; set openai_mock.allow_mock_bugs = True if this "
                      "test provokes it on purpose\n" + "\n".join(bug.describe() for bug in bugs))
+    if requests:
+        parts.append("rtsip request expectations not met:\n  " + "\n  ".join(requests))
     if failed:
         parts.append("rtsip expectations not met:\n  " + "\n  ".join(c.describe() for c in failed))
     return "\n\n".join(parts) or None
 
 
 @asynccontextmanager
-async def _mock(sip: bool) -> AsyncIterator[OpenAIMock]:
-    state = Path(tempfile.mkdtemp(prefix="rtsip-pytest-"))
-    options = SipOptions(state, port=0, workers=2) if sip else None
-    async with running_mock(MockConfig(), sip=options) as running, MockClient(running.url) as control:
-        mock = OpenAIMock(running, control, state)
+async def _checked(thread: MockThread, *, sip: bool) -> AsyncIterator[OpenAIMock]:
+    """The session's mock, reset for this test and checked after it."""
+    await asyncio.wrap_future(thread.submit(thread.reset))
+    assert thread.running is not None
+    async with MockClient(thread.running.url) as control:
+        mock = OpenAIMock(thread.running, control, thread.state_dir, server=thread, sip=sip)
         yield mock
-        bugs = [] if mock.allow_mock_bugs else await mock.mock_bugs()
-        failure = _teardown_failure(bugs, await mock.check())
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
+        failure = await mock.teardown_failure()
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def openai_mock_address(pytestconfig: pytest.Config) -> tuple[str, int]:
+    """``(host, port)`` of the session's mock; override this fixture (or set rtsip_host/rtsip_port) to pin it."""
+    return _setting(pytestconfig, "rtsip_host") or "127.0.0.1", int(_setting(pytestconfig, "rtsip_port") or 0)
+
+
+@pytest.fixture(scope="session")
+def openai_mock_sip_port(pytestconfig: pytest.Config) -> int:
+    """The SIP/TLS port of the session's mock (0: the OS picks one)."""
+    return int(_setting(pytestconfig, "rtsip_sip_port") or 0)
+
+
+@pytest.fixture(scope="session")
+def openai_mock_state_dir(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's mock keeps its local CA, SIP worker logs and the softphones' state."""
+    given = _setting(pytestconfig, "rtsip_state_dir")
+    if given is None:
+        return tmp_path_factory.mktemp("rtsip")
+    Path(given).mkdir(parents=True, exist_ok=True)
+    return Path(given)
+
+
+@pytest.fixture(scope="session")
+def openai_mock_config() -> MockConfig:
+    """The settings every test starts from; override it for, say, ``MockConfig(api_keys=["sk-mine"])``."""
+    return MockConfig()
+
+
+@pytest.fixture(scope="session")
+def openai_mock_server(openai_mock_config: MockConfig, openai_mock_address: tuple[str, int],
+                       openai_mock_state_dir: Path) -> Iterator[MockThread]:
+    """The one mock of the session (in its own thread); tests take ``openai_mock``, which resets it."""
+    thread = MockThread(openai_mock_config, *openai_mock_address, openai_mock_state_dir)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_mock_sip_server(openai_mock_server: MockThread, openai_mock_sip_port: int) -> MockThread:
+    """The session's mock with its SIP/TLS ingress (started the first time a test needs it)."""
+    if not sip_available():
+        pytest.skip(sip_missing())
+    openai_mock_server.submit(lambda: openai_mock_server.start_sip(openai_mock_sip_port)).result(START_TIMEOUT_S)
+    return openai_mock_server
 
 
 @pytest_asyncio.fixture
-async def openai_mock() -> AsyncIterator[OpenAIMock]:
-    """A fake OpenAI (REST, WebSocket, webhooks, control API) on 127.0.0.1, checked at teardown."""
-    async with _mock(sip=False) as mock:
+async def openai_mock(openai_mock_server: MockThread) -> AsyncIterator[OpenAIMock]:
+    """A fake OpenAI (REST, WebSocket, webhooks, control API) on 127.0.0.1, reset before the test and
+    checked at teardown."""
+    async with _checked(openai_mock_server, sip=False) as mock:
         yield mock
 
 
 @pytest_asyncio.fixture
-async def openai_mock_sip() -> AsyncIterator[OpenAIMock]:
+async def openai_mock_sip(openai_mock_sip_server: MockThread) -> AsyncIterator[OpenAIMock]:
     """The same with the SIP/TLS ingress (``openai_mock_sip.sip_uri``) for real calls."""
-    async with _mock(sip=True) as mock:
+    async with _checked(openai_mock_sip_server, sip=True) as mock:
         yield mock
 
 
@@ -188,13 +423,10 @@ async def softphone(openai_mock_sip: OpenAIMock) -> AsyncIterator[Any]:
     from .softphone import Softphone
 
     assert openai_mock_sip.running.sip is not None
-    log = open(openai_mock_sip.state_dir / "softphone.log", "a")  # noqa: SIM115
-    try:
-        async with Softphone(ca=openai_mock_sip.running.sip.certs.ca, state_dir=openai_mock_sip.state_dir / "phone",
-                             stderr=log) as phone:
+    state = Path(tempfile.mkdtemp(prefix="phone-", dir=openai_mock_sip.state_dir))
+    with await asyncio.to_thread(open, state / "softphone.log", "a") as log:
+        async with Softphone(ca=openai_mock_sip.running.sip.certs.ca, state_dir=state, stderr=log) as phone:
             yield phone
-    finally:
-        log.close()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from mock_api.control_models import CallView, JournalEntry
 from mock_api.running import RunningMock, SipOptions, free_port, running_mock
 from mock_api.state import state_dir
 from mock_api.stubs import install as install_stubs
+from sipworker import sip_available, sip_missing
 
 from .app_process import AppFailed, AppProcess, app_argv, app_env, fill_placeholders, template_values
 from .callers import Caller, CallerError, SipCaller, VirtualCaller
@@ -125,6 +126,11 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
     file = Path(scenario.source or ".")
     result = ScenarioResult(scenario.name, str(file), False, "", 0.0, description=scenario.description,
                             seed=scenario.seed)
+    needs_sip = any(c.mode == "sip" for c in scenario.calls)
+    if needs_sip and not sip_available():  # a verdict that says what to install, not a worker's ImportError
+        result.verdict = f"error: {sip_missing('or use mode: virtual')}"
+        result.seconds = time.monotonic() - started
+        return result
     port = free_port()
     config = MockConfig(
         webhook_url=f"http://127.0.0.1:{port}{scenario.app.webhook_path}",
@@ -134,7 +140,6 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
         retry=RetryPolicy(max_attempts=scenario.mock.retry_attempts, initial_delay_s=0.2, max_delay_s=1.0,
                           timeout_s=5.0),
     )
-    needs_sip = any(c.mode == "sip" for c in scenario.calls)
     sip = SipOptions(state_dir(), port=0, workers=1) if needs_sip else None
     phone: Softphone | None = None
     async with running_mock(config, sip=sip) as mock, MockClient(mock.url) as control, \
@@ -176,7 +181,7 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                         own = _scenario_dir(scenario.name, run_dir)
                         if run_dir is None:
                             extra.callback(_remove_run_dir, own, result)
-                        log = extra.enter_context(open(own / "softphone.log", "a"))  # noqa: SIM115
+                        log = extra.enter_context(await asyncio.to_thread(open, own / "softphone.log", "a"))
                         phone = await extra.enter_async_context(
                             Softphone(ca=mock.sip.certs.ca, state_dir=own / "phone", stderr=log))
                     caller = await SipCaller.place(phone, mock.sip.uri(), control, spec, file.parent)

@@ -372,6 +372,13 @@ class Softphone:
         if self._own_state and not self.record:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def _recording_path(self, rec_flag: bool | str | os.PathLike[str], ref: str) -> str | None:
+        """Where call ``ref`` records: a given path (made absolute, so it does not depend on the worker's working
+        directory), the phone's recording directory when True, nowhere when False."""
+        if isinstance(rec_flag, str | os.PathLike):
+            return os.path.abspath(rec_flag)
+        return str(self.rec_dir / f"{ref}.wav") if rec_flag else None
+
     async def call(
         self,
         uri: str,
@@ -407,12 +414,7 @@ class Softphone:
         self._seq += 1
         ref = f"sp{os.getpid()}-{self._seq}"
         plays = [prepare_audio(p, self.cache_dir) for p in (audio or [])]
-        rec_flag = self.record if record is None else record
-        rec_path: str | None = None
-        if isinstance(rec_flag, str | os.PathLike):
-            rec_path = os.path.abspath(rec_flag)
-        elif rec_flag:
-            rec_path = str(self.rec_dir / f"{ref}.wav")
+        rec_path = self._recording_path(self.record if record is None else record, ref)
         call = SoftphoneCall(ref=ref, uri=uri, phone=self, on_progress=on_progress, recording=rec_path)
         self._calls[ref] = call  # before the INVITE: events can precede the reply
         args: dict[str, Any] = {

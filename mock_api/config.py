@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .faults import FAULTS, Fault
+from .journal import MAX_BYTES as JOURNAL_MAX_BYTES
+from .journal import MAX_STRING_CHARS as JOURNAL_MAX_STRING_CHARS
 
 DEFAULT_RETAIN_ENDED = 1000
 WS_MAX_MESSAGE_BYTES = 24 * 1024 * 1024
@@ -151,6 +153,13 @@ class MockConfig(BaseModel):
     journal_file: str | None = Field(
         None, description="Append-only JSONL file that receives the timelines (and oldest entries) the journal lets "
         "go; rtsip mock sets <state_dir>/journal.jsonl.")
+    journal_max_bytes: int | None = Field(
+        JOURNAL_MAX_BYTES, ge=1 << 20, description="Whole journal's size (estimated JSON bytes); past it the oldest "
+        "ended calls and sessions leave (to journal_file when set) before retain_ended_calls would let them go. "
+        "None: no byte cap (each timeline is still capped).")
+    journal_max_string_chars: int = Field(
+        JOURNAL_MAX_STRING_CHARS, ge=1024, description="A longer string in a journaled event (a 1 MB prompt) is "
+        "kept as its size, sha256 and first characters; the timeline counts them as truncated.")
     control_token: str | None = Field(
         None, min_length=1, description="When set, /_mock/* requires 'Authorization: Bearer <token>' or "
         "'X-Rtsip-Token: <token>' (rtsip mock --control-token).")

@@ -16,6 +16,7 @@ everything and keeps no state that could change the mock's behaviour.
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +27,10 @@ ORGANIZATION = "org-rtsipmock"
 
 
 class TokenBucket:
-    """``limit`` units that refill at ``limit / window_s`` per second, capped at ``limit``."""
+    """``limit`` units that refill at ``limit / window_s`` per second, capped at ``limit``.
+
+    Locked: a session core may run a heavy frame on a worker thread (``ws.py``) while the loop spends
+    from the same server-wide bucket, and each change is a read-modify-write."""
 
     def __init__(self, limit: int, window_s: float = 60.0, now: float = 0.0) -> None:
         if limit <= 0 or window_s <= 0:
@@ -36,12 +40,14 @@ class TokenBucket:
         self.rate = limit / window_s
         self._level = float(limit)
         self._at = now
+        self._lock = threading.RLock()
 
     def _refill(self, now: float) -> float:
-        if now > self._at:
-            self._level = min(float(self.limit), self._level + (now - self._at) * self.rate)
-            self._at = now
-        return self._level
+        with self._lock:
+            if now > self._at:
+                self._level = min(float(self.limit), self._level + (now - self._at) * self.rate)
+                self._at = now
+            return self._level
 
     def remaining(self, now: float) -> int:
         return int(self._refill(now) + 1e-9)
@@ -51,18 +57,21 @@ class TokenBucket:
 
     def try_take(self, n: float, now: float) -> bool:
         """Take ``n`` if they are all there; otherwise take nothing."""
-        if self._refill(now) + 1e-9 < n:
-            return False
-        self._level = max(0.0, self._level - n)
-        return True
+        with self._lock:
+            if self._refill(now) + 1e-9 < n:
+                return False
+            self._level = max(0.0, self._level - n)
+            return True
 
     def take(self, n: float, now: float) -> None:
         """Take ``n`` whatever is left (spending that already happened), never below zero."""
-        self._level = max(0.0, self._refill(now) - n)
+        with self._lock:
+            self._level = max(0.0, self._refill(now) - n)
 
     def give(self, n: float, now: float) -> None:
         """Return ``n`` (an over-reservation), never above the limit."""
-        self._level = min(float(self.limit), self._refill(now) + n)
+        with self._lock:
+            self._level = min(float(self.limit), self._refill(now) + n)
 
     def wait_s(self, n: float, now: float) -> float:
         """Seconds until ``n`` units are available (``inf`` when ``n`` exceeds the limit)."""

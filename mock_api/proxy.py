@@ -326,7 +326,8 @@ def proxy_env(proxy: InterceptProxy | str, ca_path: str | os.PathLike[str]) -> d
       ``CURL_CA_BUNDLE`` for requests (which otherwise uses certifi).
     - ``OPENAI_BASE_URL``: pinned to the real default, so an inherited value cannot route an SDK app
       around the interception.
-    - ``NODE_EXTRA_CA_CERTS``/``NODE_USE_ENV_PROXY``: the same for Node apps (Node ≥ 22.14's fetch).
+    - ``NODE_EXTRA_CA_CERTS``/``NODE_USE_ENV_PROXY``: the same for Node apps (fetch on Node 22.21+ and 24+;
+      docs/interception-node.md).
     """
     url = proxy.url if isinstance(proxy, InterceptProxy) else proxy
     ca = str(Path(ca_path).resolve())

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from sipworker import require_sip
 from sipworker.ports import PortInUse
 
 from . import errors
@@ -188,7 +189,10 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     ``tls``: also serve HTTPS/WSS (``RunningMock.tls_url``).
 
     A taken ``port``, ``sip.port`` or ``tls.port`` raises :class:`sipworker.ports.PortInUse`; its
-    ``setting`` ("port", "sip_port" or "tls_port") says which one."""
+    ``setting`` ("port", "sip_port" or "tls_port") says which one. ``sip`` without pjsua2 installed raises
+    :class:`sipworker.SipUnavailable` (its message is the one line to show) before anything listens."""
+    if sip is not None:  # else each worker would die on `import pjsua2`, deep in its pipe
+        require_sip("or start the mock without sip= (HTTP and WebSocket only)")
     server = MockServer(config, shard=shard)
     app = create_app(server)
     sockets = OpenSockets()

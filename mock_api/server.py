@@ -7,7 +7,6 @@ and tells the other adapters (WebSocket, SIP ingress) what happened through call
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 import traceback
 import uuid
@@ -97,7 +96,12 @@ class MockServer:
             self.config = self.config.model_copy(update={"webhook_secret": new_secret()})
         self.clock = clock
         self.journal = journal or Journal(clock=clock, record_audio=self.config.record_audio,
-                                          spill=Path(self.config.journal_file) if self.config.journal_file else None)
+                                          spill=Path(self.config.journal_file) if self.config.journal_file else None,
+                                          max_bytes=self.config.journal_max_bytes,
+                                          max_string_chars=self.config.journal_max_string_chars)
+        # the journal decides which ended timelines leave (by count and by bytes); the call goes with it
+        self.journal.retain_ended = self.config.retain_ended_calls
+        self.journal.on_forget.append(self._forgotten)
         self.calls: dict[str, c.Call] = {}
         self.webhooks = WebhookSender(self.journal, clock)
         self._call_faults: dict[str, list[Fault]] = {}
@@ -107,8 +111,7 @@ class MockServer:
         self._active_cbs: list[CallCallback] = []
         self._ended_cbs: list[CallCallback] = []
         self._effect_cbs: list[EffectCallback] = []
-        self._ended: collections.deque[str] = collections.deque()  # ended calls and call-less sessions, oldest first
-        self.ended_keys: set[str] = set()
+        self.ended_keys: set[str] = set()  # ended calls and call-less sessions the journal still keeps
         self._ephemeral: dict[str, float] = {}  # minted ek_ keys and when they expire (wall-clock seconds)
         self.limits = Limiter()
         self._configure_limits()
@@ -147,6 +150,7 @@ class MockServer:
 
     def configure(self, patch: ConfigPatch) -> MockConfig:
         self.config = patch.apply(self.config)
+        self.journal.retain_ended = self.config.retain_ended_calls
         self.journal.record(None, "config", changed=sorted(patch.model_fields_set))
         if "limits" in patch.model_fields_set:
             self._configure_limits()
@@ -303,19 +307,19 @@ class MockServer:
         return outcome
 
     def _retire(self, call_id: str) -> None:
-        """Forget the oldest ended calls and sessions beyond ``retain_ended_calls`` (None: keep everything)."""
+        """An ended call or session: the journal lets the oldest ended go beyond ``retain_ended_calls``
+        (None: no count) or its byte cap, and :meth:`_forgotten` then drops the call too."""
         if call_id in self.ended_keys:
             return
-        self._ended.append(call_id)
         self.ended_keys.add(call_id)
-        keep = self.config.retain_ended_calls
-        while keep is not None and len(self._ended) > keep:
-            old = self._ended.popleft()
-            self.ended_keys.discard(old)
-            self.calls.pop(old, None)
-            self._call_faults.pop(old, None)
-            self._call_scripts.pop(old, None)
-            self.journal.forget(old)
+        self.journal.end(call_id)
+
+    def _forgotten(self, key: str) -> None:
+        """The journal let an ended timeline go: what the server kept of that call goes with it."""
+        self.ended_keys.discard(key)
+        self.calls.pop(key, None)
+        self._call_faults.pop(key, None)
+        self._call_scripts.pop(key, None)
 
     def session_ended(self, key: str) -> None:
         """A call-less session (``?model=`` / ``?intent=`` socket) ended: its timeline counts against
@@ -389,7 +393,6 @@ class MockServer:
             if not call.state.terminal:
                 self.apply(call, c.Fail("reset"), "reset")
         self.calls.clear()
-        self._ended.clear()
         self.ended_keys.clear()
         self._call_faults.clear()
         self._call_scripts.clear()

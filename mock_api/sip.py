@@ -26,7 +26,7 @@ from sipworker.ipc import Ev, Event, Op, WorkerConfig
 from sipworker.ports import PortInUse, port_taken
 from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
-from . import audio, ws
+from . import audio, session_host
 from . import calls as c
 from . import faults as faultlib
 from .certs import CertPaths, ensure_certs
@@ -267,7 +267,7 @@ class SipIngress:
             extra["turn_audio_ms"] = [turn[1], turn[1] + len(turn[0]) // (2 * SIP_RATE // 1000)]
         self.server.journal.record(leg.call_id, "sip.speech_started" if started else "sip.speech_stopped",
                                    audio_ms=audio_ms, **extra)
-        host = ws.get_session(self.server, leg.call_id)
+        host = session_host.get_session(self.server, leg.call_id)
         if host is not None:
             if started:
                 host.media_speech_started(audio_ms)
@@ -282,7 +282,7 @@ class SipIngress:
             return
         digit = str(ev.data.get("digit"))
         self.server.journal.record(leg.call_id, "sip.dtmf", digit=digit, method=ev.data.get("method"))
-        host = ws.get_session(self.server, leg.call_id)
+        host = session_host.get_session(self.server, leg.call_id)
         if host is not None:
             host.dtmf(digit)
 
@@ -380,7 +380,7 @@ class SipIngress:
     def _on_active(self, call: c.Call) -> None:
         if call.transport != "sip":
             return
-        host = ws.get_session(self.server, call.call_id)
+        host = session_host.get_session(self.server, call.call_id)
         leg = self._by_call.get(call.call_id)
         if host is None or leg is None:
             return

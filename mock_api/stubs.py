@@ -263,7 +263,14 @@ class StubBook:
         entry.used = entry.stub.lifetime != "permanent"
 
     def clear(self) -> None:
+        """No stubs, and ids from ``stub_1`` again: a reset mock names the next test's stubs as a fresh one would."""
         self.entries = []
+        self._next_id = 1
+
+    def unused(self) -> list[Entry]:
+        """Oneshot and ordered stubs that never answered: each stands for a request the test expected, so a
+        test that ends with one left over failed (what the pytest plugin reports at teardown)."""
+        return [e for e in self.entries if e.stub.lifetime != "permanent" and not e.used]
 
 
 def book(server: MockServer) -> StubBook:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import audio
 from .journal import Journal
-from .ws import SessionHost
+from .session_host import SessionHost
 
 FRAME_MS = 20
 RATE = 8000  # what a G.711 SIP leg delivers

@@ -2,7 +2,9 @@
 
 Python's ``json`` accepts ``NaN``, ``Infinity`` and ``-Infinity`` and writes them back, but they
 are not JSON: JavaScript's ``JSON.parse``, Go and serde reject them, so a mock that echoes
-``"speed": NaN`` breaks every client that is not Python. Deep nesting is refused at the door
+``"speed": NaN`` breaks every client that is not Python. A number too large for a double
+(``1e999``) is refused the same way: Python reads it as infinity, which no setting can take and
+which could not be written back as JSON. Deep nesting is refused at the door
 too: 500-999 levels parse in Python, then any recursive step (validation, a deep copy) raises,
 and a request that the mock cannot handle must get a 400, not a crash.
 
@@ -13,6 +15,7 @@ service's own limit is not documented.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_DEPTH = 128
@@ -26,29 +29,31 @@ def _no_constants(name: str) -> Any:
     raise WireJSONError(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    """A JSON number with a fraction or exponent, unless it only fits a double as infinity."""
+    value = float(literal)
+    if math.isinf(value):
+        raise WireJSONError(f"{literal} is out of range: it overflows to {'-' if value < 0 else ''}Infinity, "
+                            "which is not valid JSON")
+    return value
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse strictly: no NaN/Infinity, at most MAX_DEPTH levels of arrays and objects."""
+    """Parse strictly: no NaN/Infinity (written or overflowing), at most MAX_DEPTH levels of arrays and objects."""
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except WireJSONError:
         raise
     except RecursionError:
         raise WireJSONError(f"nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireJSONError(str(exc)) from None
-    if _may_be_deep(text):
-        _check_depth(value)
+    _check_depth(value)
     return value
 
 
-def _may_be_deep(text: str | bytes) -> bool:
-    """Cheap upper bound: fewer brackets than the limit cannot nest past it (audio appends skip the walk)."""
-    if isinstance(text, bytes):
-        return text.count(b"[") + text.count(b"{") > MAX_DEPTH
-    return text.count("[") + text.count("{") > MAX_DEPTH
-
-
 def _check_depth(value: Any) -> None:
+    """Walk the containers only: an audio append is one object of strings (no scan of its megabytes)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()

@@ -35,6 +35,8 @@ from .ports import rtp_base as free_rtp_base
 
 EventHandler = Callable[[Event], Awaitable[None] | None]
 
+# The directory holding this sipworker package: the worker must import this very copy, installed or not.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIRECT_HOLD_S = 5.0  # how long a slot reserved for a redirected INVITE stays reserved
 
 
@@ -132,9 +134,7 @@ class _Proc:
 
     async def start(self) -> dict[str, Any]:
         env = dict(os.environ)
-        # The worker must import this very sipworker package, installed or not.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         self.proc = await asyncio.create_subprocess_exec(
             self.pool.python,
             "-m",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -47,9 +48,8 @@ SIP_TESTS = (
     "tests/test_readme.py::test_readme_section_works_as_written[[]your_app_against_the_mock_by_hand[]]",
     "tests/test_readme.py::test_readme_section_works_as_written[[]rtsip_call[]]",
     "tests/test_readme.py::test_readme_section_works_as_written[[]benchmarks[]]",  # bench_sip, bench_load --sip
-    # README's `rtsip mock` lines start the SIP ingress (no --no-sip)
+    # README's taken --sip-port example needs the SIP ingress (without pjsua2 `rtsip mock` serves without one)
     "tests/test_readme.py::test_readme_section_works_as_written[[]rtsip_mock[]]",
-    "tests/test_readme.py::test_readme_section_works_as_written[[]rtsip_trigger[]]",
     "tests/test_pytest_plugin.py::test_howto_runs_as_written",  # docs/pytest.md has a real SIP call
     "tests/test_sip_units.py::test_native_port_plays_then_is_reused_silent",
     "tests/test_sip_units.py::test_worker_without_the_c_module_falls_back_to_python_ports",
@@ -83,6 +83,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.sip)
             if not available:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def without_pjsua2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as if pjsua2 were not installed: a None entry in sys.modules is how the import
+    system spells "no such module", so find_spec and import both say so (no worker starts)."""
+    monkeypatch.setitem(sys.modules, "pjsua2", None)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from openai import OpenAI
@@ -71,7 +71,7 @@ class WebhookReceiver:
         status = self.answers.pop(0) if self.answers else 200
         return web.Response(status=status, text=json.dumps({"received": True}), content_type="application/json")
 
-    async def start(self) -> WebhookReceiver:
+    async def start(self) -> Self:
         app = web.Application()
         app.router.add_post("/webhook", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,8 +32,8 @@ def assert_server_event(event: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def realtime_event_validator() -> Iterator[Any]:
-    yield assert_server_event
+def realtime_event_validator() -> Any:
+    return assert_server_event
 
 
 class Driver:

@@ -129,7 +129,7 @@ def test_base64_round_trip_and_strict() -> None:
     pcm = A.white_noise(40, 24000, seed=2)
     text = A.pcm_to_b64(pcm)
     assert isinstance(text, str) and A.b64_to_pcm(text) == pcm
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="base64"):
         A.b64decode("not base64!!")
 
 

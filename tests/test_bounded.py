@@ -16,7 +16,7 @@ from openai import AsyncOpenAI
 
 from mock_api.client import MockClient
 from mock_api.config import MockConfig
-from mock_api.journal import audio_summary
+from mock_api.journal import HEAD_CHARS, audio_summary, text_summary
 from mock_api.running import RunningMock, running_mock
 from tests.helpers import until
 
@@ -103,9 +103,10 @@ async def test_sessions_have_their_own_timelines_and_leave_like_calls(small_mock
 
         assert await until(retained, what="only the last two sessions kept") == keys[2:]
         journal = await control.session_journal(keys[3])
-        assert [e["kind"] for e in journal][:1] == ["ws.server"] and journal[-1]["kind"] == "ws.close"
+        assert [e["kind"] for e in journal][:2] == ["ws.connect", "ws.server"] and journal[-1]["kind"] == "ws.close"
         server = await control.server_journal()
-    assert not [e for e in server if e["kind"] in ("ws.server", "ws.client")]  # not on the shared timeline
+    # not on the shared timeline: only the small ws.session pointer is
+    assert not [e for e in server if e["kind"] in ("ws.connect", "ws.server", "ws.client")]
     assert [e["data"]["session"] for e in server if e["kind"] == "ws.session"] == keys
     spilled = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert [r["id"] for r in spilled] == keys[:2]
@@ -283,3 +284,59 @@ async def test_reading_a_big_journal_does_not_hold_the_loop(mock: RunningMock) -
     stall = await worst_stall_ms(mock, read())
     print(f"worst loop stall while reading the journal: {stall:.1f} ms")
     assert stall < 1000
+
+
+# ---- the journal bounded by bytes -------------------------------------------------------------------------
+
+BIG_PROMPT = "Speak like a pirate. " + "y" * (900 * 1024)
+
+
+async def big_updates(mock: RunningMock, n: int) -> str:
+    """A ?model= socket that sends ``n`` session.update of 0.9 MB instructions, each once the last one's
+    session.updated is read (so all of them are journaled); returns the session id. The socket closes
+    afterwards."""
+    update = json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": BIG_PROMPT}})
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(mock), headers=AUTH,
+                                                                max_msg_size=8 << 20) as sock:
+        key = str((await sock.receive_json())["session"]["id"])
+        for _ in range(n):
+            await sock.send_str(update)
+            while (event := await sock.receive_json())["type"] != "session.updated":
+                assert event["type"] != "error", event
+    return key
+
+
+async def session_view(mock: RunningMock, key: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{mock.url}/_mock/sessions/{key}") as r:
+        assert r.status == 200
+        view: dict[str, Any] = await r.json()
+    return view
+
+
+async def test_a_hundred_big_session_updates_keep_the_journal_small(mock: RunningMock) -> None:
+    journal = mock.server.journal
+    key = await big_updates(mock, 100)
+    line = journal.timeline(key)
+    assert line is not None and line.truncated >= 100  # each prompt cut, on the way in and in the echo
+    assert journal.bytes < 2 << 20 < (journal.max_bytes or 0)  # 180 MB went through; it was 183 MB held
+    view = await session_view(mock, key)
+    sent = [e["data"]["event"] for e in view["entries"] if e["kind"] == "ws.client"]
+    assert len(sent) == 100 and "dropped" not in view
+    assert {e["session"]["instructions"] for e in sent} == {text_summary(BIG_PROMPT)}
+    assert text_summary(BIG_PROMPT).endswith(BIG_PROMPT[:HEAD_CHARS])
+
+
+async def test_a_timeline_over_its_byte_cap_drops_its_oldest_and_says_so() -> None:
+    async with running_mock(MockConfig(journal_max_string_chars=1 << 20)) as mock:  # prompts kept whole
+        journal = mock.server.journal
+        journal.max_timeline_bytes = 8 << 20
+        key = await big_updates(mock, 30)  # about 55 MB of events through one timeline
+        line = journal.timeline(key)
+        assert line is not None and line.size_bytes <= 8 << 20 and journal.bytes <= (8 << 20) + (1 << 20)
+        view = await session_view(mock, key)
+    assert view["dropped"] == line.dropped > 0
+    written = 1 + 1 + 30 + 30  # ws.connect, session.created, then each update and its session.updated
+    kinds = [e["kind"] for e in view["entries"]]
+    assert len(view["entries"]) - kinds.count("ws.close") + view["dropped"] == written
+    newest = [e for e in view["entries"] if e["kind"] == "ws.client"][-1]
+    assert newest["data"]["event"]["session"]["instructions"] == BIG_PROMPT  # what is kept is kept whole

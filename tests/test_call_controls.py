@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import openai
 import pytest
@@ -10,19 +12,22 @@ from openai import AsyncOpenAI
 from mock_api.client import MockClient
 from mock_api.running import RunningMock
 
-GA_ACCEPT = {"type": "realtime", "model": "gpt-realtime", "instructions": "You are Alex."}
-BETA_ACCEPT = {"type": "realtime", "model": "gpt-4o-mini-realtime-preview-2024-12-17", "instructions": "Jessica",
-               # a beta field, sent the way an SDK app would smuggle it in
-               "extra_body": {"input_audio_transcription": {"model": "whisper-1", "language": "es"}}}
+# Any: splatted into the SDK as keyword arguments; BETA_ACCEPT carries a field the SDK does not type
+GA_ACCEPT: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime", "instructions": "You are Alex."}
+BETA_ACCEPT: dict[str, Any] = {
+    "type": "realtime", "model": "gpt-4o-mini-realtime-preview-2024-12-17", "instructions": "Jessica",
+    # a beta field, sent the way an SDK app would smuggle it in
+    "extra_body": {"input_audio_transcription": {"model": "whisper-1", "language": "es"}}}
 
 
 async def test_accept_then_hangup(client: AsyncOpenAI, control: MockClient) -> None:
     call_id = await control.start_call()
-    assert await client.realtime.calls.accept(call_id, **GA_ACCEPT) is None
+    # the SDK types these as returning nothing; the test pins that the 200 has no body the SDK would parse
+    assert await client.realtime.calls.accept(call_id, **GA_ACCEPT) is None  # type: ignore[func-returns-value]
     view = await control.call(call_id)
     assert view.state == "active"
     assert view.accept_body == GA_ACCEPT
-    assert await client.realtime.calls.hangup(call_id) is None
+    assert await client.realtime.calls.hangup(call_id) is None  # type: ignore[func-returns-value]
     view = await control.call(call_id)
     assert (view.state, view.end_reason) == ("ended", "hangup")
     with pytest.raises(openai.NotFoundError) as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 import re
 import socket
@@ -10,13 +12,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 
 from harness.cli import build_parser
 from harness.mock_process import MockProcess
-from mock_api.client import MockClient
+from mock_api.client import MockClient, MockControlError
+from mock_api.running import SipOptions, running_mock
+from sipworker import SipUnavailable, sip_missing
 from tests.helpers import WebhookReceiver
+
+ROOT = Path(__file__).resolve().parent.parent
+# `rtsip mock` in a process where pjsua2 is not installed (a None in sys.modules is "no such module")
+MOCK_WITHOUT_PJSUA2 = ("-c", "import sys; sys.modules['pjsua2'] = None; from harness.cli import main; "
+                             "sys.exit(main(['mock', *sys.argv[1:]]))")
 
 
 def rtsip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,7 +37,8 @@ def rtsip(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 def test_help_documents_every_flag_and_env() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for name, p in sub.choices.items():  # type: ignore[attr-defined]
+    assert isinstance(sub, argparse._SubParsersAction)
+    for name, p in sub.choices.items():
         text = rtsip(name, "--help").stdout
         for action in p._actions:
             for flag in action.option_strings:
@@ -40,8 +51,9 @@ def test_help_names_only_flags_that_exist() -> None:
     """A flag in a command's help is that command's, or written as `rtsip OTHER --flag`."""
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
+    assert isinstance(sub, argparse._SubParsersAction)
     flags = {name: {f for a in p._actions for f in a.option_strings}
-             for name, p in sub.choices.items()}  # type: ignore[attr-defined]
+             for name, p in sub.choices.items()}
     flags[""] = {"--help"}
     for name in flags:
         text = " ".join(rtsip(*([name] if name else []), "--help").stdout.split())  # undo argparse's wrapping
@@ -174,4 +186,69 @@ async def test_mock_with_sip_prints_uri_and_ca(tmp_path: Path) -> None:
         sip = mock.ready["sip"]
         assert sip.startswith("sip:proj_rtsip@127.0.0.1:") and sip.endswith(";transport=tls")
         assert mock.ready["ca"] == str(tmp_path / "tls" / "ca.pem")
-        assert Path(mock.ready["ca"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+        assert (await asyncio.to_thread(Path(mock.ready["ca"]).read_text)).startswith("-----BEGIN CERTIFICATE-----")
+
+
+async def test_mock_without_pjsua2_warns_once_and_serves_without_sip(tmp_path: Path) -> None:
+    args = ["--port", "0", "--sip-port", "0", "--state-dir", str(tmp_path)]
+    async with MockProcess(args, command=MOCK_WITHOUT_PJSUA2) as mock, MockClient(mock.url) as control:
+        warning = f"rtsip mock: warning: {sip_missing('serving HTTP and WebSocket only (--no-sip hides this line)')}"
+        assert [line.rstrip("\n") for line in mock.output if sip_missing() in line] == [warning]
+        assert "sip" not in mock.ready and "ca" not in mock.ready  # no ingress, and nothing claims one
+        assert (await control.start_call()).startswith("rtc_")  # virtual calls work as with --no-sip
+    assert mock.returncode == 0
+
+
+@pytest.mark.usefixtures("without_pjsua2")
+async def test_running_mock_asked_for_sip_without_pjsua2_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(SipUnavailable) as raised:
+        async with running_mock(sip=SipOptions(tmp_path, port=0)):
+            pytest.fail("the mock started a SIP ingress without pjsua2")
+    assert str(raised.value).startswith(sip_missing() + "; ")
+
+
+async def test_mock_control_token_is_required_and_kept_for_clients(tmp_path: Path) -> None:
+    args = ["--port", "0", "--no-sip", "--state-dir", str(tmp_path), "--control-token", "tok-3f9a"]
+    async with MockProcess(args) as mock:
+        assert json.loads((tmp_path / "running.json").read_text())["control_token"] == "tok-3f9a"
+        async with MockClient(mock.url, token="") as anonymous:
+            with pytest.raises(MockControlError) as refused:
+                await anonymous.start_call()
+        assert refused.value.status == 401
+        async with MockClient.from_state_dir(tmp_path) as control:  # what a client of the state directory uses
+            assert control.token == "tok-3f9a"
+            assert (await control.start_call()).startswith("rtc_")
+            assert (await control.config())["control_token"] == "<set>"  # never echoed
+
+
+async def test_mock_record_allow_host_and_journal_spill(tmp_path: Path) -> None:
+    args = ["--port", "0", "--no-sip", "--state-dir", str(tmp_path), "--record", "--allow-host", "Mock.Internal"]
+    async with MockProcess(args) as mock, MockClient(mock.url) as control:
+        config = await control.config()
+        assert config["record_audio"] is True
+        assert config["allowed_hosts"] == ["mock.internal"]
+        assert config["journal_file"] == str(tmp_path / "journal.jsonl")
+        call_id = await control.start_call()
+        port = mock.url.rsplit(":", 1)[1]
+        async with aiohttp.ClientSession() as http:
+            for host, status in ((f"mock.internal:{port}", 200), (f"other.example:{port}", 403)):
+                async with http.get(mock.url + "/_mock/health", headers={"Host": host}) as resp:
+                    assert resp.status == status, host
+        await control.caller_hangup(call_id)
+    assert mock.returncode == 0
+    spilled = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    [timeline] = [t for t in spilled if t["id"] == call_id]  # written out when the mock stopped
+    assert "call.created" in [e["kind"] for e in timeline["entries"]]
+
+
+@pytest.mark.timeout(300)
+def test_load_sends_the_control_token_of_its_mock(tmp_path: Path) -> None:
+    """A load run whose mock settings set a control token still reads every call's journal."""
+    (tmp_path / "token.yaml").write_text("control_token: load-tok-51c2\n")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "load", str(ROOT / "scenarios" / "load" / "one_turn.yaml"),
+                        "--calls", "1", "--concurrency", "1", "--rate", "1", "--mock-config",
+                        str(tmp_path / "token.yaml"), "--json", str(tmp_path / "out.json"), "--no-progress"],
+                       capture_output=True, text=True, timeout=280, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    [record] = json.loads((tmp_path / "out.json").read_text())["records"]
+    assert record["ok"] and record["call_id"].startswith("rtc_"), record

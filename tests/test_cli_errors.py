@@ -69,6 +69,10 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("mock-webhook-url", (*MOCK, "--webhook-url", "localhost:8000"), "--webhook-url"),
     ("mock-webhook-secret", (*MOCK, "--webhook-secret", "whsec_***"), "after whsec_ is not valid base64"),
     ("mock-state-dir-is-a-file", (*MOCK, "--state-dir", "{tmp}/notes.txt"), "{tmp}/notes.txt is not a directory"),
+    ("mock-control-token-empty", (*MOCK, "--control-token", ""), "--control-token is empty"),
+    ("mock-control-token-space", (*MOCK, "--control-token", "two words"), "only visible ASCII characters"),
+    ("mock-allow-host-url", (*MOCK, "--allow-host", "http://mock.internal/"), "a host, not a URL"),
+    ("mock-allow-host-port", (*MOCK, "--allow-host", "mock.internal:8765"), "not a host name (no port"),
     ("mock-shard-without-handoff", (*MOCK, "--shard", "0/2"), "--shard and --handoff go together"),
     ("mock-handoff-no-dir", (*MOCK, "--shard", "0/2", "--handoff", "{tmp}/missing/0.sock"),
      "--handoff {tmp}/missing/0.sock: directory {tmp}/missing does not exist"),
@@ -121,10 +125,13 @@ def rtsip(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_table_covers_every_command() -> None:
+    import argparse
+
     from harness.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert {args[0] for _, args, _ in CASES} == set(sub.choices)  # type: ignore[attr-defined]
+    assert isinstance(sub, argparse._SubParsersAction)
+    assert {args[0] for _, args, _ in CASES} == set(sub.choices)
 
 
 @pytest.mark.parametrize(("args", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

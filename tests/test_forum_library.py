@@ -13,8 +13,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.runner import run_scenario
-from harness.scenario import Variant, expand, load_scenario
+from harness.runner import ScenarioResult, run_scenario
+from harness.scenario import Scenario, Variant, expand, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 FORUM = ROOT / "scenarios" / "forum"
@@ -55,7 +55,7 @@ async def test_each_symptom_check_is_specific() -> None:
         runs += expand(swapped)
     sem = asyncio.Semaphore(2)
 
-    async def one(scenario):  # type: ignore[no-untyped-def]
+    async def one(scenario: Scenario) -> ScenarioResult:
         async with sem:
             return await run_scenario(scenario)
 

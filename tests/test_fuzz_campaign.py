@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import pytest
 from rich.console import Console
@@ -22,13 +21,13 @@ SEED = 1
 
 
 @pytest.fixture(scope="module")
-def figures() -> Iterator[Figures]:
+def figures() -> Figures:
     result = asyncio.run(run_campaign(CASES, SEED))
     console = Console(width=160)
     console.print(table(result))
     if result.kinds:
         console.print(kinds_table(result))
-    yield result
+    return result
 
 
 def failures(f: Figures, cls: str) -> str:

@@ -111,12 +111,12 @@ class Lifecycle(RuleBasedStateMachine):
 
     @rule(call_id=calls, valid=st.booleans())
     def accept(self, call_id: str, valid: bool) -> None:
-        extra = {} if valid else {"extra_body": {"modalities": ["audio"]}}
+        extra: dict[str, Any] = {} if valid else {"extra_body": {"modalities": ["audio"]}}
         self._op(call_id, "accept", lambda: self.sdk.realtime.calls.accept(call_id, type="realtime", **extra))
 
     @rule(call_id=calls, code=st.sampled_from([None, 486, 603, 404]))
     def reject(self, call_id: str, code: int | None) -> None:
-        kw = {} if code is None else {"status_code": code}
+        kw: dict[str, Any] = {} if code is None else {"status_code": code}
         self._op(call_id, "reject", lambda: self.sdk.realtime.calls.reject(call_id, **kw))
 
     @rule(call_id=calls)

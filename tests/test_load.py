@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -245,7 +246,7 @@ async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> N
     routed = next(n for n in data["notes"] if "routed" in n)  # the router process's own count, at its exit
     assert "dropped 0" in routed, routed
     for pid in (pids["mock"], pids["mock_1"], pids["mock_router"]):
-        assert not Path(f"/proc/{pid}").exists()
+        assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
 
 
 async def test_twelve_sip_calls_two_way_audio(tmp_path: Path) -> None:

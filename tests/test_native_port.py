@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,14 +32,21 @@ class Frame(ctypes.Structure):
 Callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(Frame))
 
 
+def _slot(address: int) -> int:
+    """The function pointer stored at ``address``; an empty slot would crash the call, so fail the test first."""
+    fn = ctypes.c_void_p.from_address(address).value
+    assert fn is not None, f"no callback stored at {address:#x}"
+    return fn
+
+
 class Bridge:
     """One port and the two calls the conference makes on it every 20 ms tick."""
 
     def __init__(self) -> None:
         _rtport.setup(PUT, GET, DESTROY)
         self.port = _rtport.new()
-        self._put = Callback(ctypes.c_void_p.from_address(self.port + PUT).value)
-        self._get = Callback(ctypes.c_void_p.from_address(self.port + GET).value)
+        self._put = Callback(_slot(self.port + PUT))
+        self._get = Callback(_slot(self.port + GET))
 
     def get(self, frames: int = 1) -> bytes:
         buf = ctypes.create_string_buffer(b"\x55" * (frames * FRAME), frames * FRAME)  # garbage in: must be overwritten
@@ -51,7 +59,7 @@ class Bridge:
         buf = ctypes.create_string_buffer(pcm, len(pcm))
         assert self._put(self.port, ctypes.byref(Frame(frame_type, ctypes.addressof(buf), len(pcm), 0, 0))) == 0
 
-    def drain(self) -> dict[str, int | bytes]:
+    def drain(self) -> dict[str, Any]:  # each key has its own type (see Drained): Any, not a union
         return Drained(*_rtport.drain(self.port))._asdict()
 
 

@@ -290,7 +290,7 @@ async def test_the_control_api_is_not_reachable_through_an_intercepted_host(stac
 
 
 def test_every_api_host_the_sdk_knows_is_intercepted() -> None:
-    from openai import _data_residency  # type: ignore[attr-defined]
+    from openai import _data_residency
 
     urls = [u for u in vars(_data_residency).values() if isinstance(u, dict) for u in u.values()]
     hosts = {u.split("/")[2] for u in urls if isinstance(u, str) and u.startswith("https://")}
@@ -383,5 +383,5 @@ def test_ca_without_key_is_replaced_with_everything_it_signed(tmp_path: Path) ->
     new_leaf, _ = certs.CertStore(tmp_path).leaf_files("x.openai.azure.com")
     assert new_leaf.read_bytes() != old_leaf
     x509.load_pem_x509_certificate(new_leaf.read_bytes()).verify_directly_issued_by(ca)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a hostname"):
         certs.CertStore(tmp_path).leaf_files("not a host")

@@ -12,7 +12,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from mock_api import ws
+from mock_api import session_host
 from mock_api.client import MockClient
 from mock_api.realtime.session import ClearAudio
 from mock_api.running import RunningMock
@@ -74,7 +74,7 @@ async def test_host_forwards_boundaries_and_config(mock: RunningMock, control: M
     call_id = await control.start_call(script=SCRIPT)
     await client.realtime.calls.accept(call_id, type="realtime", audio={"input": {
         "transcription": {"model": "gpt-4o-transcribe"}}})
-    host = ws.get_session(mock.server, call_id)
+    host = session_host.get_session(mock.server, call_id)
     assert host is not None
     configs: list[dict[str, Any]] = []
     host.on_session_config = configs.append

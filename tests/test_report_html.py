@@ -107,7 +107,7 @@ class Browser:
 
     def __init__(self, profile: Path) -> None:
         self.profile = profile
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
         self.ws: Any = None
         self.session = ""
         self.events: list[dict[str, Any]] = []
@@ -116,15 +116,15 @@ class Browser:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> Browser:
-        self.proc = subprocess.Popen(
-            [chromium_binary(), *HEADLESS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
-             "--window-size=1400,2000", "about:blank"],
+        self.proc = await asyncio.create_subprocess_exec(
+            chromium_binary(), *HEADLESS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
+            "--window-size=1400,2000", "about:blank",
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"chromium did not start (exit status {self.proc.poll()})")
+            if self.proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"chromium did not start (exit status {self.proc.returncode})")
             await asyncio.sleep(0.05)
         port, path = port_file.read_text().splitlines()[:2]
         self.ws = await websockets.connect(f"ws://127.0.0.1:{port}{path}", max_size=None)
@@ -198,10 +198,10 @@ class Browser:
                 await self._reader
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
                 self.proc.kill()
-                self.proc.wait()
+                await self.proc.wait()
 
 
 @contextlib.asynccontextmanager
@@ -445,3 +445,99 @@ def test_rtsip_run_writes_the_html_report(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     page = out.read_text()
     assert "hangup-right-after-accept[fixed]" in page and 'class="ladder"' in page and "svg class=\"waveform\"" in page
+
+
+# ---- the load report ----------------------------------------------------------------------------------
+
+
+def _load_run(tmp_path: Path) -> Path:
+    """A load report of a made-up run through the real plan and result types (no calls placed): 40 calls
+    over 10 s, two failed, CPU and memory sampled every half second, and hostile text from the run."""
+    from harness.load import LoadOptions, LoadResult, plan
+    from harness.load_metrics import CallRecord
+    from harness.load_report import write_reports
+
+    p = plan(LoadOptions(scenario=ROOT / "scenarios" / "load" / "one_turn.yaml", calls=40, concurrency=8, rate=4.0,
+                         progress=False))
+    t0 = 1_700_000_000.0
+    result = LoadResult(plan=p, started_at=t0, ended_at=t0 + 14, placed=40, notes=["<script>alert(1)</script>"],
+                        cpu={"mock_cpu_s": 6.0, "app_cpu_s": 3.0, "load_cpu_s": 1.5})
+    for i in range(40):
+        start, ok = t0 + i / 4, i not in (7, 23)
+        result.records.append(CallRecord(
+            index=i, call_id=f"rtc_{i}", start=start, end=start + 3 + (i % 5) / 4, ok=ok, state="ended",
+            reason=None if ok else "<b>webhook timeout</b>",
+            metrics={"webhook_to_accept_ms": [[start + 0.1, 20.0 + i]],
+                     "speech_end_to_audio_ms": [[start + 2, 300.0 + 5 * i]]}))
+    for k in range(29):
+        result.samples.append({"t": t0 + k / 2, "active": 8.0, "done": k * 1.4, "mock_cpu_s": k * 0.2,
+                               "mock_rss_mb": 80 + k / 4, "app_cpu_s": k * 0.1, "app_rss_mb": 45.0})
+    path = tmp_path / "load.html"
+    write_reports(result, csv_path=None, json_path=None, html_path=path)
+    return path
+
+
+def test_load_report_shows_labels_with_units_not_keys(tmp_path: Path) -> None:
+    from harness.load_report import LABELS
+
+    page = _load_run(tmp_path).read_text()
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.split("<body>")[1]))
+    for key in ("mock_cpu_pct_per_active_call", "mock_rss_mb_max", "call_seconds", "mock_cpu_s", "concurrency"):
+        label, unit = LABELS[key]
+        assert re.search(rf"{re.escape(label)}\s+[\d.,]+\s+{re.escape(unit)}", text), (key, label)
+    keys = [k for k in LABELS if "_" in k]  # the JSON report's keys; the page has labels instead
+    assert keys and not [k for k in keys if k in text], [k for k in keys if k in text]
+    assert "p95 (ms)" in text and "webhook sent → accept received" in text
+    # a run's text is escaped, and the page runs and loads nothing
+    assert "<script" not in page and "<b>webhook" not in page and "&lt;b&gt;webhook timeout&lt;/b&gt;" in page
+    assert "default-src 'none'" in html.unescape(page)
+
+
+def test_nice_ticks_are_round_and_cover_the_data() -> None:
+    from harness.report.charts import nice_ticks
+
+    assert nice_ticks(47.3) == [0, 10, 20, 30, 40, 50]
+    assert nice_ticks(0.42) == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert nice_ticks(1234, 5) == [0, 250, 500, 750, 1000, 1250]
+    assert nice_ticks(0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(12, whole=True) == [0, 5, 10, 15] and nice_ticks(3, whole=True) == [0, 1, 2, 3]
+    assert nice_ticks(29.5, 6, bottom=-2.3) == [-5, 0, 5, 10, 15, 20, 25, 30]  # memory sampled before the first call
+
+
+async def test_load_report_charts_in_chromium(tmp_path: Path) -> None:
+    """Each chart has a title, both axes labelled (time in s, the unit on y), round ticks and its data inside."""
+    path = _load_run(tmp_path)
+    async with browser() as b:
+        await b.open(path.as_uri())
+        charts = await b.eval("""[...document.querySelectorAll('svg.chart')].map(svg => {
+          const box = svg.getBoundingClientRect(), vb = svg.viewBox.baseVal;
+          const marks = [...svg.querySelectorAll('circle')].map(c => c.getBoundingClientRect());
+          return {
+            title: svg.querySelector('text.title').textContent, width: box.width,
+            axes: [...svg.querySelectorAll('text.axis-label')].map(t => t.textContent),
+            ticks: [...svg.querySelectorAll('text.tick')].map(t => t.textContent),
+            points: marks.length,
+            inside: marks.every(m => m.left >= box.left && m.right <= box.right && m.top >= box.top
+                                     && m.bottom <= box.bottom),
+            tooltip: (svg.querySelector('circle title') || {}).textContent,
+          };
+        })""")
+        assert b.problems() == []
+    titles = [c["title"] for c in charts]
+    assert titles == ["Concurrency: calls in progress", "Calls per 1 s interval", "webhook sent → accept received",
+                      "caller speech end → first reply audio", "CPU (% of one core)", "Memory (resident set size)"]
+    units = {c["title"]: c["axes"][1] for c in charts}
+    assert units["webhook sent → accept received"] == "ms" and units["CPU (% of one core)"] == "% of one core"
+    assert units["Memory (resident set size)"] == "MB"
+    for c in charts:
+        assert c["axes"][0] == "time since the first call (s)" and c["width"] > 400, c
+        assert c["points"] > 5 and c["inside"], c
+        assert all(re.fullmatch(r"-?[\d,.]+", t) for t in c["ticks"]), c["ticks"]
+        assert c["tooltip"] and " at " in c["tooltip"], c
+
+
+def test_load_report_does_not_import_the_load_runner() -> None:
+    """harness.load imports the reports; the reports read a run through a protocol, so no import cycle."""
+    code = "import sys, harness.load_report; assert 'harness.load' not in sys.modules, 'cycle'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,6 +14,7 @@ import pytest
 
 from harness.runner import run_scenario
 from harness.scenario import ScenarioError, load_scenario
+from sipworker import sip_missing
 from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +136,15 @@ async def test_ctrl_c_tears_everything_down(tmp_path: Path) -> None:
     assert proc.returncode == 130, out.decode()[-2000:]
     assert b"interrupted; everything was torn down" in out
     await until(lambda: gone(pids), timeout=10, what="the app and its child to be gone")
+
+
+@pytest.mark.usefixtures("without_pjsua2")
+async def test_a_sip_call_without_pjsua2_is_an_error_that_says_what_to_install(tmp_path: Path) -> None:
+    f = scenario_file(tmp_path, "ignores_webhook")
+    f.write_text(f.read_text().replace("  - steps:", "  - mode: sip\n    steps:"))
+    scenario = load_scenario(f)
+    assert scenario.calls[0].mode == "sip"
+    result = await run_scenario(scenario)
+    assert not result.passed
+    assert result.verdict == f"error: {sip_missing('or use mode: virtual')}"
+    assert not (tmp_path / "pids.txt").exists()  # neither the mock's SIP workers nor the app were started

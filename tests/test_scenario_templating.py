@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from pathlib import Path
@@ -73,7 +74,7 @@ async def test_app_command_env_and_cwd_are_templated(tmp_path: Path) -> None:
     assert base.startswith("http://127.0.0.1:") and base.endswith("/v1")
     assert seen["env"]["REALTIME_WS_BASE"] == "ws" + base.removeprefix("http") + "/realtime"
     assert seen["env"]["MOCK"] == base.removesuffix("/v1")
-    assert Path(seen["env"]["CA"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert (await asyncio.to_thread(Path(seen["env"]["CA"]).read_text)).startswith("-----BEGIN CERTIFICATE-----")
     assert seen["env"]["PROXY"] == ""  # no interception in this scenario
     assert seen["env"]["PLAIN"] == "{not_a_placeholder}"
     assert Path(seen["cwd"]) == (tmp_path / "app").resolve()

@@ -40,7 +40,8 @@ async def test_happy_path_tls_call(sip_stack: tuple[RunningMock, Receiver, MockC
     assert app.of("output_audio_buffer.started") and app.of("output_audio_buffer.stopped")
     assert not app.of("response.output_audio.delta"), "SIP sidebands get no audio deltas by default"
     # the caller heard the reply fixture (windowed correlation, not one global score)
-    assert call.recording and Path(call.recording).exists()
+    assert call.recording
+    assert await asyncio.to_thread(Path(call.recording).exists)
     heard = audio.load_audio(call.recording, 8000)
     corr = windowed_correlation(REPLY.pcm(8000), heard, 8000)
     assert corr.scores and corr.median >= 0.9, corr

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_ipc_round_trip_and_version_check() -> None:
         Command.from_line(json.dumps({"v": PROTOCOL_VERSION + 1, "op": "ping"}))
     with pytest.raises(ProtocolError):
         Command.from_line(json.dumps({"v": PROTOCOL_VERSION, "op": "explode"}))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown VadParams fields"):
         VadParams.from_dict({"silence_ms": 3})
     cfg = WorkerConfig(tls_port=5061, udp_port=None)
     assert WorkerConfig.from_json(cfg.to_json()) == cfg
@@ -327,7 +328,7 @@ def test_worker_config_frame_ms_must_fit_the_bridge() -> None:
     assert WorkerConfig().frame_ms % media.FRAME_MS == 0
     assert WorkerConfig.from_json(WorkerConfig(frame_ms=100).to_json()).frame_ms == 100
     for bad in (0, 30, 220):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="frame_ms must be a multiple of 20"):
             WorkerConfig(frame_ms=bad)
     assert WorkerConfig(frame_ms=60, vad_frame_ms=60).vad_frame_ms == 60
     for frame, vad in ((60, 100), (60, 0), (100, 50)):
@@ -416,7 +417,7 @@ os._exit(0)
 """
 
 
-def run_on_endpoint(script: str, *args: str) -> dict[str, object]:
+def run_on_endpoint(script: str, *args: str) -> dict[str, Any]:
     """Run a script on a real, call-less worker endpoint in a subprocess; its last line is JSON."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root)}

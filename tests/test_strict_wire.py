@@ -29,8 +29,9 @@ async def events_until(sock: aiohttp.ClientWebSocketResponse, kind: str) -> list
             return got
 
 
-@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-2.5E400"])
 async def test_nan_and_infinity_are_refused_on_the_socket_and_never_echoed(mock: RunningMock, literal: str) -> None:
+    """Written as a constant or as a number that overflows a double: Python would read both as a float."""
     async with aiohttp.ClientSession() as http, http.ws_connect(
             mock.base_url + "/realtime?model=gpt-realtime", headers=AUTH) as sock:
         await events_until(sock, "session.created")

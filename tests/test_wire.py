@@ -88,7 +88,7 @@ async def test_large_bodies_are_read_whole(mock: RunningMock, control: MockClien
 
     await asyncio.to_thread(accept)
     view = await control.call(call_id)
-    assert view.state == "active" and view.accept_body["instructions"] == instructions
+    assert view.state == "active" and view.accept_body is not None and view.accept_body["instructions"] == instructions
 
 
 async def test_a_body_over_the_limit_is_413(mock: RunningMock, control: MockClient) -> None:

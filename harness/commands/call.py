@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ async def _run(args: argparse.Namespace) -> int:
             args.uri,
             headers=dict(args.header),
             audio=args.audio,
-            record=os.path.abspath(args.record) if args.record else False,
+            record=args.record or False,  # the phone makes a relative path absolute
             on_progress=_progress(start),
             from_uri=args.from_uri,
             display_name=args.display_name,

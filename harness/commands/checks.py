@@ -238,3 +238,38 @@ def port(value: int, flag: str, lowest: int = 1) -> int:
     if value != 0 and not lowest <= value <= 65535:
         raise UsageError(f"{flag} must be 0 (a free port) or in {lowest}..65535 (got {value})")
     return value
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP header carries unchanged
+
+
+def token(value: str, what: str) -> str:
+    """``value`` if a client can send it in a header as it is: visible ASCII, no spaces."""
+    if not value:
+        raise UsageError(f"{what} is empty; expected a token of visible ASCII characters, e.g. a random hex string")
+    if not _TOKEN.fullmatch(value):
+        raise UsageError(f"{what}: only visible ASCII characters (no spaces, no control or non-ASCII characters) "
+                         "can be sent in the X-Rtsip-Token header")
+    return value
+
+
+def host_name(value: str, what: str) -> str:
+    """``value`` as the mock compares it with a ``Host`` header's name (lower case, an IPv6 address without
+    its brackets) if it is a DNS name or an IP address, without scheme, port or path."""
+    expected = "expected a host name or address as clients send it in Host, e.g. mock.internal or 10.0.0.5"
+    name = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if "/" in value:
+        raise UsageError(f"{what} {value!r}: a host, not a URL; {expected}")
+    if not _is_address(name) and not _HOST.fullmatch(value):
+        raise UsageError(f"{what} {value!r}: not a host name (no port, no spaces); {expected}")
+    return name.lower()
+
+
+def _is_address(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

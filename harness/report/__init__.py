@@ -1,1 +1,1 @@
-"""Run reports: JSON (machine), JUnit XML (CI), HTML (people)."""
+"""Run reports: JSON (machine), JUnit XML (CI), HTML (people; Jinja2 templates in ``templates/``)."""

@@ -1,4 +1,4 @@
-"""The HTML report's inline stylesheet and script (kept apart so ``html.py`` stays about structure)."""
+"""The HTML reports' inline stylesheets and script (kept apart so the templates stay about structure)."""
 
 from __future__ import annotations
 
@@ -152,4 +152,33 @@ JS = """
   });
   document.documentElement.setAttribute('data-ready', '1');
 })();
+"""
+
+# the load report (templates/load.html.j2): tables and charts (report/charts.py), no script
+LOAD_CSS = """
+body { margin: 24px; font: 14px/1.45 "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #1f2328;
+  max-width: 1240px; }
+h1 { font-size: 22px; margin: 0 0 6px; }
+h2 { font-size: 16px; margin: 26px 0 6px; }
+.sub { color: #656d76; margin: 0 0 14px; }
+.ok { color: #1a7f37; } .bad { color: #cf222e; font-weight: bold; }
+.aborted { background: #fff8c5; color: #9a6700; padding: 2px 8px; border-radius: 4px; }
+table { border-collapse: collapse; margin: 6px 0 12px; }
+td, th { border-bottom: 1px solid #d0d7de; padding: 3px 10px; text-align: right; }
+th { color: #656d76; font-weight: normal; font-size: 12px; }
+td:first-child, th:first-child { text-align: left; }
+td.unit { text-align: left; color: #656d76; font-size: 12px; }
+.layout { display: flex; flex-wrap: wrap; gap: 8px 40px; align-items: flex-start; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 14px; margin: 8px 0; }
+svg.chart { width: 100%; height: auto; display: block; border: 1px solid #d0d7de; border-radius: 6px;
+  background: #fff; }
+svg.chart text { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; font-size: 11px; fill: #1f2328; }
+svg.chart .title { font-size: 13px; font-weight: bold; }
+svg.chart .tick { fill: #656d76; }
+svg.chart .axis-label { fill: #57606a; font-size: 12px; }
+svg.chart .none { fill: #8c959f; font-style: italic; }
+svg.chart .grid { stroke: #eaeef2; }
+svg.chart .axis { stroke: #8c959f; }
+.hint { color: #656d76; font-size: 12px; font-weight: normal; margin-left: 8px; }
+ul.notes { color: #656d76; }
 """

@@ -6,14 +6,10 @@ Keeping the shapes in one place makes the SDK-parse guarantee (every event valid
 
 from __future__ import annotations
 
-import secrets
-import string
 from typing import Any
 
 from .. import ids
 from .validation import ParamError
-
-_ALNUM = string.ascii_letters + string.digits
 
 CLIENT_EVENT_TYPES = (
     "session.update",
@@ -38,13 +34,9 @@ def event(type_: str, **fields: Any) -> dict[str, Any]:
     return {"type": type_, "event_id": ids.server_id("event"), **fields}
 
 
-_ALNUM_TABLE = bytes(ord(_ALNUM[i % len(_ALNUM)]) for i in range(256))
-
-
 def obfuscation() -> str:
-    """GA deltas carry random padding (4–15 alphanumerics) so payload sizes do not leak content lengths."""
-    raw = secrets.token_bytes(16)  # one system call per delta, not one per character
-    return raw[1:5 + raw[0] % 12].translate(_ALNUM_TABLE).decode()
+    """GA deltas carry random padding; drawn from the current id source so a seeded session replays."""
+    return ids.obfuscation()
 
 
 def delta(type_: str, **fields: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from .. import audio
 FRAME_MS = 20
 MIN_SPEECH_MS = 60  # voiced run needed before speech_started: clicks and pops are not turns
 EAGERNESS_SILENCE_MS = {"high": 300, "medium": 700, "auto": 700, "low": 1500}
+RESAMPLE_PIECE_MS = 500  # the most audio resampled in one call
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,12 @@ class TurnDetector:
         if self._resampler is None or self._rate != rate:
             self._resampler = audio.Resampler(rate, 16000)
             self._rate = rate
-        return self._resampler.process(pcm), 16000
+        # a long append is resampled a piece at a time (the stream gives the same bytes however it is cut):
+        # one libsoxr call over a minute of audio would hold the GIL, and so the server's loop, for tens of ms
+        step = audio.frame_bytes(rate, RESAMPLE_PIECE_MS)
+        if len(pcm) <= step:
+            return self._resampler.process(pcm), 16000
+        return b"".join(self._resampler.process(pcm[i:i + step]) for i in range(0, len(pcm), step)), 16000
 
     def process(self, pcm: bytes, rate: int, start_ms: float) -> list[VadEvent]:
         """Feed audio that begins at ``start_ms``; returns the transitions it caused."""
@@ -85,7 +91,9 @@ class TurnDetector:
         block, self._pending = self._pending[: n * size], self._pending[n * size :]
         # loudness of every frame in one numpy pass; webrtcvad only sees frames above the floor
         arr = np.frombuffer(block, dtype="<i2").astype(np.float32).reshape(n, size // 2)
-        loud = np.sqrt(np.mean(arr * arr, axis=1)) >= self._floor_rms
+        power = np.add.reduce(arr * arr, axis=1)  # np.mean's own steps without its per-call overhead
+        np.true_divide(power, np.intp(size // 2), out=power, casting="unsafe")
+        loud = np.sqrt(power) >= self._floor_rms
         out: list[VadEvent] = []
         for i in range(n):
             frame_start = self._pos_ms
