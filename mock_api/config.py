@@ -12,6 +12,7 @@ from .journal import MAX_BYTES as JOURNAL_MAX_BYTES
 from .journal import MAX_STRING_CHARS as JOURNAL_MAX_STRING_CHARS
 
 DEFAULT_RETAIN_ENDED = 1000
+MAX_SIZE_SETTING = 1 << 30  # a byte limit beyond 1 GiB is a typo; aiohttp mis-reads frames past 2**32
 WS_MAX_MESSAGE_BYTES = 24 * 1024 * 1024
 """A client frame's limit: the largest append the session takes (15 MiB of audio) as base64 (20 MiB) plus room
 for the event around it. Past it the socket closes with 1009 (the real limit is not documented)."""
@@ -134,7 +135,7 @@ class MockConfig(BaseModel):
         "close frame, as the real service is reported to do) or clean (a 1000 close frame).")
     ring_timeout_s: float | None = Field(30.0, gt=0, description="Fail a call nobody accepts within this time.")
     no_answer_status: int = Field(408, ge=400, le=699, description="SIP status sent to the caller on no answer.")
-    max_body_bytes: int = Field(1 << 20, gt=0)
+    max_body_bytes: int = Field(1 << 20, gt=0, le=MAX_SIZE_SETTING)
     faults: CheckedFaults = Field(default_factory=list)
     script: CheckedScript = Field(None, description="Default behaviour script for new sessions.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -143,11 +144,11 @@ class MockConfig(BaseModel):
         "(?model= / ?intent= sockets) with their journals; older ones leave (to journal_file when set). None "
         "keeps everything, and memory then grows with every call.")
     ws_max_message_bytes: int = Field(
-        WS_MAX_MESSAGE_BYTES, ge=1024, description="Largest WebSocket message a client may send; a bigger one "
-        "closes the socket with 1009 (journaled ws.close).")
+        WS_MAX_MESSAGE_BYTES, ge=1024, le=MAX_SIZE_SETTING, description="Largest WebSocket message a client may "
+        "send; a bigger one closes the socket with 1009 (journaled ws.close).")
     ws_send_queue_bytes: int = Field(
-        WS_SEND_QUEUE_BYTES, ge=1024, description="Server events that may wait for a client that does not read; "
-        "past it the socket closes with 1008 'send queue full' (journaled ws.close).")
+        WS_SEND_QUEUE_BYTES, ge=1024, le=MAX_SIZE_SETTING, description="Server events that may wait for a client "
+        "that does not read; past it the socket closes with 1008 'send queue full' (journaled ws.close).")
     record_audio: bool = Field(False, description="Keep audio bytes in the journal (rtsip mock --record); by "
                                "default audio is kept as its size and a checksum.")
     journal_file: str | None = Field(
@@ -192,8 +193,8 @@ class ConfigPatch(BaseModel):
     faults: CheckedFaults | None = None
     script: CheckedScript = None
     retain_ended_calls: int | None = Field(None, ge=1)
-    ws_max_message_bytes: int | None = Field(None, ge=1024)
-    ws_send_queue_bytes: int | None = Field(None, ge=1024)
+    ws_max_message_bytes: int | None = Field(None, ge=1024, le=MAX_SIZE_SETTING)
+    ws_send_queue_bytes: int | None = Field(None, ge=1024, le=MAX_SIZE_SETTING)
     allowed_hosts: list[str] | None = None
     limits: LimitsConfig | None = Field(
         None, description="Merged into the current limits: only the caps present change (null turns one off); "

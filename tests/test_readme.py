@@ -75,6 +75,8 @@ SMALLER: dict[str, list[tuple[str, str]]] = {
         ("bench.bench_control", "bench.bench_control --calls 20 --accepts 20 --concurrency 1 4")],
     r"^python -m bench\.bench_realtime$": [
         ("bench.bench_realtime", "bench.bench_realtime --sessions 1 4 --events 5 --seconds 0.5 --turns 2")],
+    r"^python -m bench\.bench_stall$": [("bench.bench_stall", "bench.bench_stall --seconds 2 --burst 200")],
+    r"^python -m bench\.bench_fuzz$": [("bench.bench_fuzz", "bench.bench_fuzz --cases 100")],
     r"^python -m bench\.bench_sip ": [
         ("--steps 64,150", "--steps 4"), ("--repeat 5", "--repeat 1 --hold 2 --quiet-wait 0")],
     # bench_load's virtual steps are 60 s calls at the least, so none runs; its --bare re-runs bench_sip's bare

@@ -35,7 +35,7 @@ from .outputs import LimitHit, Output, public_item
 from .script import ToolCall
 from .session_config import audio_format
 from .session_state import PlannedOutput, ResponseState, SessionState
-from .voice import reply_ms, speech_like, voice_pitch
+from .voice import reply_ms, speech_like, voice_name, voice_pitch
 
 
 class ResponsesPart(SessionState):
@@ -138,7 +138,7 @@ class ResponsesPart(SessionState):
             if final else [],
             "conversation_id": self.conversation_id if resp.in_conversation else None,
             "output_modalities": resp.modalities, "max_output_tokens": resp.max_output_tokens,
-            "audio": {"output": {"format": resp.out_format, "voice": resp.voice}},
+            "audio": {"output": {"format": resp.out_format, "voice": voice_name(resp.voice)}},  # a custom voice: its id
             "usage": usage, "metadata": resp.metadata,
         }
 
@@ -177,7 +177,10 @@ class ResponsesPart(SessionState):
             return quoted.group(1), None, []
         if last_user is None:
             return self.script.greeting or self.script.default_reply, None, []
-        chosen = self._assignment(last_user["id"])
+        item_id = last_user.get("id")
+        # an out-of-band response's inline input item has no id and is not in the conversation: heard as its text
+        chosen = (self._assignment(item_id) if isinstance(item_id, str)
+                  else self._turn_plan.assign(text=self._user_text(last_user)))
         if chosen.partial:
             return self.script.partial_reply, None, []
         turn_no, turn = chosen.index, self._turn_plan.turn(chosen)
