@@ -108,6 +108,11 @@ async def real_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return errors.rest_error(exc.status, exc.reason)  # aiohttp's refusals, in the API's envelope
+    except ConnectionError as exc:  # the client left mid-answer (a socket closed during its upgrade): not a bug
+        server = request.app[SERVER_KEY]
+        server.journal.record(None, "http.client_gone", method=request.method, path=request.path,
+                              error=f"{type(exc).__name__}: {exc}")
+        return web.Response(status=499)  # never reaches anyone; aiohttp drops the dead connection quietly
     except Exception as exc:  # a bug of the mock: journaled apart from scripted errors, the real 500 answered
         server = request.app[SERVER_KEY]
         server.mock_bug(None, f"http {request.method} {request.path}", exc)

@@ -4,7 +4,7 @@ A pjsua2 ``AudioMediaPort`` costs two Python callbacks per frame per call on pjm
 thread, which is most of a SIP worker's CPU (README, Benchmarks).  Here each call gets a port
 written in C (``_rtport.c``): the clock thread copies 20 ms frames in and out of C buffers and
 finds first audio and webrtcvad's speech decisions in each received frame; the worker's pump
-thread (:meth:`sipworker.worker.Worker._pump`) collects those, received audio when it is
+thread (:meth:`sipworker.worker_media.WorkerMedia._pump`) collects those, received audio when it is
 recorded or a call has VAD (its turns' audio goes to the parent), and where playback ended, for all
 calls in one pass.
 

@@ -22,6 +22,9 @@ from mock_api.control_models import CallView, JournalEntry
 from sipworker.ports import free_range
 from tests.test_ports import holding_udp, time_wait_port
 
+# the heaviest real-time audio of the suite: one xdist worker runs these one after another (tests/test_sip_calls.py)
+pytestmark = pytest.mark.xdist_group("media_heavy")
+
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = ROOT / "scenarios" / "load"
 ONE_TURN = LOAD / "one_turn.yaml"

@@ -1,0 +1,223 @@
+"""``rtsip load --mode sip``: SIP callers from a softphone worker pool against the mock's SIP ingress.
+
+Calls fill one ingress worker at a time and each is tagged with an ``X-Rtsip-Load`` header, which
+:class:`_SipResolver` maps back to the mock's call_id to read its journal; a call's RTP figures
+from both ends count toward its result (:func:`_sip_call_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .load_metrics import CallRecord, extract, failure, ingress_rtp
+from .load_plan import (
+    CALLS_PER_SIP_WORKER,
+    SETTLE_S,
+    SIP_LOAD_CALLER_FRAME_MS,
+    SIP_LOAD_MEDIA,
+    TRAILING_SILENCE_MS,
+    Plan,
+)
+from .load_progress import LoadResult, Progress, Stopper, _Sampler
+from .load_virtual import _Control, _Pacer, _poll, _releaser
+from .scenario import CallSpec, resolve_audio
+
+
+def _sip_call_error(rec: CallRecord, error: str | None, sip_status: int | None) -> str | None:
+    """Why a SIP call failed, once the mock's view and the RTP figures are in: the first reason that applies."""
+    if error is not None:
+        return error
+    if rec.call_id is None:
+        return f"SIP {sip_status}" if sip_status not in (None, 200) else "the mock never saw the call"
+    if rec.rtp.get("rx_loss"):
+        return f"RTP loss ({rec.rtp['rx_loss']} packets)"
+    if rec.rtp and not rec.rtp.get("rx_pkt"):
+        return "no RTP received by the caller"
+    if rec.rtp.get("ingress_rx_loss"):
+        return f"RTP loss at the mock's ingress ({rec.rtp['ingress_rx_loss']} packets)"
+    return None
+
+
+async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progress, stopper: Stopper,
+                   app_pid: int, run_dir: Path, token: str | None = None) -> None:
+    from .softphone import Softphone
+
+    o = plan_.options
+    control = _Control(mock.url, token)
+    _status, body = await control.req("GET", "/_mock/sip")
+    contacts = [(int(w["index"]), str(w["contact"])) for w in body.get("workers", []) if w.get("contact")]
+    contacts = contacts or [(0, mock.ready["sip"])]
+    caps = {w: CALLS_PER_SIP_WORKER - (1 if w == 0 else 0) for w, _ in contacts}
+    load = {w: 0 for w, _ in contacts}
+    run_id = uuid.uuid4().hex[:8]
+    log = await asyncio.to_thread(open, run_dir / "softphone.log", "a")
+    phone = Softphone(ca=mock.ready["ca"], workers=plan_.phone_workers, state_dir=run_dir / "phone", record=False,
+                      frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA,
+                      stderr=log)
+    sem = asyncio.Semaphore(o.concurrency)
+    t0 = time.time() + 0.5
+    pacer = _Pacer(plan_.rate, t0)
+    tasks: set[asyncio.Task[None]] = set()
+    resolver = _SipResolver(control)
+    sampler = _Sampler(result, {"mock": [mock.pid], "app": [app_pid], "load": [os.getpid()]}, progress)
+    progress.t0 = t0
+    spec = plan_.spec
+    base = Path(plan_.scenario.source or o.scenario).parent.resolve()
+
+    def _free_slot(worker: int) -> None:
+        load[worker] -= 1
+
+    async def one(index: int, worker: int, uri: str, number: str) -> None:
+        rec = CallRecord(index=index, worker=worker, start=time.time())
+        marker = f"{run_id}-{index}"
+        error: str | None = None
+        call = None
+        try:
+            async with asyncio.timeout(plan_.max_call_s + 30):
+                call = await phone.call(uri, headers={**spec.headers, "X-Rtsip-Load": marker}, record=False,
+                                        prefer_worker=worker % plan_.phone_workers, from_uri=f"tel:{number}",
+                                        display_name=spec.display_name)
+                if await call.answered(timeout=20):
+                    await _sip_steps(call, spec, base, resolver, marker)
+                    with contextlib.suppress(Exception):
+                        st = await call.stats()
+                        rec.rtp = {k: int(v) for k, v in st.items() if isinstance(v, int | float)}
+                    await call.hangup()
+                await call.ended(timeout=15)
+        except asyncio.CancelledError:
+            error = "aborted (Ctrl-C or hard time limit)"
+            if call is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(call.hangup(), 5)
+        except Exception as exc:
+            error = f"driver: {type(exc).__name__}: {str(exc)[:160]}"
+        finally:
+            # the ingress worker frees its slot a little after our side has ended
+            asyncio.get_running_loop().call_later(1.0, _free_slot, worker)
+        sip_status = call.final_status if call is not None else None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(15):
+                call_id = await resolver.find(marker, timeout=5)
+                if call_id is not None:
+                    rec.call_id = call_id
+                    await asyncio.sleep(SETTLE_S)
+                    view = await control.view(call_id)
+                    rec.metrics = extract(view)
+                    rec.state = view.state
+                    rec.turns = len(rec.metrics.get("speech_end_to_audio_ms", []))
+                    error = error or failure(view, sip_status=sip_status)
+                    rec.rtp.update(ingress_rtp(view))
+        error = _sip_call_error(rec, error, sip_status)
+        rec.ok, rec.reason, rec.end = error is None, error, time.time()
+        result.records.append(rec)
+        progress.add(rec)
+
+    async def watch() -> None:
+        while True:
+            if time.time() - sampler.result.samples[-1]["t"] >= o.interval:
+                sampler.take()
+            progress.tick()
+            if stopper.requested.is_set() and not result.aborted:
+                result.aborted = True
+                for t in list(tasks):
+                    t.cancel()
+            if time.time() > t0 + plan_.hard_stop_s:
+                result.notes.append("hard time limit reached; calls cut off")
+                for t in list(tasks):
+                    t.cancel()
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
+    numbers = plan_.caller_numbers()
+    try:
+        await phone.start()
+        for index in range(o.calls):
+            await sem.acquire()
+            await pacer.wait()
+            if stopper.requested.is_set() or time.time() > t0 + plan_.stop_placing_s:
+                sem.release()
+                break
+            # fill one ingress worker before the next and place its calls from one softphone worker: the RTP
+            # between two processes then wakes each of them once per packet time for all their calls
+            # (bench_sip: crossing every caller process with every ingress process cost ~40 % more RTP CPU)
+            room = [w for w in load if load[w] < caps[w]]
+            worker = max(room, key=lambda w: (load[w], -w)) if room else min(load, key=lambda w: load[w])
+            load[worker] += 1
+            uri = dict(contacts)[worker]
+            progress.placed += 1
+            result.placed += 1
+            task = asyncio.create_task(one(index, worker, uri, next(numbers)))
+            tasks.add(task)
+            task.add_done_callback(_releaser(tasks, sem))
+        while tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        sampler.finish()
+        await phone.close()
+        log.close()
+        await control.close()
+
+
+class _SipResolver:
+    """Maps our INVITE marker header to the mock's call_id, with one list request for many waiters."""
+
+    def __init__(self, control: _Control) -> None:
+        self.control = control
+        self.known: dict[str, str] = {}
+        self.lock = asyncio.Lock()
+        self.fetched = 0.0
+
+    async def find(self, marker: str, timeout: float) -> str | None:
+        end = time.monotonic() + timeout
+        while True:
+            if marker in self.known:
+                return self.known[marker]
+            async with self.lock:
+                if marker not in self.known and time.monotonic() - self.fetched > 0.25:
+                    _status, body = await self.control.req("GET", "/_mock/calls?entries=0")
+                    self.fetched = time.monotonic()
+                    for c in body.get("calls", []):
+                        for h in c.get("sip_headers", []):
+                            if h.get("name", "").lower() == "x-rtsip-load":
+                                self.known[h["value"]] = c["call_id"]
+            if marker in self.known:
+                return self.known[marker]
+            if time.monotonic() > end:
+                return None
+            await asyncio.sleep(0.25)
+
+
+async def _sip_steps(call: Any, spec: CallSpec, base: Path, resolver: _SipResolver, marker: str) -> None:
+    from mock_api import audio
+
+    deadline = time.monotonic() + spec.max_duration_s
+    waits: dict[str, int] = {}
+    for step in spec.steps:
+        left = deadline - time.monotonic()
+        if left <= 0 or call.is_ended:
+            return
+        if step.hangup:
+            return
+        if step.pause_ms is not None:
+            await asyncio.sleep(min(step.pause_ms / 1000, left))
+        elif step.dtmf is not None:
+            await call.send_dtmf(step.dtmf)
+        elif step.say is not None or step.barge_in is not None:
+            path = resolve_audio(step.say or step.barge_in or "", base)
+            await call.play(path)
+            ms = audio.duration_ms(audio.load_audio(path, 8000), 8000)
+            await asyncio.sleep(min(left, (ms + TRAILING_SILENCE_MS) / 1000))
+        elif step.wait_for is not None:
+            waits[step.wait_for] = waits.get(step.wait_for, 0) + 1
+            call_id = await resolver.find(marker, timeout=min(left, 10))
+            if call_id is None or not await _poll(resolver.control, call_id, step.wait_for, waits[step.wait_for],
+                                                  deadline - time.monotonic()):
+                return
