@@ -9,8 +9,9 @@ way so its speech segments are predictable:
 
 Each utterance is trimmed of espeak's own leading/trailing silence and the clip is
 peak-normalized to -3 dBFS. The sidecar's ``speech_segments`` are then *measured* on
-the final 8 kHz audio with webrtcvad (settings stored under ``vad``), and the generator
-checks there is exactly one segment per utterance.
+the final 8 kHz audio with webrtcvad by the turn detector's rules (``sipworker.turns``,
+settings stored under ``vad``), and the generator checks there is exactly one segment per
+utterance.  Nothing here needs ``harness``: fixtures sit below it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import numpy as np
 from faker import Faker
 
 from audio_fixtures import FIXTURE_DIR, Role
-from harness.audio_compare import VadSettings, speech_segments
 from mock_api.audio import (
     duration_ms,
     from_array,
@@ -43,6 +43,7 @@ from mock_api.audio import (
 )
 from mock_api.fingerprint import describe_clip
 from mock_api.realtime.vad import committed_spans
+from sipworker.turns import VadSettings, speech_segments
 
 RATE = 8000
 DEFAULT_SEED = 4242

@@ -72,6 +72,7 @@ from audio_fixtures import fixture
 from harness.load import SIP_LOAD_CALLER_FRAME_MS, SIP_LOAD_INGRESS_FRAME_MS, SIP_LOAD_MEDIA
 from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
+from mock_api.certs import ensure_certs
 from mock_api.config import MockConfig
 from mock_api.running import RunningMock, SipOptions, running_mock
 from sipworker import sip_available, sip_missing
@@ -119,7 +120,8 @@ async def hold(pairs: int, seconds: float, tmp: Path) -> dict[str, Any]:
     audio = noise_wav(tmp / "hold.wav", seconds + 10, seed=3)
     async with (
         TestUas(
-            tmp / f"uas{pairs}", workers=pairs, policy=lambda c: Action(play=[str(audio)], record=False)
+            tmp / f"uas{pairs}", certs=ensure_certs(tmp / f"uas{pairs}"), workers=pairs,
+            policy=lambda c: Action(play=[str(audio)], record=False),
         ) as uas,
         Softphone(ca=uas.certs.ca, workers=pairs, state_dir=tmp / f"ph{pairs}", record=False) as phone,
     ):
@@ -170,7 +172,8 @@ async def hold(pairs: int, seconds: float, tmp: Path) -> dict[str, Any]:
 
 async def rate(workers: int, total: int, per_proc_cps: float, tmp: Path) -> dict[str, Any]:
     async with (
-        TestUas(tmp / "uas-rate", workers=workers, policy=lambda c: Action(record=False)) as uas,
+        TestUas(tmp / "uas-rate", certs=ensure_certs(tmp / "uas-rate"), workers=workers,
+                policy=lambda c: Action(record=False)) as uas,
         Softphone(ca=uas.certs.ca, workers=workers, state_dir=tmp / "ph-rate", record=False) as phone,
     ):
         sem = asyncio.Semaphore(4 * workers)

@@ -7,8 +7,8 @@
   although every second of it is intact. So the reference is cut into windows (1 s by
   default), each window finds its own best lag near the coarse alignment, and the result
   reports the median and the minimum.
-* :func:`speech_segments` finds speech with webrtcvad (fixture sidecars, VAD boundary
-  tests); :func:`rms_dbfs` measures level.
+* :func:`speech_segments` finds speech with the turn detector's rules (:mod:`sipworker.turns`:
+  fixture sidecars, VAD boundary tests); :func:`rms_dbfs` measures level.
 
 All inputs are mono PCM16 ``bytes`` with a rate, as everywhere in rtsip.
 """
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import webrtcvad
 
-from mock_api.audio import frames, resample, to_array
+from mock_api.audio import resample, to_array
+from sipworker import turns
+from sipworker.turns import VAD_RATES, VadSettings  # re-exported: checks and tests measure with them
 
 __all__ = [
     "VAD_RATES",
@@ -32,9 +33,6 @@ __all__ = [
     "speech_segments",
     "windowed_correlation",
 ]
-
-VAD_RATES = (8000, 16000, 32000, 48000)
-"""Rates webrtcvad accepts; other rates are resampled to 16 kHz first."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -55,59 +53,12 @@ def rms_dbfs(pcm: bytes) -> float:
 # --------------------------------------------------------------------------- VAD
 
 
-@dataclass(frozen=True)
-class VadSettings:
-    """How speech segments are measured; stored in fixture sidecars so they can be re-measured.
-
-    ``hangover_ms`` is the non-speech run that ends a segment (shorter gaps are bridged),
-    ``min_speech_ms`` drops blips, and ``start_frames`` voiced frames in a row open a
-    segment (guards against single-frame clicks).
-    """
-
-    aggressiveness: int = 2
-    frame_ms: int = 10
-    hangover_ms: int = 500
-    min_speech_ms: int = 100
-    start_frames: int = 3
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "aggressiveness": self.aggressiveness,
-            "frame_ms": self.frame_ms,
-            "hangover_ms": self.hangover_ms,
-            "min_speech_ms": self.min_speech_ms,
-            "start_frames": self.start_frames,
-        }
-
-
 def speech_segments(pcm: bytes, rate: int, settings: VadSettings | None = None) -> list[tuple[int, int]]:
-    """Speech segments ``[(start_ms, end_ms), ...]`` found by webrtcvad.
-
-    Start is the first frame of ``start_frames`` voiced frames in a row; end is the end
-    of the last voiced frame before a silence of at least ``hangover_ms`` (or the end
-    of the audio). Times are milliseconds from the start of ``pcm``.
-    """
-    s = settings or VadSettings()
+    """:func:`sipworker.turns.speech_segments` at any rate: rates webrtcvad does not take are
+    resampled to 16 kHz first."""
     if rate not in VAD_RATES:
         pcm, rate = resample(pcm, rate, 16000), 16000
-    vad = webrtcvad.Vad(s.aggressiveness)
-    voiced = [vad.is_speech(f, rate) for f in frames(pcm, rate, s.frame_ms, pad=False)]
-    segments: list[tuple[int, int]] = []
-    start: int | None = None
-    last_voiced = -1
-    hang = max(1, s.hangover_ms // s.frame_ms)
-    for i, v in enumerate(voiced):
-        if start is None:
-            if v and i + s.start_frames <= len(voiced) and all(voiced[i : i + s.start_frames]):
-                start, last_voiced = i, i
-        elif v:
-            last_voiced = i
-        elif i - last_voiced >= hang:
-            segments.append((start, last_voiced + 1))
-            start = None
-    if start is not None:
-        segments.append((start, last_voiced + 1))
-    return [(a * s.frame_ms, b * s.frame_ms) for a, b in segments if (b - a) * s.frame_ms >= s.min_speech_ms]
+    return turns.speech_segments(pcm, rate, settings)
 
 
 # --------------------------------------------------------------------------- correlation

@@ -1,7 +1,8 @@
 """The two kinds of caller a scenario can place: virtual (control API) and real SIP (softphone).
 
-Both do the same things (speak a file, dial digits, hang up) so the runner drives them
-with one step loop, and the app under test cannot tell them apart on its side.
+Both do the same things (speak a file, dial digits, hang up), so the runner drives either through
+the one step driver the load callers use too (:mod:`harness.caller_steps`), and the app under test
+cannot tell them apart on its side.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from mock_api import audio
 from mock_api.client import MockClient
 from sipworker.ipc import name_addr
 
+from .caller_steps import TRAILING_SILENCE_MS
 from .scenario import CallSpec, resolve_audio
 from .softphone import Softphone, SoftphoneCall
-
-TRAILING_SILENCE_MS = 800  # after each utterance, so the VAD can end the turn
 
 
 class CallerError(RuntimeError):

@@ -280,7 +280,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
                          f"{describe_validation_error(exc)}") from None
-    from mock_api.running import TlsOptions, running_mock  # after the checks: it takes seconds
+    from mock_api.running import TlsOptions, freeze_startup_heap, running_mock  # after the checks: it takes seconds
     from mock_api.state import clear_running, write_running
 
     sip = _sip_options(args, sdir)
@@ -307,6 +307,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
             sip_part = f" sip={mock.sip.uri()} ca={mock.sip.certs.ca}" if mock.sip else ""
             write_running(sdir, {"base_url": mock.base_url, "control": mock.url, "env": app_env,
                                  "control_token": config.control_token})
+            freeze_startup_heap()
             try:
                 print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
                       f"webhook_url={config.webhook_url or '-'}{sip_part}{tls_part}{proxy_part} state_dir={sdir}",

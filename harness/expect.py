@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mock_api import journal_entries as je
 from mock_api.control_models import CallView
 
+from .journal_view import JournalView
 from .scenario import Expectations
 
 _MISSING = object()
@@ -46,24 +48,26 @@ def dotted(data: Any, path: str) -> Any:
     return cur
 
 
-def client_event_types(view: CallView) -> list[str]:
-    return [str(e.data["event"].get("type")) for e in view.of_kind("ws.client")
-            if isinstance(e.data.get("event"), dict)]
+def _journal(view: CallView | JournalView) -> JournalView:
+    return view if isinstance(view, JournalView) else JournalView.of_call(view)
 
 
-def server_events(view: CallView, type_: str | None = None) -> list[dict[str, Any]]:
-    out = [e.data["event"] for e in view.entries if e.kind == "ws.server" and isinstance(e.data.get("event"), dict)]
-    return [e for e in out if type_ is None or e.get("type") == type_]
+def client_event_types(view: CallView | JournalView) -> list[str]:
+    return _journal(view).client_event_types()
 
 
-def time_to_first_audio_ms(view: CallView) -> float | None:
+def server_events(view: CallView | JournalView, type_: str | None = None) -> list[dict[str, Any]]:
+    return [e.entry.event for e in _journal(view).server_events(type_)]
+
+
+def time_to_first_audio_ms(view: CallView | JournalView) -> float | None:
     """From the caller's end of speech (speech_stopped) to the first reply audio sent to the caller."""
-    stopped = [e.t_ms for e in view.entries if e.kind == "ws.server" and isinstance(e.data.get("event"), dict)
-               and e.data["event"].get("type") == "input_audio_buffer.speech_stopped"]
+    journal = _journal(view)
+    stopped = journal.server_events("input_audio_buffer.speech_stopped")
     if not stopped:
         return None
-    first_audio = next((e.t_ms for e in view.entries if e.kind == "audio.out" and e.t_ms >= stopped[0]), None)
-    return None if first_audio is None else first_audio - stopped[0]
+    first_audio = journal.first_audio_after(stopped[0].t_ms)
+    return None if first_audio is None else first_audio.t_ms - stopped[0].t_ms
 
 
 class _Add(Protocol):
@@ -83,15 +87,16 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
     if view is None:
         add("call created", False, "a call", None, "no call reached the mock")
         return checks
-    _call_checks(exp, view, add)
-    _client_event_checks(exp, view, add)
-    _server_checks(exp, view, add)
+    journal = JournalView.of_call(view)
+    _call_checks(exp, view, journal, add)
+    _client_event_checks(exp, journal, add)
+    _server_checks(exp, journal, add)
     _output_checks(exp, app_output, http_results, add)
-    _late_checks(exp, view, add)
+    _late_checks(exp, journal, add)
     return checks
 
 
-def _call_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+def _call_checks(exp: Expectations, view: CallView, journal: JournalView, add: _Add) -> None:
     """The call's outcome on the SIP and REST side, and the accept body."""
     if exp.call_state is not None:
         add("call_state", view.state == exp.call_state, exp.call_state, view.state, view.end_reason or "")
@@ -100,11 +105,13 @@ def _call_checks(exp: Expectations, view: CallView, add: _Add) -> None:
             view.sip_final_status)
     if exp.refer_target is not None:
         add("refer_target", view.refer_target == exp.refer_target, exp.refer_target, view.refer_target)
-    accepts = [e for e in view.of_kind("rest.request") if e.data.get("op") == "accept"]
+    accepts = journal.accepts()
     if exp.accepted is not None:
         add("accepted", bool(accepts) == exp.accepted, exp.accepted, bool(accepts))
     if exp.accept:
-        body = view.accept_body if view.accept_body is not None else (accepts[0].data.get("body") if accepts else None)
+        body = view.accept_body
+        if body is None and accepts:  # the journal's copy, when the view has none
+            body = je.given(accepts[0].entry.body)
         for path, want in exp.accept.items():
             got = dotted(body, path) if body is not None else _MISSING
             shown = "<absent>" if got is _MISSING else got
@@ -112,9 +119,9 @@ def _call_checks(exp: Expectations, view: CallView, add: _Add) -> None:
             add(f"accept.{path}", ok, want, shown)
 
 
-def _client_event_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+def _client_event_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
     """Which client events the app sent, and in what order."""
-    sent = client_event_types(view)
+    sent = journal.client_event_types()
     if exp.client_events is not None:
         ce = exp.client_events
         for t in ce.sent:
@@ -127,9 +134,9 @@ def _client_event_checks(exp: Expectations, view: CallView, add: _Add) -> None:
             add("client event order", ok, ce.order, [t for t in sent if t in ce.order])
 
 
-def _server_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+def _server_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
     """The server's errors and transcription events."""
-    errors = server_events(view, "error")
+    errors = server_events(journal, "error")
     if exp.server_errors is not None:
         if not exp.server_errors:
             add("no server errors", not errors, [], [e["error"].get("code") for e in errors])
@@ -138,7 +145,7 @@ def _server_checks(exp: Expectations, view: CallView, add: _Add) -> None:
             add(f"server error {want.code or want.message}", match is not None, want.model_dump(exclude_none=True),
                 [{"code": e["error"].get("code"), "message": e["error"].get("message")} for e in errors])
     if exp.transcription_events is not None:
-        kinds = {e["type"] for e in server_events(view)}
+        kinds = {e["type"] for e in server_events(journal)}
         got = ("failed" if "conversation.item.input_audio_transcription.failed" in kinds else
                "completed" if "conversation.item.input_audio_transcription.completed" in kinds else "none")
         add("transcription events", got == exp.transcription_events, exp.transcription_events, got)
@@ -160,35 +167,35 @@ def _output_checks(exp: Expectations, app_output: str, http_results: list[tuple[
             {"status": status, "body": body[:500]}, url)
 
 
-def _late_checks(exp: Expectations, view: CallView, add: _Add) -> None:
+def _late_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
     """Reply timing, the webhook answer, the session in effect and the media."""
     if exp.time_to_first_audio_ms is not None:
-        ttfa = time_to_first_audio_ms(view)
+        ttfa = time_to_first_audio_ms(journal)
         rng = exp.time_to_first_audio_ms
         ok = ttfa is not None and (rng.max is None or ttfa <= rng.max) and (rng.min is None or ttfa >= rng.min)
         add("time to first audio (ms)", ok, rng.model_dump(exclude_none=True), None if ttfa is None else round(ttfa))
     if exp.webhook_status is not None:
-        attempts = view.of_kind("webhook.attempt")
-        last = attempts[-1].data.get("status") if attempts else None
+        attempts = journal.of(je.WebhookAttempt)
+        last = je.given(attempts[-1].entry.status) if attempts else None
         add("webhook answer", last == exp.webhook_status, exp.webhook_status, last)
     if exp.effective_session:
         session_kinds = ("session.created", "session.updated")
-        sessions = [e["session"] for e in server_events(view) if e.get("type") in session_kinds]
+        sessions = [e["session"] for e in server_events(journal) if e.get("type") in session_kinds]
         current = sessions[-1] if sessions else None
         for path, want in exp.effective_session.items():
             got = dotted(current, path) if current is not None else _MISSING
             add(f"session.{path}", got == want, want, "<absent>" if got is _MISSING else got)
     if exp.media_corrupt is not None:
-        outs = view.of_kind("audio.out")
-        corrupt = any(e.data.get("corrupt") for e in outs)
+        outs = journal.of(je.AudioOut)
+        corrupt = any(e.entry.corrupt for e in outs)
         add("reply audio garbled", corrupt == exp.media_corrupt and bool(outs), exp.media_corrupt,
             corrupt if outs else "no reply audio")
     if exp.ws_connected is not None:
-        connected = bool(view.of_kind("ws.connect"))
+        connected = journal.has(je.WsConnect)
         add("websocket connected", connected == exp.ws_connected, exp.ws_connected, connected)
 
 
-MOCK_BUG = "mock.bug"  # the journal kind of an exception inside the mock itself
+MOCK_BUG = je.MockBug.KIND  # the journal kind of an exception inside the mock itself
 MOCK_BUG_NOTE = "mock bug in "  # how a report note about one begins
 
 
@@ -210,18 +217,12 @@ def mock_bugs(views: list[CallView], server_entries: list[dict[str, Any]],
               sessions: dict[str, list[dict[str, Any]]] | None = None) -> list[MockBug]:
     """Every ``mock.bug`` in the calls' timelines, the server timeline and the call-less sessions'
     (``sessions``: id to entries), oldest first."""
-    found: list[tuple[int, MockBug]] = []
-    for view in views:
-        found += [(e.seq, _bug(f"call {view.call_id}", e.data)) for e in view.entries if e.kind == MOCK_BUG]
-    timelines = [("the server", server_entries), *((f"session {k}", v) for k, v in (sessions or {}).items())]
-    for name, entries in timelines:
-        found += [(int(e.get("seq", 0)), _bug(name, e.get("data") or {})) for e in entries
-                  if e.get("kind") == MOCK_BUG]
+    timelines: list[tuple[str, JournalView]] = [(f"call {v.call_id}", JournalView.of_call(v)) for v in views]
+    timelines.append(("the server", JournalView(server_entries)))
+    timelines += [(f"session {k}", JournalView(v)) for k, v in (sessions or {}).items()]
+    found = [(e.seq, MockBug(name, e.entry.where, e.entry.error, e.entry.traceback))
+             for name, journal in timelines for e in journal.mock_bugs()]
     return [bug for _, bug in sorted(found, key=lambda pair: pair[0])]
-
-
-def _bug(timeline: str, data: dict[str, Any]) -> MockBug:
-    return MockBug(timeline, str(data.get("where", "?")), str(data.get("error", "?")), str(data.get("traceback", "")))
 
 
 def mock_bug_verdict(bugs: list[MockBug]) -> str:

@@ -12,7 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mock_api.control_models import CallView, JournalEntry
+from mock_api import journal_entries as je
+from mock_api.control_models import CallView
+
+from .journal_view import TRANSCRIPTION_EVENTS, JournalView, Logged
 
 # metric name → what it measures (the order is the order of every table and report)
 METRICS: dict[str, str] = {
@@ -25,9 +28,6 @@ METRICS: dict[str, str] = {
 }
 MAIN_METRICS = ("webhook_to_accept_ms", "accept_to_ws_ms", "speech_end_to_audio_ms")
 PERCENTILES = (50, 95, 99)
-TRANSCRIPTION_EVENTS = ("conversation.item.input_audio_transcription.delta",
-                        "conversation.item.input_audio_transcription.completed",
-                        "conversation.item.input_audio_transcription.failed")
 
 
 @dataclass
@@ -58,118 +58,105 @@ class CallRecord:
                    rtp=d.get("rtp", {}), turns=d.get("turns", 0), state=d.get("state"))
 
 
-def _event_type(e: JournalEntry) -> str | None:
-    if e.kind in ("ws.server", "ws.client"):
-        ev = e.data.get("event")
-        if isinstance(ev, dict):
-            t = ev.get("type")
-            return str(t) if t is not None else None
-    return None
-
-
-def _first(entries: Iterable[JournalEntry], pred: Any, after: float = -1.0) -> JournalEntry | None:
-    for e in entries:
-        if e.t_ms >= after and pred(e):
-            return e
-    return None
-
-
 def extract(view: CallView) -> dict[str, list[list[float]]]:
     """Every latency sample of one call, as metric → [[wall time of the later event, ms], ...]."""
     anchor = view.started_at or view.created_at
-    es = view.entries
+    journal = JournalView.of_call(view)
     out: dict[str, list[list[float]]] = {}
 
-    def add(name: str, a: JournalEntry | float | None, b: JournalEntry | None) -> None:
+    def add(name: str, a: Logged[je.EntryData] | float | None, b: Logged[je.EntryData] | None) -> None:
         if a is None or b is None:
             return
         ta = a if isinstance(a, float) else a.t_ms
         out.setdefault(name, []).append([round(anchor + b.t_ms / 1000, 4), round(b.t_ms - ta, 3)])
 
-    accept = _first(es, lambda e: e.kind == "rest.request" and e.data.get("op") == "accept")
-    attempts = [e for e in es if e.kind == "webhook.attempt"]
+    accepts = journal.accepts()
+    accept = accepts[0] if accepts else None
+    attempts = journal.of(je.WebhookAttempt)
     if accept is not None and attempts:
         # the attempt the app answered with the accept: the last one sent before the accept arrived
-        sent = [a.t_ms - float(a.data.get("latency_ms") or 0) for a in attempts]
+        sent = [journal.webhook_sent_ms(a) for a in attempts]
         before = [s for s in sent if s <= accept.t_ms] or sent[:1]
         add("webhook_to_accept_ms", float(before[-1]), accept)
     if accept is not None:
-        add("accept_to_ws_ms", accept, _first(es, lambda e: e.kind == "ws.connect", accept.t_ms))
-    invite = _first(es, lambda e: e.kind == "sip.invite")
+        add("accept_to_ws_ms", accept, journal.first(je.WsConnect, after=accept.t_ms))
+    invite = journal.first(je.SipInvite)
     if invite is not None:
-        add("invite_to_180_ms", invite, _first(es, lambda e: e.kind == "sip.sent" and e.data.get("status") == 180))
-        add("invite_to_200_ms", invite, _first(es, lambda e: e.kind == "sip.sent" and e.data.get("status") == 200))
-    for stop in speech_stops(view):
-        add("speech_end_to_transcript_ms", stop,
-            _first(es, lambda e: _event_type(e) in TRANSCRIPTION_EVENTS, stop.t_ms))
-        add("speech_end_to_audio_ms", stop, _first(es, lambda e: e.kind == "audio.out", stop.t_ms))
+        responses = journal.of(je.SipSent)
+        for status in (180, 200):
+            add(f"invite_to_{status}_ms", invite, next((r for r in responses if r.entry.status == status), None))
+    for stop in journal.speech_stops():
+        add("speech_end_to_transcript_ms", stop, journal.first_event(TRANSCRIPTION_EVENTS, stop.t_ms))
+        add("speech_end_to_audio_ms", stop, journal.first_audio_after(stop.t_ms))
     return out
 
 
 def ingress_rtp(view: CallView) -> dict[str, int]:
     """RTP counters of the mock's side of a SIP call (its worker's stream stats, in ``sip.ended``)."""
-    for e in view.entries:
-        if e.kind == "sip.ended" and isinstance(e.data.get("rtp"), dict):
-            return {f"ingress_{k}": int(v) for k, v in e.data["rtp"].items() if isinstance(v, int | float)}
-    return {}
+    ended = JournalView.of_call(view).first(je.SipEnded, lambda e: isinstance(e.rtp, dict))
+    if ended is None or ended.entry.rtp is None:
+        return {}
+    return {f"ingress_{k}": int(v) for k, v in ended.entry.rtp.items() if isinstance(v, int | float)}
 
 
-def speech_stops(view: CallView) -> list[JournalEntry]:
+def speech_stops(view: CallView) -> list[Logged[je.EntryData]]:
     """Where the caller's turns ended: the SIP leg's VAD (sip mode) or the session's speech_stopped."""
-    sip = [e for e in view.entries if e.kind == "sip.speech_stopped"]
-    if sip:
-        return sip
-    return [e for e in view.entries if _event_type(e) == "input_audio_buffer.speech_stopped"]
+    return JournalView.of_call(view).speech_stops()
 
 
 def failure(view: CallView, *, sip_status: int | None = None) -> str | None:
     """Why a call failed, from its journal (None: it went through). The most specific cause wins."""
-    es = view.entries
-    kinds = {e.kind for e in es}
     if sip_status not in (None, 200):
         return f"SIP {sip_status}" if sip_status else "SIP no final response"
-    for e in es:
-        if e.kind == "sip.ended" and e.data.get("kind") == "call_failed":
-            return "SIP worker died"
-    accept = _first(es, lambda e: e.kind == "rest.request" and e.data.get("op") == "accept")
-    if accept is None:
-        attempts = [e for e in es if e.kind == "webhook.attempt"]
-        bad = [a for a in attempts if not a.data.get("ok")]
-        if bad and not any(a.data.get("ok") for a in attempts):
-            last = bad[-1].data
-            if last.get("status") is not None:
-                return f"webhook {last['status']}"
-            err = str(last.get("error") or "error").split(":")[0]
-            return f"webhook {err}"
-        if "webhook.queued" in kinds and not attempts:
-            return "webhook never delivered"
-        return "no accept"
-    for e in es:
-        if e.kind == "rest.response" and int(e.data.get("status") or 0) >= 400:
-            status = int(e.data["status"])
-            body = e.data.get("body")
-            detail: Any = body.get("error") if isinstance(body, dict) else None
-            code = detail.get("code") if isinstance(detail, dict) else None
-            label = {404: "REST 404", 429: "REST 429 rate limited"}.get(status, f"REST {status}")
-            return f"{label} ({code})" if code else label
-    if "ws.refused" in kinds:
+    journal = JournalView.of_call(view)
+    if journal.first(je.SipEnded, lambda e: e.kind == "call_failed") is not None:
+        return "SIP worker died"
+    if not journal.accepts():
+        return _no_accept(journal)
+    refused = journal.first(je.RestResponse, lambda r: int(r.status or 0) >= 400)
+    if refused is not None:
+        return _rest_failure(refused.entry)
+    if journal.has(je.WsRefused):
         return "WebSocket 404"
-    if "ws.connect" not in kinds:
+    if not journal.has(je.WsConnect):
         return "no WebSocket"
-    for e in es:
-        if _event_type(e) == "error" and e.kind == "ws.server":
-            ev_err: dict[str, Any] = e.data["event"].get("error") or {}
-            return f"WebSocket error event ({ev_err.get('code') or ev_err.get('type') or 'error'})"
-    for e in es:
-        if e.kind == "ws.close" and e.data.get("code") not in (None, 1000, 1001):
-            return f"WebSocket closed {e.data.get('code')}"
+    errors = journal.server_events("error")
+    if errors:
+        ev_err: dict[str, Any] = errors[0].entry.event.get("error") or {}
+        return f"WebSocket error event ({ev_err.get('code') or ev_err.get('type') or 'error'})"
+    closed = journal.first(je.WsClose, lambda c: c.code not in (None, 1000, 1001))
+    if closed is not None:
+        return f"WebSocket closed {closed.entry.code}"
     if view.state not in ("ended", "active"):
         return f"call {view.state}" + (f" ({view.end_reason})" if view.end_reason else "")
-    audio = [e.t_ms for e in es if e.kind == "audio.out"]
-    for stop in speech_stops(view):
+    audio = [e.t_ms for e in journal.of(je.AudioOut)]
+    for stop in journal.speech_stops():
         if not any(t >= stop.t_ms for t in audio):
             return "turn without reply"
     return None
+
+
+def _no_accept(journal: JournalView) -> str:
+    """Why the app never accepted: its webhook's fate."""
+    attempts = journal.of(je.WebhookAttempt)
+    bad = [a.entry for a in attempts if not a.entry.ok]
+    if bad and not any(a.entry.ok for a in attempts):
+        last = bad[-1]
+        if isinstance(last.status, int):
+            return f"webhook {last.status}"
+        return f"webhook {str(last.error or 'error').split(':')[0]}"
+    if journal.has(je.WebhookQueued) and not attempts:
+        return "webhook never delivered"
+    return "no accept"
+
+
+def _rest_failure(response: je.RestResponse) -> str:
+    """A refused call control, with the API's error code."""
+    status = int(response.status)
+    detail: Any = response.body.get("error") if isinstance(response.body, dict) else None
+    code = detail.get("code") if isinstance(detail, dict) else None
+    label = {404: "REST 404", 429: "REST 429 rate limited"}.get(status, f"REST {status}")
+    return f"{label} ({code})" if code else label
 
 
 # ---- percentiles and summaries ------------------------------------------------------------------

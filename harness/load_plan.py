@@ -27,9 +27,9 @@ from mock_api.shards import MAX_SHARDS
 from sipworker import sip_available, sip_missing
 from sipworker.ports import RTP_SPAN, NoFreePorts, port_taken, rtp_base
 
+from .caller_steps import TRAILING_SILENCE_MS
 from .scenario import CallSpec, Scenario, ScenarioError, load_scenario, resolve_audio
 
-TRAILING_SILENCE_MS = 800
 CALLS_PER_SIP_WORKER = 4
 SIP_RATE_PER_WORKER = 30.0  # new calls/s per SIP worker process (≤ ~40 before aborts: pjsua2 wheel item 4)
 SIP_MAX_PER_CORE = 120  # concurrent two-way-audio TLS calls per core, both ends on this box (pjsua2 wheel item 1)

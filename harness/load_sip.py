@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .caller_steps import drive
 from .load_metrics import CallRecord, extract, failure, ingress_rtp
 from .load_plan import (
     CALLS_PER_SIP_WORKER,
@@ -25,8 +26,8 @@ from .load_plan import (
     Plan,
 )
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
-from .load_virtual import _Control, _Pacer, _poll, _releaser
-from .scenario import CallSpec, resolve_audio
+from .load_virtual import _Control, _Inflight, _Pacer, _poll
+from .scenario import resolve_audio
 
 
 def _sip_call_error(rec: CallRecord, error: str | None, sip_status: int | None) -> str | None:
@@ -60,10 +61,9 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
     phone = Softphone(ca=mock.ready["ca"], workers=plan_.phone_workers, state_dir=run_dir / "phone", record=False,
                       frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA,
                       stderr=log)
-    sem = asyncio.Semaphore(o.concurrency)
+    inflight = _Inflight(o.concurrency)
     t0 = time.time() + 0.5
     pacer = _Pacer(plan_.rate, t0)
-    tasks: set[asyncio.Task[None]] = set()
     resolver = _SipResolver(control)
     sampler = _Sampler(result, {"mock": [mock.pid], "app": [app_pid], "load": [os.getpid()]}, progress)
     progress.t0 = t0
@@ -84,7 +84,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
                                         prefer_worker=worker % plan_.phone_workers, from_uri=f"tel:{number}",
                                         display_name=spec.display_name)
                 if await call.answered(timeout=20):
-                    await _sip_steps(call, spec, base, resolver, marker)
+                    await drive(spec.steps, _SipTarget(call, base, resolver, marker), spec.max_duration_s)
                     with contextlib.suppress(Exception):
                         st = await call.stats()
                         rec.rtp = {k: int(v) for k, v in st.items() if isinstance(v, int | float)}
@@ -125,12 +125,10 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
             progress.tick()
             if stopper.requested.is_set() and not result.aborted:
                 result.aborted = True
-                for t in list(tasks):
-                    t.cancel()
+                inflight.cancel()
             if time.time() > t0 + plan_.hard_stop_s:
                 result.notes.append("hard time limit reached; calls cut off")
-                for t in list(tasks):
-                    t.cancel()
+                inflight.cancel()
             await asyncio.sleep(0.2)
 
     watcher = asyncio.create_task(watch())
@@ -138,10 +136,10 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
     try:
         await phone.start()
         for index in range(o.calls):
-            await sem.acquire()
+            await inflight.slots.acquire()
             await pacer.wait()
             if stopper.requested.is_set() or time.time() > t0 + plan_.stop_placing_s:
-                sem.release()
+                inflight.slots.release()
                 break
             # fill one ingress worker before the next and place its calls from one softphone worker: the RTP
             # between two processes then wakes each of them once per packet time for all their calls
@@ -152,11 +150,8 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
             uri = dict(contacts)[worker]
             progress.placed += 1
             result.placed += 1
-            task = asyncio.create_task(one(index, worker, uri, next(numbers)))
-            tasks.add(task)
-            task.add_done_callback(_releaser(tasks, sem))
-        while tasks:
-            await asyncio.gather(*list(tasks), return_exceptions=True)
+            inflight.start(one(index, worker, uri, next(numbers)))
+        await inflight.drain()
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
@@ -195,29 +190,43 @@ class _SipResolver:
             await asyncio.sleep(0.25)
 
 
-async def _sip_steps(call: Any, spec: CallSpec, base: Path, resolver: _SipResolver, marker: str) -> None:
-    from mock_api import audio
+class _SipTarget:
+    """A load call from the softphone: the steps stop once the call has ended, and the caller's
+    hangup follows them (after its RTP figures are read)."""
 
-    deadline = time.monotonic() + spec.max_duration_s
-    waits: dict[str, int] = {}
-    for step in spec.steps:
-        left = deadline - time.monotonic()
-        if left <= 0 or call.is_ended:
-            return
-        if step.hangup:
-            return
-        if step.pause_ms is not None:
-            await asyncio.sleep(min(step.pause_ms / 1000, left))
-        elif step.dtmf is not None:
-            await call.send_dtmf(step.dtmf)
-        elif step.say is not None or step.barge_in is not None:
-            path = resolve_audio(step.say or step.barge_in or "", base)
-            await call.play(path)
-            ms = audio.duration_ms(audio.load_audio(path, 8000), 8000)
-            await asyncio.sleep(min(left, (ms + TRAILING_SILENCE_MS) / 1000))
-        elif step.wait_for is not None:
-            waits[step.wait_for] = waits.get(step.wait_for, 0) + 1
-            call_id = await resolver.find(marker, timeout=min(left, 10))
-            if call_id is None or not await _poll(resolver.control, call_id, step.wait_for, waits[step.wait_for],
-                                                  deadline - time.monotonic()):
-                return
+    def __init__(self, call: Any, base: Path, resolver: _SipResolver, marker: str) -> None:
+        self.call, self.base, self.resolver, self.marker = call, base, resolver, marker
+
+    @property
+    def over(self) -> bool:
+        return bool(self.call.is_ended)
+
+    async def answered(self, timeout: float) -> str | None:
+        return None  # the steps start once the call is answered
+
+    async def say(self, ref: str, left: float) -> bool:
+        """Play the file, then wait for its length and the trailing silence the VAD needs to end the turn."""
+        from mock_api import audio
+
+        path = resolve_audio(ref, self.base)
+        await self.call.play(path)
+        ms = audio.duration_ms(audio.load_audio(path, 8000), 8000)
+        await asyncio.sleep(min(left, (ms + TRAILING_SILENCE_MS) / 1000))
+        return True
+
+    async def dial(self, digits: str) -> bool:
+        await self.call.send_dtmf(digits)
+        return True
+
+    async def hang_up(self) -> bool:
+        return False  # the caller's hangup follows the steps
+
+    async def wait_event(self, kind: str, count: int, timeout: float) -> bool:
+        """The mock's call is found by our INVITE's marker first, then its journal is polled."""
+        end = time.monotonic() + timeout
+        call_id = await self.resolver.find(self.marker, timeout=min(timeout, 10))
+        return call_id is not None and await _poll(self.resolver.control, call_id, kind, count,
+                                                   end - time.monotonic())
+
+    def note(self, text: str) -> None:
+        """Nothing to keep: a load call's result comes from its journal and RTP figures."""

@@ -16,7 +16,7 @@ import queue as queue_mod
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ import aiohttp
 from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
 
+from .caller_steps import drive
+from .journal_view import JournalView
 from .load_metrics import CallRecord, extract, failure
 from .load_plan import SETTLE_S, TRAILING_SILENCE_MS, Plan
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
@@ -65,18 +67,6 @@ class _Control:
         await self.http.close()
 
 
-def _count_events(entries: list[dict[str, Any]], kind: str) -> int:
-    n = 0
-    for e in entries:
-        if e["kind"] == kind:
-            n += 1
-        elif e["kind"] in ("ws.server", "ws.client"):
-            ev = e["data"].get("event")
-            if isinstance(ev, dict) and ev.get("type") == kind:
-                n += 1
-    return n
-
-
 def _say_body(ref: str, base: Path, speed: float) -> dict[str, Any]:
     body: dict[str, Any] = {"speed": speed, "trailing_silence_ms": TRAILING_SILENCE_MS, "wait": True}
     try:
@@ -87,12 +77,31 @@ def _say_body(ref: str, base: Path, speed: float) -> dict[str, Any]:
     return body
 
 
-def _releaser(tasks: set[asyncio.Task[None]], sem: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
-    def done(t: asyncio.Task[None]) -> None:
-        tasks.discard(t)
-        sem.release()
+class _Inflight:
+    """The calls in flight, each holding one of ``limit`` slots until its task ends, however it ends."""
 
-    return done
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run ``call`` in a slot taken with ``slots.acquire()``; the slot is freed when it ends."""
+        task = asyncio.create_task(call)
+        self.tasks.add(task)
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.slots.release()
+
+    def cancel(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+
+    async def drain(self) -> None:
+        """Until every call has ended (a call's own failure is in its record, not raised here)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 class _Pacer:
@@ -140,8 +149,7 @@ def virtual_driver_main(share: _Share, out: Any, stop: Any, abort: Any) -> None:
 async def _virtual_driver(share: _Share, out: Any, stop: Any, abort: Any) -> None:
     spec = CallSpec.model_validate(share.spec)
     control = _Control(share.mock_url, share.token)
-    sem = asyncio.Semaphore(share.concurrency)
-    tasks: set[asyncio.Task[None]] = set()
+    inflight = _Inflight(share.concurrency)
     pacer = _Pacer(share.rate, share.start_at)
     aborted = asyncio.Event()
 
@@ -149,24 +157,20 @@ async def _virtual_driver(share: _Share, out: Any, stop: Any, abort: Any) -> Non
         while not aborted.is_set():
             if abort.is_set() or time.time() > share.hard_stop_at:
                 aborted.set()
-                for t in list(tasks):
-                    t.cancel()
+                inflight.cancel()
             await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch())
     try:
         for i in share.indices:
-            await sem.acquire()
+            await inflight.slots.acquire()
             await pacer.wait()
             if stop.is_set() or aborted.is_set() or time.time() > share.stop_placing_at:
-                sem.release()
+                inflight.slots.release()
                 break
             out.put(("placed", share.worker, i, time.time()))
-            task = asyncio.create_task(_virtual_call(control, spec, Path(share.base), i, share, out))
-            tasks.add(task)
-            task.add_done_callback(_releaser(tasks, sem))
-        while tasks:
-            await asyncio.gather(*list(tasks), return_exceptions=True)
+            inflight.start(_virtual_call(control, spec, Path(share.base), i, share, out))
+        await inflight.drain()
     finally:
         aborted.set()
         watcher.cancel()
@@ -186,7 +190,7 @@ async def _virtual_call(control: _Control, spec: CallSpec, base: Path, index: in
             if status != 201 and status != 200:
                 raise RuntimeError(f"POST /_mock/calls answered {status}: {str(body)[:200]}")
             rec.call_id = str(body["call_id"])
-            await _virtual_steps(control, spec, base, rec.call_id)
+            await drive(spec.steps, _VirtualTarget(control, rec.call_id, base, spec.speed), spec.max_duration_s)
     except asyncio.CancelledError:
         error = "aborted (Ctrl-C or hard time limit)"
     except TimeoutError:
@@ -215,40 +219,40 @@ async def _virtual_call(control: _Control, spec: CallSpec, base: Path, index: in
     out.put(("done", share.worker, index, rec.to_json()))
 
 
-async def _virtual_steps(control: _Control, spec: CallSpec, base: Path, call_id: str) -> None:
-    deadline = time.monotonic() + spec.max_duration_s
-    waits: dict[str, int] = {}
-    active = False
-    for step in spec.steps:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        if step.hangup:
-            return  # the caller's hangup follows the steps
-        if step.pause_ms is not None:
-            await asyncio.sleep(min(step.pause_ms / 1000, left))
-            continue
-        if step.wait_for is not None:
-            waits[step.wait_for] = waits.get(step.wait_for, 0) + 1
-            if not await _poll(control, call_id, step.wait_for, waits[step.wait_for], left):
-                return
-            continue
-        if not active:
-            active = await _wait_active(control, call_id, min(left, 15.0))
-            if not active:
-                return
-        if step.dtmf is not None:
-            status, _ = await control.req("POST", f"/_mock/calls/{call_id}/dtmf", {"digits": step.dtmf})
-        elif step.say is not None or step.barge_in is not None:
-            if step.barge_in is not None and not await _poll(control, call_id, "response.created", 1, 10):
-                return
-            ref = step.say or step.barge_in or ""
-            status, _ = await control.req("POST", f"/_mock/calls/{call_id}/say", _say_body(ref, base, spec.speed),
-                                          timeout=max(5.0, left + 5))
-        else:
-            continue
-        if status >= 400:
-            return  # the call is gone: its journal says why
+class _VirtualTarget:
+    """A load call through the control API: the steps stop at the first sign the call is gone
+    (its journal says why), and the caller's hangup follows the steps."""
+
+    def __init__(self, control: _Control, call_id: str, base: Path, speed: float) -> None:
+        self.control, self.call_id, self.base, self.speed = control, call_id, base, speed
+        self.active = False
+
+    @property
+    def over(self) -> bool:
+        return False  # known only from the journal: a request to a call that is gone answers 4xx
+
+    async def answered(self, timeout: float) -> str | None:
+        if not self.active:  # once answered, a call that ends shows in the next request's status
+            self.active = await _wait_active(self.control, self.call_id, min(timeout, 15.0))
+        return None if self.active else "the call is not active"
+
+    async def say(self, ref: str, left: float) -> bool:
+        status, _ = await self.control.req("POST", f"/_mock/calls/{self.call_id}/say",
+                                           _say_body(ref, self.base, self.speed), timeout=max(5.0, left + 5))
+        return status < 400
+
+    async def dial(self, digits: str) -> bool:
+        status, _ = await self.control.req("POST", f"/_mock/calls/{self.call_id}/dtmf", {"digits": digits})
+        return status < 400
+
+    async def hang_up(self) -> bool:
+        return False  # the caller's hangup follows the steps
+
+    async def wait_event(self, kind: str, count: int, timeout: float) -> bool:
+        return await _poll(self.control, self.call_id, kind, count, timeout)
+
+    def note(self, text: str) -> None:
+        """Nothing to keep: a load call's result comes from its journal."""
 
 
 async def _wait_active(control: _Control, call_id: str, timeout: float) -> bool:
@@ -262,12 +266,13 @@ async def _wait_active(control: _Control, call_id: str, timeout: float) -> bool:
 
 
 async def _poll(control: _Control, call_id: str, kind: str, count: int, timeout: float) -> bool:
+    """Until the call's journal holds ``count`` entries of ``kind``; False when it ended first or time ran out."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         status, body = await control.req("GET", f"/_mock/calls/{call_id}")
         if status != 200 or body.get("terminal"):
             return False
-        if _count_events(body.get("entries", []), kind) >= count:
+        if JournalView.count_raw(body.get("entries", []), kind) >= count:
             return True
         await asyncio.sleep(0.25)
     return False

@@ -37,9 +37,11 @@ from mock_api.stubs import install as install_stubs
 from sipworker import sip_available, sip_missing
 
 from .app_process import AppFailed, AppProcess, app_argv, app_env, fill_placeholders, template_values
+from .caller_steps import drive
 from .callers import Caller, CallerError, SipCaller, VirtualCaller
 from .expect import Check, MockBug, evaluate, mock_bug_verdict, mock_bugs
-from .scenario import CallSpec, Scenario, ScenarioError, expand, load_scenario
+from .journal_view import JournalView
+from .scenario import Scenario, ScenarioError, expand, load_scenario
 from .softphone import Softphone
 from .turn_check import turn_warnings
 
@@ -191,7 +193,7 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 call_ids.append(caller.call_id)
                 if on_entry is not None:
                     watchers.append(_Watcher(control, caller.call_id, on_entry))
-                await _drive(caller, spec, control, result)
+                await drive(spec.steps, _ScenarioTarget(caller, control, result), spec.max_duration_s)
             await _settle(control, call_ids)
             result.calls = [await control.call(cid) for cid in call_ids]
             for view, caller in zip(result.calls, callers, strict=True):
@@ -283,37 +285,39 @@ async def _wait_state(control: MockClient, call_id: str, timeout: float) -> Call
         return await control.call(call_id)
 
 
-async def _drive(caller: Caller, spec: CallSpec, control: MockClient, result: ScenarioResult) -> None:
-    """Run a call's steps; speaking and dialling wait until the app has answered."""
-    call_id = caller.call_id
-    deadline = time.monotonic() + spec.max_duration_s
-    waits: dict[str, int] = {}  # the n-th `wait_for: X` step waits for the n-th X
-    for i, step in enumerate(spec.steps):
-        if time.monotonic() > deadline:
-            result.notes.append(f"call {call_id}: max_duration_s reached at step {i}")
-            break
-        if step.hangup:
-            await caller.hangup()
-            continue
-        if step.pause_ms is not None:
-            await asyncio.sleep(step.pause_ms / 1000)
-            continue
-        if step.wait_for is not None:
-            waits[step.wait_for] = waits.get(step.wait_for, 0) + 1
-            await _wait_for_event(control, call_id, step.wait_for, max(0.1, deadline - time.monotonic()), result,
-                                  count=waits[step.wait_for])
-            continue
-        view = await _wait_state(control, call_id, min(DEFAULT_RING_TIMEOUT_S + 1, deadline - time.monotonic()))
-        if view.state not in ("active", "referring"):
-            result.notes.append(f"call {call_id}: step {i} skipped, the call is {view.state}")
-            break
-        if step.dtmf is not None:
-            await caller.dtmf(step.dtmf)
-        elif step.say is not None:
-            await caller.say(step.say)
-        elif step.barge_in is not None:
-            await _wait_for_event(control, call_id, "response.created", 10, result)
-            await caller.say(step.barge_in)
+class _ScenarioTarget:
+    """A scenario call for :func:`harness.caller_steps.drive`: every step is tried, and each one
+    skipped or waited for in vain is noted in the result, so the verdict can say what happened."""
+
+    def __init__(self, caller: Caller, control: MockClient, result: ScenarioResult) -> None:
+        self.caller, self.control, self.result = caller, control, result
+
+    @property
+    def over(self) -> bool:
+        return False  # a hangup step does not end the steps: later ones are noted as skipped
+
+    async def answered(self, timeout: float) -> str | None:
+        view = await _wait_state(self.control, self.caller.call_id, min(DEFAULT_RING_TIMEOUT_S + 1, timeout))
+        return None if view.state in ("active", "referring") else f"the call is {view.state}"
+
+    async def say(self, ref: str, left: float) -> bool:
+        await self.caller.say(ref)
+        return True
+
+    async def dial(self, digits: str) -> bool:
+        await self.caller.dtmf(digits)
+        return True
+
+    async def hang_up(self) -> bool:
+        await self.caller.hangup()
+        return True
+
+    async def wait_event(self, kind: str, count: int, timeout: float) -> bool:
+        await _wait_for_event(self.control, self.caller.call_id, kind, timeout, self.result, count=count)
+        return True
+
+    def note(self, text: str) -> None:
+        self.result.notes.append(f"call {self.caller.call_id}: {text}")
 
 
 async def _wait_for_event(control: MockClient, call_id: str, kind: str, timeout: float,
@@ -321,10 +325,7 @@ async def _wait_for_event(control: MockClient, call_id: str, kind: str, timeout:
     """Until the call's journal holds ``count`` entries of ``kind`` (a journal kind or an event type)."""
 
     def seen(v: CallView) -> bool:
-        n = sum(1 for e in v.entries if e.kind == kind or (
-            e.kind in ("ws.server", "ws.client") and isinstance(e.data.get("event"), dict)
-            and e.data["event"].get("type") == kind))
-        return n >= count or v.terminal
+        return JournalView.of_call(v).count(kind) >= count or v.terminal
 
     try:
         await control.wait_for(call_id, seen, timeout=timeout, interval=0.05)

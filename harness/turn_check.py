@@ -13,9 +13,11 @@ from pathlib import Path
 
 from audio_fixtures import FixtureNotFound
 from audio_fixtures import fixture as find_fixture
+from mock_api import journal_entries as je
 from mock_api.control_models import CallView
 from mock_api.realtime.script import Script
 
+from .journal_view import JournalView
 from .scenario import CallSpec
 
 
@@ -37,7 +39,7 @@ def turn_warnings(script: Script, spec: CallSpec, view: CallView) -> list[str]:
     """What a report should warn about for one call (empty when turns and utterances agree)."""
     if not script.turns:
         return []
-    heard = [e.data for e in view.of_kind("audio.heard")]
+    heard = [e.entry for e in JournalView.of_call(view).of(je.AudioHeard)]
     played = _utterances(spec)
     spoken = sum(n for _, n in played)
     warnings = []
@@ -51,9 +53,7 @@ def turn_warnings(script: Script, spec: CallSpec, view: CallView) -> list[str]:
             "of an utterance (and fire its tool there). Give each turn a match_clip (the fixture's name) or "
             "match_text, or see each fixture's committed_turns in its sidecar.")
     if not by_order:
-        used = {int(h["script"]["turn"]) for h in heard
-                if isinstance(h.get("script"), dict) and h["script"].get("turn") is not None
-                and not h["script"].get("partial")}
+        used = {h.script_turn for h in heard} - {None}
         for i, turn in enumerate(script.turns):
             if (turn.match_clip or turn.match_text) and i not in used:
                 what = f"match_clip {turn.match_clip!r}" if turn.match_clip else f"match_text {turn.match_text!r}"
@@ -62,14 +62,14 @@ def turn_warnings(script: Script, spec: CallSpec, view: CallView) -> list[str]:
     return warnings
 
 
-def _splits(heard: list[dict[str, object]]) -> list[str]:
+def _splits(heard: list[je.AudioHeard]) -> list[str]:
     """Clips the session heard as more than one committed turn, with the words of each."""
     parts: dict[str, list[str]] = {}
     for h in heard:
-        if isinstance(h.get("clip"), str):
-            parts.setdefault(str(h["clip"]), []).append(str(h.get("text", "")))
+        if isinstance(h.clip, str):
+            parts.setdefault(h.clip, []).append(str(h.text or ""))
     return [f"{clip} as {' + '.join(repr(t) for t in texts)}" for clip, texts in parts.items() if len(texts) > 1]
 
 
-def _heard_list(heard: list[dict[str, object]]) -> str:
-    return "; ".join(repr(h.get("text", "")) for h in heard) or "nothing"
+def _heard_list(heard: list[je.AudioHeard]) -> str:
+    return "; ".join(repr(str(h.text or "")) for h in heard) or "nothing"

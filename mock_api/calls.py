@@ -1,27 +1,55 @@
-"""The call lifecycle as one explicit, sans-I/O transition table.
+"""The call lifecycle as one explicit, sans-I/O transition table: every rule of a call's life lives here.
 
-Fed events (REST operations, caller actions, timers), it returns what the adapters must
-do (effects) or why the operation is refused. It never sleeps, sends or schedules:
-the HTTP adapter, the webhook sender and the SIP ingress carry the effects out.
+Fed events (REST operations, caller actions, fired timers), :meth:`Call.handle` returns the new
+state and what the adapters must do (effects), or why the operation is refused, in REST terms.
+It never sleeps, sends or schedules: ``MockServer`` runs the timers it asks for and feeds them
+back as events, the HTTP adapter answers the refusal, the SIP ingress carries out the SIP effects.
+What the adapters know goes in with the event: the validation problem of an accept body, the
+``strict_accept`` setting, the call's :class:`~mock_api.fault_script.FaultScript`.
 
-    ringing --accept(valid)-------> active --hangup / caller_bye--> ended
-    ringing --accept(invalid)-----> failed          (the REST call still answers 200)
-    ringing --reject(code)--------> rejected        (SIP final code, default 603)
-    ringing --timeout-------------> no_answer
-    ringing --caller_bye----------> ended           (CANCEL before answer)
-    active  --refer(target)-------> referring --refer_done(2xx) / caller_bye--> referred
-    referring --refer_done(other)---> active        (the transfer target declined or failed: the call goes on)
-    any live state --fail---------> failed
+Rules (``python -m mock_api.calls`` prints the table they make; docs/architecture.md shows it):
+
+1. A call is born ``ringing`` (``Incoming``) and its ring timer starts: the ``no_answer_timeout``
+   fault's ``seconds``, else the mock's ``ring_timeout_s`` (null: no timer, it rings until
+   something happens). When the timer fires (``Timeout``) the call ends ``no_answer`` with the SIP
+   final ``no_answer_status`` (408).
+2. ``accept`` while ringing:
+   a. a body the session core refuses, with ``strict_accept`` on and no ``accept_invalid_hangup``
+      fault: HTTP 400 naming the parameter; nothing changes, the app may accept again;
+   b. any other refused body: what the real service does (failure mode 5): 200, the SIP leg is
+      answered, then gets a BYE ``after_s`` later (1 s, the real leg's delay, or the fault's
+      ``after_s``); the call is ``failed``;
+   c. a valid body: ``active``, the SIP leg is answered and the Realtime session starts; with
+      ``random_hangup`` the far side hangs up ``after_s`` later (fed back as ``CallerBye``).
+3. ``reject`` while ringing: ``rejected`` with the SIP final ``status_code`` (603).
+4. ``hangup``: while ringing, ``ended`` with SIP 487; later, a BYE and the session ends.
+5. The caller's BYE (or CANCEL): ringing → ``ended`` (``caller_cancelled``), active → ``ended``
+   (``caller_hangup``), referring → ``referred`` (the transferee left to the new target).
+6. ``refer`` while active: ``referring`` and a REFER goes out; with ``refer_noop`` the 200 answers
+   but nothing leaves and the call stays active.
+7. The REFER's outcome (``ReferDone``): a 2xx means ``referred`` (BYE, session ends); anything else
+   (declined, busy, unreachable) moves nothing: back to ``active``.
+8. ``Fail`` (a worker died, a reset): any live state → ``failed``; a ringing caller gets a SIP final
+   (500 unless said).
+9. Timers: leaving ``ringing`` stops the ring timer; reaching a terminal state cancels every timer.
+10. A terminal call answers every operation 404 ``call_id_not_found``; an operation the state does
+    not take is a 400: ``call_already_accepted`` (accept/reject after ringing), ``call_not_active``
+    (refer while ringing), ``refer_in_progress`` (refer while referring), else ``invalid_call_state``.
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import ids
+from .fault_script import NO_FAULTS, FaultScript
+from .faults import Fault
 
 
 class CallState(enum.StrEnum):
@@ -40,16 +68,39 @@ class CallState(enum.StrEnum):
 
 
 TERMINAL = frozenset({CallState.ENDED, CallState.REJECTED, CallState.REFERRED, CallState.FAILED, CallState.NO_ANSWER})
+LIVE = (CallState.RINGING, CallState.ACTIVE, CallState.REFERRING)
+
+INVALID_ACCEPT_BYE_S = 1.0
+"""After a 200 to an invalid accept, the real SIP leg gets its BYE about a second later."""
 
 
 # ---- events fed in -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class Incoming:
+    """The call was created (INVITE or ``POST /_mock/calls``): start ringing."""
+
+    ring_timeout_s: float | None = None
+    no_answer_status: int = 408
+    faults: FaultScript = NO_FAULTS
+
+
+@dataclass(frozen=True)
+class BodyProblem:
+    """Why the session core refuses an accept body, in REST-error terms."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
+@dataclass(frozen=True)
 class Accept:
     body: dict[str, Any]
-    valid: bool = True
-    error: str | None = None
+    problem: BodyProblem | None = None  # None: a valid session config
+    strict: bool = False  # strict_accept: refuse an invalid body with a 400 instead of 200-then-fail
+    faults: FaultScript = NO_FAULTS
 
 
 @dataclass(frozen=True)
@@ -60,7 +111,7 @@ class Reject:
 @dataclass(frozen=True)
 class Refer:
     target_uri: str
-    noop: bool = False
+    faults: FaultScript = NO_FAULTS
 
 
 @dataclass(frozen=True)
@@ -91,7 +142,7 @@ class Fail:
     sip_status: int | None = None
 
 
-Event = Accept | Reject | Refer | Hangup | CallerBye | ReferDone | Timeout | Fail
+Event = Incoming | Accept | Reject | Refer | Hangup | CallerBye | ReferDone | Timeout | Fail
 
 
 # ---- effects returned ----------------------------------------------------------------
@@ -114,7 +165,7 @@ class SendRefer:
 
 @dataclass(frozen=True)
 class SendBye:
-    pass
+    after_s: float = 0.0  # how long the SIP leg lives on before the BYE goes
 
 
 @dataclass(frozen=True)
@@ -129,7 +180,34 @@ class EndSession:
     reason: str
 
 
-Effect = AnswerSip | SendSipFinal | SendRefer | SendBye | StartSession | EndSession
+class TimerKind(enum.StrEnum):
+    RING = "ring"
+    RANDOM_HANGUP = "random_hangup"
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """Feed ``event`` back (journaled as coming from ``source``) after ``after_s``, unless cancelled first."""
+
+    kind: TimerKind
+    after_s: float
+    event: Event
+    source: str
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    kind: TimerKind
+
+
+@dataclass(frozen=True)
+class CancelTimers:
+    """The call is over: no timer of it may fire."""
+
+
+WireEffect = AnswerSip | SendSipFinal | SendRefer | SendBye | StartSession | EndSession
+TimerEffect = StartTimer | CancelTimer | CancelTimers
+Effect = WireEffect | TimerEffect
 
 
 @dataclass(frozen=True)
@@ -161,6 +239,9 @@ def not_found() -> Refusal:
 # ---- the call ------------------------------------------------------------------------
 
 
+Step = tuple[CallState, list[Effect]]
+
+
 @dataclass
 class Call:
     call_id: str
@@ -168,7 +249,6 @@ class Call:
     transport: str = "virtual"  # "virtual" (control API) or "sip"
     media_security: str | None = None  # "rtp" | "srtp" when known
     created_at: float = 0.0  # wall clock, unix seconds
-    ring_deadline: float | None = None  # monotonic seconds; None = wait forever
     state: CallState = CallState.RINGING
     sip_final_status: int | None = None
     refer_target: str | None = None
@@ -191,41 +271,65 @@ class Call:
         handler = _TABLE.get((before, type(event)))
         if handler is None:
             return Outcome(before, before, refusal=_refusal_for(before, event))
-        after, effects = handler(self, event)
+        result = handler(self, event)
+        if isinstance(result, Refusal):
+            return Outcome(before, before, refusal=result)
+        after, effects = result
         self.state = after
-        return Outcome(before, after, tuple(effects))
-
-    def due(self, now: float) -> bool:
-        """True when the no-answer timer has run out (the adapter then feeds Timeout)."""
-        return self.state is CallState.RINGING and self.ring_deadline is not None and now >= self.ring_deadline
+        return Outcome(before, after, (*effects, *_timer_rule(before, after)))
 
 
-# handlers: (call, event) -> (new state, effects); they may record data on the call.
-Handler = Callable[[Call, Any], tuple[CallState, list[Effect]]]
+def _timer_rule(before: CallState, after: CallState) -> tuple[Effect, ...]:
+    """Rule 9: the ring timer stops when ringing ends; every timer stops when the call ends."""
+    if after.terminal:
+        return (CancelTimers(),)
+    if before is CallState.RINGING and after is not CallState.RINGING:
+        return (CancelTimer(TimerKind.RING),)
+    return ()
 
 
-def _accept(call: Call, ev: Accept) -> tuple[CallState, list[Effect]]:
+# handlers: (call, event) -> (new state, effects) or a refusal; they may record data on the call.
+Handler = Callable[[Call, Any], Step | Refusal]
+
+
+def _incoming(call: Call, ev: Incoming) -> Step:
+    ring_s = ev.faults.no_answer_timeout_s if ev.faults.no_answer_timeout_s is not None else ev.ring_timeout_s
+    if ring_s is None:
+        return CallState.RINGING, []
+    return CallState.RINGING, [StartTimer(TimerKind.RING, ring_s, Timeout(ev.no_answer_status), "timer")]
+
+
+def _accept(call: Call, ev: Accept) -> Step | Refusal:
+    problem = ev.problem
+    if problem is not None and ev.strict and not ev.faults.accept_forced_invalid:
+        return Refusal(400, problem.code, problem.message, problem.param)
     call.accept_body = ev.body
-    if not ev.valid:
-        call.end_reason = f"invalid_session_config: {ev.error}"
-        return CallState.FAILED, [AnswerSip(), SendBye(), EndSession("invalid accept")]
-    return CallState.ACTIVE, [AnswerSip(), StartSession(ev.body)]
+    if problem is not None:
+        call.end_reason = f"invalid_session_config: {problem.message}"
+        bye_s = ev.faults.invalid_accept_bye_s
+        return CallState.FAILED, [AnswerSip(), SendBye(INVALID_ACCEPT_BYE_S if bye_s is None else bye_s),
+                                  EndSession("invalid accept")]
+    effects: list[Effect] = [AnswerSip(), StartSession(ev.body)]
+    hangup_s = ev.faults.random_hangup_after_s
+    if hangup_s is not None:
+        effects.append(StartTimer(TimerKind.RANDOM_HANGUP, hangup_s, CallerBye(), "fault"))
+    return CallState.ACTIVE, effects
 
 
-def _reject(call: Call, ev: Reject) -> tuple[CallState, list[Effect]]:
+def _reject(call: Call, ev: Reject) -> Step:
     call.sip_final_status = ev.status_code
     call.end_reason = "rejected"
     return CallState.REJECTED, [SendSipFinal(ev.status_code)]
 
 
-def _refer(call: Call, ev: Refer) -> tuple[CallState, list[Effect]]:
+def _refer(call: Call, ev: Refer) -> Step:
     call.refer_target = ev.target_uri
-    if ev.noop:
+    if ev.faults.refer_noop:
         return call.state, []
     return CallState.REFERRING, [SendRefer(ev.target_uri)]
 
 
-def _hangup(call: Call, ev: Hangup) -> tuple[CallState, list[Effect]]:
+def _hangup(call: Call, ev: Hangup) -> Step:
     call.end_reason = "hangup"
     if call.state is CallState.RINGING:
         call.sip_final_status = 487
@@ -233,7 +337,7 @@ def _hangup(call: Call, ev: Hangup) -> tuple[CallState, list[Effect]]:
     return CallState.ENDED, [SendBye(), EndSession("hangup")]
 
 
-def _caller_bye(call: Call, ev: CallerBye) -> tuple[CallState, list[Effect]]:
+def _caller_bye(call: Call, ev: CallerBye) -> Step:
     if call.state is CallState.REFERRING:
         call.end_reason = "referred"
         return CallState.REFERRED, [EndSession("referred")]
@@ -241,7 +345,7 @@ def _caller_bye(call: Call, ev: CallerBye) -> tuple[CallState, list[Effect]]:
     return CallState.ENDED, [EndSession(call.end_reason)]
 
 
-def _refer_done(call: Call, ev: ReferDone) -> tuple[CallState, list[Effect]]:
+def _refer_done(call: Call, ev: ReferDone) -> Step:
     call.refer_status = ev.status
     if not 200 <= ev.status < 300:  # declined (603), busy, unreachable: nothing moved, the call goes on
         return CallState.ACTIVE, []
@@ -249,13 +353,13 @@ def _refer_done(call: Call, ev: ReferDone) -> tuple[CallState, list[Effect]]:
     return CallState.REFERRED, [SendBye(), EndSession("referred")]
 
 
-def _timeout(call: Call, ev: Timeout) -> tuple[CallState, list[Effect]]:
+def _timeout(call: Call, ev: Timeout) -> Step:
     call.sip_final_status = ev.sip_status
     call.end_reason = "no_answer"
     return CallState.NO_ANSWER, [SendSipFinal(ev.sip_status)]
 
 
-def _fail(call: Call, ev: Fail) -> tuple[CallState, list[Effect]]:
+def _fail(call: Call, ev: Fail) -> Step:
     call.end_reason = ev.reason
     effects: list[Effect] = [EndSession(ev.reason)]
     if call.state is CallState.RINGING:
@@ -266,6 +370,7 @@ def _fail(call: Call, ev: Fail) -> tuple[CallState, list[Effect]]:
 
 R, A, F = CallState.RINGING, CallState.ACTIVE, CallState.REFERRING
 _TABLE: dict[tuple[CallState, type], Handler] = {
+    (R, Incoming): _incoming,
     (R, Accept): _accept,
     (R, Reject): _reject,
     (R, Hangup): _hangup,
@@ -293,3 +398,129 @@ def _refusal_for(state: CallState, event: Event) -> Refusal:
     if isinstance(event, Refer):
         return Refusal(400, "refer_in_progress", "A refer is already in progress for this call.")
     return Refusal(400, "invalid_call_state", f"Operation not allowed while the call is {state.value}.")
+
+
+# ---- the table as a diagram (docs/architecture.md) ---------------------------------------------
+
+
+def _examples() -> list[tuple[str, Event]]:
+    """One event of each kind and variant the rules tell apart, each with the words the diagram uses."""
+    def script(*names: str) -> FaultScript:
+        return FaultScript.of(Fault(name=n) for n in names)
+
+    bad = BodyProblem("unknown_parameter", "Unknown parameter: 'x'.", "x")
+    return [
+        ("incoming", Incoming(30.0)),
+        ("incoming, ring_timeout_s null", Incoming(None)),
+        ("accept", Accept({"type": "realtime"})),
+        ("accept + random_hangup", Accept({"type": "realtime"}, faults=script("random_hangup"))),
+        ("accept, invalid body", Accept({}, bad)),
+        ("accept, invalid body, strict_accept", Accept({}, bad, strict=True)),
+        ("accept, invalid body, strict_accept + accept_invalid_hangup",
+         Accept({}, bad, strict=True, faults=script("accept_invalid_hangup"))),
+        ("reject", Reject()),
+        ("refer", Refer("tel:1")),
+        ("refer + refer_noop", Refer("tel:1", faults=script("refer_noop"))),
+        ("hangup", Hangup()),
+        ("caller bye", CallerBye()),
+        ("refer done, 2xx", ReferDone(202)),
+        ("refer done, not 2xx", ReferDone(603)),
+        ("timeout (ring timer)", Timeout()),
+        ("fail", Fail("worker died")),
+    ]
+
+
+def _kind(label: str) -> str:
+    """An example's event kind without its variant: "accept, invalid body" → "accept"."""
+    return label.split(",")[0].split(" +")[0]
+
+
+def _effect_text(effect: Effect) -> str:
+    if isinstance(effect, StartTimer):
+        return f"StartTimer({effect.kind.value} → {type(effect.event).__name__})"
+    if isinstance(effect, CancelTimer):
+        return f"CancelTimer({effect.kind.value})"
+    if isinstance(effect, SendBye) and effect.after_s:
+        return "SendBye(after_s)"
+    if isinstance(effect, SendSipFinal):
+        return f"SendSipFinal({effect.status_code})"
+    return type(effect).__name__
+
+
+@dataclass
+class _Diagram:
+    moves: list[tuple[str, str, str, str]] = field(default_factory=list)  # state, event, next, effects
+    refusals: dict[tuple[str, str], str] = field(default_factory=dict)  # (state, event) -> answer
+
+
+def _explore() -> _Diagram:
+    """Every example event fed to a fresh call in every live state: what the table does, not what it says."""
+    out = _Diagram()
+    for state in LIVE:
+        for label, event in _examples():
+            call = Call(call_id="rtc_diagram", sip_headers=[], state=state)
+            result = call.handle(event)
+            if result.refusal is not None:  # a rule's own refusal keeps its variant; the rest are per kind
+                kind = label if (state, type(event)) in _TABLE else _kind(label)
+                out.refusals.setdefault((state.value, kind), f"{result.refusal.http_status} {result.refusal.code}")
+                continue
+            effects = ", ".join(_effect_text(e) for e in result.effects) or "none"
+            out.moves.append((state.value, label, result.after.value, effects))
+    return out
+
+
+def lifecycle_diagram() -> str:
+    """The transition table as Markdown: a state diagram, every move with its effects, every refusal."""
+    found = _explore()
+    targets: dict[tuple[str, str], set[str]] = {}
+    for state, label, after, _ in found.moves:
+        targets.setdefault((state, _kind(label)), set()).add(after)
+    arrows: dict[tuple[str, str], list[str]] = {}
+    for state, label, after, _ in found.moves:
+        # a kind that leads to one state is named plainly; one that forks is named with its variant
+        forks = len(targets[(state, _kind(label))]) > 1
+        name = ",".join(label.split(",")[:2]) if forks else _kind(label)
+        source = "[*]" if label.startswith("incoming") else state
+        names = arrows.setdefault((source, after), [])
+        if name not in names:
+            names.append(name)
+    lines = ["```mermaid", "stateDiagram-v2"]
+    lines += [f"    {a} --> {b}: {' / '.join(names)}" for (a, b), names in arrows.items()]
+    lines += [f"    {s.value} --> [*]" for s in CallState if s.terminal]
+    lines += ["```", "", "| state | event | next state | effects |", "|---|---|---|---|"]
+    lines += [f"| {s} | {e} | {n} | {fx} |" for s, e, n, fx in found.moves]
+    lines += ["", "| state | event | refused with |", "|---|---|---|"]
+    lines += [f"| {s} | {e} | {answer} |" for (s, e), answer in found.refusals.items()]
+    terminal = ", ".join(s.value for s in CallState if s.terminal)
+    lines.append(f"| {terminal} | any | {not_found().http_status} {not_found().code} |")
+    return "\n".join(lines) + "\n"
+
+
+BEGIN = "<!-- lifecycle table: generated by `python -m mock_api.calls --write docs/architecture.md` -->"
+END = "<!-- end of the generated lifecycle table -->"
+
+
+def with_diagram(doc: str) -> str:
+    """``doc`` with the text between :data:`BEGIN` and :data:`END` replaced by the current diagram."""
+    head, sep, rest = doc.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise ValueError(f"the document has no {BEGIN!r} … {END!r} markers")
+    return f"{head}{BEGIN}\n{lifecycle_diagram()}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mock_api.calls",
+                                     description="Print the call lifecycle table, or write it into a document.")
+    parser.add_argument("--write", metavar="DOC", type=Path,
+                        help="replace the generated part of DOC (between its markers) with the current table")
+    args = parser.parse_args(argv)
+    if args.write is None:
+        sys.stdout.write(lifecycle_diagram())
+        return 0
+    args.write.write_text(with_diagram(args.write.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import CheckedFaults, CheckedScript
+from .journal_entries import EntryData, parse
 
 
 class SipHeader(BaseModel):
@@ -70,10 +71,17 @@ class StartCallResponse(BaseModel):
 
 
 class JournalEntry(BaseModel):
+    """One entry of a timeline as the control API serves it; :attr:`typed` is what it says, typed."""
+
     seq: int
     t_ms: float
     kind: str
     data: dict[str, Any]
+
+    @property
+    def typed(self) -> EntryData:
+        """The entry's typed form (:mod:`mock_api.journal_entries`; :class:`Unknown` for a kind it does not know)."""
+        return parse(self.kind, self.data)
 
 
 class CallView(BaseModel):

@@ -4,6 +4,11 @@ Times are monotonic milliseconds since the call's first entry, with one wall-clo
 anchor per call, so timelines from different calls line up and survive clock jumps.
 Entries that belong to no call (unknown ids, unknown routes) go to a server timeline.
 
+Every entry has a kind defined in :mod:`mock_api.journal_entries`: writers journal a typed entry
+(:meth:`Journal.add`) or its kind and keys (:meth:`Journal.record`, checked against the same
+definition), and readers parse the data back with :func:`mock_api.journal_entries.parse`. The
+journal itself keeps plain JSON-able dicts, so what it serves and spills is the same either way.
+
 Memory stays bounded whatever clients send, by entries and by bytes (each entry's JSON size,
 estimated once while it is written, in the same walk that compacts it):
 - audio is kept as its size and a checksum (a string under an ``audio`` key, wherever it sits
@@ -39,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from .journal_entries import EntryData, EntryError, MockBug, check, parse
+
 SERVER = "_server"
 MAX_ENTRIES = 20_000  # per timeline: a 30-minute call with events every 100 ms fits
 MAX_TIMELINE_BYTES = 16 * 1024 * 1024  # per timeline, estimated JSON: that call's 20,000 entries take about 6 MB
@@ -65,6 +72,11 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "t_ms": round(self.t_ms, 3), "kind": self.kind, "data": self.data}
+
+    @property
+    def typed(self) -> EntryData:
+        """What the entry says, typed (:mod:`mock_api.journal_entries`), parsed from the data as kept."""
+        return parse(self.kind, self.data)
 
 
 def _pack(entries: Sequence[Entry]) -> bytes:
@@ -287,7 +299,21 @@ class Journal:
         self.evicted = 0  # ended timelines let go (by count or bytes)
         self.on_forget: list[ForgetListener] = []
 
+    def add(self, call_id: str | None, entry: EntryData) -> Entry:
+        """Journal one typed entry on ``call_id``'s timeline (the server's when None)."""
+        return self._append(call_id, entry.journal_kind, entry.to_data())
+
     def record(self, call_id: str | None, kind: str, /, **data: Any) -> Entry:
+        """Journal ``kind`` with ``data`` as its keys, checked against the kind's typed entry: a kind nobody
+        registered, or keys its entry does not have, is journaled as given next to a ``mock.bug`` saying so
+        (runs and the pytest plugin fail on it), never dropped and never raised into the writer."""
+        try:
+            check(kind, data)
+        except EntryError as exc:
+            self.add(call_id, MockBug(where=f"journal {kind}", error=str(exc)[:500], traceback=""))
+        return self._append(call_id, kind, data)
+
+    def _append(self, call_id: str | None, kind: str, data: dict[str, Any]) -> Entry:
         key = call_id or SERVER
         line = self._timelines.get(key)
         now = self._clock()

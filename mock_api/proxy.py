@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from sipworker.ports import PortInUse
 
+from . import journal_entries as je
 from .certs import CertStore, normalize_host
 from .certs import store as cert_store
 from .journal import Journal
@@ -190,7 +191,7 @@ class InterceptProxy:
                                                        "set HTTPS_PROXY to it instead\n"))
 
     def _refuse(self, writer: asyncio.StreamWriter, method: str, host: str, port: int | None, why: str) -> None:
-        self.journal.record(None, "proxy.refused", host=host, port=port, method=method, reason=why)
+        self.journal.add(None, je.ProxyRefused(host=host, port=port, method=method, reason=why))
         writer.write(_response(403, "Forbidden", f"rtsip proxy: {why}; only OpenAI and Azure OpenAI API hosts "
                                                   "are intercepted, nothing is forwarded elsewhere\n"))
 
@@ -214,9 +215,9 @@ class InterceptProxy:
             await writer.start_tls(ctx, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
             # Usually: the app does not trust the local CA (no SSL_CERT_FILE / REQUESTS_CA_BUNDLE).
-            self.journal.record(None, "proxy.tls_failed", host=name, error=f"{type(exc).__name__}: {exc}")
+            self.journal.add(None, je.ProxyTlsFailed(host=name, error=f"{type(exc).__name__}: {exc}"))
             return
-        self.journal.record(None, "proxy.connect", host=name, port=port)
+        self.journal.add(None, je.ProxyConnect(host=name, port=port))
         await self._relay(reader, writer, b"", name)
 
     async def _forward_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
@@ -240,7 +241,7 @@ class InterceptProxy:
         else:
             kept.append("Connection: close")  # one request per connection, so every request is checked
         head = "\r\n".join([f"{method} {path} HTTP/1.1", *kept, "", ""]).encode("latin-1")
-        self.journal.record(None, "proxy.connect", host=normalize_host(host), port=port, plain=True)
+        self.journal.add(None, je.ProxyConnect(host=normalize_host(host), port=port, plain=True))
         await self._relay(reader, writer, head, host)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes,
@@ -248,7 +249,7 @@ class InterceptProxy:
         try:
             up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
         except OSError as exc:
-            self.journal.record(None, "proxy.upstream_failed", host=host, error=f"{type(exc).__name__}: {exc}")
+            self.journal.add(None, je.ProxyUpstreamFailed(host=host, error=f"{type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):
                 writer.write(_response(502, "Bad Gateway", "rtsip proxy: the mock is not reachable\n"))
             return

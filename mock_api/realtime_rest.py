@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import errors, ids, wire_json
 from . import http as mock_http  # a module, not names: http imports this module too
+from . import journal_entries as je
 from .realtime.script import Script
 from .realtime.session import _merge_session as merge_session
 from .realtime.session import default_session
@@ -82,8 +83,7 @@ async def client_secrets(request: web.Request) -> web.Response:
     expires_at = int(now) + seconds
     key = ids.ephemeral_key()
     server.mint_ephemeral(key, expires_at)  # accepted on the Realtime socket until then
-    server.journal.record(None, "rest.client_secret", session_type=kind, expires_at=expires_at,
-                          key=errors.masked(key))
+    server.journal.add(None, je.RestClientSecret(session_type=kind, expires_at=expires_at, key=errors.masked(key)))
     return web.json_response({"value": key, "expires_at": expires_at, "session": effective},
                              dumps=wire_json.dumps)
 
@@ -125,7 +125,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     if seconds is None:
         seconds = round(len(data) / 16000.0, 3)  # unknown container: assume ~128 kbit/s
     fmt = str(form.get("response_format") or "json")
-    server.journal.record(None, "rest.transcription", model=str(model), bytes=len(data), response_format=fmt)
+    server.journal.add(None, je.RestTranscription(model=str(model), bytes=len(data), response_format=fmt))
     if fmt == "text":
         return web.Response(text=text + "\n", content_type="text/plain")
     usage: dict[str, Any]

@@ -1,7 +1,10 @@
 """The mock's control-plane state and the glue that carries out call effects.
 
-``calls.Call`` decides; ``MockServer`` runs timers and webhook tasks, journals every step
-and tells the other adapters (WebSocket, SIP ingress) what happened through callbacks.
+``calls.Call`` decides, timers included; ``MockServer`` schedules the timers the table asks for and
+feeds them back as events, runs webhook tasks, journals every step and tells the other adapters
+(WebSocket, SIP ingress) what happened through callbacks. Each call's faults are read once into a
+:class:`~mock_api.fault_script.FaultScript` (:meth:`MockServer.fault_script`), which the table and the
+adapters ask instead of looking fault names up.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from aiohttp import web
 
 from . import calls as c
 from . import errors
-from . import faults as faultlib
 from .config import ConfigPatch, MockConfig
+from .fault_script import FaultScript
 from .faults import Fault
 from .journal import Journal
 from .limits import Hit, Limiter
@@ -106,8 +109,10 @@ class MockServer:
         self.webhooks = WebhookSender(self.journal, clock)
         self._call_faults: dict[str, list[Fault]] = {}
         self._call_scripts: dict[str, dict[str, Any]] = {}
+        self._fault_scripts: dict[str, FaultScript] = {}  # by call id ("": call-less), until faults change
+        self._scripts_from: list[Fault] = self.config.faults  # the mock's faults the scripts were read with
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timers: dict[str, list[asyncio.TimerHandle]] = {}
+        self._timers: dict[str, dict[c.TimerKind, asyncio.TimerHandle]] = {}
         self._active_cbs: list[CallCallback] = []
         self._ended_cbs: list[CallCallback] = []
         self._effect_cbs: list[EffectCallback] = []
@@ -172,6 +177,19 @@ class MockServer:
     def faults_for(self, call_id: str | None) -> list[Fault]:
         return [*self.config.faults, *self._call_faults.get(call_id or "", [])]
 
+    def fault_script(self, call_id: str | None) -> FaultScript:
+        """What the active faults ask of this call (or of call-less sessions), read once until they change."""
+        if self.config.faults is not self._scripts_from:  # the mock's faults changed: read every script again
+            self._fault_scripts.clear()
+            self._scripts_from = self.config.faults
+        key = call_id or ""
+        script = self._fault_scripts.get(key)
+        if script is None:
+            script = FaultScript.of(self.faults_for(call_id))
+            if not key or key in self.calls:  # an unknown id (a socket's typo) is not kept
+                self._fault_scripts[key] = script
+        return script
+
     def script_for(self, call_id: str | None) -> dict[str, Any] | None:
         return self._call_scripts.get(call_id or "") or self.config.script
 
@@ -179,6 +197,7 @@ class MockServer:
                          script: dict[str, Any] | None = None) -> None:
         if faults is not None:
             self._call_faults[call_id] = list(faults)
+            self._fault_scripts.pop(call_id, None)
         if script is not None:
             self._call_scripts[call_id] = script
 
@@ -272,12 +291,8 @@ class MockServer:
         self.journal.record(call.call_id, "call.created", transport=transport, sip_headers=call.sip_headers,
                             media_security=media_security, faults=[f.model_dump() for f in faults or []])
         self.journal.record(call.call_id, "state", before=None, after=call.state.value, event="incoming")
-        active = self.faults_for(call.call_id)
-        timeout = faultlib.find(active, "no_answer_timeout")
-        ring_s = float(timeout.param("seconds")) if timeout else self.config.ring_timeout_s
-        if ring_s is not None:
-            call.ring_deadline = self.clock() + ring_s
-            self._later(call, ring_s, self._ring_timeout)
+        self.apply(call, c.Incoming(self.config.ring_timeout_s, self.config.no_answer_status,
+                                    self.fault_script(call.call_id)), "incoming")
         if self.config.webhook_url:
             self.spawn(self._send_incoming(call, self.config.webhook_url))
         else:
@@ -302,7 +317,6 @@ class MockServer:
         for effect in outcome.effects:
             self._run(call, effect)
         if outcome.after.terminal:
-            self._cancel_timers(call.call_id)
             self._retire(call.call_id)
         return outcome
 
@@ -320,6 +334,7 @@ class MockServer:
         self.calls.pop(key, None)
         self._call_faults.pop(key, None)
         self._call_scripts.pop(key, None)
+        self._fault_scripts.pop(key, None)
 
     def session_ended(self, key: str) -> None:
         """A call-less session (``?model=`` / ``?intent=`` socket) ended: its timeline counts against
@@ -333,15 +348,15 @@ class MockServer:
         self.journal.record(call_id, "mock.bug", where=where, error=repr(exc)[:500], traceback=tb)
 
     def _run(self, call: c.Call, effect: c.Effect) -> None:
+        if isinstance(effect, c.StartTimer | c.CancelTimer | c.CancelTimers):
+            self._run_timer(call, effect)  # the mock's own bookkeeping: not a step of the call's journal
+            return
         self.journal.record(call.call_id, "call.effect", effect=type(effect).__name__,
-                            **{k: v for k, v in vars(effect).items() if k != "config"})
+                            **{k: v for k, v in vars(effect).items() if k not in ("config", "after_s")})
         if isinstance(effect, c.StartSession):
             self.limits.sessions.acquire(call.call_id)
             for cb in self._active_cbs:
                 cb(call)
-            hangup = faultlib.find(self.faults_for(call.call_id), "random_hangup")
-            if hangup:
-                self._later(call, float(hangup.param("after_s")), lambda cl: self.apply(cl, c.CallerBye(), "fault"))
         elif isinstance(effect, c.EndSession):
             self.limits.end_session(call.call_id)
             for cb in self._ended_cbs:
@@ -353,9 +368,21 @@ class MockServer:
                 # No SIP provider to complete the transfer: it completes at once.
                 asyncio.get_running_loop().call_soon(lambda: self.apply(call, c.ReferDone(), "virtual"))
 
-    def _ring_timeout(self, call: c.Call) -> None:
-        if call.due(self.clock() + 1e-6):
-            self.apply(call, c.Timeout(self.config.no_answer_status), "timer")
+    def _run_timer(self, call: c.Call, effect: c.TimerEffect) -> None:
+        """Schedule or cancel what the table asked; a timer that fires feeds its event back to the table."""
+        if isinstance(effect, c.CancelTimers):
+            self._cancel_timers(call.call_id)
+        elif isinstance(effect, c.CancelTimer):
+            handle = self._timers.get(call.call_id, {}).pop(effect.kind, None)
+            if handle is not None:
+                handle.cancel()
+        else:
+            start = effect
+            self._later(call, start, lambda cl: self._fired(cl, start))
+
+    def _fired(self, call: c.Call, timer: c.StartTimer) -> None:
+        self._timers.get(call.call_id, {}).pop(timer.kind, None)
+        self.apply(call, timer.event, timer.source)
 
     # ---- tasks and timers ----------------------------------------------------------------------
 
@@ -365,18 +392,21 @@ class MockServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _later(self, call: c.Call, seconds: float, fn: Callable[[c.Call], Any]) -> None:
-        handle = asyncio.get_running_loop().call_later(seconds, fn, call)
-        self._timers.setdefault(call.call_id, []).append(handle)
+    def _later(self, call: c.Call, timer: c.StartTimer, fn: Callable[[c.Call], Any]) -> None:
+        handle = asyncio.get_running_loop().call_later(timer.after_s, fn, call)
+        old = self._timers.setdefault(call.call_id, {}).pop(timer.kind, None)
+        if old is not None:
+            old.cancel()
+        self._timers[call.call_id][timer.kind] = handle
 
     def _cancel_timers(self, call_id: str) -> None:
-        for h in self._timers.pop(call_id, []):
+        for h in self._timers.pop(call_id, {}).values():
             h.cancel()
 
     async def _send_incoming(self, call: c.Call, url: str) -> None:
         assert self.config.webhook_secret
         await self.webhooks.deliver(call.call_id, url, self.config.webhook_secret, incoming_call_event(call),
-                                    self.config.retry, self.faults_for(call.call_id))
+                                    self.config.retry, self.fault_script(call.call_id).delivery)
 
     @property
     def pending_tasks(self) -> int:
@@ -396,6 +426,7 @@ class MockServer:
         self.ended_keys.clear()
         self._call_faults.clear()
         self._call_scripts.clear()
+        self._fault_scripts.clear()
         self.limits.refill(self.clock())
         self.journal.clear()
 

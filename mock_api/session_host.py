@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from . import fidelity, wire_json
+from . import journal_entries as je
 from .calls import Call
 from .journal import AUDIO_KEEP_CHARS, audio_summary
 from .realtime import events as rt_events
@@ -217,21 +217,21 @@ class SessionHost:
     def on_session_config(self, sink: ConfigSink | None) -> None:
         self._on_config = sink
         if sink is not None:
-            sink(copy.deepcopy(self.session.config))
+            sink(wire_json.copy(self.session.config))
 
     # ---- outputs ------------------------------------------------------------------------
 
     def dispatch(self, outputs: Sequence[Step], origin: web.WebSocketResponse | None = None) -> None:
         for out in outputs:
             if isinstance(out, ClientFrame):
-                self.server.journal.record(self.key, "ws.client", event=out.view)
+                self.server.journal.add(self.key, je.WsClient(out.view))
             elif isinstance(out, dict):
                 self._send_event(out, origin)
             elif isinstance(out, (AudioOut, ClearAudio)):
                 if isinstance(out, AudioOut):
-                    self.server.journal.record(self.key, "audio.out", response_id=out.response_id,
-                                               ms=round(len(out.pcm) / 2 * 1000 / out.rate, 1),
-                                               corrupt=out.corrupt, voice=out.voice)
+                    self.server.journal.add(self.key, je.AudioOut(response_id=out.response_id,
+                                                                ms=round(len(out.pcm) / 2 * 1000 / out.rate, 1),
+                                                                corrupt=out.corrupt, voice=out.voice))
                 if self.media_sink is not None:
                     self.media_sink(out)
             elif isinstance(out, LimitHit):
@@ -239,9 +239,9 @@ class SessionHost:
                 extra = {} if self.call_id is not None else {"session": self.key}
                 self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id, **extra)
             elif isinstance(out, Heard):
-                self.server.journal.record(self.key, "audio.heard", **out.journal())
+                self.server.journal.add(self.key, je.AudioHeard(**out.journal()))
             elif isinstance(out, MockBug):  # the session's own bug: journaled, never sent (its server_error is)
-                self.server.journal.record(self.key, "mock.bug", **out.journal())
+                self.server.journal.add(self.key, je.MockBug(where=out.where, error=out.error, traceback=out.traceback))
             elif isinstance(out, Close):
                 for q in self.sockets.values():
                     q.put_nowait(("close", (out.code, out.reason)))
@@ -255,9 +255,9 @@ class SessionHost:
             out = rt_events.error(None, SERVER_ERROR_MESSAGE, type_="server_error")
             text = wire_json.dumps(out)
         fidelity.audit(out)
-        self.server.journal.record(self.key, "ws.server", event=_journal_view(out, self.server.journal.record_audio))
+        self.server.journal.add(self.key, je.WsServer(_journal_view(out, self.server.journal.record_audio)))
         if out["type"] == "session.updated" and self._on_config is not None:
-            self._on_config(copy.deepcopy(out["session"]))
+            self._on_config(wire_json.copy(out["session"]))
         if out["type"] == "error" and origin is not None:  # its socket's own; gone if it left during a heavy frame
             targets = [origin] if origin in self.sockets else []
         else:
@@ -286,8 +286,8 @@ class SessionHost:
         while not q.empty():
             q.get_nowait()
         self.ending[ws] = SEND_QUEUE_FULL
-        self.server.journal.record(self.key, "ws.close", code=POLICY_CLOSE, reason=SEND_QUEUE_FULL,
-                                   queued_bytes=dropped, limit=self.server.config.ws_send_queue_bytes)
+        self.server.journal.add(self.key, je.WsClose(code=POLICY_CLOSE, reason=SEND_QUEUE_FULL, queued_bytes=dropped,
+                                                     limit=self.server.config.ws_send_queue_bytes))
         writer = self.writers.get(ws)
         if writer is not None:
             writer.cancel()  # it waits on a client that does not read

@@ -28,7 +28,6 @@ from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
 from . import audio, session_host
 from . import calls as c
-from . import faults as faultlib
 from .certs import CertPaths, ensure_certs
 from .realtime.session import AudioOut, ClearAudio
 from .realtime.vad import EAGERNESS_SILENCE_MS
@@ -347,11 +346,7 @@ class SipIngress:
             self._spawn(self._command(leg, Op.REFER, target=effect.target_uri))
             self.server.journal.record(call.call_id, "sip.sent", request="REFER", refer_to=effect.target_uri)
         elif isinstance(effect, c.SendBye):
-            delay = 0.0
-            if call.state is c.CallState.FAILED and (call.end_reason or "").startswith("invalid_session_config"):
-                fault = faultlib.find(self.server.faults_for(call.call_id), "accept_invalid_hangup")
-                delay = float(fault.param("after_s")) if fault else 1.0  # the real leg dies about a second later
-            self._spawn(self._bye(leg, delay))
+            self._spawn(self._bye(leg, effect.after_s))  # the table says when (e.g. a second after a bad accept)
 
     async def _answer(self, leg: _Leg, args: dict[str, Any]) -> None:
         await self._command(leg, Op.ANSWER, **args)
@@ -384,7 +379,7 @@ class SipIngress:
         leg = self._by_call.get(call.call_id)
         if host is None or leg is None:
             return
-        static = faultlib.find(self.server.faults_for(call.call_id), "static_audio") is not None
+        static = self.server.fault_script(call.call_id).static_audio
         host.media_sink = self._sink(leg, static)
         host.on_session_config = lambda cfg: self._spawn(self._command(leg, Op.SET_VAD, **vad_params(cfg)))
 

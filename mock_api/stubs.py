@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import errors, wire_json
 from . import http as mock_http
+from . import journal_entries as je
 from . import stubs_builtin as builtin
 from .config import describe_validation_error
 from .control_models import Stub, StubResponse, duplicate_stub_id
@@ -281,7 +282,7 @@ def install(server: MockServer, stubs: Sequence[Stub], *, replace: bool = True) 
     """What the scenario runner calls with ``scenario.mock.stubs`` (already validated by the scenario model)."""
     added = book(server).load(stubs, replace=replace)
     if added:
-        server.journal.record(None, "stub.config", ids=[e.stub.id for e in added], replace=replace)
+        server.journal.add(None, je.StubConfig(ids=[e.stub.id for e in added], replace=replace))
 
 
 def reset(server: MockServer) -> None:
@@ -324,7 +325,7 @@ async def add_stubs(request: web.Request) -> web.Response:
 async def delete_stubs(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     book(server).clear()
-    server.journal.record(None, "stub.config", ids=[], replace=True)
+    server.journal.add(None, je.StubConfig(ids=[], replace=True))
     return _views([])
 
 
@@ -349,8 +350,9 @@ def _is_api(path: str) -> bool:
 async def _stubbed(request: web.Request, server: MockServer, req: RequestFacts, entry: Entry) -> web.StreamResponse:
     StubBook.commit(entry)
     r: StubResponse = entry.stub.response
-    server.journal.record(None, "stub.hit", **entry.label(), lifetime=entry.stub.lifetime, hits=entry.hits,
-                          method=req.method, path=req.path, body=req.body, status=r.status)
+    server.journal.add(None, je.StubHit(id=entry.stub.id, name=entry.stub.name, lifetime=entry.stub.lifetime,
+                                         hits=entry.hits, method=req.method, path=req.path, body=req.body,
+                                         status=r.status))
     if r.delay_s:
         await asyncio.sleep(r.delay_s)
     if r.stream is not None:
@@ -363,8 +365,9 @@ def _out_of_order(server: MockServer, req: RequestFacts, wrong: OutOfOrder) -> w
     def named(e: Entry) -> str:
         return repr(e.stub.id) + (f" ({e.stub.name})" if e.stub.name else "")
 
-    server.journal.record(None, "stub.out_of_order", **wrong.entry.label(), expected=wrong.expected.label(),
-                          method=req.method, path=req.path, body=req.body)
+    server.journal.add(None, je.StubOutOfOrder(id=wrong.entry.stub.id, name=wrong.entry.stub.name,
+                                                expected=wrong.expected.label(), method=req.method, path=req.path,
+                                                body=req.body))
     return errors.rest_error(400, f"Ordered stub {named(wrong.entry)} was requested out of order: stub "
                              f"{named(wrong.expected)} is next.", code="stub_out_of_order")
 
@@ -372,7 +375,7 @@ def _out_of_order(server: MockServer, req: RequestFacts, wrong: OutOfOrder) -> w
 def _unmatched(server: MockServer, req: RequestFacts, miss: NoMatch) -> web.Response:
     """The real 404; the journal says which stub came closest and on which fields it failed."""
     near = None if miss.closest is None else {**miss.closest.label(), "failed": [m.to_json() for m in miss.failed]}
-    server.journal.record(None, "http.unknown_route", method=req.method, path=req.path, closest_stub=near)
+    server.journal.add(None, je.HttpUnknownRoute(method=req.method, path=req.path, closest_stub=near))
     return errors.rest_error(404, f"Invalid URL ({req.method} {req.path})")
 
 

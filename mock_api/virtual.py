@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import audio
+from . import journal_entries as je
 from .journal import Journal
 from .session_host import SessionHost
 
@@ -54,7 +55,7 @@ class _Speaker:
         if self.done.done():
             return True
         if self.host.closed:
-            self.journal.record(self.call_id, "caller.say_cut", label=self.label, sent_ms=self.sent_ms)
+            self.journal.add(self.call_id, je.CallerSayCut(label=self.label, sent_ms=self.sent_ms))
             self.done.set_result(self.sent_ms)
             return True
         due_frames = min(self.total_frames, int((now - self.start) * 1000.0 * self.speed / FRAME_MS) + 1)
@@ -66,7 +67,7 @@ class _Speaker:
             self.sent = end
             self.host.feed_audio(chunk, self.rate)
         if due_frames >= self.total_frames:
-            self.journal.record(self.call_id, "caller.said", label=self.label, ms=round(self.sent_ms, 1))
+            self.journal.add(self.call_id, je.CallerSaid(label=self.label, ms=round(self.sent_ms, 1)))
             self.done.set_result(self.sent_ms)
             return True
         return False
@@ -101,7 +102,7 @@ async def speak(host: SessionHost, journal: Journal, call_id: str, pcm: bytes, *
                 label: str = "", speed: float = 1.0, trailing_silence_ms: int = 800) -> float:
     """Feed ``pcm`` then silence (so VAD can end the turn); returns the audio ms sent."""
     pcm = pcm + audio.silence(trailing_silence_ms, rate)
-    journal.record(call_id, "caller.say", label=label, ms=round(audio.duration_ms(pcm, rate), 1), speed=speed)
+    journal.add(call_id, je.CallerSay(label=label, ms=round(audio.duration_ms(pcm, rate), 1), speed=speed))
     done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     host.server.part(MediaClock).add(_Speaker(host, journal, call_id, label, pcm, rate, speed, time.monotonic(), done))
     return await done

@@ -1,7 +1,9 @@
-"""Standard Webhooks signing and delivery with bounded retries and named faults.
+"""Standard Webhooks signing and delivery with bounded retries and faults.
 
 Signing and event building are pure; ``WebhookSender`` is the small async adapter that
-posts, retries and journals every attempt.
+posts, retries and journals every attempt. What the faults do to a delivery (drop, hold,
+duplicate, stale timestamp, bad or rotated signature) arrives decided, as a
+:class:`~mock_api.fault_script.DeliveryPlan`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from typing import Any
 
 import aiohttp
 
-from . import faults as faultlib
 from . import ids
 from .calls import Call
 from .config import RetryPolicy
-from .faults import Fault
+from .fault_script import DeliveryPlan
 from .journal import Journal
 
 USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
@@ -104,33 +105,32 @@ class WebhookSender:
         return self._session
 
     async def deliver(self, call_id: str | None, url: str, secret: str, event: dict[str, Any],
-                      policy: RetryPolicy, active: list[Fault]) -> Delivery:
+                      policy: RetryPolicy, plan: DeliveryPlan | None = None) -> Delivery:
+        plan = plan or DeliveryPlan()
         webhook_id = ids.webhook_id()
         body = encode(event)
         self._journal.record(call_id, "webhook.queued", webhook_id=webhook_id, url=url,
                              event_type=event.get("type"), event=event)
-        if faultlib.find(active, "webhook_drop"):
+        if plan.drop:
             self._journal.record(call_id, "webhook.dropped", webhook_id=webhook_id, fault="webhook_drop")
             return Delivery(webhook_id, delivered=False, attempts=0)
-        delay = faultlib.find(active, "webhook_delay") or faultlib.find(active, "slow_webhook")
-        if delay:
-            self._journal.record(call_id, "webhook.delayed", webhook_id=webhook_id, seconds=delay.param("seconds"))
-            await asyncio.sleep(float(delay.param("seconds")))
-        result = await self._attempts(call_id, url, secret, webhook_id, body, policy, active)
-        dup = faultlib.find(active, "webhook_duplicate")
-        if dup and result.delivered:
-            for _ in range(int(dup.param("copies")) - 1):
-                await self._attempts(call_id, url, secret, webhook_id, body, policy, active, duplicate=True)
+        if plan.delay_s is not None:
+            self._journal.record(call_id, "webhook.delayed", webhook_id=webhook_id, seconds=plan.delay_s)
+            await asyncio.sleep(plan.delay_s)
+        result = await self._attempts(call_id, url, secret, webhook_id, body, policy, plan)
+        if result.delivered:
+            for _ in range(plan.copies - 1):
+                await self._attempts(call_id, url, secret, webhook_id, body, policy, plan, duplicate=True)
         return result
 
     async def _attempts(self, call_id: str | None, url: str, secret: str, webhook_id: str, body: bytes,
-                        policy: RetryPolicy, active: list[Fault], duplicate: bool = False) -> Delivery:
+                        policy: RetryPolicy, plan: DeliveryPlan, duplicate: bool = False) -> Delivery:
         attempt = 0
         status: int | None = None
         text: str | None = None
         while attempt < policy.max_attempts:
             attempt += 1
-            headers = self._headers(secret, webhook_id, body, active)
+            headers = self._headers(secret, webhook_id, body, plan)
             started = self._clock()
             error: str | None = None
             status = None
@@ -165,11 +165,9 @@ class WebhookSender:
         return Delivery(webhook_id, False, attempt, status, text)
 
     @staticmethod
-    def _headers(secret: str, webhook_id: str, body: bytes, active: list[Fault]) -> dict[str, str]:
-        now = int(time.time())  # fresh per attempt, as on the real service
-        stale = faultlib.find(active, "webhook_stale_timestamp")
-        ts = now - int(stale.param("age_s")) if stale else now
-        if faultlib.find(active, "webhook_bad_signature"):
+    def _headers(secret: str, webhook_id: str, body: bytes, plan: DeliveryPlan) -> dict[str, str]:
+        ts = plan.timestamp(int(time.time()))  # fresh per attempt, as on the real service
+        if plan.bad_signature:
             return signed_headers(new_secret(), webhook_id, ts, body)
-        extra = [signature(new_secret(), webhook_id, ts, body)] if faultlib.find(active, "webhook_rotation") else []
+        extra = [signature(new_secret(), webhook_id, ts, body)] if plan.rotation else []
         return signed_headers(secret, webhook_id, ts, body, extra)

@@ -15,8 +15,8 @@ import contextlib
 from aiohttp import WSMsgType, web
 
 from . import errors, fidelity, wire_json
-from . import faults as faultlib
 from .calls import Call, CallState
+from .fault_script import FaultScript
 from .realtime import events as rt_events
 from .realtime import upgrade
 from .realtime.session import (
@@ -79,7 +79,7 @@ def _socket_key(request: web.Request) -> str | None:
     return None
 
 
-def _upgrade_request(request: web.Request, server: MockServer, call: Call | None, faults: list[faultlib.Fault],
+def _upgrade_request(request: web.Request, server: MockServer, call: Call | None, faults: FaultScript,
                      azure: bool, beta: bool) -> upgrade.UpgradeRequest:
     """What the upgrade rules read, gathered from the request and the mock's state (read again after the 101)."""
     key = _socket_key(request)
@@ -87,7 +87,7 @@ def _upgrade_request(request: web.Request, server: MockServer, call: Call | None
         azure=azure, beta=beta, call_id=request.query.get("call_id"),
         call_live=call is not None and call.state in (CallState.ACTIVE, CallState.REFERRING),
         call_ended=call is not None and call.state.terminal,
-        beta_header_404=faultlib.find(faults, "beta_header_404") is not None,
+        beta_header_404=faults.beta_header_404,
         key_masked=None if key is None else errors.masked(key),
         key_ok=key is not None and server.api_key_ok(key, ephemeral=True),
         legacy_beta=server.config.legacy_beta, intent=request.query.get("intent"),
@@ -108,7 +108,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
                                   call_id=call_id, path=request.path)
             return denied
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
-    faults = server.faults_for(call_id)
+    faults = server.fault_script(call_id)
     call = server.calls.get(call_id) if call_id else None
     refused = upgrade.before_upgrade(_upgrade_request(request, server, call, faults, azure, beta))
     if refused is not None:
@@ -129,7 +129,7 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server: MockServer, call: Call | None,
-                        faults: list[faultlib.Fault], azure: bool, beta: bool) -> web.WebSocketResponse:
+                        faults: FaultScript, azure: bool, beta: bool) -> web.WebSocketResponse:
     q = request.query
     call_id = q.get("call_id")
     connect = {"query": dict(q), "beta": beta, "headers": handshake_headers(request), "path": request.path,
@@ -184,7 +184,7 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server:
 
 
 async def _pump(request: web.Request, ws: web.WebSocketResponse, server: MockServer, host: SessionHost,
-                faults: list[faultlib.Fault]) -> web.WebSocketResponse:
+                faults: FaultScript) -> web.WebSocketResponse:
     """The socket's life: session.created, then client messages in and the session's events out."""
     key = host.key
     await host.settled()  # a call's session busy with another socket's frame: session.created comes first
@@ -194,11 +194,9 @@ async def _pump(request: web.Request, ws: web.WebSocketResponse, server: MockSer
     writer = host.writers[ws] = asyncio.get_running_loop().create_task(host.writer(ws))
     created = host.session.session_created()
     host._send_event(created, ws)
-    drop = faultlib.find(faults, "ws_drop")
     drop_handle = None
-    if drop is not None:
-        drop_handle = asyncio.get_running_loop().call_later(float(drop.param("after_s")), _drop, request, server,
-                                                            key)
+    if faults.ws_drop_after_s is not None:
+        drop_handle = asyncio.get_running_loop().call_later(faults.ws_drop_after_s, _drop, request, server, key)
     try:
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):

@@ -16,7 +16,9 @@
  * unless it is kept (a recording, a turn's audio): first audio (the first frame whose peak
  * reaches a threshold, with its arrival time) and speech decisions (webrtcvad's, through the entry points of the webrtcvad
  * extension that Python already loaded, gated by an energy floor), one per frame since the last
- * drain.  The turn-taking state machine stays in Python (sipworker/media.py, TurnDetector).
+ * drain.  The decisions are sipworker/turns.py's frame rule (FrameClassifier: webrtcvad on every
+ * frame, then the floor), so a call decides turns as the WebSocket path does; the turn-taking state
+ * machine stays in Python (sipworker/turns.py TurnTracker, fed by sipworker/media.py TurnDetector).
  *
  * Audio: 8 kHz mono 16-bit, 20 ms frames (160 samples, 320 bytes).
  */

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, BinaryIO, TypeVar
 
+from . import turns
+
 PROTOCOL_VERSION = 2
 # pj status of a make_call beyond PJSUA_MAX_CALLS: the worker's last call has not given its slot back yet
 PJ_ETOOMANY = 70010
@@ -211,9 +213,11 @@ class VadParams:
     Mirrors the Realtime API's ``server_vad`` turn detection: ``threshold`` (0..1) picks the
     webrtcvad aggressiveness (0.5 → mode 2), ``silence_duration_ms`` is the end-of-speech hangover.
     ``min_speech_ms`` voiced audio is needed before ``speech_started`` fires (its ``audio_ms`` is the
-    first voiced frame, so the reported boundary does not move); ``energy_floor_dbfs`` keeps
-    line hiss from counting as speech.  The worker reports raw boundaries; ``prefix_padding_ms`` is
-    how much audio before a turn's first voiced frame goes with its ``speech_stopped`` (``pcm``).
+    first voiced frame, so the reported boundary does not move). The threshold also sets the energy
+    floor (:func:`sipworker.turns.floor_dbfs`), as on a WebSocket session; ``energy_floor_dbfs`` can
+    only raise it (a hissing line), and by default adds nothing. The worker reports raw boundaries;
+    ``prefix_padding_ms`` is how much audio before a turn's first voiced frame goes with its
+    ``speech_stopped`` (``pcm``).
     """
 
     enabled: bool = True
@@ -221,7 +225,7 @@ class VadParams:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     min_speech_ms: int = 60
-    energy_floor_dbfs: float = -50.0
+    energy_floor_dbfs: float = turns.NO_FLOOR_DBFS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VadParams:
@@ -232,7 +236,7 @@ class VadParams:
 
     @property
     def mode(self) -> int:
-        return max(0, min(3, int(self.threshold * 4)))
+        return turns.vad_mode(self.threshold)
 
 
 @dataclass

@@ -22,20 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import webrtcvad
 
+from . import turns
 from .ipc import VadParams
 
-try:  # webrtcvad's C entry point: Vad.is_speech is a Python wrapper around it, one frame each
-    import _webrtcvad
-
-    _vad_process = _webrtcvad.process
-except ImportError:  # pragma: no cover - other webrtcvad builds
-    _webrtcvad = None
-    _vad_process = None
-
-SAMPLE_RATE = 8000
-FRAME_MS = 20  # the sub-frame: unit of VAD, of the playback queue and of rx/tx frame counters
+SAMPLE_RATE = turns.RATE
+FRAME_MS = turns.FRAME_MS  # the sub-frame: unit of VAD, of the playback queue and of rx/tx frame counters
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * 2
 SILENCE = bytes(FRAME_BYTES)
@@ -71,13 +63,7 @@ def _subframes(chunk: bytes) -> np.ndarray:
 
 def subframe_power(chunk: bytes) -> np.ndarray:
     """Mean square sample value of every 20 ms sub-frame, in one numpy pass."""
-    a = _subframes(chunk).astype(np.float32)
-    return np.einsum("ij,ij->i", a, a) / np.float32(FRAME_SAMPLES)
-
-
-def _power_of_dbfs(dbfs: float) -> float:
-    """The mean square above which a sub-frame is louder than ``dbfs`` (-120 stands for silence)."""
-    return -1.0 if dbfs < -120 else float(10 ** ((dbfs + _DB_FULL_SCALE) / 10))
+    return turns.frame_power(chunk, FRAME_SAMPLES)
 
 
 def subframe_dbfs(chunk: bytes) -> np.ndarray:
@@ -92,9 +78,10 @@ def subframe_dbfs(chunk: bytes) -> np.ndarray:
 def webrtcvad_entry_points() -> tuple[int, int, int]:
     """Addresses of WebRtcVad_Process, _Init and _set_mode in the loaded webrtcvad extension, for
     the native port's clock-thread analysis (``_rtport.vad_setup``)."""
-    if _webrtcvad is None or not hasattr(_webrtcvad, "__file__"):
+    ext = turns.webrtcvad_ext
+    if ext is None or not hasattr(ext, "__file__"):
         raise OSError("the webrtcvad C extension is not a loadable file")
-    lib = ctypes.CDLL(_webrtcvad.__file__)  # already loaded: the same handle and symbols
+    lib = ctypes.CDLL(ext.__file__)  # already loaded: the same handle and symbols
     return tuple(  # type: ignore[return-value]
         ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
         for name in ("WebRtcVad_Process", "WebRtcVad_Init", "WebRtcVad_set_mode")
@@ -346,17 +333,11 @@ class TurnAudio:
             self._turn_from = self._start
 
 
-@dataclass
-class _VadState:
-    speaking: bool = False
-    run_start: int | None = None
-    run_ms: int = 0
-    last_voiced_end: int = 0
-
-
 class TurnDetector:
     """Speech start/stop on received audio, reported in audio milliseconds since media start.
 
+    The rules are :mod:`sipworker.turns`' (the session core's WebSocket VAD uses the same ones);
+    this class feeds them the call's 8 kHz sub-frames and emits worker events.
     ``speech_started.audio_ms`` is the first voiced sub-frame of the onset run;
     ``speech_stopped.audio_ms`` is the end of the last voiced sub-frame, ``detected_ms`` the audio
     time the silence hangover ran out.  Both are computed per 20 ms sub-frame, so they do not
@@ -365,80 +346,61 @@ class TurnDetector:
 
     def __init__(self, params: VadParams, emit: Emit, ref: str) -> None:
         self.params = params
-        self._vad = webrtcvad.Vad(params.mode)
-        self._power_floor = _power_of_dbfs(params.energy_floor_dbfs)
+        self._frames = turns.FrameClassifier(self.mode, effective_floor_dbfs(params))
+        self._turns = self._tracker(params)
         self._emit = emit
         self._ref = ref
-        self._st = _VadState()
+
+    @staticmethod
+    def _tracker(params: VadParams) -> turns.TurnTracker:
+        return turns.TurnTracker(silence_ms=params.silence_duration_ms, min_speech_ms=params.min_speech_ms)
 
     def configure(self, params: VadParams) -> None:
+        """New settings; a turn under way goes on under them unless the VAD is now disabled."""
         self.params = params
-        self._vad.set_mode(params.mode)
-        self._power_floor = _power_of_dbfs(params.energy_floor_dbfs)
+        self._frames.configure(self.mode, effective_floor_dbfs(params))
         if not params.enabled:
-            self._st = _VadState()
+            self._turns = self._tracker(params)
+        else:
+            self._turns.silence_ms, self._turns.min_speech_ms = params.silence_duration_ms, params.min_speech_ms
+
+    @property
+    def mode(self) -> int:
+        """webrtcvad's mode for the threshold (the native port is given the same)."""
+        return turns.vad_mode(self.params.threshold)
 
     @property
     def busy(self) -> bool:
         """Mid-turn (speaking, or an onset run under way): unvoiced frames can change the state."""
-        return self._st.speaking or self._st.run_start is not None
+        return self._turns.busy
 
     @property
     def power_floor(self) -> float:
         """The mean square a voiced sub-frame must exceed (-1: no floor)."""
-        return self._power_floor
+        return self._frames.power_floor
 
     def feed(self, pcm: bytes, audio_ms: int) -> None:
         """Feed whole 20 ms sub-frames starting at ``audio_ms`` (one frame or a multi-frame chunk).
 
-        A sub-frame is voiced when webrtcvad says so *and* it is above the energy floor.
-        webrtcvad sees every sub-frame, quiet ones too: it adapts its noise model on each call,
-        and skipping the quiet ones moved boundaries by 20-40 ms on the fixtures (for a saving of
-        ~2 µs per sub-frame).  The energy of the whole chunk is one numpy pass, and only when
-        webrtcvad found speech in it.
+        A sub-frame is voiced when webrtcvad says so *and* it is above the energy floor
+        (:class:`sipworker.turns.FrameClassifier`); webrtcvad sees every sub-frame, quiet ones too.
         """
-        if not self.params.enabled:
-            return
-        offsets = range(0, len(pcm) // FRAME_BYTES * FRAME_BYTES, FRAME_BYTES)
-        handle = getattr(self._vad, "_vad", None)
-        if _vad_process is not None and handle is not None:
-            speech = [_vad_process(handle, SAMPLE_RATE, pcm[o : o + FRAME_BYTES], FRAME_SAMPLES) for o in offsets]
-        else:
-            speech = [self._vad.is_speech(pcm[o : o + FRAME_BYTES], SAMPLE_RATE) for o in offsets]
-        if True in speech:
-            loud = (subframe_power(pcm) > self._power_floor).tolist()
-            speech = [s and q for s, q in zip(speech, loud, strict=True)]
-        self.feed_voiced(speech, audio_ms)
+        if self.params.enabled:
+            self.feed_voiced(self._frames.classify(pcm), audio_ms)
 
     def feed_voiced(self, voiced: Sequence[int], audio_ms: int) -> None:
         """Feed per-sub-frame decisions (voiced and above the floor) from audio time ``audio_ms``:
-        what the native port computed on the clock thread, or :meth:`feed`.  The state machine
-        runs only when something can change."""
+        what the native port computed on the clock thread, or :meth:`feed`."""
         if not self.params.enabled:
             return
-        st = self._st
-        if not st.speaking and st.run_start is None and not any(voiced):
-            return  # silence, nothing pending
-        for k, v in enumerate(voiced):
-            self._step(bool(v), audio_ms + k * FRAME_MS)
-
-    def _step(self, voiced: bool, audio_ms: int) -> None:
-        p = self.params
-        st = self._st
-        end = audio_ms + FRAME_MS
-        if not st.speaking:
-            if voiced:
-                if st.run_start is None:
-                    st.run_start, st.run_ms = audio_ms, 0
-                st.run_ms += FRAME_MS
-                if st.run_ms >= p.min_speech_ms:
-                    st.speaking, st.last_voiced_end = True, end
-                    self._emit("speech_started", {"ref": self._ref, "audio_ms": st.run_start})
-                    st.run_start = None
+        for b in self._turns.feed(voiced, audio_ms):
+            if b.kind == "start":
+                self._emit("speech_started", {"ref": self._ref, "audio_ms": b.audio_ms})
             else:
-                st.run_start = None
-        elif voiced:
-            st.last_voiced_end = end
-        elif end - st.last_voiced_end >= p.silence_duration_ms:
-            st.speaking = False
-            self._emit("speech_stopped", {"ref": self._ref, "audio_ms": st.last_voiced_end, "detected_ms": end})
+                self._emit("speech_stopped", {"ref": self._ref, "audio_ms": b.audio_ms, "detected_ms": b.detected_ms})
+
+
+def effective_floor_dbfs(params: VadParams) -> float:
+    """The energy floor of a call: the threshold's (as on the WebSocket path), raised by an
+    ``energy_floor_dbfs`` above it (a hissing line)."""
+    return max(params.energy_floor_dbfs, turns.floor_dbfs(params.threshold))

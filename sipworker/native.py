@@ -140,7 +140,7 @@ class NativePort:
         if detector is None or not detector.params.enabled:
             _rtport.set_vad(self.addr, None, 0, 0.0)
         else:
-            _rtport.set_vad(self.addr, self.vad._vad, detector.params.mode, detector.power_floor)
+            _rtport.set_vad(self.addr, self.vad._vad, detector.mode, detector.power_floor)
 
     def find_first_audio(self, peak: int) -> None:
         """Report the first received frame whose peak reaches ``peak`` (0: stop looking)."""

@@ -5,6 +5,8 @@ and the workers on their own), and it must drive real workers through the same p
 the mock's SIP ingress uses — so it doubles as a worked example of that API.
 
 Each incoming call is handled by ``policy(call) -> Action``; the default answers with 180 then 200.
+The TLS certificate and key come from the caller (e.g. ``mock_api.certs.ensure_certs``): the
+workers are the lowest floor and need nothing from the mock above them.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from mock_api.certs import CertPaths, ensure_certs
+from typing import Any, Protocol
 
 from .ipc import Ev, Event, Op, WorkerConfig
 from .supervisor import WorkerPool, pool_configs
+
+
+class TlsFiles(Protocol):
+    """The TLS files of a UAS: its certificate and key, and the CA its callers trust."""
+
+    @property
+    def ca(self) -> Path: ...
+
+    @property
+    def cert(self) -> Path: ...
+
+    @property
+    def key(self) -> Path: ...
 
 
 @dataclass
@@ -66,6 +79,7 @@ class TestUas:
         self,
         state_dir: str | os.PathLike[str],
         *,
+        certs: TlsFiles,
         workers: int = 1,
         policy: Policy | None = None,
         front_door: bool = False,
@@ -73,14 +87,13 @@ class TestUas:
         udp: bool = False,
         srtp: str = "disabled",
         rtp_base: int | None = None,  # None: a range free at start (sipworker.ports)
-        certs: CertPaths | None = None,
         rtp_timeout_s: float = 15.0,
         frame_ms: int = 60,
         vad_frame_ms: int = 20,
         media: str = "native",
     ) -> None:
         self.state_dir = Path(state_dir)
-        self.certs = certs or ensure_certs(self.state_dir)
+        self.certs = certs
         self.policy = policy
         template = WorkerConfig(
             name="uas",

@@ -3,27 +3,26 @@
 * :class:`CallCtx`: everything the worker knows about one call (media ports, playback, VAD,
   timing marks, how it ended);
 * ``_Call``, ``_Account``, ``_Endpoint``: pjsua2 director subclasses; each callback only hands
-  its parameters to the owning :class:`sipworker.worker.Worker` on the pj thread;
+  its parameters to the owning worker (:class:`sipworker.worker.Worker`, seen here only as the
+  :class:`CallbackSink` of what the callbacks call) on the pj thread;
 * ``_stream_stats`` and ``_contact_of_event``: reading RTP counters and 3xx Contacts out of pj objects.
 
-Moved out of :mod:`sipworker.worker`, which re-exports these names.  The worker is imported for
-type checking only, so there is no import cycle at run time.
+Moved out of :mod:`sipworker.worker`, which re-exports these names.  The worker is not imported
+at all: the callbacks need only the few methods :class:`CallbackSink` names, so this module does
+not depend on the one that depends on it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pjsua2 as pj
 
 from . import media, sipmsg
 from .native import NativePlayback, NativePort
-
-if TYPE_CHECKING:
-    from .worker import Worker
-
 
 # ---- per-call state ----------------------------------------------------------------------
 
@@ -94,8 +93,20 @@ class CallCtx:
         return self.marks[name]
 
 
+class CallbackSink(Protocol):
+    """What the pjsua2 callbacks below hand their parameters to (the worker), all on the pj thread."""
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None: ...
+    def later(self, delay: float, fn: Callable[[], None]) -> None: ...
+    def hangup_ctx(self, ctx: CallCtx, code: int | None, reason: str | None) -> None: ...
+    def on_call_state(self, ctx: CallCtx, call: Any) -> None: ...
+    def on_media_state(self, ctx: CallCtx, call: Any) -> None: ...
+    def on_stream_destroyed(self, ctx: CallCtx, call: Any, idx: int) -> None: ...
+    def on_incoming(self, acc: Any, prm: Any) -> None: ...
+
+
 class _Call(pj.Call):
-    def __init__(self, worker: Worker, acc: Any, ctx: CallCtx, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+    def __init__(self, worker: CallbackSink, acc: Any, ctx: CallCtx, call_id: int = pj.PJSUA_INVALID_ID) -> None:
         super().__init__(acc, call_id)
         self._w = worker
         self.ctx = ctx
@@ -167,7 +178,7 @@ def _contact_of_event(e: Any) -> str | None:
 
 
 class _Account(pj.Account):
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: CallbackSink) -> None:
         super().__init__()
         self._w = worker
 
@@ -176,7 +187,7 @@ class _Account(pj.Account):
 
 
 class _Endpoint(pj.Endpoint):
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: CallbackSink) -> None:
         super().__init__()
         self._w = worker
 

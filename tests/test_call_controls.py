@@ -9,8 +9,10 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from harness.softphone import Softphone
 from mock_api.client import MockClient
 from mock_api.running import RunningMock
+from tests.sip_helpers import App, Receiver
 
 # Any: splatted into the SDK as keyword arguments; BETA_ACCEPT carries a field the SDK does not type
 GA_ACCEPT: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime", "instructions": "You are Alex."}
@@ -102,6 +104,27 @@ async def test_strict_accept_answers_400(client: AsyncOpenAI, control: MockClien
     assert (await control.call(call_id)).state == "ringing"
     await client.realtime.calls.accept(call_id, **GA_ACCEPT)
     assert (await control.call(call_id)).state == "active"
+
+
+async def test_sip_leg_gets_its_bye_after_the_200_to_an_invalid_accept(
+        sip_stack: tuple[RunningMock, Receiver, MockClient], sip_phone: Softphone) -> None:
+    """Failure mode 5 over SIP, as the call table orders it: the fault overrides strict_accept, the leg is
+    answered, and its BYE leaves the fault's ``after_s`` after the table said so."""
+    mock, receiver, control = sip_stack
+    assert mock.sip is not None
+    await control.configure(strict_accept=True, faults=[{"name": "accept_invalid_hangup", "after_s": 0.4}])
+    receiver.app = App(mock, accept=BETA_ACCEPT)
+    call = await sip_phone.call(mock.sip.uri())
+    assert await call.answered(timeout=10)
+    await call.ended(timeout=10)
+    assert call.ended_by == "remote"
+    [view] = await control.calls()
+    view = await control.wait_for(view.call_id, lambda v: "sip.ended" in v.kinds())
+    assert view.state == "failed" and (view.end_reason or "").startswith("invalid_session_config")
+    ordered = [e for e in view.of_kind("call.effect") if e.data["effect"] == "SendBye"]
+    bye = [e for e in view.of_kind("sip.sent") if e.data.get("request") == "BYE"]
+    assert len(ordered) == 1 and len(bye) == 1
+    assert bye[0].t_ms - ordered[0].t_ms >= 400 - 1  # the journal's times are rounded
 
 
 async def test_azure_flavour(mock: RunningMock, control: MockClient) -> None:
@@ -219,6 +242,15 @@ async def test_no_answer_timeout_and_caller_cancel(mock: RunningMock, control: M
     cancelled = await control.start_call()
     view = await control.caller_hangup(cancelled)
     assert (view.state, view.end_reason) == ("ended", "caller_cancelled")
+
+
+async def test_random_hangup_ends_an_accepted_call_from_the_far_side(control: MockClient,
+                                                                    client: AsyncOpenAI) -> None:
+    call_id = await control.start_call(faults=[{"name": "random_hangup", "after_s": 0.2}])
+    await client.realtime.calls.accept(call_id, **GA_ACCEPT)
+    view = await control.wait_for(call_id, lambda v: v.terminal, timeout=5)
+    assert (view.state, view.end_reason) == ("ended", "caller_hangup")
+    assert view.of_kind("state")[-1].data["source"] == "fault"
 
 
 async def test_reset_clears_everything(mock: RunningMock, control: MockClient) -> None:

@@ -23,6 +23,7 @@ import trustme
 from harness.audio_compare import windowed_correlation
 from harness.softphone import Softphone, SoftphoneCall
 from mock_api.audio import load_audio, write_wav
+from mock_api.certs import ensure_certs
 from sipworker.ipc import Op
 from sipworker.testing import Action, IncomingCall, TestUas
 from tests.helpers import until
@@ -66,8 +67,10 @@ def speechlike(seconds: float, seed: int) -> bytes:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def uas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestUas]:
+    state = tmp_path_factory.mktemp("uas")
     async with TestUas(
-        tmp_path_factory.mktemp("uas"),
+        state,
+        certs=ensure_certs(state),
         workers=2,
         front_door=True,
         tcp=True,
@@ -271,7 +274,7 @@ async def test_load_frame_sizes_keep_audio_vad_and_20ms_rtp(tmp_path: Path, medi
     b_pcm = speechlike(4.0, seed=3)
     b_wav = write_wav(tmp_path / "b.wav", b_pcm, 8000)
     async with (
-        TestUas(tmp_path / "uas", frame_ms=60, vad_frame_ms=60, media=media,
+        TestUas(tmp_path / "uas", certs=ensure_certs(tmp_path / "uas"), frame_ms=60, vad_frame_ms=60, media=media,
                 policy=lambda c: Action(play=[str(b_wav)], vad={"silence_duration_ms": 500})) as uas,
         Softphone(ca=uas.certs.ca, state_dir=tmp_path / "phone", frame_ms=200, media=media) as phone,
     ):

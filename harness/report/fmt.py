@@ -35,8 +35,3 @@ def sec(ms: float) -> str:
 
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def event_of(entry: dict[str, Any]) -> dict[str, Any]:
-    """The Realtime event a ``ws.*`` journal entry carries ({} for other entries)."""
-    return as_dict(as_dict(entry.get("data")).get("event"))

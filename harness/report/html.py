@@ -26,8 +26,11 @@ from typing import Any
 
 from markupsafe import Markup
 
+from mock_api import journal_entries as je
+
+from ..journal_view import JournalView
 from ..runner import ScenarioResult
-from .fmt import as_dict, event_of, pretty_json, sec, short
+from .fmt import as_dict, pretty_json, sec, short
 from .html_assets import CSS, JS
 from .ladder import LEGEND as LADDER_LEGEND
 from .ladder import LadderItem, app_offset, app_rows, gap_svg, ladder_items, ladder_rows, lanes_head_svg, looks_bad
@@ -198,8 +201,9 @@ def _call(n: int, call: dict[str, Any], app_lines: list[tuple[float, str]], call
     entries = sorted(call.get("entries", []), key=lambda e: (float(e.get("t_ms", 0)), int(e.get("seq", 0))))
     offset, how = app_offset(call, entries, app_lines, app_started_at, ready_s)
     wave_svg, wave_notes = waveform(call, entries)
-    said = transcripts(entries)
-    spoke = sum(1 for e in entries if e.get("kind") in ("caller.say", "sip.speech_stopped"))
+    journal = JournalView(entries)
+    said = transcripts(journal)
+    spoke = len(journal.of(je.CallerSay)) + len(journal.of(je.SipSpeechStopped))
     return CallPart(
         number=n + 1, call_id=cid, facts=[(k, v) for k, v in facts if v is not None],
         sip_headers="; ".join(f'{h.get("name")}: {h.get("value")}' for h in call.get("sip_headers", [])),
@@ -220,24 +224,23 @@ def _transcript(item: dict[str, Any]) -> Transcript:
 # ---- transcripts ----------------------------------------------------------------------------------
 
 
-def transcripts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def transcripts(entries: list[dict[str, Any]] | JournalView) -> list[dict[str, Any]]:
     """Caller and assistant transcripts, in journal order: [{t_ms, who, text, error, tag}]."""
+    events = (entries if isinstance(entries, JournalView) else JournalView(entries)).server_events()
     status: dict[str, str] = {}
-    for e in entries:
-        ev = event_of(e)
-        if e.get("kind") == "ws.server" and ev.get("type") == "response.done" and isinstance(ev.get("response"), dict):
+    for e in events:
+        ev = e.entry.event
+        if ev.get("type") == "response.done" and isinstance(ev.get("response"), dict):
             resp = ev["response"]
             if resp.get("status") not in (None, "completed"):
                 det = resp.get("status_details")
                 reason = det.get("reason") if isinstance(det, dict) else None
                 status[str(resp.get("id"))] = f"{resp.get('status')}" + (f": {reason}" if reason else "")
     out: list[dict[str, Any]] = []
-    for e in entries:
-        if e.get("kind") != "ws.server":
-            continue
-        ev = event_of(e)
+    for e in events:
+        ev = e.entry.event
         etype = ev.get("type")
-        t = float(e.get("t_ms", 0))
+        t = e.t_ms
         if etype == "conversation.item.input_audio_transcription.completed":
             out.append({"t_ms": t, "who": "caller", "text": str(ev.get("transcript") or ""), "error": False, "tag": ""})
         elif etype == "conversation.item.input_audio_transcription.failed":

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from markupsafe import Markup
 
-from .fmt import as_dict, esc, event_of, fit, pretty_json, sec, short
+from mock_api import journal_entries as je
+
+from ..journal_view import JournalView, Logged, logged
+from .fmt import as_dict, esc, fit, pretty_json, sec, short
 
 LANES: list[tuple[str, str, float]] = [  # key, shown name, x in the row's SVG
     ("caller", "caller", 46),
@@ -55,222 +58,253 @@ class Row:
 
 
 _STREAM_SUFFIX = ".delta"
+Item = tuple[dict[str, Any], Logged[je.EntryData]]  # an entry as the report keeps it, and typed
 
 
-def _is_stream(entry: dict[str, Any]) -> bool:
-    if entry.get("kind") == "audio.out":
+def _is_stream(entry: je.EntryData) -> bool:
+    if isinstance(entry, je.AudioOut):
         return True
-    return entry.get("kind") == "ws.server" and str(event_of(entry).get("type", "")).endswith(_STREAM_SUFFIX)
+    return isinstance(entry, je.WsServer) and str(as_dict(entry.event).get("type", "")).endswith(_STREAM_SUFFIX)
 
 
 def ladder_rows(entries: list[dict[str, Any]], transport: str = "virtual") -> list[Row]:
     """The journal as ladder rows; runs of streaming entries (audio chunks, deltas) fold into one row each."""
+    items: list[Item] = [(e, logged(e)) for e in entries]
     rows: list[Row] = []
     i = 0
-    while i < len(entries):
-        if _is_stream(entries[i]):
+    while i < len(items):
+        if _is_stream(items[i][1].entry):
             j = i
-            while j < len(entries) and _is_stream(entries[j]):
+            while j < len(items) and _is_stream(items[j][1].entry):
                 j += 1
-            rows += _stream_rows(entries[i:j])
+            rows += _stream_rows(items[i:j])
             i = j
         else:
-            row = _entry_row(entries[i], transport)
+            row = _entry_row(*items[i], transport)
             if row is not None:
                 rows.append(row)
             i += 1
     return rows
 
 
-def _stream_rows(run: list[dict[str, Any]]) -> list[Row]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for e in run:
-        if e.get("kind") == "audio.out":
-            key = ("audio.out", str(e.get("data", {}).get("response_id", "")))
+def _stream_rows(run: list[Item]) -> list[Row]:
+    groups: dict[tuple[str, str], list[Item]] = {}
+    for raw, item in run:
+        if isinstance(item.entry, je.AudioOut):
+            key = ("audio.out", str(item.entry.response_id or ""))
         else:
-            ev = event_of(e)
+            ev = _event(item.entry)
             key = (str(ev.get("type")), str(ev.get("item_id") or ev.get("response_id") or ""))
-        groups.setdefault(key, []).append(e)
+        groups.setdefault(key, []).append((raw, item))
     rows = []
-    for (kind, ref), items in groups.items():
-        first = items[0]
-        payload = items if len(items) > 1 else first
+    for (kind, ref), members in groups.items():
+        first = members[0][1]
+        payload = [raw for raw, _ in members] if len(members) > 1 else members[0][0]
         if kind == "audio.out":
-            ms = sum(float(x.get("data", {}).get("ms", 0) or 0) for x in items)
-            bad = sum(1 for x in items if x.get("data", {}).get("corrupt"))
-            detail = f"{len(items)} chunk{'s' if len(items) != 1 else ''}, {ms / 1000:.2f} s of reply audio ({ref})"
+            chunks = [m.entry for _, m in members if isinstance(m.entry, je.AudioOut)]
+            ms = sum(float(c.ms or 0) for c in chunks)
+            bad = sum(1 for c in chunks if c.corrupt)
+            detail = f"{len(members)} chunk{'s' if len(members) != 1 else ''}, {ms / 1000:.2f} s of reply audio ({ref})"
             if bad:
                 detail += f"; {bad} corrupt (static)"
-            rows.append(Row(float(first.get("t_ms", 0)), "sip", "caller", f"audio {ms / 1000:.2f} s",
-                            detail, payload, "err" if bad else "audio", "err" if bad else "", order=int(first["seq"])))
+            rows.append(Row(first.t_ms, "sip", "caller", f"audio {ms / 1000:.2f} s",
+                            detail, payload, "err" if bad else "audio", "err" if bad else "", order=first.seq))
         else:
-            text = "".join(str(event_of(x).get("delta", "")) for x in items)
-            rows.append(Row(float(first.get("t_ms", 0)), "ws", "app",
-                            f"{kind} ×{len(items)}" if len(items) > 1 else kind, repr(text) if text else "",
-                            payload, "wss", order=int(first["seq"])))
+            text = "".join(str(_event(m.entry).get("delta", "")) for _, m in members)
+            rows.append(Row(first.t_ms, "ws", "app",
+                            f"{kind} ×{len(members)}" if len(members) > 1 else kind, repr(text) if text else "",
+                            payload, "wss", order=first.seq))
     return rows
+
+
+def _event(entry: je.EntryData) -> dict[str, Any]:
+    """The Realtime event a ``ws.client``/``ws.server`` entry carries ({} for other entries)."""
+    return as_dict(entry.event) if isinstance(entry, je.WsServer | je.WsClient) else {}
 
 
 _EFFECT_ARROWS = {"AnswerSip": "200 OK (answer)", "SendSipFinal": "final", "SendRefer": "REFER", "SendBye": "BYE"}
 
 
-def _entry_row(e: dict[str, Any], transport: str) -> Row | None:
-    kind = str(e.get("kind", ""))
-    d = e.get("data", {}) or {}
-    t = float(e.get("t_ms", 0))
-    seq = int(e.get("seq", 0))
+class _RowMaker(Protocol):
+    def __call__(self, src: str, dst: str | None, label: str, detail: str = "", color: str = "sip",
+                 level: str = "", dashed: bool = False) -> Row: ...
+
+
+def _entry_row(raw: dict[str, Any], item: Logged[je.EntryData], transport: str) -> Row | None:
+    entry = item.entry
 
     def row(src: str, dst: str | None, label: str, detail: str = "", color: str = "sip", level: str = "",
             dashed: bool = False) -> Row:
-        return Row(t, src, dst, label, detail, e, color, level, dashed, order=seq)
+        return Row(item.t_ms, src, dst, label, detail, raw, color, level, dashed, order=item.seq)
 
-    virtual = transport != "sip"
-    if kind == "call.created":
-        heads = "; ".join(f'{h.get("name")}: {h.get("value")}' for h in d.get("sip_headers", []) if isinstance(h, dict))
-        if d.get("transport", transport) == "sip":
-            return row("sip", None, "call created", heads)
-        return row("caller", "sip", "INVITE (virtual)", heads, "caller", dashed=True)
-    if kind == "state":
-        after = str(d.get("after"))
-        extra = ", ".join(f"{k} {d[k]}" for k in ("sip_final_status", "refer_target", "reason") if d.get(k))
-        text = f"{d.get('before') or '∅'} → {after}"
-        how = f"{d.get('event', '')}" + (f" via {d['source']}" if d.get("source") else "")
-        return row("sip", None, text, f"call state {text} ({how})" + (f"; {extra}" if extra else ""), "sip",
-                   "err" if after == "failed" else "")
-    if kind == "call.effect":
-        eff = str(d.get("effect"))
-        if eff in ("StartSession", "EndSession"):
-            return row("ws", None, "session started" if eff == "StartSession" else "session ended",
-                       f"{eff} {d.get('reason') or ''}".strip(), "wss")
-        if virtual and eff in _EFFECT_ARROWS:
-            label = str(d.get("status_code")) if eff == "SendSipFinal" else _EFFECT_ARROWS[eff]
-            if eff == "SendRefer":
-                label += f" → {d.get('target_uri', '')}"
-            return row("sip", "caller", label, f"effect {eff} (virtual leg)", "sip", dashed=True)
-        return row("sip", None, f"effect {eff}", short(d), "sip")
-    if kind == "call.refused":
-        return row("rest" if d.get("source") == "rest" else "sip", None, f"refused {d.get('event')}",
-                   f"{d.get('event')} refused in state {d.get('state')} ({d.get('code')})", "err", "err")
-    if kind.startswith("webhook."):
-        return _webhook_row(kind, d, row)
-    if kind == "rest.request":
-        return row("app", "rest", f"POST {d.get('op', '')}".strip(), str(d.get("path", "")), "rest")
-    if kind == "rest.response":
-        status = d.get("status")
-        bad = isinstance(status, int) and status >= 400
-        return row("rest", "app", f"{status}", short(d.get("body") or "", 200), "err" if bad else "rest",
-                   "err" if bad else "")
-    if kind.startswith("ws."):
-        return _ws_row(kind, d, row)
-    if kind.startswith("caller."):
-        return _caller_row(kind, d, row)
-    if kind.startswith("sip."):
-        return _sip_row(kind, d, row)
-    if kind == "audio.out":  # only reached for a lone chunk outside a run
-        return row("sip", "caller", f"reply audio {d.get('ms')} ms", short(d), "audio")
+    for draw in (_call_row, _webhook_row, _rest_row, _ws_row, _caller_row, _sip_row):
+        drawn = draw(entry, row, transport != "sip")
+        if drawn is not None:
+            return drawn
+    d = entry.to_data()
+    kind = item.kind
+    lane = next((lane for lane in ("webhook", "ws", "caller", "sip") if kind.startswith(lane + ".")), None)
+    if lane == "webhook":
+        return row("webhook", None, kind.split(".", 1)[1], short(d), "webhook")
+    if lane == "ws":
+        return row("ws", None, kind, short(d), "wss")
+    if lane == "caller":
+        return row("caller", None, kind, short(d), "caller")
+    if lane == "sip":
+        return row("sip", None, kind.split(".", 1)[1].replace("_", " "), short(d), "sip")
     return row("sip", None, kind, short(d), "app")
 
 
-def _webhook_row(kind: str, d: dict[str, Any], row: Any) -> Row:
-    etype = str(d.get("event_type") or "")
-    if kind == "webhook.queued":
-        return row("webhook", None, f"queued {etype}", str(d.get("url", "")), "webhook")
-    if kind == "webhook.attempt":
-        ok = bool(d.get("ok"))
-        status = d.get("status")
-        result = f"{status}" if status is not None else str(d.get("error") or "no answer")
-        lat = d.get("latency_ms")
-        label = f"POST webhook #{d.get('attempt', '?')} → {result}"
-        detail = f"attempt {d.get('attempt')} answered {result}" + (f" in {float(lat):.0f} ms" if lat else "")
-        if d.get("duplicate"):
-            detail += " (duplicate delivery)"
-        if d.get("response_body"):
-            detail += f"; body {short(d['response_body'], 80)}"
-        return row("webhook", "app", label, detail, "webhook" if ok else "err", "" if ok else "err")
-    if kind == "webhook.delivered":
-        return row("webhook", None, "delivered", f"after {d.get('attempts')} attempt(s)", "webhook")
-    if kind == "webhook.delayed":
-        return row("webhook", None, f"delayed {d.get('seconds')} s", short(d), "warn", "warn")
-    if kind in ("webhook.gave_up", "webhook.dropped"):
-        why = f"last status {d.get('last_status')}" if kind == "webhook.gave_up" else f"fault {d.get('fault')}"
-        return row("webhook", None, kind.split(".", 1)[1].replace("_", " "),
-                   f"{kind}: after {d.get('attempts', 0)} attempt(s), {why}", "err", "err")
-    return row("webhook", None, kind.split(".", 1)[1], short(d), "webhook")
+def _header_text(headers: list[Any]) -> str:
+    """INVITE headers as ``name: value``; the journal keeps them as pairs, the call view as objects."""
+    pairs = [(h.get("name"), h.get("value")) if isinstance(h, dict) else tuple(h) for h in headers
+             if isinstance(h, dict) or (isinstance(h, list | tuple) and len(h) == 2)]
+    return "; ".join(f"{name}: {value}" for name, value in pairs)
 
 
-def _ws_row(kind: str, d: dict[str, Any], row: Any) -> Row:
-    if kind == "ws.connect":
-        q = d.get("query") or {}
-        qs = "&".join(f"{k}={v}" for k, v in q.items()) if isinstance(q, dict) else str(q)
-        return row("app", "ws", "connect" + (" (beta header)" if d.get("beta") else ""), f"?{qs}", "wsc",
-                   "warn" if d.get("beta") else "")
-    if kind in ("ws.client", "ws.server"):
-        ev = as_dict(d.get("event"))
-        etype = str(ev.get("type") or d.get("type") or "?")
-        level = "err" if (etype == "error" or etype.endswith(".failed") or d.get("error")) else ""
-        resp = as_dict(ev.get("response"))
-        if etype == "response.done" and resp.get("status") in ("cancelled", "incomplete"):
-            level = level or "warn"
-        if etype == "response.done" and resp.get("status") == "failed":
-            level = "err"
-        if etype == "output_audio_buffer.cleared":
-            level = level or "warn"
-        summary = _event_summary(ev) or (short(d.get("error")) if d.get("error") else "")
-        if kind == "ws.client":
-            return row("app", "ws", etype, summary, "err" if level == "err" else "wsc", level)
-        return row("ws", "app", etype, summary, "err" if level == "err" else "wss", level)
-    if kind == "ws.close":
-        if d.get("dropped"):
-            return row("ws", "app", "dropped at hang-up", "no close frame (the real service's way)", "wss",
-                       dashed=True)
-        return row("ws", "app", f"close {d.get('code', '')}".strip(), short(d), "wss", dashed=True)
-    if kind == "ws.refused":
-        return row("ws", "app", f"refused {d.get('status', '')}".strip(), short(d), "err", "err")
-    if kind == "ws.drop":
-        return row("ws", None, "dropped (no close frame)", short(d), "err", "err")
-    return row("ws", None, kind, short(d), "wss")
+def _call_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
+    match entry:
+        case je.CallCreated(transport=transport, sip_headers=headers):
+            heads = _header_text(headers if isinstance(headers, list) else [])
+            if transport == "sip" or (transport is je.ABSENT and not virtual):
+                return row("sip", None, "call created", heads)
+            return row("caller", "sip", "INVITE (virtual)", heads, "caller", dashed=True)
+        case je.State(before=before, after=after, event=event, source=source):
+            extra = ", ".join(f"{k} {v}" for k in ("sip_final_status", "refer_target", "reason")
+                              if (v := getattr(entry, k)))
+            text = f"{before or '∅'} → {after}"
+            how = f"{event}" + (f" via {source}" if source else "")
+            return row("sip", None, text, f"call state {text} ({how})" + (f"; {extra}" if extra else ""), "sip",
+                       "err" if after == "failed" else "")
+        case je.CallEffect(effect=eff):
+            if eff in ("StartSession", "EndSession"):
+                return row("ws", None, "session started" if eff == "StartSession" else "session ended",
+                           f"{eff} {entry.reason or ''}".strip(), "wss")
+            if virtual and eff in _EFFECT_ARROWS:
+                label = str(entry.status_code) if eff == "SendSipFinal" else _EFFECT_ARROWS[eff]
+                if eff == "SendRefer":
+                    label += f" → {entry.target_uri or ''}"
+                return row("sip", "caller", label, f"effect {eff} (virtual leg)", "sip", dashed=True)
+            return row("sip", None, f"effect {eff}", short(entry.to_data()), "sip")
+        case je.CallRefused(event=event, source=source, state=state, code=code):
+            return row("rest" if source == "rest" else "sip", None, f"refused {event}",
+                       f"{event} refused in state {state} ({code})", "err", "err")
+    return None
 
 
-def _caller_row(kind: str, d: dict[str, Any], row: Any) -> Row:
-    if kind == "caller.say":
-        speed = d.get("speed")
-        return row("caller", "sip", f"say {d.get('label')}",
-                   f"{d.get('label')}: {float(d.get('ms') or 0) / 1000:.2f} s of audio"
-                   + (f" at {speed:g}× speed" if isinstance(speed, int | float) else ""), "caller")
-    if kind == "caller.said":
-        return row("caller", None, f"done: {d.get('label')}", f"{d.get('ms')} ms fed", "caller")
-    if kind == "caller.say_cut":
-        return row("caller", None, f"cut: {d.get('label')}", f"stopped after {d.get('sent_ms')} ms", "warn", "warn")
-    if kind == "caller.dtmf":
-        return row("caller", "sip", f"DTMF {d.get('digit')}", short(d), "caller")
-    return row("caller", None, kind, short(d), "caller")
+def _rest_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
+    match entry:
+        case je.RestRequest(op=op, path=path):
+            return row("app", "rest", f"POST {op}".strip(), str(path), "rest")
+        case je.RestResponse(status=status, body=body):
+            bad = isinstance(status, int) and status >= 400
+            return row("rest", "app", f"{status}", short(body or "", 200), "err" if bad else "rest",
+                       "err" if bad else "")
+    return None
 
 
-def _sip_row(kind: str, d: dict[str, Any], row: Any) -> Row:
-    if kind == "sip.invite":
-        return row("caller", "sip", "INVITE", f"{d.get('request_uri') or ''} from {d.get('src') or '?'} "
-                   f"({d.get('transport') or ''})", "sip")
-    if kind == "sip.sent":
-        if d.get("request"):
-            label = str(d["request"]) + (f" → {d['refer_to']}" if d.get("refer_to") else "")
-        else:
-            label = str(d.get("status"))
-        status = d.get("status")
-        bad = isinstance(status, int) and status >= 400
-        return row("sip", "caller", label, short(d), "err" if bad else "sip", "err" if bad else "")
-    if kind == "sip.dtmf":
-        return row("caller", "sip", f"DTMF {d.get('digit')}", f"method {d.get('method')}", "sip")
-    if kind == "sip.refer_status":
-        return row("caller", "sip", f"NOTIFY {d.get('code')}", "final" if d.get("final") else "progress", "sip")
-    if kind == "sip.ended":
-        bad = d.get("kind") == "call_failed"
-        return row("sip", None, "SIP leg ended", short({k: v for k, v in d.items() if v is not None}),
-                   "err" if bad else "sip", "err" if bad else "")
-    if kind in ("sip.command_failed", "sip.rejected"):
-        return row("sip", None, kind.split(".", 1)[1].replace("_", " "), short(d), "err", "err")
-    if kind in ("sip.speech_started", "sip.speech_stopped"):
-        return row("sip", None, "VAD " + kind.split("_", 1)[1], short(d), "sip")
-    return row("sip", None, kind.split(".", 1)[1].replace("_", " "), short(d), "sip")
+def _webhook_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
+    match entry:
+        case je.WebhookQueued(event_type=etype, url=url):
+            return row("webhook", None, f"queued {etype or ''}", str(url), "webhook")
+        case je.WebhookAttempt(ok=ok, status=status, attempt=attempt, latency_ms=lat):
+            result = f"{status}" if status is not None else str(entry.error or "no answer")
+            label = f"POST webhook #{attempt} → {result}"
+            detail = f"attempt {attempt} answered {result}" + (f" in {float(lat):.0f} ms" if lat else "")
+            if entry.duplicate:
+                detail += " (duplicate delivery)"
+            if entry.response_body:
+                detail += f"; body {short(entry.response_body, 80)}"
+            return row("webhook", "app", label, detail, "webhook" if ok else "err", "" if ok else "err")
+        case je.WebhookDelivered(attempts=attempts):
+            return row("webhook", None, "delivered", f"after {attempts} attempt(s)", "webhook")
+        case je.WebhookDelayed(seconds=seconds):
+            return row("webhook", None, f"delayed {seconds} s", short(entry.to_data()), "warn", "warn")
+        case je.WebhookGaveUp(attempts=attempts, last_status=last):
+            return row("webhook", None, "gave up", f"webhook.gave_up: after {attempts} attempt(s), last status {last}",
+                       "err", "err")
+        case je.WebhookDropped(fault=fault):
+            return row("webhook", None, "dropped", f"webhook.dropped: after 0 attempt(s), fault {fault}", "err", "err")
+    return None
+
+
+def _ws_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
+    match entry:
+        case je.WsConnect(query=q, beta=beta):
+            q = q or {}
+            qs = "&".join(f"{k}={v}" for k, v in q.items()) if isinstance(q, dict) else str(q)
+            return row("app", "ws", "connect" + (" (beta header)" if beta else ""), f"?{qs}", "wsc",
+                       "warn" if beta else "")
+        case je.WsClient() | je.WsServer():
+            return _event_row(entry, row)
+        case je.WsClose(dropped=dropped, code=code):
+            if dropped:
+                return row("ws", "app", "dropped at hang-up", "no close frame (the real service's way)", "wss",
+                           dashed=True)
+            return row("ws", "app", f"close {code}", short(entry.to_data()), "wss", dashed=True)
+        case je.WsRefused(status=status):
+            return row("ws", "app", f"refused {status}".strip(), short(entry.to_data()), "err", "err")
+        case je.WsDrop():
+            return row("ws", None, "dropped (no close frame)", short(entry.to_data()), "err", "err")
+    return None
+
+
+def _event_row(entry: je.WsClient | je.WsServer, row: _RowMaker) -> Row:
+    ev = as_dict(entry.event)
+    etype = str(ev.get("type") or "?")
+    level = "err" if (etype == "error" or etype.endswith(".failed")) else ""
+    resp = as_dict(ev.get("response"))
+    if etype == "response.done" and resp.get("status") in ("cancelled", "incomplete"):
+        level = level or "warn"
+    if etype == "response.done" and resp.get("status") == "failed":
+        level = "err"
+    if etype == "output_audio_buffer.cleared":
+        level = level or "warn"
+    summary = _event_summary(ev)
+    if isinstance(entry, je.WsClient):
+        return row("app", "ws", etype, summary, "err" if level == "err" else "wsc", level)
+    return row("ws", "app", etype, summary, "err" if level == "err" else "wss", level)
+
+
+def _caller_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
+    match entry:
+        case je.CallerSay(label=label, ms=ms, speed=speed):
+            return row("caller", "sip", f"say {label}", f"{label}: {float(ms or 0) / 1000:.2f} s of audio"
+                       + (f" at {speed:g}× speed" if isinstance(speed, int | float) else ""), "caller")
+        case je.CallerSaid(label=label, ms=ms):
+            return row("caller", None, f"done: {label}", f"{ms} ms fed", "caller")
+        case je.CallerSayCut(label=label, sent_ms=sent):
+            return row("caller", None, f"cut: {label}", f"stopped after {sent} ms", "warn", "warn")
+        case je.CallerDtmf(digit=digit):
+            return row("caller", "sip", f"DTMF {digit}", short(entry.to_data()), "caller")
+    return None
+
+
+def _sip_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
+    match entry:
+        case je.SipInvite(request_uri=uri, src=src, transport=transport):
+            return row("caller", "sip", "INVITE", f"{uri or ''} from {src or '?'} ({transport or ''})", "sip")
+        case je.SipSent(status=status, request=request, refer_to=refer_to):
+            if isinstance(request, str) and request:
+                label = request + (f" → {refer_to}" if refer_to else "")
+            else:
+                label = str(None if status is je.ABSENT else status)
+            bad = isinstance(status, int) and status >= 400
+            return row("sip", "caller", label, short(entry.to_data()), "err" if bad else "sip", "err" if bad else "")
+        case je.SipDtmf(digit=digit, method=method):
+            return row("caller", "sip", f"DTMF {digit}", f"method {method}", "sip")
+        case je.SipReferStatus(code=code, final=final):
+            return row("caller", "sip", f"NOTIFY {code}", "final" if final else "progress", "sip")
+        case je.SipEnded(kind=how):
+            bad = how == "call_failed"
+            return row("sip", None, "SIP leg ended", short({k: v for k, v in entry.to_data().items() if v is not None}),
+                       "err" if bad else "sip", "err" if bad else "")
+        case je.SipCommandFailed() | je.SipRejected():
+            name = entry.journal_kind.split(".", 1)[1].replace("_", " ")
+            return row("sip", None, name, short(entry.to_data()), "err", "err")
+        case je.SipSpeechStarted() | je.SipSpeechStopped():
+            return row("sip", None, "VAD " + entry.journal_kind.split("_", 1)[1], short(entry.to_data()), "sip")
+    return None
 
 
 def _event_summary(ev: dict[str, Any]) -> str:
@@ -330,14 +364,15 @@ def app_offset(call: dict[str, Any], entries: list[dict[str, Any]], app_lines: l
         about = "the app's first line after it was ready"
     anchor: float | None = None
     what = ""
-    hook = next((e for e in entries if e.get("kind") == "webhook.attempt"), None)
+    journal = JournalView(entries)
+    hook = journal.first(je.WebhookAttempt)
     if hook is not None:  # journaled when the answer came: the app saw the request latency_ms earlier
-        anchor = float(hook.get("t_ms", 0)) - float((hook.get("data") or {}).get("latency_ms") or 0)
+        anchor = journal.webhook_sent_ms(hook)
         what = "the webhook's delivery"
     else:
-        first = next((e for e in entries if e.get("kind") in ("rest.request", "ws.connect")), None)
+        first = next((e for e in journal if isinstance(e.entry, je.RestRequest | je.WsConnect)), None)
         if first is not None:
-            anchor, what = float(first.get("t_ms", 0)), f"its first {first.get('kind')}"
+            anchor, what = first.t_ms, f"its first {first.kind}"
     if first_line is None or anchor is None:
         return None, "app output could not be placed on this call's clock (see the app output below)"
     return anchor - first_line * 1000, f"app lines (≈) aligned by taking {about} to be at {what}"

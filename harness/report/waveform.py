@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import itertools
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from markupsafe import Markup
 
-from .fmt import esc, event_of, fit, sec
+from mock_api import journal_entries as je
+
+from ..journal_view import JournalView
+from .fmt import as_dict, esc, fit, sec
 
 WAVE_POINTS = 800
 LEGEND: list[tuple[str, str]] = [  # colour, what it marks
@@ -55,21 +58,16 @@ def audio_paths(call: dict[str, Any]) -> dict[str, str]:
     """WAV files a call carries: {'sent': …, 'heard': …}.
 
     ``sent_audio`` is what the caller sent; ``recording``/``heard_audio`` on the call is what the
-    caller heard (the softphone's recording). A ``recording`` in a ``sip.*`` journal entry is the
+    caller heard (the softphone's recording). The ``recording`` of a ``sip.ended`` journal entry is the
     mock's recording of the caller's leg, so it counts as what the caller sent.
     """
     out: dict[str, str] = {}
     for key, role in (("sent_audio", "sent"), ("heard_audio", "heard"), ("recording", "heard")):
         if isinstance(call.get(key), str) and call[key]:
             out.setdefault(role, call[key])
-    for e in call.get("entries", []):
-        d = e.get("data", {}) or {}
-        for key, role in (("sent_audio", "sent"), ("heard_audio", "heard")):
-            if isinstance(d.get(key), str) and d[key]:
-                out.setdefault(role, d[key])
-        if isinstance(d.get("recording"), str) and d["recording"]:
-            role = "sent" if str(e.get("kind", "")).startswith("sip.") else str(d.get("role") or "heard")
-            out.setdefault("sent" if role == "sent" else "heard", d["recording"])
+    for e in JournalView(call.get("entries", [])).of(je.SipEnded):
+        if isinstance(e.entry.recording, str) and e.entry.recording:
+            out.setdefault("sent", e.entry.recording)
     return out
 
 
@@ -81,45 +79,59 @@ class _Span:
     cls: str = ""
 
 
+@dataclass
+class _Activity:
+    """Sound on the line as the journal tells it, gathered entry by entry."""
+
+    says: list[_Span] = field(default_factory=list)
+    vad: list[_Span] = field(default_factory=list)
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
+    marks: list[tuple[float, str, str]] = field(default_factory=list)
+    open_say: dict[str, list[_Span]] = field(default_factory=dict)
+    vad_start: float | None = None
+    by_resp: dict[str, list[tuple[float, float, bool]]] = field(default_factory=dict)
+
+    def add(self, t: float, entry: je.EntryData) -> None:
+        match entry:
+            case je.CallerSay(label=label, ms=ms, speed=speed):
+                span = _Span(t, t + float(ms or 0) / (float(speed or 1) or 1.0), str(label or ""))
+                self.says.append(span)
+                self.open_say.setdefault(span.label, []).append(span)
+            case je.CallerSaid(label=label) | je.CallerSayCut(label=label):
+                pending = self.open_say.get(str(label or ""))
+                if pending:
+                    pending.pop(0).end = t
+            case je.CallerDtmf(digit=digit) | je.SipDtmf(digit=digit):
+                self.dtmf.append((t, str(digit)))
+            case je.AudioOut(response_id=rid, ms=ms, corrupt=corrupt):
+                self.by_resp.setdefault(str(rid or ""), []).append((t, float(ms or 0), bool(corrupt)))
+            case je.State(after="active"):
+                self.marks.append((t, "answered", "mark"))
+            case je.State(after="ended" | "failed" | "rejected" | "referred" as after):
+                self.marks.append((t, after, "mark"))
+            case je.WsServer(event=event):
+                self.voice(t, str(as_dict(event).get("type", "")))
+            case je.SipSpeechStarted() | je.SipSpeechStopped():
+                self.voice(t, entry.journal_kind)
+
+    def voice(self, t: float, etype: str) -> None:
+        """VAD edges (the session's or the SIP leg's) and cleared playback."""
+        if etype.endswith("speech_started") and self.vad_start is None:
+            self.vad_start = t
+        elif etype.endswith("speech_stopped") and self.vad_start is not None:
+            self.vad.append(_Span(self.vad_start, t, "speech"))
+            self.vad_start = None
+        elif etype == "output_audio_buffer.cleared":
+            self.marks.append((t, "cleared", "warn"))
+
+
 def _activity(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """What the journal says about sound on the line, as spans on its clock."""
-    says: list[_Span] = []
-    vad: list[_Span] = []
-    dtmf: list[tuple[float, str]] = []
+    act = _Activity()
+    for e in JournalView(entries):
+        act.add(e.t_ms, e.entry)
+    says, vad, dtmf, marks, vad_start, by_resp = act.says, act.vad, act.dtmf, act.marks, act.vad_start, act.by_resp
     chunks: list[_Span] = []
-    marks: list[tuple[float, str, str]] = []
-    open_say: dict[str, list[_Span]] = {}
-    vad_start: float | None = None
-    by_resp: dict[str, list[tuple[float, float, bool]]] = {}
-    for e in entries:
-        kind, d, t = str(e.get("kind")), e.get("data", {}) or {}, float(e.get("t_ms", 0))
-        if kind == "caller.say":
-            speed = float(d.get("speed") or 1) or 1.0
-            span = _Span(t, t + float(d.get("ms") or 0) / speed, str(d.get("label", "")))
-            says.append(span)
-            open_say.setdefault(span.label, []).append(span)
-        elif kind in ("caller.said", "caller.say_cut"):
-            pending = open_say.get(str(d.get("label", "")))
-            if pending:
-                pending.pop(0).end = t
-        elif kind in ("caller.dtmf", "sip.dtmf"):
-            dtmf.append((t, str(d.get("digit", ""))))
-        elif kind == "audio.out":
-            by_resp.setdefault(str(d.get("response_id", "")), []).append((t, float(d.get("ms") or 0),
-                                                                         bool(d.get("corrupt"))))
-        elif kind == "state" and d.get("after") == "active":
-            marks.append((t, "answered", "mark"))
-        elif kind == "state" and d.get("after") in ("ended", "failed", "rejected", "referred"):
-            marks.append((t, str(d.get("after")), "mark"))
-        elif kind in ("ws.server", "sip.speech_started", "sip.speech_stopped"):
-            etype = str(event_of(e).get("type", "")) if kind == "ws.server" else kind
-            if etype.endswith("speech_started") and vad_start is None:
-                vad_start = t
-            elif etype.endswith("speech_stopped") and vad_start is not None:
-                vad.append(_Span(vad_start, t, "speech"))
-                vad_start = None
-            elif etype == "output_audio_buffer.cleared":
-                marks.append((t, "cleared", "warn"))
     if vad_start is not None:
         vad.append(_Span(vad_start, vad_start + 200, "speech…"))
     for rid, items in by_resp.items():

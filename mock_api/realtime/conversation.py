@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 from typing import Any
 
-from .. import audio, ids
+from .. import audio, ids, wire_json
 from . import events as ev
 from .outputs import Output, public_item
 from .session_config import audio_format
@@ -96,7 +95,7 @@ class ConversationPart(SessionState):
         item = self._item(msg["item_id"])
         if item is None:
             return [self._not_found("retrieving", msg["item_id"], event_id)]
-        full = copy.deepcopy(item)
+        full = wire_json.copy(item)
         if item["id"] in self.item_audio:
             pcm, rate = self.item_audio[item["id"]]
             role_fmt = self._input_format() if item.get("role") == "user" else self._output_format()

@@ -21,13 +21,12 @@ Rules:
 
 from __future__ import annotations
 
-import copy
 import re
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from .. import audio
+from .. import audio, wire_json
 from ..recognisers import Recognition, default_recogniser, unrecognised, unrecognised_text
 from . import events as ev
 from . import usage as u
@@ -153,7 +152,7 @@ class HearingPart(SessionState):
 
             self._at(due, failed)
             return
-        self._at(due, partial(self._transcribe, item_id, audio_ms, copy.deepcopy(tcfg)))
+        self._at(due, partial(self._transcribe, item_id, audio_ms, wire_json.copy(tcfg)))
 
     def _transcribe(self, item_id: str, audio_ms: float, tcfg: dict[str, Any], now: float) -> list[Output]:
         """Stream the transcript once what was said is known (a slow plug-in delays it)."""

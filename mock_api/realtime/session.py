@@ -32,7 +32,6 @@ barge-in). :mod:`.session_state` declares the fields they share and the calls be
 
 from __future__ import annotations
 
-import copy
 import functools
 import heapq
 import itertools
@@ -53,6 +52,8 @@ from openai.types.realtime import (
     ResponseCancelEventParam,
     SessionUpdateEventParam,
 )
+
+from sipworker import turns
 
 from .. import audio, wire_json
 from .. import ids as idgen
@@ -207,7 +208,7 @@ class RealtimeSession(ConfigPart, InputBufferPart, HearingPart, ConversationPart
 
     @_entry
     def session_created(self) -> dict[str, Any]:
-        return ev.event("session.created", session=copy.deepcopy(self.config))
+        return ev.event("session.created", session=wire_json.copy(self.config))
 
     @_entry
     def receive(self, text: str | bytes, now: float) -> list[Output]:
@@ -267,7 +268,7 @@ class RealtimeSession(ConfigPart, InputBufferPart, HearingPart, ConversationPart
             out: list[Output] = []
             if isinstance(td, dict) and self._pending_item_id is None:
                 pad = int(or_default(td.get("prefix_padding_ms"), 300))
-                out = self._speech_started(max(0, int(audio_ms) - pad), now)
+                out = self._speech_started(turns.padded_start(int(audio_ms), pad), now)
             out.extend(self._run_due(now))
             return out
         except Exception as exc:

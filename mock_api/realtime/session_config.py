@@ -18,12 +18,11 @@ Rules:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from openai.types.realtime import SessionUpdateEventParam
 
-from .. import ids
+from .. import ids, wire_json
 from . import events as ev
 from .outputs import Output
 from .session_state import Kind, SessionState
@@ -75,7 +74,7 @@ def default_session(kind: Kind, model: str | None, audio_fmt: str, now_wall: flo
 
 def merge_session(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """Apply a validated update: only present fields change; null clears; objects fill defaults."""
-    out = copy.deepcopy(base)
+    out = wire_json.copy(base)
     for key, value in patch.items():
         if key in ("type", "model"):
             continue  # model is fixed at session start; agents SDK still sends it
@@ -87,7 +86,7 @@ def merge_session(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
                 if isinstance(value.get(side), dict):
                     audio_cfg[side] = _merge_audio_side(audio_cfg.get(side) or {}, value[side])
             continue
-        out[key] = copy.deepcopy(value)
+        out[key] = wire_json.copy(value)
     return out
 
 
@@ -107,7 +106,7 @@ def _merge_audio_side(current: dict[str, Any], patch: dict[str, Any]) -> dict[st
         elif key == "noise_reduction" and isinstance(value, dict):
             out["noise_reduction"] = {"type": "near_field", "strength": 1.0, **value} if value else value
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = wire_json.copy(value)
     return out
 
 
@@ -144,7 +143,7 @@ class ConfigPart(SessionState):
         if self.transport == "sip" and self._fault("static_after_update") and not sets_formats(session):
             self._reset_formats_to_pcm()
         self._rebuild_detector()
-        return [ev.event("session.updated", session=copy.deepcopy(self.config))]
+        return [ev.event("session.updated", session=wire_json.copy(self.config))]
 
     def _reset_formats_to_pcm(self) -> None:
         """Failure mode 7: the update reset the SIP leg's G.711 formats to PCM16 24 kHz."""

@@ -1,16 +1,14 @@
-"""Turn detection on the actual audio, with webrtcvad as the speech classifier.
+"""Turn detection on the session's input audio, by the rules of :mod:`sipworker.turns`.
 
-The detector sees the session's input audio in order and reports speech start/stop at
-audio milliseconds, the clock the real events use (``audio_start_ms`` includes
-``prefix_padding_ms``; ``audio_end_ms`` includes the silence that ended the turn, as the
-SDK docstrings say).
+The SIP worker decides turns on its calls with the same rules, so the same audio gives the same
+turns over WebSocket and over SIP.  This adapter feeds the session's audio to them at 8 kHz (the SIP
+rate; G.711 arrives at it): other rates, 24 kHz PCM above all, are resampled to 8 kHz first, as a
+stream, so the boundaries come from the same decisions as on a SIP call (to within the resampler's
+rounding, see ``tests/test_turn_detector.py``).
 
-Mapping of the API knobs onto webrtcvad:
-- ``threshold`` (0..1) picks the aggressiveness (0..3) and an energy floor, so a higher
-  threshold ignores quieter sound, like the real server_vad;
-- ``silence_duration_ms`` is the trailing silence that ends a turn;
-- ``semantic_vad`` has no silence knob: ``eagerness`` sets it (high 300 ms, medium/auto
-  700 ms, low 1500 ms) — a stand-in for the model judging whether the user is done.
+Events are at audio milliseconds, the clock the real events use: ``audio_start_ms`` includes
+``prefix_padding_ms``; ``audio_end_ms`` includes the silence that ended the turn, as the SDK
+docstrings say.
 """
 
 from __future__ import annotations
@@ -18,14 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-import webrtcvad
+from sipworker import turns
 
 from .. import audio
 
-FRAME_MS = 20
-MIN_SPEECH_MS = 60  # voiced run needed before speech_started: clicks and pops are not turns
-EAGERNESS_SILENCE_MS = {"high": 300, "medium": 700, "auto": 700, "low": 1500}
+FRAME_MS = turns.FRAME_MS
+MIN_SPEECH_MS = turns.MIN_SPEECH_MS
+EAGERNESS_SILENCE_MS = turns.EAGERNESS_SILENCE_MS
 RESAMPLE_PIECE_MS = 500  # the most audio resampled in one call
 
 
@@ -36,11 +33,13 @@ class VadEvent:
 
 
 class TurnDetector:
+    """The session's turn detection: ``process`` the input audio in order, get speech start/stop."""
+
     def __init__(
         self,
         *,
         vad_type: str = "server_vad",
-        threshold: float = 0.5,
+        threshold: float = turns.DEFAULT_THRESHOLD,
         prefix_padding_ms: int = 300,
         silence_duration_ms: int = 200,
         eagerness: str | None = None,
@@ -48,85 +47,61 @@ class TurnDetector:
         self.vad_type = vad_type
         self.threshold = max(0.0, min(1.0, threshold))
         self.prefix_padding_ms = prefix_padding_ms
-        if vad_type == "semantic_vad":
-            self.silence_duration_ms = EAGERNESS_SILENCE_MS.get(eagerness or "auto", 700)
-        else:
-            self.silence_duration_ms = silence_duration_ms
-        self._vad = webrtcvad.Vad(min(3, int(self.threshold * 4)))
-        self._floor_dbfs = -55.0 + 30.0 * self.threshold  # 0.5 → -40 dBFS
-        self._floor_rms = max(1e-9, 32768.0 * 10 ** (self._floor_dbfs / 20))
-        self._rate: int | None = None
+        self.silence_duration_ms = turns.silence_ms_for(vad_type, silence_duration_ms, eagerness)
+        self._frames = turns.FrameClassifier(turns.vad_mode(self.threshold), turns.floor_dbfs(self.threshold))
+        self._turns = turns.TurnTracker(silence_ms=self.silence_duration_ms)
+        self._rate: int | None = None  # the input rate of the current stream
         self._resampler: audio.Resampler | None = None
-        self._pending = b""
-        self._pos_ms = 0.0  # audio ms of the start of self._pending
-        self.in_speech = False
-        self._run_start: float | None = None  # first voiced frame of the current voiced run
-        self._last_voiced_end = 0.0
+        self._pending = b""  # 8 kHz audio short of a whole frame
+        self._next_ms = 0  # audio ms of the start of self._pending
 
-    def _prepare(self, pcm: bytes, rate: int) -> tuple[bytes, int]:
-        if rate in (8000, 16000, 32000, 48000):
-            return pcm, rate
-        if self._resampler is None or self._rate != rate:
-            self._resampler = audio.Resampler(rate, 16000)
-            self._rate = rate
+    @property
+    def in_speech(self) -> bool:
+        return self._turns.speaking
+
+    def _restart(self, rate: int, start_ms: float) -> None:
+        """A new 8 kHz stream from ``start_ms`` (the first audio, or a new input rate): the 8 kHz
+        frames are then placed by count, so the resampler's lookahead never shifts them."""
+        self._rate = rate
+        self._resampler = None if rate == turns.RATE else audio.Resampler(rate, turns.RATE)
+        self._pending = b""
+        self._next_ms = round(start_ms)
+
+    def _to_8k(self, pcm: bytes, rate: int) -> bytes:
+        if self._resampler is None:
+            return pcm
         # a long append is resampled a piece at a time (the stream gives the same bytes however it is cut):
         # one libsoxr call over a minute of audio would hold the GIL, and so the server's loop, for tens of ms
         step = audio.frame_bytes(rate, RESAMPLE_PIECE_MS)
         if len(pcm) <= step:
-            return self._resampler.process(pcm), 16000
-        return b"".join(self._resampler.process(pcm[i:i + step]) for i in range(0, len(pcm), step)), 16000
+            return self._resampler.process(pcm)
+        return b"".join(self._resampler.process(pcm[i:i + step]) for i in range(0, len(pcm), step))
 
     def process(self, pcm: bytes, rate: int, start_ms: float) -> list[VadEvent]:
-        """Feed audio that begins at ``start_ms``; returns the transitions it caused."""
+        """Feed audio that begins at ``start_ms`` (the session's input, in order); returns the
+        transitions it caused."""
         if not pcm:
             return []
-        if not self._pending:
-            self._pos_ms = start_ms
-        data, vrate = self._prepare(pcm, rate)
-        self._pending += data
-        size = audio.frame_bytes(vrate, FRAME_MS)
+        if rate != self._rate:
+            self._restart(rate, start_ms)
+        self._pending += self._to_8k(pcm, rate)
+        size = self._frames.frame_bytes
         n = len(self._pending) // size
         if not n:
             return []
         block, self._pending = self._pending[: n * size], self._pending[n * size :]
-        # loudness of every frame in one numpy pass; webrtcvad only sees frames above the floor
-        arr = np.frombuffer(block, dtype="<i2").astype(np.float32).reshape(n, size // 2)
-        power = np.add.reduce(arr * arr, axis=1)  # np.mean's own steps without its per-call overhead
-        np.true_divide(power, np.intp(size // 2), out=power, casting="unsafe")
-        loud = np.sqrt(power) >= self._floor_rms
-        out: list[VadEvent] = []
-        for i in range(n):
-            frame_start = self._pos_ms
-            self._pos_ms += FRAME_MS
-            voiced = bool(loud[i]) and self._vad.is_speech(block[i * size : (i + 1) * size], vrate)
-            ev = self._frame(voiced, frame_start)
-            if ev:
-                out.append(ev)
-        return out
+        at, self._next_ms = self._next_ms, self._next_ms + n * FRAME_MS
+        return [self._event(b) for b in self._turns.feed(self._frames.classify(block), at)]
 
-    def _frame(self, voiced: bool, t: float) -> VadEvent | None:
-        end = t + FRAME_MS
-        if voiced:
-            if self._run_start is None:
-                self._run_start = t
-            self._last_voiced_end = end
-            if not self.in_speech and end - self._run_start >= MIN_SPEECH_MS:
-                self.in_speech = True
-                return VadEvent("start", int(max(0.0, self._run_start - self.prefix_padding_ms)))
-            return None
-        if not self.in_speech:
-            self._run_start = None
-            return None
-        if end - self._last_voiced_end >= self.silence_duration_ms:
-            self.in_speech = False
-            self._run_start = None
-            return VadEvent("stop", int(end))
-        return None
+    def _event(self, b: turns.Boundary) -> VadEvent:
+        """A boundary as the session reports it: a padded start, the stop when the silence ran out."""
+        if b.kind == "start":
+            return VadEvent("start", turns.padded_start(b.audio_ms, self.prefix_padding_ms))
+        return VadEvent("stop", b.detected_ms)
 
     def reset(self) -> None:
         """Forget a turn in progress (input_audio_buffer.clear, manual commit)."""
-        self.in_speech = False
-        self._run_start = None
+        self._turns.reset()
 
 
 def committed_spans(pcm: bytes, rate: int, *, vad_type: str = "server_vad", silence_ms: int = 200,
