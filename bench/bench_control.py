@@ -19,7 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._util import summary
+from harness.journal_view import JournalView
 from harness.mock_process import MockProcess
+from mock_api import journal_entries as je
 from mock_api.client import MockClient
 
 
@@ -77,8 +79,9 @@ async def accept_latency(concurrency: int, rounds: int) -> tuple[list[float], li
 
             await asyncio.gather(*(one(i) for i in ids))
             for view in await control.calls():
-                req = next(e for e in view.entries if e.kind == "rest.request")
-                resp = next(e for e in view.entries if e.kind == "rest.response")
+                journal = JournalView.of_call(view)
+                req, resp = journal.first(je.RestRequest), journal.first(je.RestResponse)
+                assert req is not None and resp is not None, f"{view.call_id}: accept not journaled"
                 inside.append(resp.t_ms - req.t_ms)
             await control.reset()
         await client.close()

@@ -29,9 +29,6 @@ import contextlib
 import heapq
 import itertools
 import json
-import math
-import os
-import sys
 import tempfile
 import time
 import typing
@@ -55,6 +52,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import fuzz_strategies as fs
+from bench.stall_probe import Histogram, StallProbe
 from harness.mock_process import MockProcess
 from mock_api import wire_json
 from mock_api.config import ConfigPatch
@@ -250,44 +248,6 @@ def _short(data: str | bytes | None, limit: int = 300) -> str:
 # ---- what the campaign keeps (bounded) ------------------------------------------------------------------
 
 
-class Histogram:
-    """Latencies in 1 %-wide logarithmic buckets: a percentile at 1 % resolution in constant memory."""
-
-    BASE_MS = 0.01
-    STEP = math.log(1.01)
-
-    def __init__(self) -> None:
-        self.buckets: Counter[int] = Counter()
-        self.n = 0
-        self.worst = 0.0
-
-    def add(self, ms: float) -> None:
-        self.buckets[max(0, int(math.log(max(ms, self.BASE_MS) / self.BASE_MS) / self.STEP))] += 1
-        self.n += 1
-        self.worst = max(self.worst, ms)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "worst": self.worst, "buckets": dict(self.buckets)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Histogram:
-        h = cls()
-        h.n, h.worst = data["n"], data["worst"]
-        h.buckets = Counter({int(k): v for k, v in data["buckets"].items()})
-        return h
-
-    def percentile(self, q: float) -> float:
-        if not self.n:
-            return float("nan")
-        rank = max(1, math.ceil(q / 100 * self.n))
-        seen = 0
-        for bucket in sorted(self.buckets):
-            seen += self.buckets[bucket]
-            if seen >= rank:
-                return min(self.worst, self.BASE_MS * math.exp((bucket + 1) * self.STEP))
-        return self.worst
-
-
 @dataclass
 class Findings:
     """Counts per class and per kind of failure (with its first case), and the first reproductions."""
@@ -416,18 +376,11 @@ class Watch:
         self.stalls = Histogram()
         self.rss_peak = 0
         self._stop = asyncio.Event()
-        self._probe: asyncio.subprocess.Process | None = None
+        self._probe: StallProbe | None = None
         self._rss_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._probe = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.bench_fuzz", "--probe", self.url, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert self._probe.stdout is not None
-        ready = await asyncio.wait_for(self._probe.stdout.readline(), 60)
-        if ready.strip() != b"probing":
-            raise RuntimeError(f"the stall probe did not start: {ready!r}")
+        self._probe = await StallProbe(self.url, PROBE_INTERVAL_S).__aenter__()
         self._rss_task = asyncio.create_task(self._rss())
 
     async def stop(self) -> None:
@@ -435,8 +388,7 @@ class Watch:
         if self._rss_task is not None:
             await self._rss_task
         if self._probe is not None:
-            out, _ = await asyncio.wait_for(self._probe.communicate(b""), 30)
-            self.stalls = Histogram.from_json(json.loads(out))
+            self.stalls = await self._probe.stop()
 
     async def _rss(self) -> None:
         while not self._stop.is_set():
@@ -448,26 +400,6 @@ class Watch:
         rss = rss_bytes(self.pid) or 0
         self.rss_peak = max(self.rss_peak, rss)
         return rss
-
-
-async def probe(url: str) -> Histogram:
-    """GET /_mock/health every 10 ms on one kept-alive connection until stdin closes; every latency counted."""
-    stalls = Histogram()
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    closed = asyncio.ensure_future(stdin.read())
-    print("probing", flush=True)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
-        while not closed.done():
-            t0 = time.perf_counter()
-            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-                async with asyncio.timeout(TIMEOUT_S), http.get(url + "/_mock/health") as r:
-                    await r.read()
-            elapsed = time.perf_counter() - t0
-            stalls.add(elapsed * 1000)
-            await asyncio.wait([closed], timeout=max(0.0, PROBE_INTERVAL_S - elapsed))
-    return stalls
 
 
 # ---- the executor ----------------------------------------------------------------------------------------
@@ -895,14 +827,10 @@ def kinds_table(f: Figures) -> Table:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the stall probe's own process
     ap.add_argument("--cases", type=int, default=100_000, help="cases to run (default 100000; CI runs 2000)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the generated cases (default 1)")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON here")
     args = ap.parse_args()
-    if args.probe:
-        print(json.dumps((await probe(args.probe)).to_json()), flush=True)
-        return
     console = Console(stderr=True)
     step = max(1, args.cases // 20)
 

@@ -21,13 +21,16 @@ import asyncio
 import itertools
 import json
 import time
+from typing import Any
 
 import aiohttp
 from rich.console import Console
 from rich.table import Table
 
 from bench._util import summary
+from harness.journal_view import JournalView
 from harness.mock_process import MockProcess
+from mock_api import journal_entries as je
 from mock_api.client import MockClient
 from mock_api.realtime.session import RealtimeSession
 
@@ -51,12 +54,12 @@ async def _client(http: aiohttp.ClientSession, url: str, n: int, out: list[float
             await sock.receive()  # conversation.item.done
 
 
-def _server_share(entries: list[dict[str, object]]) -> list[float]:
+def _server_share(entries: list[dict[str, Any]]) -> list[float]:
     """ms from each journaled client frame to the next journal entry (its first server event)."""
     shares = []
-    for a, b in itertools.pairwise(entries):
-        if a["kind"] == "ws.client" and b["kind"] == "ws.server":
-            shares.append(float(b["t_ms"]) - float(a["t_ms"]))  # type: ignore[arg-type]
+    for a, b in itertools.pairwise(JournalView(entries)):
+        if isinstance(a.entry, je.WsClient) and isinstance(b.entry, je.WsServer):
+            shares.append(b.t_ms - a.t_ms)
     return shares
 
 

@@ -23,12 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
-import os
-import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -36,14 +32,13 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from bench._util import pct
+from bench.stall_probe import Histogram, StallProbe
 from harness.mock_process import MockProcess
 from mock_api import audio
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 24000  # audio/pcm, the socket's default input format
 PROBE_INTERVAL_S = 0.005
-PROBE_TIMEOUT_S = 10.0
 CASE_TIMEOUT_S = 120.0
 MARK_ID = "evt_stall_mark"
 HEADERS = {"Authorization": "Bearer sk-bench"}
@@ -75,61 +70,6 @@ def append_event(pcm: bytes) -> str:
 def marker_event() -> str:
     """A cheap event whose answer (an error naming its event_id) says the mock has read what came before."""
     return json.dumps({"type": "conversation.item.retrieve", "event_id": MARK_ID, "item_id": "item_stall_mark"})
-
-
-# ---- the probe (its own process) -------------------------------------------------------------------------
-
-
-async def probe(url: str) -> list[float]:
-    """GET /_mock/health every PROBE_INTERVAL_S until stdin closes; every latency in ms."""
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    closed = asyncio.ensure_future(stdin.read())
-    latencies: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
-        async with http.get(url + "/_mock/health") as r:  # connect before saying we are ready
-            await r.read()
-        print("probing", flush=True)
-        while not closed.done():
-            t0 = time.perf_counter()
-            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-                async with asyncio.timeout(PROBE_TIMEOUT_S), http.get(url + "/_mock/health") as r:
-                    await r.read()
-            elapsed = time.perf_counter() - t0
-            latencies.append(elapsed * 1000)
-            await asyncio.wait([closed], timeout=max(0.0, PROBE_INTERVAL_S - elapsed))
-    return latencies
-
-
-class Probe:
-    """The probe process around one case."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> Probe:
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.bench_stall", "--probe", self.url, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert self._proc.stdout is not None
-        ready = await asyncio.wait_for(self._proc.stdout.readline(), 60)
-        if ready.strip() != b"probing":
-            raise RuntimeError(f"the stall probe did not start: {ready!r}")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.kill()
-            await self._proc.wait()
-
-    async def result(self) -> list[float]:
-        """Stop probing; the latencies it measured."""
-        assert self._proc is not None
-        out, _ = await asyncio.wait_for(self._proc.communicate(b""), 30)
-        return [float(v) for v in json.loads(out)]
 
 
 # ---- the cases -------------------------------------------------------------------------------------------
@@ -185,14 +125,14 @@ async def commit_and_respond(sock: aiohttp.ClientWebSocketResponse, frames: dict
 Case = Callable[[aiohttp.ClientWebSocketResponse, dict[str, list[str]]], Awaitable[dict[str, int]]]
 
 
-async def run_case(base_url: str, case: Case, frames: dict[str, list[str]]) -> tuple[list[float], dict[str, int]]:
+async def run_case(base_url: str, case: Case, frames: dict[str, list[str]]) -> tuple[Histogram, dict[str, int]]:
     """One case on a fresh socket while the probe runs: the probe's latencies and the events counted."""
     async with aiohttp.ClientSession() as http:
         sock = await _open(http, base_url)
         try:
-            async with Probe(base_url.removesuffix("/v1")) as p:
+            async with StallProbe(base_url.removesuffix("/v1"), PROBE_INTERVAL_S) as p:
                 counts = await case(sock, frames)
-                latencies = await p.result()
+                latencies = await p.stop()
         finally:
             await sock.close()
     return latencies, counts
@@ -203,11 +143,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=18.0, help="audio in the big append (default 18 s)")
     ap.add_argument("--burst", type=int, default=10_000, help="20 ms appends in the burst (default 10000)")
     ap.add_argument("--rounds", type=int, default=1, help="times each case runs (default 1)")
-    ap.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the probe's own process
     args = ap.parse_args()
-    if args.probe:
-        print(json.dumps(await probe(args.probe)), flush=True)
-        return
     speech = caller_speech(args.seconds)
     twenty = list(audio.frames(speech, RATE, 20, pad=True))
     frames = {"big": [append_event(speech)],
@@ -227,8 +163,8 @@ async def main() -> None:
                     lat, counts = await run_case(mock.base_url, case, frames)
                     events = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in sorted(counts.items())
                                        if k.startswith(("input_audio_buffer.", "response.done")))
-                    table.add_row(name, f"{max(lat):.1f}", f"{pct(lat, 99):.1f}", f"{pct(lat, 50):.2f}",
-                                  str(len(lat)), events)
+                    table.add_row(name, f"{lat.worst:.1f}", f"{lat.percentile(99):.1f}",
+                                  f"{lat.percentile(50):.2f}", str(lat.n), events)
     Console(width=180).print(table)
 
 

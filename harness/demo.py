@@ -12,16 +12,17 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from mock_api import journal_entries as je
 from mock_api.control_models import JournalEntry
 from mock_api.state import state_dir
 from sipworker import sip_available, sip_missing
 
 from .commands import UsageError
+from .journal_view import JournalView, logged
 from .report.html import write_html
 from .runner import ScenarioResult, run_scenario
 from .scenario import load_scenario
@@ -36,65 +37,68 @@ QUIET = {"response.output_audio_transcript.delta", "conversation.item.input_audi
 
 def describe(entry: JournalEntry) -> tuple[str, str] | None:
     """(lane, text) for one journal entry, or None for entries the narration skips."""
-    d: dict[str, Any] = entry.data
-    k = entry.kind
-    if k == "sip.invite":
-        return "SIP", f"INVITE {d.get('request_uri')} over {d.get('transport')}"
-    if k == "sip.sent":
-        return "SIP", f"→ caller: {d.get('status') or d.get('request')}" + (
-            f" Refer-To {d['refer_to']}" if d.get("refer_to") else "")
-    if k in ("sip.speech_started", "sip.speech_stopped"):
-        return "SIP", f"caller {'starts' if k.endswith('started') else 'stops'} speaking at {d.get('audio_ms')} ms"
-    if k == "sip.dtmf":
-        return "SIP", f"caller pressed {d.get('digit')}"
-    if k == "sip.ended":
-        return "SIP", f"call ended ({d.get('by') or d.get('kind')}, {d.get('code')} {d.get('reason') or ''})"
-    if k == "webhook.attempt":
-        status = d.get("status") or d.get("error")
-        return "webhook", f"POST realtime.call.incoming → {status} in {float(d.get('latency_ms') or 0):.1f} ms"
-    if k == "rest.request":
-        return "REST", f"app → {d.get('op')}"
-    if k == "rest.response":
-        return "REST", f"← {d.get('status')}"
-    if k == "state":
-        return "call", f"{d.get('before') or 'incoming'} → {d.get('after')}"
-    if k == "ws.connect":
-        return "WebSocket", "app connected"
-    if k == "ws.close":
-        if d.get("dropped"):
-            return "WebSocket", "dropped at hang-up (no close frame, as the real service does)"
-        return "WebSocket", f"closed ({d.get('code')})"
-    if k in ("ws.client", "ws.server"):
-        ev = d.get("event")
-        if not isinstance(ev, dict):
-            return None
-        t = str(ev.get("type"))
-        if t in QUIET:
-            return None
-        arrow = "app →" if k == "ws.client" else "← mock"
-        extra = ""
-        if t == "conversation.item.input_audio_transcription.completed" or t == "response.output_audio_transcript.done":
-            extra = f": “{ev.get('transcript')}”"
-        elif t == "error":
-            extra = f": {(ev.get('error') or {}).get('message')}"
-        elif t == "response.done":
-            extra = f" ({(ev.get('response') or {}).get('status')})"
-        return "WebSocket", f"{arrow} {t}{extra}"
+    e = logged(entry).entry
+    if isinstance(e, je.WsClient | je.WsServer):
+        return _socket_event(e)
+    match e:
+        case je.SipInvite():
+            return "SIP", f"INVITE {e.request_uri} over {e.transport}"
+        case je.SipSent():
+            return "SIP", f"→ caller: {e.status or e.request}" + (f" Refer-To {e.refer_to}" if e.refer_to else "")
+        case je.SipSpeechStarted() | je.SipSpeechStopped():
+            verb = "starts" if isinstance(e, je.SipSpeechStarted) else "stops"
+            return "SIP", f"caller {verb} speaking at {e.audio_ms} ms"
+        case je.SipDtmf():
+            return "SIP", f"caller pressed {e.digit}"
+        case je.SipEnded():
+            return "SIP", f"call ended ({e.by or e.kind}, {e.code} {e.reason or ''})"
+        case je.WebhookAttempt():
+            return "webhook", (f"POST realtime.call.incoming → {e.status or e.error} "
+                               f"in {float(e.latency_ms or 0):.1f} ms")
+        case je.RestRequest():
+            return "REST", f"app → {e.op}"
+        case je.RestResponse():
+            return "REST", f"← {e.status}"
+        case je.State():
+            return "call", f"{e.before or 'incoming'} → {e.after}"
+        case je.WsConnect():
+            return "WebSocket", "app connected"
+        case je.WsClose():
+            if e.dropped:
+                return "WebSocket", "dropped at hang-up (no close frame, as the real service does)"
+            return "WebSocket", f"closed ({e.code})"
     return None
 
 
+def _socket_event(entry: je.WsClient | je.WsServer) -> tuple[str, str] | None:
+    """A Realtime event the app sent or got, with the part worth reading (transcripts, errors, outcomes)."""
+    ev = entry.event
+    if not isinstance(ev, dict):
+        return None
+    t = str(ev.get("type"))
+    if t in QUIET:
+        return None
+    arrow = "app →" if isinstance(entry, je.WsClient) else "← mock"
+    extra = ""
+    if t == "conversation.item.input_audio_transcription.completed" or t == "response.output_audio_transcript.done":
+        extra = f": “{ev.get('transcript')}”"
+    elif t == "error":
+        extra = f": {(ev.get('error') or {}).get('message')}"
+    elif t == "response.done":
+        extra = f" ({(ev.get('response') or {}).get('status')})"
+    return "WebSocket", f"{arrow} {t}{extra}"
+
+
 def _transcripts(result: ScenarioResult) -> tuple[list[str], list[str]]:
+    """What the caller said (as transcribed) and what the assistant said, in order, over every call."""
     user: list[str] = []
     assistant: list[str] = []
     for view in result.calls:
-        for e in view.entries:
-            ev = e.data.get("event") if e.kind == "ws.server" else None
-            if not isinstance(ev, dict):
-                continue
-            if ev.get("type") == "conversation.item.input_audio_transcription.completed":
-                user.append(str(ev.get("transcript")))
-            elif ev.get("type") == "response.output_audio_transcript.done":
-                assistant.append(str(ev.get("transcript")))
+        journal = JournalView.of_call(view)
+        user += [str(e.entry.event.get("transcript"))
+                 for e in journal.server_events("conversation.item.input_audio_transcription.completed")]
+        assistant += [str(e.entry.event.get("transcript"))
+                      for e in journal.server_events("response.output_audio_transcript.done")]
     return user, assistant
 
 

@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mock_api import journal_entries as je
 from mock_api.control_models import SseEvent, Stub, StubRequest, StubResponse
+
+from .journal_view import JournalView
 
 Lifetime = Literal["permanent", "oneshot", "ordered"]
 
@@ -85,21 +88,30 @@ def _unused(views: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _out_of_order(entry: je.StubOutOfOrder) -> str:
+    stub = {"id": entry.id, "name": entry.name}
+    return (f"ordered stub {_named(stub)} was requested ({entry.method} {entry.path}) "
+            f"out of order: {_named(entry.expected or {})} was next")
+
+
+def _unknown_route(entry: je.HttpUnknownRoute) -> str:
+    """The 404 and, when a stub came close, the fields it missed on (what the test most likely got wrong)."""
+    near = je.given(entry.closest_stub)
+    why = ""
+    if near:
+        fields = ", ".join(f"{m.get('field')} wanted {m.get('expected')!r}, got {m.get('actual')!r}"
+                           for m in near.get("failed") or [])
+        why = f"; closest stub {_named(near)}: {fields}"
+    return f"no stub answered {entry.method} {entry.path} (404){why}"
+
+
 def _from_journal(server_entries: Sequence[Mapping[str, Any]], have_stubs: bool) -> list[str]:
     out = []
-    for entry in server_entries:
-        data = entry.get("data") or {}
-        if entry.get("kind") == "stub.out_of_order":
-            out.append(f"ordered stub {_named(data)} was requested ({data.get('method')} {data.get('path')}) "
-                       f"out of order: {_named(data.get('expected') or {})} was next")
-        elif entry.get("kind") == "http.unknown_route" and have_stubs:
-            near = data.get("closest_stub")
-            why = ""
-            if near:
-                fields = ", ".join(f"{m.get('field')} wanted {m.get('expected')!r}, got {m.get('actual')!r}"
-                                   for m in near.get("failed") or [])
-                why = f"; closest stub {_named(near)}: {fields}"
-            out.append(f"no stub answered {data.get('method')} {data.get('path')} (404){why}")
+    for logged in JournalView(server_entries):
+        if isinstance(logged.entry, je.StubOutOfOrder):
+            out.append(_out_of_order(logged.entry))
+        elif isinstance(logged.entry, je.HttpUnknownRoute) and have_stubs:
+            out.append(_unknown_route(logged.entry))
     return out
 
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import audio, errors, session_host, stubs, virtual
+from . import audio, errors, rest_io, session_host, stubs, virtual
 from . import calls as c
-from . import http as mock_http  # a module, not names: http imports this module too
+from . import journal_entries as je
 from .config import ConfigPatch, FieldProblem
 from .control_models import (
     CallView,
@@ -130,7 +130,7 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
     if raw is None:
         return default
     if not raw.isdigit() or len(raw) > 18:
-        raise mock_http.BadRequest(errors.rest_error(
+        raise rest_io.BadRequest(errors.rest_error(
             400, f"Invalid '{name}': expected a non-negative integer, got {raw!r}.", code="invalid_value", param=name))
     return int(raw)
 
@@ -160,11 +160,11 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 async def read_model(request: web.Request, model: type[M]) -> M:
     """A control-API body as ``model``; a bad one raises BadRequest with a real-shaped 400."""
-    body = await mock_http.read_json(request, request.app[SERVER_KEY])
+    body = await rest_io.read_json(request, request.app[SERVER_KEY])
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise mock_http.BadRequest(_invalid(exc)) from None
+        raise rest_io.BadRequest(_invalid(exc)) from None
 
 
 async def start_call(request: web.Request) -> web.Response:
@@ -215,7 +215,7 @@ async def get_call(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     call = server.calls.get(request.match_info["call_id"])
     if call is None:
-        return mock_http.refusal_response(c.not_found())
+        return rest_io.refusal_response(c.not_found())
     page = Page(request, None)
     line = server.journal.timeline(call.call_id)
     entries, next_after = page.of(line.entries if line else [])
@@ -233,17 +233,17 @@ async def caller_hangup(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     call = server.calls.get(request.match_info["call_id"])
     if call is None:
-        return mock_http.refusal_response(c.not_found())
+        return rest_io.refusal_response(c.not_found())
     outcome = server.apply(call, c.CallerBye(), source="caller")
     if not outcome.ok:
-        return mock_http.refusal_response(outcome.refusal)  # type: ignore[arg-type]
+        return rest_io.refusal_response(outcome.refusal)  # type: ignore[arg-type]
     return _json(call_view(server, call))
 
 
 def _live_host(server: MockServer, call_id: str) -> session_host.SessionHost | web.Response:
     call = server.calls.get(call_id)
     if call is None or call.state.terminal:
-        return mock_http.refusal_response(c.not_found())
+        return rest_io.refusal_response(c.not_found())
     host = session_host.get_session(server, call_id)
     if host is None:
         return errors.rest_error(400, f"Call is {call.state.value}; the caller can speak once it is accepted.",
@@ -272,7 +272,7 @@ async def caller_say(request: web.Request) -> web.Response:
         return errors.rest_error(400, f"Cannot load audio: {getattr(req, param)!r} is not audio (no samples).",
                                  code="invalid_value", param=param)
     if _live_host(server, call_id) is not host:  # the call ended while the file was read
-        return mock_http.refusal_response(c.not_found())
+        return rest_io.refusal_response(c.not_found())
     task = server.spawn(virtual.speak(host, server.journal, call_id, pcm, label=req.fixture or req.path or "",
                                       speed=req.speed, trailing_silence_ms=req.trailing_silence_ms))
     if req.wait:
@@ -283,7 +283,7 @@ async def caller_say(request: web.Request) -> web.Response:
 async def caller_dtmf(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     call_id = request.match_info["call_id"]
-    body = await mock_http.read_json(request, server)
+    body = await rest_io.read_json(request, server)
     digits = body.get("digits") if isinstance(body, dict) else None
     if not isinstance(digits, str) or not digits or any(d not in "0123456789*#ABCD" for d in digits):
         return errors.rest_error(400, "Expected 'digits' made of 0-9, *, #, A-D.", code="invalid_value", param="digits")
@@ -291,7 +291,7 @@ async def caller_dtmf(request: web.Request) -> web.Response:
     if isinstance(host, web.Response):
         return host
     for d in digits:
-        server.journal.record(call_id, "caller.dtmf", digit=d)
+        server.journal.add(call_id, je.CallerDtmf(digit=d))
         host.dtmf(d)
     return _json_data({"sent": digits})
 

@@ -23,26 +23,15 @@ from openai.types.realtime.call_reject_params import CallRejectParams
 
 from . import calls as c
 from . import control_api, errors, ids, realtime_rest, stubs, wire_json, ws
+from . import journal_entries as je
 from .proxy import host_allowed as intercepted_host
 from .realtime.validation import ParamError, validate_payload, validate_session_config
+from .rest_io import BadRequest, read_body, read_json, refusal_response, too_large
 from .server import SERVER_KEY, MockServer, api_style
 
 PREFIXES = ("/v1", "/openai/v1", "/openai")
 """OpenAI's paths, Azure's versionless v1 paths, and the ``AzureOpenAI`` client's ``?api-version=`` paths."""
-JSON_PARSE_ERROR = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
-    "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have "
-    "trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)"
-)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BadRequest(Exception):
-    """Raised while reading a request; carries the real-shaped response."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.text)
-        self.response = response
 
 
 # ---- middleware ------------------------------------------------------------------------------
@@ -66,12 +55,12 @@ async def shard_forward(request: web.Request, handler: Handler) -> web.StreamRes
     limit = server.config.max_body_bytes
     body = await read_body(request, limit)
     if body is None:
-        return _too_large(request.content_length or limit + 1, limit)
+        return too_large(request.content_length or limit + 1, limit)
     try:
         return await server.forwarder.forward(request, body, (local[0], local[1]))
     except (aiohttp.ClientError, TimeoutError) as exc:
-        server.journal.record(None, "shard.forward_failed", method=request.method, path=request.path,
-                              error=f"{type(exc).__name__}: {exc}")
+        server.journal.add(None, je.ShardForwardFailed(method=request.method, path=request.path,
+                                                        error=f"{type(exc).__name__}: {exc}"))
         return errors.rest_error(502, "The server had an error while processing your request.",
                                  type="server_error")
 
@@ -85,19 +74,19 @@ async def real_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return exc.response
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         server = request.app[SERVER_KEY]
-        server.journal.record(None, "http.unknown_route", method=request.method, path=request.path)
+        server.journal.add(None, je.HttpUnknownRoute(method=request.method, path=request.path))
         return errors.rest_error(404, f"Invalid URL ({request.method} {request.path})")
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own limit (multipart forms): the API's 413
         limit = request.app[SERVER_KEY].config.max_body_bytes
-        return _too_large(request.content_length or limit + 1, limit)
+        return too_large(request.content_length or limit + 1, limit)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return errors.rest_error(exc.status, exc.reason)  # aiohttp's refusals, in the API's envelope
     except ConnectionError as exc:  # the client left mid-answer (a socket closed during its upgrade): not a bug
         server = request.app[SERVER_KEY]
-        server.journal.record(None, "http.client_gone", method=request.method, path=request.path,
-                              error=f"{type(exc).__name__}: {exc}")
+        server.journal.add(None, je.HttpClientGone(method=request.method, path=request.path,
+                                                    error=f"{type(exc).__name__}: {exc}"))
         return web.Response(status=499)  # never reaches anyone; aiohttp drops the dead connection quietly
     except Exception as exc:  # a bug of the mock: journaled apart from scripted errors, the real 500 answered
         server = request.app[SERVER_KEY]
@@ -108,60 +97,6 @@ async def real_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 
 
-async def read_json(request: web.Request, server: MockServer, *, allow_empty: bool = True) -> Any:
-    limit = server.config.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BadRequest(_too_large(request.content_length, limit))
-    raw = await read_body(request, limit)
-    if raw is None:
-        raise BadRequest(_too_large(request.content_length or limit + 1, limit))
-    if not raw.strip():
-        if allow_empty:
-            return {}
-        raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR))
-    ctype = request.headers.get("Content-Type", "")
-    if ctype and ctype.split(";")[0].strip().lower() != "application/json":
-        raise BadRequest(errors.rest_error(
-            400,
-            f"Unsupported content type: '{ctype}'. This API method only accepts 'application/json' requests, "
-            f"but you specified the header 'Content-Type: {ctype}'. Please try again with a supported content type.",
-            code="unsupported_content_type",
-        ))
-    try:
-        return parse_json(raw)
-    except wire_json.WireJSONError:
-        raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR)) from None
-
-
-def parse_json(raw: bytes) -> Any:
-    """A request body as the real API takes it: no NaN/Infinity, no number too large for a float (``1e999``
-    would go back out as invalid JSON), at most wire_json.MAX_DEPTH levels."""
-    return wire_json.loads(raw)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body (``None`` past ``limit``): a body arrives in pieces, and the first piece is
-    not the body (a 256 KB accept used to be parsed from its first 128 KB). Past the limit nothing
-    more is read or kept, and the connection closes after the 413 (the rest is never buffered)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> web.Response:
-    response = errors.rest_error(413, f"Request body too large: {size} bytes; the limit is {limit} bytes.",
-                                 code="request_too_large")
-    response.force_close()  # the unread rest of the body must not be parsed as the next request
-    return response
-
-
 # ---- REST call controls -----------------------------------------------------------------------------
 
 
@@ -170,7 +105,7 @@ def _journal_response(server: MockServer, call_id: str | None, resp: web.Respons
     if body:
         with contextlib.suppress(ValueError):
             body = wire_json.loads(body)
-    server.journal.record(call_id, "rest.response", status=resp.status, body=body)
+    server.journal.add(call_id, je.RestResponse(status=resp.status, body=body))
     return resp
 
 
@@ -182,11 +117,6 @@ def _ok() -> web.Response:
     raise on it, while the SDK's typed ``calls.*`` methods never read the body.
     """
     return web.Response(status=200)
-
-
-def refusal_response(r: c.Refusal) -> web.Response:
-    """A refusal of the call table, in the API's error envelope."""
-    return errors.rest_error(r.http_status, r.message, code=r.code, param=r.param)
 
 
 async def call_control(request: web.Request) -> web.Response:
@@ -202,11 +132,11 @@ async def call_control(request: web.Request) -> web.Response:
     try:
         body = await read_json(request, server)
     except BadRequest as exc:
-        server.journal.record(jid, "rest.request", op=op, path=request.path, call_id=call_id, body=None,
-                              headers=_headers(request), **seen)
+        server.journal.add(jid, je.RestRequest(op=op, path=request.path, call_id=call_id, body=None,
+                                               headers=_headers(request), **seen))
         return _journal_response(server, jid, exc.response)
-    server.journal.record(jid, "rest.request", op=op, path=request.path, call_id=call_id, body=body,
-                          headers=_headers(request), **seen)
+    server.journal.add(jid, je.RestRequest(op=op, path=request.path, call_id=call_id, body=body,
+                                           headers=_headers(request), **seen))
     denied = server.admit(request)
     if denied is not None:
         return _journal_response(server, jid, denied)
@@ -364,8 +294,8 @@ async def api_only(request: web.Request, handler: Handler) -> web.StreamResponse
     if server.api_only_ports and request.path.startswith("/_mock") and request.transport is not None:
         local = request.transport.get_extra_info("sockname")
         if local is not None and local[1] in server.api_only_ports:
-            server.journal.record(None, "proxy.control_refused", method=request.method, path=request.path,
-                                  host=request.headers.get("Host"))
+            server.journal.add(None, je.ProxyControlRefused(method=request.method, path=request.path,
+                                                            host=request.headers.get("Host")))
             return errors.rest_error(404, f"Invalid URL ({request.method} {request.path})")
     return await handler(request)
 
@@ -422,8 +352,8 @@ def origin_ok(server: MockServer, request: web.Request, origin: str) -> bool:
 
 def _refused(server: MockServer, request: web.Request, status: int, reason: str, message: str,
              code: str) -> web.Response:
-    server.journal.record(None, "http.refused", reason=reason, method=request.method, path=request.path,
-                          host=request.headers.get("Host"), origin=request.headers.get("Origin"))
+    server.journal.add(None, je.HttpRefused(reason=reason, method=request.method, path=request.path,
+                                            host=request.headers.get("Host"), origin=request.headers.get("Origin")))
     response = errors.rest_error(status, message, code=code)
     response.force_close()
     return response

@@ -540,7 +540,7 @@ class WsConnect(EntryData):
 
     query: dict[str, str]
     beta: bool
-    headers: JsonObject
+    headers: list[list[str]]  # [name, value] pairs in the order sent
     path: str
     tls: bool
 

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sipworker.ports import PortInUse
@@ -39,8 +39,21 @@ from .certs import CertStore, normalize_host
 from .certs import store as cert_store
 from .journal import Journal
 
-if TYPE_CHECKING:
-    from .running import RunningMock
+
+class ServedMock(Protocol):
+    """What the proxy needs of a running mock (:class:`mock_api.running.RunningMock`), named here so this
+    module does not import the one that assembles the app."""
+
+    host: str
+    port: int
+
+    @property
+    def runner(self) -> object | None: ...
+
+    @property
+    def journal(self) -> Journal: ...
+
+    async def api_only_port(self) -> int: ...
 
 def _sdk_api_hosts() -> tuple[str, ...]:
     """The API hosts the installed SDK can be pointed at: data residency (``us.``, ``eu.``, ``jp.``...)
@@ -289,12 +302,12 @@ class InterceptProxy:
 
 
 @asynccontextmanager
-async def running_proxy(mock: RunningMock, state_dir: str | os.PathLike[str], host: str = "127.0.0.1",
+async def running_proxy(mock: ServedMock, state_dir: str | os.PathLike[str], host: str = "127.0.0.1",
                         port: int = 0, allow: Iterable[str] = ALLOWED_HOSTS) -> AsyncIterator[InterceptProxy]:
     """Run the interception proxy beside ``mock`` (relaying to its HTTP port), CA in ``state_dir/tls``."""
     certs = await asyncio.to_thread(cert_store, state_dir)
     upstream = await mock.api_only_port() if mock.runner is not None else mock.port
-    proxy = InterceptProxy(mock.host, upstream, mock.server.journal, certs, host=host, port=port,
+    proxy = InterceptProxy(mock.host, upstream, mock.journal, certs, host=host, port=port,
                            allow=tuple(allow))
     await proxy.start()
     try:

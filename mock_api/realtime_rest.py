@@ -16,8 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import errors, ids, wire_json
-from . import http as mock_http  # a module, not names: http imports this module too
+from . import errors, ids, rest_io, wire_json
 from . import journal_entries as je
 from .realtime.script import Script
 from .realtime.session import _merge_session as merge_session
@@ -42,8 +41,8 @@ async def client_secrets(request: web.Request) -> web.Response:
     if denied is not None:
         return denied
     try:
-        body: Any = await mock_http.read_json(request, server)  # whole, ≤ max_body_bytes, strict JSON
-    except mock_http.BadRequest as exc:
+        body: Any = await rest_io.read_json(request, server)  # whole, ≤ max_body_bytes, strict JSON
+    except rest_io.BadRequest as exc:
         return exc.response
     if not isinstance(body, dict):
         return errors.rest_error(400, "Invalid type for body: expected an object.", code="invalid_type")

@@ -24,6 +24,7 @@ from sipworker import require_sip
 from sipworker.ports import PortInUse
 
 from . import errors
+from . import journal_entries as je
 from .config import MockConfig
 from .http import create_app
 from .journal import SERVER, Journal
@@ -186,6 +187,10 @@ class RunningMock:
         return port
 
     @property
+    def journal(self) -> Journal:
+        return self.server.journal
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -300,10 +305,9 @@ def _journal_error(journal: Journal, request: BaseRequest, status: int, exc: Bas
     """A 4xx here is the client's malformed request; a 5xx is an exception of ours (``mock.bug``)."""
     if status >= 500 and exc is not None:
         tb = "".join(traceback.format_exception(exc))[-8000:]
-        journal.record(None, "mock.bug", where="http", error=repr(exc)[:500], traceback=tb)
+        journal.add(None, je.MockBug(where="http", error=repr(exc)[:500], traceback=tb))
     else:
-        journal.record(None, "http.malformed", status=status, error=_one_line(message or repr(exc)),
-                       peer=request.remote)
+        journal.add(None, je.HttpMalformed(status=status, error=_one_line(message or repr(exc)), peer=request.remote))
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from . import calls as c
 from . import errors
+from . import journal_entries as je
 from .config import ConfigPatch, MockConfig
 from .fault_script import FaultScript
 from .faults import Fault
@@ -84,6 +85,19 @@ def sip_headers(from_uri: str, to_uri: str, sip_call_id: str | None,
     return [{"name": n, "value": v} for n, v in base + pairs if n.lower() not in drop]
 
 
+def effect_entry(effect: c.WireEffect) -> je.CallEffect:
+    """The ``call.effect`` entry of an effect: its name and what the SIP leg acts on (a session's
+    config and a BYE's delay stay out: the accept and the state entries say them)."""
+    name = type(effect).__name__
+    if isinstance(effect, c.SendSipFinal):
+        return je.CallEffect(effect=name, status_code=effect.status_code)
+    if isinstance(effect, c.SendRefer):
+        return je.CallEffect(effect=name, target_uri=effect.target_uri)
+    if isinstance(effect, c.EndSession):
+        return je.CallEffect(effect=name, reason=effect.reason)
+    return je.CallEffect(effect=name)
+
+
 P = TypeVar("P")
 
 
@@ -139,7 +153,7 @@ class MockServer:
                 built = build_recogniser(c.audio_library, c.recogniser_command, c.recogniser_python,
                                          c.recogniser_timeout_s)
                 for path, why in built.skipped:
-                    self.journal.record(None, "audio_library.skipped", path=str(path), reason=why)
+                    self.journal.add(None, je.AudioLibrarySkipped(path=str(path), reason=why))
             self._recogniser = (key, built)
         return self._recogniser[1]
 
@@ -156,10 +170,13 @@ class MockServer:
     def configure(self, patch: ConfigPatch) -> MockConfig:
         self.config = patch.apply(self.config)
         self.journal.retain_ended = self.config.retain_ended_calls
-        self.journal.record(None, "config", changed=sorted(patch.model_fields_set))
+        self.journal.add(None, je.Config(changed=sorted(patch.model_fields_set)))
         if "limits" in patch.model_fields_set:
             self._configure_limits()
-            self.journal.record(None, "limits.config", **self.config.limits.model_dump())
+            lim = self.config.limits
+            self.journal.add(None, je.LimitsConfig(max_concurrent_sessions=lim.max_concurrent_sessions,
+                                                   requests_per_minute=lim.requests_per_minute,
+                                                   tokens_per_minute=lim.tokens_per_minute, window_s=lim.window_s))
         return self.config
 
     def _configure_limits(self) -> None:
@@ -168,11 +185,16 @@ class MockServer:
                               requests_per_minute=lim.requests_per_minute,
                               tokens_per_minute=lim.tokens_per_minute, window_s=lim.window_s, now=self.clock())
 
-    def limit_hit(self, call_id: str | None, hit: Hit, where: str, **extra: Any) -> None:
-        """Journal one refusal so a load test can count them: ``limits.hit`` with ``limit`` = which cap."""
-        self.journal.record(call_id, "limits.hit", limit=hit.limit, where=where, value=hit.value, used=hit.used,
-                            requested=hit.requested, retry_after_s=None if hit.retry_after_s is None
-                            else round(hit.retry_after_s, 3), **extra)
+    def limit_hit(self, call_id: str | None, hit: Hit, where: str, *, op: je.Opt[str] = je.ABSENT,
+                  response_id: je.Opt[str | None] = je.ABSENT, session: je.Opt[str] = je.ABSENT,
+                  model: je.Opt[str | None] = je.ABSENT, intent: je.Opt[str | None] = je.ABSENT) -> None:
+        """Journal one refusal so a load test can count them: ``limits.hit`` with ``limit`` = which cap;
+        the keyword fields say where it happened (left out of the entry unless given)."""
+        retry = None if hit.retry_after_s is None else round(hit.retry_after_s, 3)
+        self.journal.add(call_id, je.LimitsHit(limit=hit.limit, where=where, value=hit.value, used=hit.used,
+                                               requested=hit.requested, retry_after_s=retry, op=op,
+                                               response_id=response_id, session=session, model=model,
+                                               intent=intent))
 
     def faults_for(self, call_id: str | None) -> list[Fault]:
         return [*self.config.faults, *self._call_faults.get(call_id or "", [])]
@@ -258,8 +280,8 @@ class MockServer:
 
     def _azure_refused(self, request: web.Request, reason: str, refusal: tuple[int, str, str]) -> web.Response:
         """Journal why Azure's front door refused (its answer is chosen, not documented) and answer so."""
-        self.journal.record(None, "azure.refused", reason=reason, status=refusal[0], method=request.method,
-                            path=request.path, api_version=request.query.get("api-version"))
+        self.journal.add(None, je.AzureRefused(reason=reason, status=refusal[0], method=request.method,
+                                               path=request.path, api_version=request.query.get("api-version")))
         return azure_error(refusal)
 
     # ---- hooks for the other adapters ------------------------------------------------------
@@ -288,15 +310,16 @@ class MockServer:
         )
         self.calls[call.call_id] = call
         self.set_call_options(call.call_id, faults, script)
-        self.journal.record(call.call_id, "call.created", transport=transport, sip_headers=call.sip_headers,
-                            media_security=media_security, faults=[f.model_dump() for f in faults or []])
-        self.journal.record(call.call_id, "state", before=None, after=call.state.value, event="incoming")
+        self.journal.add(call.call_id, je.CallCreated(transport=transport, sip_headers=call.sip_headers,
+                                                      media_security=media_security,
+                                                      faults=[f.model_dump() for f in faults or []]))
+        self.journal.add(call.call_id, je.State(before=None, after=call.state.value, event="incoming"))
         self.apply(call, c.Incoming(self.config.ring_timeout_s, self.config.no_answer_status,
                                     self.fault_script(call.call_id)), "incoming")
         if self.config.webhook_url:
             self.spawn(self._send_incoming(call, self.config.webhook_url))
         else:
-            self.journal.record(call.call_id, "webhook.skipped", reason="no webhook_url configured")
+            self.journal.add(call.call_id, je.WebhookSkipped(reason="no webhook_url configured"))
         return call
 
     def apply(self, call: c.Call, event: c.Event, source: str = "rest") -> c.Outcome:
@@ -304,16 +327,18 @@ class MockServer:
         name = type(event).__name__.lower()
         if not outcome.ok:
             assert outcome.refusal is not None
-            self.journal.record(call.call_id, "call.refused", event=name, source=source,
-                                state=call.state.value, code=outcome.refusal.code)
+            self.journal.add(call.call_id, je.CallRefused(event=name, source=source, state=call.state.value,
+                                                          code=outcome.refusal.code))
             return outcome
         if outcome.before is not outcome.after:
-            self.journal.record(call.call_id, "state", before=outcome.before.value, after=outcome.after.value,
-                                event=name, source=source, sip_final_status=call.sip_final_status,
-                                refer_target=call.refer_target, reason=call.end_reason,
-                                **({"refer_status": call.refer_status} if isinstance(event, c.ReferDone) else {}))
+            refer_status = call.refer_status if isinstance(event, c.ReferDone) else je.ABSENT
+            self.journal.add(call.call_id, je.State(before=outcome.before.value, after=outcome.after.value,
+                                                    event=name, source=source,
+                                                    sip_final_status=call.sip_final_status,
+                                                    refer_target=call.refer_target, reason=call.end_reason,
+                                                    refer_status=refer_status))
         elif isinstance(event, c.Refer):
-            self.journal.record(call.call_id, "call.refer_noop", target_uri=event.target_uri)
+            self.journal.add(call.call_id, je.CallReferNoop(target_uri=event.target_uri))
         for effect in outcome.effects:
             self._run(call, effect)
         if outcome.after.terminal:
@@ -345,14 +370,13 @@ class MockServer:
         """An exception inside the mock's own code: journaled as ``mock.bug`` with its traceback, apart from
         anything a script or fault asked for, so runs can fail on it."""
         tb = "".join(traceback.format_exception(exc))[-8000:]
-        self.journal.record(call_id, "mock.bug", where=where, error=repr(exc)[:500], traceback=tb)
+        self.journal.add(call_id, je.MockBug(where=where, error=repr(exc)[:500], traceback=tb))
 
     def _run(self, call: c.Call, effect: c.Effect) -> None:
         if isinstance(effect, c.StartTimer | c.CancelTimer | c.CancelTimers):
             self._run_timer(call, effect)  # the mock's own bookkeeping: not a step of the call's journal
             return
-        self.journal.record(call.call_id, "call.effect", effect=type(effect).__name__,
-                            **{k: v for k, v in vars(effect).items() if k not in ("config", "after_s")})
+        self.journal.add(call.call_id, effect_entry(effect))
         if isinstance(effect, c.StartSession):
             self.limits.sessions.acquire(call.call_id)
             for cb in self._active_cbs:

@@ -24,17 +24,8 @@ from . import journal_entries as je
 from .calls import Call
 from .journal import AUDIO_KEEP_CHARS, audio_summary
 from .realtime import events as rt_events
-from .realtime.session import (
-    SERVER_ERROR_MESSAGE,
-    AudioOut,
-    ClearAudio,
-    Close,
-    Heard,
-    LimitHit,
-    MockBug,
-    Output,
-    RealtimeSession,
-)
+from .realtime.outputs import SERVER_ERROR_MESSAGE, AudioOut, ClearAudio, Close, Heard, LimitHit, MockBug, Output
+from .realtime.session import RealtimeSession
 from .server import MockServer
 
 POLICY_CLOSE = 1008  # RFC 6455 "Policy Violation": a client that does not read its events
@@ -236,8 +227,8 @@ class SessionHost:
                     self.media_sink(out)
             elif isinstance(out, LimitHit):
                 # a call-less session's hits stay on the server timeline, where load tests count them
-                extra = {} if self.call_id is not None else {"session": self.key}
-                self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id, **extra)
+                session = self.key if self.call_id is None and self.key is not None else je.ABSENT
+                self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id, session=session)
             elif isinstance(out, Heard):
                 self.server.journal.add(self.key, je.AudioHeard(**out.journal()))
             elif isinstance(out, MockBug):  # the session's own bug: journaled, never sent (its server_error is)

@@ -28,6 +28,7 @@ from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
 from . import audio, session_host
 from . import calls as c
+from . import journal_entries as je
 from .certs import CertPaths, ensure_certs
 from .realtime.session import AudioOut, ClearAudio
 from .realtime.vad import EAGERNESS_SILENCE_MS
@@ -173,8 +174,8 @@ class SipIngress:
         self.server.on_effect(self._on_effect)
         self.server.on_call_active(self._on_active)
         self.server.sip_status = self.status
-        self.server.journal.record(None, "sip.listening", uri=self.uri(), ca=str(self.certs.ca),
-                                   workers=len(self.pool.workers))
+        self.server.journal.add(None, je.SipListening(uri=self.uri(), ca=str(self.certs.ca),
+                                                      workers=len(self.pool.workers)))
 
     async def stop(self) -> None:
         if self.server.sip_status == self.status:
@@ -223,8 +224,8 @@ class SipIngress:
         ref = str(d["ref"])
         user = str(d.get("user") or "")
         if not user.startswith(USER_PREFIX):
-            self.server.journal.record(None, "sip.rejected", reason="unknown user", user=user,
-                                       request_uri=d.get("request_uri"), status=404)
+            self.server.journal.add(None, je.SipRejected(reason="unknown user", user=user,
+                                                         request_uri=d.get("request_uri"), status=404))
             with contextlib.suppress(WorkerError):
                 await self.pool.call_command(ref, Op.REJECT, code=404, reason="Not Found")
             return
@@ -236,22 +237,22 @@ class SipIngress:
         leg = _Leg(ref, call.call_id)
         self._legs[ref] = leg
         self._by_call[call.call_id] = leg
-        self.server.journal.record(call.call_id, "sip.invite", request_uri=d.get("request_uri"), src=d.get("src"),
-                                   transport=d.get("transport"), worker=ev.worker, ref=ref)
+        self.server.journal.add(call.call_id, je.SipInvite(request_uri=d.get("request_uri"), src=d.get("src"),
+                                                           transport=d.get("transport"), worker=ev.worker, ref=ref))
         await self._command(leg, Op.RINGING, code=180)
-        self.server.journal.record(call.call_id, "sip.sent", status=180)
+        self.server.journal.add(call.call_id, je.SipSent(status=180))
 
     async def _call_state(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))
         if leg is not None:
-            self.server.journal.record(leg.call_id, "sip.state", state=ev.data.get("state"), code=ev.data.get("code"),
-                                       reason=ev.data.get("reason"))
+            self.server.journal.add(leg.call_id, je.SipState(state=ev.data.get("state"), code=ev.data.get("code"),
+                                                             reason=ev.data.get("reason")))
 
     async def _media_active(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))
         if leg is not None:
-            self.server.journal.record(leg.call_id, "sip.media", codec=ev.data.get("codec"),
-                                       srtp=ev.data.get("srtp"), clock_rate=ev.data.get("clock_rate"))
+            self.server.journal.add(leg.call_id, je.SipMedia(codec=ev.data.get("codec"), srtp=ev.data.get("srtp"),
+                                                             clock_rate=ev.data.get("clock_rate")))
 
     async def _speech(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))
@@ -261,11 +262,13 @@ class SipIngress:
         audio_ms = int(ev.data.get("audio_ms", 0))
         end_ms = int(ev.data.get("detected_ms", audio_ms))
         turn = None if started else turn_audio(ev.data)
-        extra: dict[str, Any] = {} if started else {"detected_ms": end_ms}
-        if turn is not None:  # where the handed-over audio lies (the audio itself stays out of the journal)
-            extra["turn_audio_ms"] = [turn[1], turn[1] + len(turn[0]) // (2 * SIP_RATE // 1000)]
-        self.server.journal.record(leg.call_id, "sip.speech_started" if started else "sip.speech_stopped",
-                                   audio_ms=audio_ms, **extra)
+        entry: je.EntryData
+        if started:
+            entry = je.SipSpeechStarted(audio_ms=audio_ms)
+        else:  # where the handed-over audio lies (the audio itself stays out of the journal)
+            span = je.ABSENT if turn is None else [turn[1], turn[1] + len(turn[0]) // (2 * SIP_RATE // 1000)]
+            entry = je.SipSpeechStopped(audio_ms=audio_ms, detected_ms=end_ms, turn_audio_ms=span)
+        self.server.journal.add(leg.call_id, entry)
         host = session_host.get_session(self.server, leg.call_id)
         if host is not None:
             if started:
@@ -280,7 +283,7 @@ class SipIngress:
         if leg is None:
             return
         digit = str(ev.data.get("digit"))
-        self.server.journal.record(leg.call_id, "sip.dtmf", digit=digit, method=ev.data.get("method"))
+        self.server.journal.add(leg.call_id, je.SipDtmf(digit=digit, method=ev.data.get("method")))
         host = session_host.get_session(self.server, leg.call_id)
         if host is not None:
             host.dtmf(digit)
@@ -289,8 +292,7 @@ class SipIngress:
         leg = self._legs.get(str(ev.ref))
         if leg is None:
             return
-        self.server.journal.record(leg.call_id, "sip.refer_status", code=ev.data.get("code"),
-                                   final=ev.data.get("final"))
+        self.server.journal.add(leg.call_id, je.SipReferStatus(code=ev.data.get("code"), final=ev.data.get("final")))
         call = self.server.calls.get(leg.call_id)
         if ev.data.get("final") and call is not None and call.state is c.CallState.REFERRING:
             # The transferee's final answer; the call lifecycle decides (2xx: transferred, else the call goes on).
@@ -303,9 +305,9 @@ class SipIngress:
         leg.ended = True
         self._by_call.pop(leg.call_id, None)
         d = ev.data
-        self.server.journal.record(leg.call_id, "sip.ended", kind=ev.kind, code=d.get("code"), reason=d.get("reason"),
-                                   by=d.get("by"), cause=d.get("cause"), recording=d.get("recording"),
-                                   rtp=d.get("rtp"))
+        self.server.journal.add(leg.call_id, je.SipEnded(kind=ev.kind, code=d.get("code"), reason=d.get("reason"),
+                                                         by=d.get("by"), cause=d.get("cause"),
+                                                         recording=d.get("recording"), rtp=d.get("rtp")))
         call = self.server.calls.get(leg.call_id)
         if call is None or call.state.terminal:
             return
@@ -315,15 +317,27 @@ class SipIngress:
             self.server.apply(call, c.CallerBye(), source="sip")
 
     async def _rejected_incoming(self, ev: Event) -> None:
-        self.server.journal.record(None, "sip.rejected", status=ev.data.get("code"), reason=ev.data.get("reason"),
-                                   request_uri=ev.data.get("request_uri"), src=ev.data.get("src"))
+        d = ev.data
+        self.server.journal.add(None, je.SipRejected(status=d.get("code"), reason=d.get("reason"),
+                                                     request_uri=d.get("request_uri"), src=d.get("src")))
 
     async def _redirected(self, ev: Event) -> None:
-        self.server.journal.record(None, "sip.redirected", sip_call_id=ev.data.get("sip_call_id"),
-                                   to_worker=ev.data.get("to_worker"), contact=ev.data.get("contact"))
+        d = ev.data
+        self.server.journal.add(None, je.SipRedirected(sip_call_id=d.get("sip_call_id"), to_worker=d.get("to_worker"),
+                                                       contact=d.get("contact")))
 
-    async def _worker(self, ev: Event) -> None:
-        self.server.journal.record(None, f"sip.{ev.kind}", **ev.data)
+    async def _worker_started(self, ev: Event) -> None:
+        d = ev.data
+        self.server.journal.add(None, je.SipWorkerStarted(
+            worker=d["worker"], pid=d.get("pid"), restarts=d.get("restarts", 0),
+            tls_port=d.get("tls_port", je.ABSENT), tcp_port=d.get("tcp_port", je.ABSENT),
+            udp_port=d.get("udp_port", je.ABSENT)))  # a port the worker does not listen on stays out
+
+    async def _worker_exited(self, ev: Event) -> None:
+        d = ev.data
+        self.server.journal.add(None, je.SipWorkerExited(worker=d["worker"], pid=d.get("pid"),
+                                                         returncode=d.get("returncode"),
+                                                         restarting=bool(d.get("restarting"))))
 
     # ---- call effects → worker commands ----------------------------------------------------------
 
@@ -341,23 +355,23 @@ class SipIngress:
             self._spawn(self._answer(leg, args))
         elif isinstance(effect, c.SendSipFinal):
             self._spawn(self._command(leg, Op.REJECT, code=effect.status_code))
-            self.server.journal.record(call.call_id, "sip.sent", status=effect.status_code)
+            self.server.journal.add(call.call_id, je.SipSent(status=effect.status_code))
         elif isinstance(effect, c.SendRefer):
             self._spawn(self._command(leg, Op.REFER, target=effect.target_uri))
-            self.server.journal.record(call.call_id, "sip.sent", request="REFER", refer_to=effect.target_uri)
+            self.server.journal.add(call.call_id, je.SipSent(request="REFER", refer_to=effect.target_uri))
         elif isinstance(effect, c.SendBye):
             self._spawn(self._bye(leg, effect.after_s))  # the table says when (e.g. a second after a bad accept)
 
     async def _answer(self, leg: _Leg, args: dict[str, Any]) -> None:
         await self._command(leg, Op.ANSWER, **args)
         leg.answered = True
-        self.server.journal.record(leg.call_id, "sip.sent", status=200, vad=args["vad"])
+        self.server.journal.add(leg.call_id, je.SipSent(status=200, vad=args["vad"]))
 
     async def _bye(self, leg: _Leg, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
         if not leg.ended:
-            self.server.journal.record(leg.call_id, "sip.sent", request="BYE")
+            self.server.journal.add(leg.call_id, je.SipSent(request="BYE"))
             await self._command(leg, Op.HANGUP)
 
     async def _command(self, leg: _Leg, op: Op, **args: Any) -> None:
@@ -368,7 +382,7 @@ class SipIngress:
             try:
                 await self.pool.call_command(leg.ref, op, **args)
             except (WorkerError, KeyError) as exc:
-                self.server.journal.record(leg.call_id, "sip.command_failed", op=str(op), error=str(exc))
+                self.server.journal.add(leg.call_id, je.SipCommandFailed(op=str(op), error=str(exc)))
 
     # ---- media: the session's reply audio → the caller ------------------------------------------
 
@@ -391,7 +405,7 @@ class SipIngress:
         def sink(out: AudioOut | ClearAudio) -> None:
             if isinstance(out, ClearAudio):
                 stream.clear()
-                self.server.journal.record(leg.call_id, "sip.clear_playback", response_id=out.response_id)
+                self.server.journal.add(leg.call_id, je.SipClearPlayback(response_id=out.response_id))
                 self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
                 return
             if out.rate == SIP_RATE:
@@ -472,6 +486,6 @@ _HANDLERS: dict[str, Callable[[SipIngress, Event], Any]] = {
     Ev.CALL_FAILED: SipIngress._ended,
     Ev.REJECTED_INCOMING: SipIngress._rejected_incoming,
     Ev.CALL_REDIRECTED: SipIngress._redirected,
-    Ev.WORKER_STARTED: SipIngress._worker,
-    Ev.WORKER_EXITED: SipIngress._worker,
+    Ev.WORKER_STARTED: SipIngress._worker_started,
+    Ev.WORKER_EXITED: SipIngress._worker_exited,
 }

@@ -25,8 +25,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import errors, wire_json
-from . import http as mock_http
+from . import errors, rest_io, wire_json
 from . import journal_entries as je
 from . import stubs_builtin as builtin
 from .config import describe_validation_error
@@ -34,6 +33,7 @@ from .control_models import Stub, StubResponse, duplicate_stub_id
 from .server import SERVER_KEY, MockServer
 
 AZURE_PREFIX = "/openai"
+MAX_STUBS = 1000  # set at once; a test that needs more is better served by one stub with a path_regex
 
 
 # ---- the request, as matching sees it ------------------------------------------------------------
@@ -303,11 +303,16 @@ async def list_stubs(request: web.Request) -> web.Response:
 
 async def _load(request: web.Request, *, replace: bool) -> web.Response:
     server = request.app[SERVER_KEY]
-    data = await mock_http.read_json(request, server, allow_empty=False)
+    data = await rest_io.read_json(request, server, allow_empty=False)
     try:
         stubs = parse_stubs(data, frozenset() if replace else book(server).ids())
     except StubError as exc:
         return errors.rest_error(400, str(exc), code=exc.code, param=exc.param)
+    total = len(stubs) + (0 if replace else len(book(server).entries))
+    if total > MAX_STUBS:  # every request is matched against each stub in turn: the list must stay short
+        return errors.rest_error(400, f"Invalid stubs: at most {MAX_STUBS} stubs can be set; this request would "
+                                 f"make {total}. Replace them (PUT) or clear them (DELETE) first.",
+                                 code="invalid_value", param="stubs")
     install(server, stubs, replace=replace)
     return _views(book(server).entries)
 
@@ -337,7 +342,7 @@ def facts(request: web.Request, raw: bytes) -> RequestFacts:
     json_ok = False
     if raw.strip():
         with contextlib.suppress(wire_json.WireJSONError):
-            body, json_ok = mock_http.parse_json(raw), True  # strict: NaN, Infinity and deep nesting are not JSON
+            body, json_ok = rest_io.parse_json(raw), True  # strict: NaN, Infinity and deep nesting are not JSON
     return RequestFacts(method=request.method, path=request.path,
                         query={k: request.query.getall(k) for k in request.query},
                         headers={k.lower(): v for k, v in request.headers.items()}, body=body, json_ok=json_ok)
@@ -383,9 +388,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     """Every request no route of the app took: a stub, else a built-in, else the real 404."""
     server = request.app[SERVER_KEY]
     limit = server.config.max_body_bytes
-    raw = await mock_http.read_body(request, limit)
+    raw = await rest_io.read_body(request, limit)
     if raw is None:
-        return mock_http._too_large(request.content_length or limit + 1, limit)
+        return rest_io.too_large(request.content_length or limit + 1, limit)
     req = facts(request, raw)
     decision = book(server).decide(req)
     if isinstance(decision, Answer | OutOfOrder) and _is_api(req.path):

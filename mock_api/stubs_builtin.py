@@ -21,8 +21,7 @@ from aiohttp import web
 from openai.types import AudioModel, ChatModel
 from openai.types.realtime.realtime_session_create_request import RealtimeSessionCreateRequest
 
-from . import errors, wire_json
-from . import http as mock_http  # a module, not names: http imports this module too
+from . import errors, rest_io, wire_json
 from . import journal_entries as je
 from .realtime.script import Script
 from .server import MockServer
@@ -319,7 +318,7 @@ async def answer(request: web.Request, server: MockServer, api_path: str, body: 
         if denied is not None:
             return denied
         if wants_json and not json_ok:
-            return errors.rest_error(400, mock_http.JSON_PARSE_ERROR)
+            return errors.rest_error(400, rest_io.JSON_PARSE_ERROR)
         server.journal.add(None, je.BuiltinHit(method=request.method, path=request.path, body=body,
                                                 stream=isinstance(body, dict) and body.get("stream") is True))
         return await handler(request, server, body, found.groupdict())

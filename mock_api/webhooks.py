@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from . import ids
+from . import journal_entries as je
 from .calls import Call
 from .config import RetryPolicy
 from .fault_script import DeliveryPlan
@@ -109,13 +110,13 @@ class WebhookSender:
         plan = plan or DeliveryPlan()
         webhook_id = ids.webhook_id()
         body = encode(event)
-        self._journal.record(call_id, "webhook.queued", webhook_id=webhook_id, url=url,
-                             event_type=event.get("type"), event=event)
+        self._journal.add(call_id, je.WebhookQueued(webhook_id=webhook_id, url=url, event_type=event.get("type"),
+                                                    event=event))
         if plan.drop:
-            self._journal.record(call_id, "webhook.dropped", webhook_id=webhook_id, fault="webhook_drop")
+            self._journal.add(call_id, je.WebhookDropped(webhook_id=webhook_id, fault="webhook_drop"))
             return Delivery(webhook_id, delivered=False, attempts=0)
         if plan.delay_s is not None:
-            self._journal.record(call_id, "webhook.delayed", webhook_id=webhook_id, seconds=plan.delay_s)
+            self._journal.add(call_id, je.WebhookDelayed(webhook_id=webhook_id, seconds=plan.delay_s))
             await asyncio.sleep(plan.delay_s)
         result = await self._attempts(call_id, url, secret, webhook_id, body, policy, plan)
         if result.delivered:
@@ -150,18 +151,17 @@ class WebhookSender:
                 error = f"client_error: {type(exc).__name__}: {exc}"
             latency_ms = (self._clock() - started) * 1000.0
             ok = status is not None and 200 <= status < 300
-            self._journal.record(
-                call_id, "webhook.attempt", webhook_id=webhook_id, attempt=attempt, url=url,
-                timestamp=int(headers["webhook-timestamp"]), signature=headers["webhook-signature"],
-                status=status, ok=ok, error=error, latency_ms=round(latency_ms, 3), response_body=text,
-                duplicate=duplicate,
-            )
+            self._journal.add(call_id, je.WebhookAttempt(
+                webhook_id=webhook_id, attempt=attempt, url=url, timestamp=int(headers["webhook-timestamp"]),
+                signature=headers["webhook-signature"], status=status, ok=ok, error=error,
+                latency_ms=round(latency_ms, 3), response_body=text, duplicate=duplicate,
+            ))
             if ok:
-                self._journal.record(call_id, "webhook.delivered", webhook_id=webhook_id, attempts=attempt)
+                self._journal.add(call_id, je.WebhookDelivered(webhook_id=webhook_id, attempts=attempt))
                 return Delivery(webhook_id, True, attempt, status, text)
             if attempt < policy.max_attempts:
                 await asyncio.sleep(policy.delay(attempt))
-        self._journal.record(call_id, "webhook.gave_up", webhook_id=webhook_id, attempts=attempt, last_status=status)
+        self._journal.add(call_id, je.WebhookGaveUp(webhook_id=webhook_id, attempts=attempt, last_status=status))
         return Delivery(webhook_id, False, attempt, status, text)
 
     @staticmethod

@@ -15,6 +15,7 @@ import contextlib
 from aiohttp import WSMsgType, web
 
 from . import errors, fidelity, wire_json
+from . import journal_entries as je
 from .calls import Call, CallState
 from .fault_script import FaultScript
 from .realtime import events as rt_events
@@ -57,12 +58,12 @@ async def _refuse_after_upgrade(ws: web.WebSocketResponse, server: MockServer, c
     event = rt_events.error(code, message, type_=type_)
     frame = wire_json.dumps(event)
     fidelity.audit(event)
-    server.journal.record(call_id, "ws.server", event=event)
+    server.journal.add(call_id, je.WsServer(event))
     reason = f"{type_}.{code}" if code else type_
     with contextlib.suppress(ConnectionError, RuntimeError):
         await ws.send_str(frame)
         await ws.close(code=close_code, message=reason.encode())
-    server.journal.record(call_id, "ws.close", code=close_code, reason=reason)
+    server.journal.add(call_id, je.WsClose(code=close_code, reason=reason))
     return ws
 
 
@@ -104,16 +105,15 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
         # Azure's front door (api-version, key) refuses before the upgrade, with an HTTP status
         denied = server.admit(request)
         if denied is not None:
-            server.journal.record(call_id if call_id in server.calls else None, "ws.refused", status=denied.status,
-                                  call_id=call_id, path=request.path)
+            server.journal.add(call_id if call_id in server.calls else None,
+                               je.WsRefused(status=denied.status, call_id=call_id, path=request.path))
             return denied
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
     faults = server.fault_script(call_id)
     call = server.calls.get(call_id) if call_id else None
     refused = upgrade.before_upgrade(_upgrade_request(request, server, call, faults, azure, beta))
     if refused is not None:
-        server.journal.record(call_id if call is not None else None, "ws.refused", status=refused.status,
-                              call_id=call_id)
+        server.journal.add(call_id if call is not None else None, je.WsRefused(status=refused.status, call_id=call_id))
         return errors.rest_error(refused.status, refused.message, code=refused.code)
     ws = web.WebSocketResponse(heartbeat=PING_INTERVAL_S, max_msg_size=server.config.ws_max_message_bytes,
                                autoping=True, protocols=("realtime",))
@@ -132,17 +132,17 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server:
                         faults: FaultScript, azure: bool, beta: bool) -> web.WebSocketResponse:
     q = request.query
     call_id = q.get("call_id")
-    connect = {"query": dict(q), "beta": beta, "headers": handshake_headers(request), "path": request.path,
-               "tls": request.secure}
+    connect = je.WsConnect(query=dict(q), beta=beta, headers=handshake_headers(request), path=request.path,
+                           tls=request.secure)
     decision = upgrade.after_upgrade(_upgrade_request(request, server, call, faults, azure, beta))
     if call_id is not None or isinstance(decision, upgrade.RefuseSocket):
-        server.journal.record(call_id, "ws.connect", **connect)
+        server.journal.add(call_id, connect)
     # else: a served call-less socket's connect goes on its session's own timeline, which leaves with it
     if isinstance(decision, upgrade.RefuseSocket):
         if decision.message is None:  # the call ended while the upgrade was in flight
             await ws.close(code=decision.close_code, message=(decision.reason or "").encode())
-            server.journal.record(call_id, "ws.close", code=decision.close_code,
-                                  reason=f"{decision.reason} during upgrade")
+            reason = f"{decision.reason} during upgrade"
+            server.journal.add(call_id, je.WsClose(code=decision.close_code, reason=reason))
             return ws
         return await _refuse_after_upgrade(ws, server, call_id if call is not None else None, decision.code,
                                            decision.message, decision.close_code)
@@ -156,7 +156,7 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server:
         if hit is not None:
             # Over max_concurrent_sessions: the 101 completes, then the same error a REST 429 carries
             # (type "requests", code "rate_limit_exceeded") and a 1013 "Try Again Later" close.
-            server.journal.record(None, "ws.connect", **connect)
+            server.journal.add(None, connect)
             server.limit_hit(None, hit, "websocket", model=model, intent=intent)
             return await _refuse_after_upgrade(ws, server, None, "rate_limit_exceeded",
                                                hit.message(model or "gpt-realtime"), SESSION_LIMIT_CLOSE,
@@ -169,8 +169,8 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server:
             server.limits.end_session(slot)
             raise
         key = str(session.config.get("id") or slot)
-        server.journal.record(None, "ws.session", session=key, intent=intent, model=model)  # where it is journaled
-        server.journal.record(key, "ws.connect", **connect)
+        server.journal.add(None, je.WsSession(session=key, intent=intent, model=model))  # where it is journaled
+        server.journal.add(key, connect)
         host = owned = SessionHost(server, session, None, key)
         host.slot = slot
     try:
@@ -208,7 +208,7 @@ async def _pump(request: web.Request, ws: web.WebSocketResponse, server: MockSer
                 await host.settled()
             elif msg.type == WSMsgType.ERROR and _too_big(msg.data):
                 host.ending[ws] = "message too big"
-                server.journal.record(key, "ws.too_big", limit=server.config.ws_max_message_bytes)
+                server.journal.add(key, je.WsTooBig(limit=server.config.ws_max_message_bytes))
                 break
             else:
                 break
@@ -224,13 +224,13 @@ async def _pump(request: web.Request, ws: web.WebSocketResponse, server: MockSer
         # journaled before any await: aiohttp cancels this handler once the connection is gone
         ending = host.ending.pop(ws, None)
         if ending == "dropped":  # the call ended (hangup_close: drop)
-            server.journal.record(key, "ws.close", code=None, reason="call ended", dropped=True)
+            server.journal.add(key, je.WsClose(code=None, reason="call ended", dropped=True))
         elif ending == SEND_QUEUE_FULL:
             pass  # journaled when it happened
         elif ending is not None:  # closed by the server: the call ended (clean) or the session closed it
-            server.journal.record(key, "ws.close", code=ws.close_code, reason=ending)
+            server.journal.add(key, je.WsClose(code=ws.close_code, reason=ending))
         else:
-            server.journal.record(key, "ws.close", code=ws.close_code)
+            server.journal.add(key, je.WsClose(code=ws.close_code))
         await asyncio.wait({writer}, timeout=1.0)
     return ws
 
@@ -252,7 +252,7 @@ def handshake_headers(request: web.Request) -> list[list[str]]:
 
 def _drop(request: web.Request, server: MockServer, call_id: str | None) -> None:
     """ws_drop: the socket dies without a close frame, as when the caller hangs up."""
-    server.journal.record(call_id, "ws.drop")
+    server.journal.add(call_id, je.WsDrop())
     if request.transport is not None:
         request.transport.close()
 

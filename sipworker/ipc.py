@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, BinaryIO, TypeVar
 
-from . import turns
+from .turns import NO_FLOOR_DBFS, vad_mode
 
 PROTOCOL_VERSION = 2
 # pj status of a make_call beyond PJSUA_MAX_CALLS: the worker's last call has not given its slot back yet
@@ -225,7 +225,7 @@ class VadParams:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     min_speech_ms: int = 60
-    energy_floor_dbfs: float = turns.NO_FLOOR_DBFS
+    energy_floor_dbfs: float = NO_FLOOR_DBFS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VadParams:
@@ -236,7 +236,7 @@ class VadParams:
 
     @property
     def mode(self) -> int:
-        return turns.vad_mode(self.threshold)
+        return vad_mode(self.threshold)
 
 
 @dataclass

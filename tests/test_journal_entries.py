@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import types
 import typing
 from dataclasses import fields
@@ -13,69 +14,85 @@ import pytest
 from openai import AsyncOpenAI
 
 from harness.journal_view import JournalView
+from harness.softphone import Softphone
+from mock_api import calls as c
 from mock_api import journal_entries as je
+from mock_api import sip
 from mock_api.client import MockClient
+from mock_api.limits import Hit
 from mock_api.running import RunningMock
-from sipworker.ipc import Ev
+from mock_api.server import MockServer, effect_entry
+from sipworker.ipc import Ev, Event
 from tests.helpers import WebhookReceiver
 from tests.realtime_fixtures import events_until
+from tests.sip_helpers import CALLER, App, Receiver
 
 MOCK_API = Path(__file__).resolve().parent.parent / "mock_api"
 SCRIPT = {"turns": [{"hears": "My policy number is 5665-2870.", "says": "Thanks, I found it."}]}
 
 
-def _kind_strings(node: ast.expr) -> list[str] | None:
-    """The kind strings a ``record`` call's kind argument can be (None: not known statically)."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return [node.value]
-    if isinstance(node, ast.IfExp):
-        body, orelse = _kind_strings(node.body), _kind_strings(node.orelse)
-        return None if body is None or orelse is None else body + orelse
-    return None
-
-
-def _record_calls() -> list[tuple[str, ast.Call]]:
-    """Every ``<something>.record(call_id, kind, ...)`` in mock_api, with where it is."""
+def _calls_in_mock() -> list[tuple[str, ast.Call]]:
+    """Every call expression in mock_api's code, with where it is."""
     found = []
     for path in sorted(MOCK_API.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "record"
-                    and len(node.args) == 2):
+            if isinstance(node, ast.Call):
                 found.append((f"{path.relative_to(MOCK_API.parent)}:{node.lineno}", node))
     return found
 
 
-def test_every_kind_written_in_the_code_is_registered_with_those_keys() -> None:
-    calls = _record_calls()
-    assert len(calls) > 50  # the scan sees the writers (a refactor that renames record must update it)
-    problems = []
-    for where, call in calls:
-        kinds = _kind_strings(call.args[1])
-        if kinds is None:  # f"sip.{ev.kind}": the supervisor's worker events, checked below
-            assert isinstance(call.args[1], ast.JoinedStr), f"{where}: a kind the scan cannot read"
-            continue
-        keys = {kw.arg for kw in call.keywords if kw.arg is not None}
-        spread = any(kw.arg is None for kw in call.keywords)  # **extra: its keys are checked at run time
-        for kind in kinds:
-            cls = je.KINDS.get(kind)
-            if cls is None:
-                problems.append(f"{where}: {kind!r} is not registered")
-                continue
-            unknown = keys - set(cls.FIELDS)
-            required = {f.name for f in fields(cls) if f.default is not je.ABSENT} - keys
-            if unknown:
-                problems.append(f"{where}: {kind} has no field(s) {sorted(unknown)}")
-            if required and not spread:
-                problems.append(f"{where}: {kind} misses {sorted(required)}")
-    assert problems == []
+def _called_name(call: ast.Call) -> str | None:
+    """``X`` of ``je.X(...)``, ``something.X(...)`` or ``X(...)``."""
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
 
 
-def test_the_worker_events_journaled_under_sip_are_registered() -> None:
-    for ev in (Ev.WORKER_STARTED, Ev.WORKER_EXITED):
-        assert f"sip.{ev.value}" in je.KINDS
-    started = je.parse("sip.worker_started", {"worker": 0, "pid": 42, "restarts": 0, "tls_port": 5061,
-                                              "tcp_port": 5060})
-    assert isinstance(started, je.SipWorkerStarted) and started.udp_port is je.ABSENT
+def test_every_writer_in_the_mock_builds_a_typed_entry() -> None:
+    calls = _calls_in_mock()
+    adds = [where for where, call in calls if _called_name(call) == "add" and len(call.args) == 2]
+    assert len(adds) > 50  # the scan sees the writers (a refactor that renames add must update it)
+    untyped = [where for where, call in calls if _called_name(call) == "record" and len(call.args) >= 2]
+    assert untyped == []  # journal.record(call_id, kind, **data) is for tests' filler only
+    built = {_called_name(call) for _, call in calls}
+    never_written = sorted(cls.__name__ for cls in je.KINDS.values() if cls.__name__ not in built)
+    assert never_written == []  # a registered kind no writer builds is a reader's dead branch
+
+
+def _worker_event(kind: Ev, data: dict[str, Any]) -> dict[str, Any]:
+    """What the SIP ingress journals for one of the supervisor's worker events."""
+    server = MockServer()
+    ingress = types.SimpleNamespace(server=server)  # a worker event's handler only reaches the server's journal
+    handler = sip._HANDLERS[kind.value]
+    asyncio.run(handler(typing.cast("sip.SipIngress", ingress), Event(kind.value, dict(data), worker=data["worker"])))
+    (entry,) = server.journal.entries(None, f"sip.{kind.value}")
+    assert isinstance(entry.typed, je.SipWorkerStarted | je.SipWorkerExited)
+    return entry.data
+
+
+def test_worker_events_are_journaled_with_the_keys_the_supervisor_sent() -> None:
+    started = {"worker": 0, "pid": 42, "restarts": 1, "tls_port": 5061, "tcp_port": 5060}  # no UDP listener
+    assert _worker_event(Ev.WORKER_STARTED, started) == started
+    exited = {"worker": 1, "pid": 43, "returncode": -9, "restarting": True}
+    assert _worker_event(Ev.WORKER_EXITED, exited) == exited
+
+
+def test_a_limit_hit_keeps_only_the_fields_its_writer_gave() -> None:
+    server = MockServer()
+    server.limit_hit(None, Hit("requests", 10, 10, 1, 1.23456), "rest", op="accept")
+    server.limit_hit(None, Hit("sessions", 1, 1, 1, None), "websocket", model=None, intent="transcription")
+    rest, socket = (e.data for e in server.journal.entries(None, "limits.hit"))
+    assert rest == {"limit": "requests", "where": "rest", "value": 10, "used": 10, "requested": 1,
+                    "retry_after_s": 1.235, "op": "accept"}
+    assert socket == {"limit": "sessions", "where": "websocket", "value": 1, "used": 1, "requested": 1,
+                      "retry_after_s": None, "model": None, "intent": "transcription"}
+
+
+def test_a_call_effect_names_only_what_the_sip_leg_acts_on() -> None:
+    assert effect_entry(c.SendSipFinal(486)).to_data() == {"effect": "SendSipFinal", "status_code": 486}
+    assert effect_entry(c.SendRefer("sip:desk@x")).to_data() == {"effect": "SendRefer", "target_uri": "sip:desk@x"}
+    assert effect_entry(c.EndSession("hangup")).to_data() == {"effect": "EndSession", "reason": "hangup"}
+    assert effect_entry(c.SendBye(after_s=1.0)).to_data() == {"effect": "SendBye"}  # the delay is the table's
+    assert effect_entry(c.StartSession({"type": "realtime"})).to_data() == {"effect": "StartSession"}
 
 
 _SAMPLES: dict[Any, Any] = {bool: True, int: 7, float: 2.5, str: "text", list: [1, "two"], dict: {"k": [1]}}
@@ -144,11 +161,35 @@ async def test_a_real_call_parses_with_no_unknown_entry(client: AsyncOpenAI, con
             "audio.out", "audio.heard", "caller.say", "caller.dtmf"} <= kinds
     entries = [(e.kind, e.data) for e in view.entries]
     entries += [(e["kind"], e["data"]) for e in await control.server_journal()]
+    _assert_typed_key_for_key(entries)
+    assert "mock.bug" not in kinds
+
+
+def _assert_typed_key_for_key(entries: list[tuple[str, dict[str, Any]]]) -> None:
     for kind, data in entries:
         typed = je.parse(kind, data)
         assert not isinstance(typed, je.Unknown) and je.missing(typed) == [], (kind, data)
         assert typed.to_data() == data  # the wire shape is the typed entry's, key for key
-    assert "mock.bug" not in kinds
+
+
+async def test_a_real_sip_call_parses_with_no_unknown_entry(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                                           sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
+    assert mock.sip is not None
+    app = receiver.app = App(mock, action="hangup")
+    call = await sip_phone.call(mock.sip.uri("proj_claims"), audio=[CALLER.path])
+    assert await call.answered(timeout=10)
+    await call.ended(timeout=30)
+    await asyncio.wait_for(app.closed.wait(), 10)
+    await mock.server.drain()
+    [delivery] = receiver.deliveries
+    view = await control.call(delivery.event.data.call_id)
+    assert {"sip.invite", "sip.sent", "sip.state", "sip.media", "sip.speech_started", "sip.speech_stopped",
+            "sip.ended", "call.effect"} <= set(view.kinds())
+    server = await control.server_journal()
+    assert {"sip.listening", "sip.worker_started"} <= {e["kind"] for e in server}
+    _assert_typed_key_for_key([(e.kind, e.data) for e in view.entries] + [(e["kind"], e["data"]) for e in server])
+    assert "mock.bug" not in view.kinds()
 
 
 def test_the_reader_answers_from_typed_entries() -> None:

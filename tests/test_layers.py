@@ -75,3 +75,67 @@ def test_the_walk_resolves_relative_imports_and_finds_nested_ones(tmp_path: Path
 def test_no_floor_imports_one_above_it(lower: str, upper: str) -> None:
     assert (ROOT / lower).is_dir()
     assert upward_imports(lower, upper) == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every module of the four packages and the modules of theirs it imports (``from . import x`` counts
+    as importing ``x`` when ``x`` is a module)."""
+    paths = {module_name(p): p for pkg in ("mock_api", "harness", "sipworker", "audio_fixtures")
+             for p in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {f"{t}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 for a in node.names for t in [_base(node, name, path)]}
+        targets = {t for _, t in imported(path, name)} | names
+        graph[name] = {t for t in targets if t in paths and t != name}
+    return graph
+
+
+def _base(node: ast.ImportFrom, name: str, path: Path) -> str:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        base = ".".join([*anchor, base] if base else anchor)
+    return base
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or around a loop (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while (w := stack.pop()) != v:
+                group.append(w)
+            if group:
+                found.append(sorted([*group, v]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_loop_and_nothing_else() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Not even for type checking: a cycle means neither module can be read, tested or moved alone (the
+    app module and the route modules that needed its body reader were one such knot)."""
+    assert cycles(module_graph()) == []

@@ -24,7 +24,7 @@ from mock_api.client import MockClient
 from mock_api.control_models import Stub
 from mock_api.realtime.script import Script
 from mock_api.running import RunningMock
-from mock_api.stubs import Entry, RequestFacts, decide, install, mismatches
+from mock_api.stubs import MAX_STUBS, Entry, RequestFacts, decide, install, mismatches
 
 DEFAULT_REPLY = Script().default_reply
 AUTH = {"Authorization": "Bearer sk-test-key"}
@@ -284,6 +284,18 @@ async def test_add_delete_and_reset(mock: RunningMock, control: MockClient) -> N
     await control.reset()
     _, listed, _ = await _raw(mock, "GET", "/_mock/stubs")
     assert listed == {"stubs": []}
+
+
+async def test_the_stub_list_is_bounded_and_a_refused_load_changes_nothing(mock: RunningMock) -> None:
+    status, _ = await _put(mock, [{"request": {"path": f"/v1/s{i}"}} for i in range(MAX_STUBS)])
+    assert status == 200
+    status, answer, _ = await _raw(mock, "POST", "/_mock/stubs", json=[{"request": {"path": "/v1/one-more"}}])
+    assert (status, answer["error"]["param"], answer["error"]["code"]) == (400, "stubs", "invalid_value")
+    assert f"at most {MAX_STUBS}" in answer["error"]["message"]
+    _, listed, _ = await _raw(mock, "GET", "/_mock/stubs")
+    assert len(listed["stubs"]) == MAX_STUBS
+    status, _ = await _put(mock, [{"request": {}}] * (MAX_STUBS + 1))
+    assert status == 400
 
 
 # ---- matching without I/O ----------------------------------------------------------------------------

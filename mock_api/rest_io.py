@@ -1,0 +1,94 @@
+"""Reading a REST request as the real API does, and answering refusals in its envelope: one place for every
+route module (call controls, the control API, stubs, the other REST endpoints) to share, so that none of
+them imports the module that assembles the app.
+
+Bodies are read whole and parsed strictly (:mod:`mock_api.wire_json`); a big one is parsed on a worker
+thread so the event loop keeps serving every other socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import calls as c
+from . import errors, wire_json
+
+if TYPE_CHECKING:
+    from .server import MockServer
+
+HEAVY_BODY_BYTES = 64 * 1024  # a body past this is parsed off the event loop (a megabyte takes tens of ms)
+
+JSON_PARSE_ERROR = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP "
+    "library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have "
+    "trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)"
+)
+
+class BadRequest(Exception):
+    """Raised while reading a request; carries the real-shaped response."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.text)
+        self.response = response
+
+async def read_json(request: web.Request, server: MockServer, *, allow_empty: bool = True) -> Any:
+    limit = server.config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(too_large(request.content_length, limit))
+    raw = await read_body(request, limit)
+    if raw is None:
+        raise BadRequest(too_large(request.content_length or limit + 1, limit))
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR))
+    ctype = request.headers.get("Content-Type", "")
+    if ctype and ctype.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(errors.rest_error(
+            400,
+            f"Unsupported content type: '{ctype}'. This API method only accepts 'application/json' requests, "
+            f"but you specified the header 'Content-Type: {ctype}'. Please try again with a supported content type.",
+            code="unsupported_content_type",
+        ))
+    try:
+        if len(raw) > HEAVY_BODY_BYTES:  # parsed on a worker thread: the loop serves every other socket meanwhile
+            return await asyncio.to_thread(parse_json, raw)
+        return parse_json(raw)
+    except wire_json.WireJSONError:
+        raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR)) from None
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as the real API takes it: no NaN/Infinity, no number too large for a float (``1e999``
+    would go back out as invalid JSON), at most wire_json.MAX_DEPTH levels."""
+    return wire_json.loads(raw)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body (``None`` past ``limit``): a body arrives in pieces, and the first piece is
+    not the body (a 256 KB accept used to be parsed from its first 128 KB). Past the limit nothing
+    more is read or kept, and the connection closes after the 413 (the rest is never buffered)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(size: int, limit: int) -> web.Response:
+    response = errors.rest_error(413, f"Request body too large: {size} bytes; the limit is {limit} bytes.",
+                                 code="request_too_large")
+    response.force_close()  # the unread rest of the body must not be parsed as the next request
+    return response
+
+def refusal_response(r: c.Refusal) -> web.Response:
+    """A refusal of the call table, in the API's error envelope."""
+    return errors.rest_error(r.http_status, r.message, code=r.code, param=r.param)
