@@ -435,7 +435,7 @@ def _add_run(sub: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .run_command import run_cli
+    from .commands.run import run_cli
     from .runner import collect
 
     for raw in args.paths:

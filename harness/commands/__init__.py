@@ -1,4 +1,5 @@
-"""CLI subcommands that live outside ``harness/cli.py``; each module exposes ``register(subparsers)``.
+"""CLI subcommands that live outside ``harness/cli.py``: ``register(subparsers)`` where a module adds
+its own, and the bodies ``cli.py`` calls (``run``, ``checks``).
 
 A user mistake (a bad URI, a missing file, a value out of range) is raised as :class:`UsageError`
 before anything starts; ``harness.cli.main`` prints it as one line and exits 2. A failure that

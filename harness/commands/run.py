@@ -20,8 +20,8 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .expect import MOCK_BUG_NOTE
-from .runner import ScenarioResult, collect, run_files
+from ..expect import MOCK_BUG_NOTE
+from ..runner import ScenarioResult, collect, run_files
 
 
 def run_cli(paths: list[str], *, jobs: int, keyword: str | None, junit: Path | None, json_path: Path | None,
