@@ -85,17 +85,17 @@ def _write_reports(results: list[ScenarioResult], console: Console, *, junit: Pa
                    html: Path | None, kept: Path | None) -> None:
     """Every report asked for; ``kept`` is the run directory when it outlives the command."""
     if junit:
-        from .report.junit import write_junit
+        from ..report.junit import write_junit
 
         write_junit(results, junit)
         console.print(f"JUnit report: {junit}")
     if json_path:
-        from .report.json_report import write_json
+        from ..report.json_report import write_json
 
         write_json(results, json_path, run_dir=kept)
         console.print(f"JSON report: {json_path}")
     if html:
-        from .report.html import write_html
+        from ..report.html import write_html
 
         write_html(results, html)
         console.print(f"HTML report: {html}")
