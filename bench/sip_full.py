@@ -18,7 +18,7 @@ from aiohttp import web
 from openai import AsyncOpenAI
 from websockets.exceptions import ConnectionClosedError
 
-from bench.sip_machine import CpuWindow, p50, p95, pids
+from bench.sip_machine import CpuWindow, p50, p95, pids, setup_ms
 from harness.load import SIP_LOAD_CALLER_FRAME_MS, SIP_LOAD_INGRESS_FRAME_MS, SIP_LOAD_MEDIA
 from harness.softphone import Softphone, SoftphoneCall
 from mock_api.config import MockConfig
@@ -222,16 +222,11 @@ async def full_rate(workers: int, total: int, cps: float, tmp: Path, reply: Path
         async def one(i: int) -> None:
             nonlocal failed
             async with sem:
-                try:
-                    call = await phone.call(mock.sip.pool.contact_uri(i % workers, "proj_rate", "tls"))
-                    if await call.answered(10):
-                        setups.append(float(call.marks["answered"]))
-                    else:
-                        failed += 1
-                    await call.hangup()
-                    await call.ended(10)
-                except Exception:
+                ms = await setup_ms(phone, mock.sip.pool.contact_uri(i % workers, "proj_rate", "tls"))
+                if ms is None:
                     failed += 1
+                else:
+                    setups.append(ms)
 
         ingress_pids, caller_pids = pids(mock.sip.pool), pids(phone.pool)
         win = CpuWindow([*ingress_pids, *caller_pids, os.getpid()])

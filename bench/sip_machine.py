@@ -14,6 +14,8 @@ from typing import Any
 
 import psutil
 
+from harness.softphone import Softphone
+
 
 def proc_cpu_s(pid: int | None) -> float:
     """CPU seconds (user + system) of one process; 0 once it is gone."""
@@ -91,3 +93,15 @@ def p95(values: list[float]) -> float | None:
 
 def p50(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+async def setup_ms(phone: Softphone, uri: str) -> float | None:
+    """One call's INVITE → 200 time in ms, hung up as soon as it is answered; None when it failed."""
+    try:
+        call = await phone.call(uri)
+        answered = await call.answered(10)
+        await call.hangup()
+        await call.ended(10)
+    except Exception:
+        return None
+    return float(call.marks["answered"]) if answered else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sip_audio import noise_wav
-from bench.sip_machine import box_busy, pids, proc_cpu_s
+from bench.sip_machine import box_busy, pids, proc_cpu_s, setup_ms
 from harness.softphone import Softphone, SoftphoneCall
 from mock_api.certs import ensure_certs
 from sipworker.testing import Action, TestUas
@@ -80,24 +80,18 @@ async def rate(workers: int, total: int, per_proc_cps: float, tmp: Path) -> dict
         Softphone(ca=uas.certs.ca, workers=workers, state_dir=tmp / "ph-rate", record=False) as phone,
     ):
         sem = asyncio.Semaphore(4 * workers)
-        setups: list[int] = []
+        setups: list[float] = []
         failed = 0
         interval = 1.0 / (per_proc_cps * workers)
 
         async def one(i: int) -> None:
             nonlocal failed
             async with sem:
-                try:
-                    call = await phone.call(uas.uri("proj_rate", worker=i % workers))
-                    ok = await call.answered(10)
-                    if ok:
-                        setups.append(call.marks["answered"])
-                    else:
-                        failed += 1
-                    await call.hangup()
-                    await call.ended(10)
-                except Exception:
+                ms = await setup_ms(phone, uas.uri("proj_rate", worker=i % workers))
+                if ms is None:
                     failed += 1
+                else:
+                    setups.append(ms)
 
         t0 = time.monotonic()
         tasks = []
