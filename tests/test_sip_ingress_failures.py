@@ -149,8 +149,14 @@ async def test_barge_in_clears_playback(sip_stack: tuple[RunningMock, Receiver, 
     media = mock.sip.pool.configs[0].media
     for pool in (mock.sip.pool, sip_phone.pool):
         assert all(w.media == media for w in pool.workers)
+    two = fixture("caller_two_utterances")
+    # Order made certain, not raced: the first turn ends at ~2.8 s of the caller's audio and its reply is
+    # generated at real time for ~6 s, so the second utterance (from 3.66 s) always starts while that
+    # response is still in progress and playing.  At the default 8x speed the first reply is done
+    # before 3.66 s and only a short reply to "Actually," could be cancelled, a race of tens of ms.
+    await control.configure(script={"default_reply": "Sure, I can look into your bill for you. " * 2,
+                                    "generation_speed": 1.0, "transcription_delay_s": 0.1})
     app = receiver.app = App(mock)
-    two = fixture("caller_two_utterances")  # the second utterance starts while the reply plays
     call = await sip_phone.call(mock.sip.uri(), audio=[two.path])
     assert await call.answered(timeout=10)
     await call.wait_event("playback_done", two.duration_ms / 1000 + 15)
@@ -159,8 +165,8 @@ async def test_barge_in_clears_playback(sip_stack: tuple[RunningMock, Receiver, 
                 what="the barge-in's cancelled response and cleared playback")
     await call.hangup()
     await asyncio.wait_for(app.closed.wait(), 10)
-    cancelled = [d for d in app.of("response.done") if d.response.status == "cancelled"]
-    assert cancelled and cancelled[0].response.status_details.reason == "turn_detected"
+    first = app.of("response.done")[0].response  # the long first reply is the one the caller cut
+    assert first.status == "cancelled" and first.status_details.reason == "turn_detected"
     assert app.of("output_audio_buffer.cleared")
     view = (await control.calls())[-1]
     assert "sip.clear_playback" in view.kinds()
