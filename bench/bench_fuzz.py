@@ -56,6 +56,7 @@ from bench.stall_probe import Histogram, StallProbe
 from harness.mock_process import MockProcess
 from mock_api import wire_json
 from mock_api.config import ConfigPatch
+from mock_api.stall_watch import STALL_LINE
 
 try:
     import psutil
@@ -75,7 +76,9 @@ ACCEPT = {"type": "realtime", "model": "gpt-realtime"}
 ROTA = ("ws.model", "rest", "control", "ws.call", "rest", "control")
 """The surfaces batches of cases go to, in turn: a third each to the sockets, the REST API and the control API."""
 RING_REFRESH_S = 10.0  # a call kept ringing for cases is replaced before the mock's ring timer (20 s) ends it
-MOCK_ARGS = ["--port", "0", "--no-sip", "--ring-timeout", "20"]
+STALL_WATCH_MS = 40  # the mock reports each stall longer than this with its stack (rtsip mock --stall-watch)
+KEEP_STALLS = 5
+MOCK_ARGS = ["--port", "0", "--no-sip", "--ring-timeout", "20", "--stall-watch", str(STALL_WATCH_MS)]
 ROOT = Path(__file__).resolve().parents[1]
 
 Case = fs.WsCase | fs.HttpCase
@@ -351,6 +354,10 @@ class Figures:
     rss_end_mb: float
     rss_peak_mb: float
     rss_growth_pct: float
+    curve: list[tuple[int, float, float, int]]
+    stalls: list[str]
+    """The mock's own longest stalls over STALL_WATCH_MS: length and the innermost frames of its stack."""
+    """(cases tried, mock RSS MB, journal MB as estimated JSON, ended timelines kept) at every tenth of the run."""
     duration_s: float
     kinds: dict[str, int]
     examples: dict[str, str]
@@ -400,6 +407,13 @@ class Watch:
         rss = rss_bytes(self.pid) or 0
         self.rss_peak = max(self.rss_peak, rss)
         return rss
+
+    async def point(self, tried: int) -> tuple[int, float, float, int]:
+        """One point of the RSS curve, with how full the mock's journal is then (``/_mock/health``)."""
+        async with aiohttp.ClientSession() as session, session.get(self.url + "/_mock/health") as r:
+            journal = (await r.json())["journal"]
+        mb = 1 / (1024 * 1024)
+        return tried, round(self.sample() * mb, 1), round(journal["bytes"] * mb, 1), journal["ended"]
 
 
 # ---- the executor ----------------------------------------------------------------------------------------
@@ -761,6 +775,7 @@ async def run_campaign(cases: int, seed: int = 1, progress: Callable[[int, Findi
             warm_at = max(1, cases // 10)
             tried = 0
             rss_warm = 0
+            curve: list[tuple[int, float, float, int]] = []
 
             def run_one(case: Case) -> bool:
                 nonlocal tried, rss_warm
@@ -768,6 +783,8 @@ async def run_campaign(cases: int, seed: int = 1, progress: Callable[[int, Findi
                 tried += 1
                 if tried == warm_at:
                     rss_warm = watch.sample()
+                if tried % warm_at == 0:
+                    curve.append(asyncio.run_coroutine_threadsafe(watch.point(tried), loop).result())
                 if progress is not None:
                     progress(tried, findings)
                 return not campaign.dead
@@ -778,6 +795,7 @@ async def run_campaign(cases: int, seed: int = 1, progress: Callable[[int, Findi
                 await watch.stop()
             rss_end = watch.sample()
             reconnects, died = campaign.reconnects, campaign.dead
+            stalls = reported_stalls(mock.output)
     mb = 1 / (1024 * 1024)
     return Figures(
         cases=tried, seed=seed, by_surface=dict(surfaces), crashes=findings.counts["crash"],
@@ -788,10 +806,23 @@ async def run_campaign(cases: int, seed: int = 1, progress: Callable[[int, Findi
         rss_warm_mb=round(rss_warm * mb, 1), rss_end_mb=round(rss_end * mb, 1),
         rss_peak_mb=round(watch.rss_peak * mb, 1),
         rss_growth_pct=round((rss_end - rss_warm) / rss_warm * 100, 1) if rss_warm else float("nan"),
+        curve=curve, stalls=stalls,
         duration_s=round(time.monotonic() - started, 1), kinds=dict(findings.kinds.most_common()),
         examples=dict(findings.examples), repros=list(findings.repros),
         slowest=[f"{ms:.0f} ms: {what}" for ms, what in sorted(findings.slowest, reverse=True)],
     )
+
+
+def reported_stalls(output: list[str]) -> list[str]:
+    """The mock's stall reports (``--stall-watch``), longest first: the length and the last frames."""
+    found: list[tuple[float, str]] = []
+    for i, line in enumerate(output):
+        if line.startswith(STALL_LINE):
+            ms = float(line[len(STALL_LINE):].split()[0])
+            frames = list(itertools.takewhile(lambda t: t.startswith(" "), output[i + 1:]))
+            where = [f.strip() for f in frames if f.lstrip().startswith("File ")][-4:]
+            found.append((ms, f"{ms:.0f} ms: " + " <- ".join(reversed(where))))
+    return [text for _, text in heapq.nlargest(KEEP_STALLS, found)]
 
 
 # ---- the script ------------------------------------------------------------------------------------------
@@ -811,6 +842,8 @@ def table(f: Figures) -> Table:
     t.add_row("p99 probe latency", f"{f.stall_p99_ms:.2f} ms ({f.probes} probes)", "")
     t.add_row("mock RSS after warm-up / end / peak", f"{f.rss_warm_mb} / {f.rss_end_mb} / {f.rss_peak_mb} MB", "")
     t.add_row("RSS growth after warm-up", f"{f.rss_growth_pct:+.1f} %", "flat")
+    t.add_row("RSS / journal (ended kept) by tenth", "  ".join(
+        f"{n}: {rss:.0f}/{jmb:.0f} MB ({ended})" for n, rss, jmb, ended in f.curve), "")
     t.add_row("socket reconnects (a case closed it)", str(f.reconnects), "")
     t.add_row("duration", f"{f.duration_s:.0f} s ({f.cases / max(f.duration_s, 1e-9):.0f} cases/s)", "")
     return t
@@ -843,6 +876,10 @@ async def main() -> None:
     out.print(table(figures))
     if figures.kinds:
         out.print(kinds_table(figures))
+    if figures.stalls:
+        out.print(f"the mock's longest stalls over {STALL_WATCH_MS} ms (innermost frame first):")
+        for line in figures.stalls:
+            out.print("  " + line, markup=False, highlight=False, soft_wrap=True)
     out.print("slowest cases (with their follow-ups):")
     for line in figures.slowest:
         out.print("  " + line, markup=False, highlight=False, soft_wrap=True)

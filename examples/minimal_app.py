@@ -63,7 +63,7 @@ class App:
         call_id = event.data.call_id
         try:
             await self.client.realtime.calls.accept(
-                call_id, type="realtime", model="gpt-realtime", instructions=INSTRUCTIONS,
+                call_id, type="realtime", model="gpt-realtime-2.1", instructions=INSTRUCTIONS,
                 audio={"input": {"transcription": {"model": "gpt-4o-transcribe"},
                                  "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}},
             )

@@ -122,7 +122,7 @@ class App:
             audio["input"]["transcription"] = {"model": "gpt-4o-transcribe"}
         if "greeting_before_voice" not in self.bugs:
             audio["output"]["voice"] = "marin"
-        await self.client.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime",
+        await self.client.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime-2.1",
                                                 instructions=INSTRUCTIONS, audio=audio)  # type: ignore[arg-type]
         self.say(call_id, "accepted")
 

@@ -103,6 +103,9 @@ def _add_mock(sub: Any) -> None:
                    help="also serve the API over HTTPS/WSS on PORT (0 picks a free one), with a certificate from "
                         "the local CA (ca.pem in the state directory): what AzureOpenAI apps need, whose socket is "
                         "always wss:// (docs/azure.md)")
+    p.add_argument("--stall-watch", type=int, default=None, metavar="MS",
+                   help="journal every event-loop stall longer than MS with the stack the loop was in "
+                        "(mock.stall on the server timeline; off by default)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="run as shard I of N behind a shard router (rtsip load --mock-processes); needs --handoff")
     p.add_argument("--handoff", type=Path, metavar="PATH", default=None,
@@ -120,6 +123,8 @@ def _check_mock(args: argparse.Namespace) -> None:
         checks.port(args.tls_port, "--tls-port")
     checks.port(args.sip_port, "--sip-port", lowest=2)  # TCP and UDP listen one below it
     checks.at_least(args.sip_workers, 1, "--sip-workers")
+    if args.stall_watch is not None:
+        checks.at_least(args.stall_watch, 1, "--stall-watch")
     _check_frames(args.sip_frame_ms, args.sip_vad_frame_ms)
     if args.ring_timeout is not None:
         checks.positive_seconds(args.ring_timeout, "--ring-timeout")
@@ -281,6 +286,7 @@ def cmd_mock(args: argparse.Namespace) -> int:
         raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
                          f"{describe_validation_error(exc)}") from None
     from mock_api.running import TlsOptions, freeze_startup_heap, running_mock  # after the checks: it takes seconds
+    from mock_api.stall_watch import StallWatch
     from mock_api.state import clear_running, write_running
 
     sip = _sip_options(args, sdir)
@@ -308,6 +314,9 @@ def cmd_mock(args: argparse.Namespace) -> int:
             write_running(sdir, {"base_url": mock.base_url, "control": mock.url, "env": app_env,
                                  "control_token": config.control_token})
             freeze_startup_heap()
+            if args.stall_watch is not None:
+                watch = StallWatch(mock.server.journal, args.stall_watch / 1000, echo=True).start()
+                stack.callback(watch.stop)
             try:
                 print(f"rtsip mock ready: base_url={mock.base_url} webhook_secret={config.webhook_secret} "
                       f"webhook_url={config.webhook_url or '-'}{sip_part}{tls_part}{proxy_part} state_dir={sdir}",
@@ -343,7 +352,8 @@ def _add_trigger(sub: Any) -> None:
                     "Exit status 0 when the app answers 2xx.",
         epilog=TRIGGER_ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("event", choices=["realtime.call.incoming"], help="event type to send")
+    p.add_argument("event", choices=["realtime.call.incoming", "live.transport.incoming", "live.call.incoming"],
+                   help="event type to send (the Live ones name the call's live_ session id)")
     p.add_argument("--forward-to", required=True, metavar="URL", help="the app's webhook URL")
     p.add_argument("--secret", default=os.environ.get("OPENAI_WEBHOOK_SECRET"),
                    help="whsec_ secret your app verifies with (env OPENAI_WEBHOOK_SECRET; default: the one "
@@ -387,10 +397,10 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from mock_api import ids
     from mock_api.calls import Call
     from mock_api.server import sip_headers
-    from mock_api.webhooks import encode, incoming_call_event, signed_headers
+    from mock_api.webhooks import encode, incoming_event, signed_headers
 
     call = Call.incoming(sip_headers(args.from_uri, args.to_uri, None, args.header), call_id=args.call_id)
-    event = incoming_call_event(call)
+    event = incoming_event(call, args.event)
     body = encode(event)
     wid = ids.webhook_id()
     headers = signed_headers(secret, wid, int(time.time()), body)
@@ -402,7 +412,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         ) as resp:
             return resp.status, await resp.text()
 
-    print(f"sending realtime.call.incoming call_id={call.call_id} webhook-id={wid} to {args.forward_to}")
+    named = f"call_id={call.call_id}" if args.event.startswith("realtime.") else f"session_id={call.live_id}"
+    print(f"sending {args.event} {named} webhook-id={wid} to {args.forward_to}")
     try:
         status, text = asyncio.run(send())
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

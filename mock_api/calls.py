@@ -35,6 +35,11 @@ Rules (``python -m mock_api.calls`` prints the table they make; docs/architectur
 10. A terminal call answers every operation 404 ``call_id_not_found``; an operation the state does
     not take is a 400: ``call_already_accepted`` (accept/reject after ringing), ``call_not_active``
     (refer while ringing), ``refer_in_progress`` (refer while referring), else ``invalid_call_state``.
+11. Two surfaces, one call: a call has a Realtime id (``rtc_``) and a GPT-Live id (``live_``), and each
+    operation says which surface it came through. While the call rings either surface may accept or
+    reject it; the first that succeeds picks the call's surface. From then on every operation through
+    the other surface is the loser's: refused with the event's ``loser_status`` (404 by default, 409 as
+    configured), ``call_id_not_found`` on Realtime, ``session_not_found`` on Live, as if that id were gone.
 """
 
 from __future__ import annotations
@@ -45,11 +50,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import ids
 from .fault_script import NO_FAULTS, FaultScript
 from .faults import Fault
+
+Surface = Literal["realtime", "live"]
+"""Which API an operation came through: ``/v1/realtime/calls/{rtc_…}`` or ``/v1/live/sessions/{live_…}``."""
 
 
 class CallState(enum.StrEnum):
@@ -101,22 +109,29 @@ class Accept:
     problem: BodyProblem | None = None  # None: a valid session config
     strict: bool = False  # strict_accept: refuse an invalid body with a 400 instead of 200-then-fail
     faults: FaultScript = NO_FAULTS
+    surface: Surface = "realtime"
+    loser_status: int = 404  # rule 11: the answer when the other surface already won
 
 
 @dataclass(frozen=True)
 class Reject:
     status_code: int = 603
+    surface: Surface = "realtime"
+    loser_status: int = 404
 
 
 @dataclass(frozen=True)
 class Refer:
     target_uri: str
     faults: FaultScript = NO_FAULTS
+    surface: Surface = "realtime"
+    loser_status: int = 404
 
 
 @dataclass(frozen=True)
 class Hangup:
-    pass
+    surface: Surface = "realtime"
+    loser_status: int = 404
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,7 @@ class SendBye:
 @dataclass(frozen=True)
 class StartSession:
     config: dict[str, Any]
+    surface: Surface = "realtime"  # which runtime the accepted call gets: a Realtime or a GPT-Live session
 
 
 @dataclass(frozen=True)
@@ -232,8 +248,13 @@ class Outcome:
         return self.refusal is None
 
 
-def not_found() -> Refusal:
-    return Refusal(404, "call_id_not_found", "No session found for the provided call_id")
+def not_found(surface: Surface = "realtime", status: int = 404) -> Refusal:
+    if surface == "live":
+        return Refusal(status, "session_not_found", "No session found for the provided session_id")
+    return Refusal(status, "call_id_not_found", "No session found for the provided call_id")
+
+
+SurfaceEvent = Accept | Reject | Refer | Hangup
 
 
 # ---- the call ------------------------------------------------------------------------
@@ -255,10 +276,17 @@ class Call:
     refer_status: int | None = None  # the last REFER's final SIP status, once known
     accept_body: dict[str, Any] | None = None
     end_reason: str | None = None
+    live_id: str = ""  # the same call's GPT-Live session id (rule 11); minted by :meth:`incoming`
+    surface: Surface | None = None  # which surface accepted or rejected it first (rule 11)
 
     @classmethod
     def incoming(cls, sip_headers: list[dict[str, str]], **kw: Any) -> Call:
-        return cls(call_id=kw.pop("call_id", None) or ids.call_id(), sip_headers=sip_headers, **kw)
+        call_id = kw.pop("call_id", None) or ids.call_id()
+        return cls(call_id=call_id, sip_headers=sip_headers, live_id=kw.pop("live_id", None) or ids.live_id(call_id),
+                   **kw)
+
+    def id_on(self, surface: Surface) -> str:
+        return self.live_id if surface == "live" else self.call_id
 
     def header(self, name: str) -> str | None:
         low = name.lower()
@@ -266,8 +294,11 @@ class Call:
 
     def handle(self, event: Event) -> Outcome:
         before = self.state
+        surface: Surface = event.surface if isinstance(event, SurfaceEvent) else "realtime"
         if before.terminal:
-            return Outcome(before, before, refusal=not_found())
+            return Outcome(before, before, refusal=not_found(surface))
+        if isinstance(event, SurfaceEvent) and self.surface is not None and surface != self.surface:
+            return Outcome(before, before, refusal=not_found(surface, event.loser_status))  # rule 11
         handler = _TABLE.get((before, type(event)))
         if handler is None:
             return Outcome(before, before, refusal=_refusal_for(before, event))
@@ -304,12 +335,13 @@ def _accept(call: Call, ev: Accept) -> Step | Refusal:
     if problem is not None and ev.strict and not ev.faults.accept_forced_invalid:
         return Refusal(400, problem.code, problem.message, problem.param)
     call.accept_body = ev.body
+    call.surface = ev.surface
     if problem is not None:
         call.end_reason = f"invalid_session_config: {problem.message}"
         bye_s = ev.faults.invalid_accept_bye_s
         return CallState.FAILED, [AnswerSip(), SendBye(INVALID_ACCEPT_BYE_S if bye_s is None else bye_s),
                                   EndSession("invalid accept")]
-    effects: list[Effect] = [AnswerSip(), StartSession(ev.body)]
+    effects: list[Effect] = [AnswerSip(), StartSession(ev.body, ev.surface)]
     hangup_s = ev.faults.random_hangup_after_s
     if hangup_s is not None:
         effects.append(StartTimer(TimerKind.RANDOM_HANGUP, hangup_s, CallerBye(), "fault"))
@@ -317,6 +349,7 @@ def _accept(call: Call, ev: Accept) -> Step | Refusal:
 
 
 def _reject(call: Call, ev: Reject) -> Step:
+    call.surface = ev.surface
     call.sip_final_status = ev.status_code
     call.end_reason = "rejected"
     return CallState.REJECTED, [SendSipFinal(ev.status_code)]
@@ -418,10 +451,13 @@ def _examples() -> list[tuple[str, Event]]:
         ("accept, invalid body, strict_accept", Accept({}, bad, strict=True)),
         ("accept, invalid body, strict_accept + accept_invalid_hangup",
          Accept({}, bad, strict=True, faults=script("accept_invalid_hangup"))),
+        ("accept (live)", Accept({"type": "live", "model": "gpt-live-1.1"}, surface="live")),
         ("reject", Reject()),
+        ("reject (live)", Reject(486, surface="live")),
         ("refer", Refer("tel:1")),
         ("refer + refer_noop", Refer("tel:1", faults=script("refer_noop"))),
         ("hangup", Hangup()),
+        ("hangup (live)", Hangup(surface="live")),
         ("caller bye", CallerBye()),
         ("refer done, 2xx", ReferDone(202)),
         ("refer done, not 2xx", ReferDone(603)),
@@ -458,7 +494,9 @@ def _explore() -> _Diagram:
     out = _Diagram()
     for state in LIVE:
         for label, event in _examples():
-            call = Call(call_id="rtc_diagram", sip_headers=[], state=state)
+            # past ringing, the call was accepted on the Realtime surface: Live operations are the loser's
+            call = Call(call_id="rtc_diagram", sip_headers=[], state=state,
+                        surface=None if state is CallState.RINGING else "realtime")
             result = call.handle(event)
             if result.refusal is not None:  # a rule's own refusal keeps its variant; the rest are per kind
                 kind = label if (state, type(event)) in _TABLE else _kind(label)
@@ -492,7 +530,8 @@ def lifecycle_diagram() -> str:
     lines += ["", "| state | event | refused with |", "|---|---|---|"]
     lines += [f"| {s} | {e} | {answer} |" for (s, e), answer in found.refusals.items()]
     terminal = ", ".join(s.value for s in CallState if s.terminal)
-    lines.append(f"| {terminal} | any | {not_found().http_status} {not_found().code} |")
+    gone, live_gone = not_found(), not_found("live")
+    lines.append(f"| {terminal} | any | {gone.http_status} {gone.code} (Live: {live_gone.code}) |")
     return "\n".join(lines) + "\n"
 
 

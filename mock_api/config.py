@@ -97,6 +97,8 @@ class LimitsConfig(BaseModel):
 
 
 AzureAcceptField = Literal["type", "model", "instructions"]
+IncomingEventType = Literal["realtime.call.incoming", "live.transport.incoming", "live.call.incoming"]
+DEFAULT_WEBHOOK_EVENTS: tuple[IncomingEventType, ...] = ("realtime.call.incoming",)
 AZURE_ACCEPT_REQUIRED: list[AzureAcceptField] = ["type", "model", "instructions"]
 AZURE_API_VERSIONS = ["2024-10-01-preview", "2025-04-01-preview", "2025-08-28"]
 """Dated ``api-version`` values the mock serves on the ``AzureOpenAI`` client's ``/openai/realtime...`` paths by
@@ -108,6 +110,14 @@ class MockConfig(BaseModel):
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    webhook_events: list[IncomingEventType] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS),
+        description="What one incoming call sends to webhook_url: realtime.call.incoming (a Realtime app), "
+        "live.transport.incoming (a GPT-Live app), live.call.incoming (Live's deprecated name, for an old "
+        "subscription). A call fires every one listed; the first accept on either surface wins.")
+    loser_status: Literal[404, 409] = Field(
+        404, description="The answer to an operation through the surface that lost a call (Realtime or GPT-Live): "
+        "undocumented; 404 as if the id were gone, or 409.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     api_keys: list[str] | None = Field(
         None, description="Accepted API keys; None accepts any key that starts with 'sk-'."
@@ -177,6 +187,8 @@ class ConfigPatch(BaseModel):
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    webhook_events: list[IncomingEventType] | None = None
+    loser_status: Literal[404, 409] | None = None
     retry: RetryPolicy | None = None
     api_keys: list[str] | None = None
     strict_accept: bool | None = None

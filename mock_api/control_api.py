@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import audio, errors, rest_io, session_host, stubs, virtual
+from . import audio, errors, live_host, rest_io, session_host, stubs, virtual
 from . import calls as c
 from . import journal_entries as je
 from .config import ConfigPatch, FieldProblem
@@ -38,7 +38,8 @@ def call_view(server: MockServer, call: c.Call) -> CallView:
     """A call without its timeline (see :func:`call_view_json` for the whole view)."""
     line = server.journal.timeline(call.call_id)
     return CallView(
-        call_id=call.call_id, state=call.state.value, terminal=call.state.terminal, transport=call.transport,
+        call_id=call.call_id, live_id=call.live_id, surface=call.surface, state=call.state.value,
+        terminal=call.state.terminal, transport=call.transport,
         created_at=call.created_at, sip_headers=[SipHeader(**h) for h in call.sip_headers],
         sip_final_status=call.sip_final_status, refer_target=call.refer_target, accept_body=call.accept_body,
         end_reason=call.end_reason, started_at=line.started_wall if line else None,
@@ -240,11 +241,13 @@ async def caller_hangup(request: web.Request) -> web.Response:
     return _json(call_view(server, call))
 
 
-def _live_host(server: MockServer, call_id: str) -> session_host.SessionHost | web.Response:
+def _live_host(server: MockServer, call_id: str) -> session_host.SessionHost | live_host.LiveHost | web.Response:
+    """The runtime the call's caller speaks into: its Realtime session host, or its GPT-Live host."""
     call = server.calls.get(call_id)
     if call is None or call.state.terminal:
         return rest_io.refusal_response(c.not_found())
-    host = session_host.get_session(server, call_id)
+    host: session_host.SessionHost | live_host.LiveHost | None = (
+        live_host.get_host(server, call_id) if call.surface == "live" else session_host.get_session(server, call_id))
     if host is None:
         return errors.rest_error(400, f"Call is {call.state.value}; the caller can speak once it is accepted.",
                                  code="call_not_active")
@@ -359,7 +362,8 @@ async def put_config(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
-    return _json_data({"ok": True, "calls": len(server.calls), "pending_tasks": server.pending_tasks})
+    return _json_data({"ok": True, "calls": len(server.calls), "pending_tasks": server.pending_tasks,
+                       "journal": server.journal.stats()})
 
 
 async def sip_view(request: web.Request) -> web.Response:

@@ -88,6 +88,8 @@ class CallView(BaseModel):
     """A call with its whole timeline, as GET /_mock/calls/{call_id} returns it."""
 
     call_id: str
+    live_id: str = Field("", description="The same call's GPT-Live session id (live.transport.incoming).")
+    surface: str | None = Field(None, description="realtime or live: the surface that accepted or rejected it.")
     state: str
     terminal: bool
     transport: str

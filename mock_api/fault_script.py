@@ -15,6 +15,7 @@ Rules:
   old-secret signature in front of the right one. With both on, the bad signature wins.
 - The session-layer faults (``transcription_403``, ``static_after_update``, ``voice_frozen_after_first_audio``,
   ``mock_bug``) are the session core's own to read (``mock_api.realtime``); they stay in :attr:`FaultScript.faults`.
+  So does ``model_retired``, read by the accept and the session core through ``mock_api.models.RetiredModelPolicy``.
 """
 
 from __future__ import annotations

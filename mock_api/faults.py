@@ -8,6 +8,7 @@ number in docs/failure-modes.md ("-": a fault outside the numbered list); ``laye
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -22,6 +23,9 @@ class FaultInfo:
     section: str
     summary: str
     params: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the values a word parameter may take
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # inclusive bounds of a whole-number parameter
+    dates: tuple[str, ...] = ()  # parameters that are a YYYY-MM-DD date, or "" for none
 
 
 _ALL = [
@@ -105,6 +109,20 @@ _ALL = [
         "Voice changes after the first audio output are silently ignored (session.updated keeps the old voice) "
         "instead of refused with cannot_update_voice.",
     ),
+    FaultInfo(
+        "model_retired",
+        "session",
+        "-",
+        "Refuse a model on a shutdown list (mock_api.models) as if its date had passed: `when` listed refuses "
+        "every listed model, after_shutdown only those past their date (what happens without the fault too). "
+        "The answer is configurable: HTTP `status` on accept, `type`, `code` and `message` (`{model}` is the "
+        "name) on accept and in the WebSocket error event. `today` (YYYY-MM-DD) judges the dates as of that day.",
+        {"when": "listed", "status": 404, "type": "invalid_request_error", "code": "model_not_found",
+         "message": "The model `{model}` does not exist or you do not have access to it.", "today": ""},
+        choices={"when": ("listed", "after_shutdown")},
+        ranges={"status": (400, 599)},
+        dates=("today",),
+    ),
     # media / SIP
     FaultInfo("static_audio", "media", "8", "Outbound RTP carries noise while WebSocket events stay normal."),
     # debugging the harness itself
@@ -150,17 +168,35 @@ class Fault(BaseModel):
 
     @model_validator(mode="after")
     def _known_params(self) -> Fault:
-        allowed = FAULTS[self.name].params
-        for key in self.model_extra or {}:
-            if key not in allowed:
+        info = FAULTS[self.name]
+        for key, value in (self.model_extra or {}).items():
+            if key not in info.params:
                 raise ValueError(
-                    f"fault {self.name!r} takes no parameter {key!r}; it takes: {', '.join(allowed) or 'none'}"
+                    f"fault {self.name!r} takes no parameter {key!r}; it takes: {', '.join(info.params) or 'none'}"
                 )
+            words = info.choices.get(key)
+            if words is not None and value not in words:
+                raise ValueError(f"fault {self.name!r}: {key!r} is one of {', '.join(words)}, not {value!r}")
+            bounds = info.ranges.get(key)
+            if bounds is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                       or not bounds[0] <= value <= bounds[1]):
+                raise ValueError(f"fault {self.name!r}: {key!r} is a whole number from {bounds[0]} to {bounds[1]}, "
+                                 f"not {value!r}")
+            if key in info.dates and value != "" and not _is_date(value):
+                raise ValueError(f"fault {self.name!r}: {key!r} is a date (YYYY-MM-DD), not {value!r}")
         return self
 
     def param(self, key: str) -> Any:
         extra = self.model_extra or {}
         return extra.get(key, FAULTS[self.name].params[key])
+
+
+def _is_date(value: Any) -> bool:
+    try:
+        date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str) and len(value) == 10
 
 
 def find(faults: list[Fault], name: str) -> Fault | None:

@@ -10,7 +10,6 @@ import contextlib
 import hmac
 import ipaddress
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,11 +21,34 @@ from openai.types.realtime.call_refer_params import CallReferParams
 from openai.types.realtime.call_reject_params import CallRejectParams
 
 from . import calls as c
-from . import control_api, errors, ids, realtime_rest, stubs, wire_json, ws
+from . import (
+    control_api,
+    errors,
+    ids,
+    live_rest,
+    live_ws,
+    models,
+    realtime_rest,
+    stubs,
+    webhook_endpoints_rest,
+    wire_json,
+    ws,
+)
 from . import journal_entries as je
 from .proxy import host_allowed as intercepted_host
 from .realtime.validation import ParamError, validate_payload, validate_session_config
-from .rest_io import BadRequest, read_body, read_json, refusal_response, too_large
+from .rest_io import (
+    BadRequest,
+    Op,
+    bad_refer_target,
+    outcome_response,
+    param_error,
+    read_body,
+    read_json,
+    referable,
+    refusal_response,
+    too_large,
+)
 from .server import SERVER_KEY, MockServer, api_style
 
 PREFIXES = ("/v1", "/openai/v1", "/openai")
@@ -109,22 +131,21 @@ def _journal_response(server: MockServer, call_id: str | None, resp: web.Respons
     return resp
 
 
-def _ok() -> web.Response:
-    """200, ``content-length: 0`` and no ``Content-Type``, as the real call controls answer.
-
-    A JSON content type on an empty body breaks every client that parses by content type: the SDK's
-    generic ``client.post(..., cast_to=dict)`` (openai-agents' SIP example) and ``fetch(...).json()``
-    raise on it, while the SDK's typed ``calls.*`` methods never read the body.
-    """
-    return web.Response(status=200)
-
-
 async def call_control(request: web.Request) -> web.Response:
+    """``/v1/realtime/calls/{call_id}/{op}``: a call's controls on the Realtime surface."""
+    return await _control(request, "realtime", request.match_info["call_id"], _OPS)
+
+
+async def live_control(request: web.Request) -> web.Response:
+    """``/v1/live/sessions/{session_id}/{op}``: the same call's controls on the GPT-Live surface."""
+    return await _control(request, "live", request.match_info["session_id"], live_rest.OPS)
+
+
+async def _control(request: web.Request, surface: c.Surface, call_id: str, ops: dict[str, Op]) -> web.Response:
     server = request.app[SERVER_KEY]
-    call_id = request.match_info["call_id"]
     op = request.match_info["op"]
-    call = server.calls.get(call_id)
-    jid = call_id if call is not None else None
+    call = server.call_on(surface, call_id)
+    jid = call.call_id if call is not None else None
     azure = api_style(request.path) != "openai"
     seen: dict[str, Any] = {"query": dict(request.query)} if request.query else {}  # Azure's api-version
     if request.secure:
@@ -144,15 +165,17 @@ async def call_control(request: web.Request) -> web.Response:
     if limited is not None:
         return _journal_response(server, jid, limited)
     if call is None:
-        return _journal_response(server, None, _with_rpm_headers(server, refusal_response(c.not_found())))
+        return _journal_response(server, None, _with_rpm_headers(server, refusal_response(c.not_found(surface))))
     if call.state.terminal:
-        return _journal_response(server, jid, refusal_response(c.not_found()))
+        return _journal_response(server, jid, refusal_response(c.not_found(surface)))
     if not isinstance(body, dict):
         return _journal_response(server, jid, errors.rest_error(
             400, f"Invalid type for body: expected an object, but got {type(body).__name__} instead.",
             code="invalid_type"))
-    handler = _OPS[op]
-    return _journal_response(server, jid, _with_rpm_headers(server, handler(server, call, body, azure)))
+    limited = _over_sessions(server, call, body) if op == "accept" else None
+    if limited is not None:
+        return _journal_response(server, jid, _with_rpm_headers(server, limited))
+    return _journal_response(server, jid, _with_rpm_headers(server, ops[op](server, call, body, azure)))
 
 
 # ---- OpenAI-side limits: 429s the SDK turns into openai.RateLimitError ----------------
@@ -191,7 +214,7 @@ def _over_sessions(server: MockServer, call: c.Call, body: dict[str, Any]) -> we
     when a session will end, so the SDK falls back to its own short backoff. The call stays ringing,
     so the app may retry the accept (or reject) until the ring timer runs out.
     """
-    if call.state is not c.CallState.RINGING:
+    if call.state is not c.CallState.RINGING or call.surface is not None:
         return None
     hit = server.limits.session_full()
     if hit is None:
@@ -201,18 +224,33 @@ def _over_sessions(server: MockServer, call: c.Call, body: dict[str, Any]) -> we
 
 
 def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
-    limited = _over_sessions(server, call, body)
-    if limited is not None:
-        return limited
     if azure:
         missing = _azure_missing(body, server.config.azure_accept_required)
         if missing is not None:  # refused outright: the call keeps ringing, so the app can accept again
-            return _param_error(missing)
+            return param_error(missing)
+    refused = _retired_model(server, call.call_id, body)
+    if refused is not None:  # refused outright: the call keeps ringing, as after any refused accept
+        return refused
     problem = validate_session_config(body, prefix="", kind="realtime")
     # strict 400 or the real service's 200-then-fail (failure mode 5): the call table decides
-    return _answer(server.apply(call, c.Accept(
+    return outcome_response(server.apply(call, c.Accept(
         body, None if problem is None else c.BodyProblem(problem.code, problem.message, problem.param),
-        strict=server.config.strict_accept, faults=server.fault_script(call.call_id))))
+        strict=server.config.strict_accept, faults=server.fault_script(call.call_id),
+        loser_status=server.config.loser_status)))
+
+
+def _retired_model(server: MockServer, call_id: str, body: dict[str, Any]) -> web.Response | None:
+    """Journal each retiring model the accept names; answer the policy's error for a refused one."""
+    checks = models.check_session(body, models.today_utc(), models.RetiredModelPolicy.of(server.faults_for(call_id)),
+                                  via="accept")
+    for found in checks:
+        if found.entry is not None:
+            server.journal.add(call_id, found.entry)
+    refused = models.first_refusal(checks)
+    if refused is None or refused.refusal is None:
+        return None
+    err = refused.refusal
+    return errors.rest_error(err.status, err.message_for(refused.status.model), type=err.type, code=err.code)
 
 
 def _azure_missing(body: dict[str, Any], required: Sequence[str]) -> ParamError | None:
@@ -227,49 +265,33 @@ def _azure_missing(body: dict[str, Any], required: Sequence[str]) -> ParamError 
     return None
 
 
-def _answer(outcome: c.Outcome) -> web.Response:
-    return _ok() if outcome.refusal is None else refusal_response(outcome.refusal)
-
-
-def _param_error(problem: ParamError) -> web.Response:
-    return errors.rest_error(400, problem.message, code=problem.code, param=problem.param)
-
-
 def _reject(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
     problem = validate_payload(CallRejectParams, body, "")  # unknown keys and types, from the SDK's own type
     if problem is not None:
-        return _param_error(problem)
+        return param_error(problem)
     code = body.get("status_code", 603)
     if isinstance(code, bool) or not 400 <= code <= 699:  # a value range the type cannot say
         return errors.rest_error(400, f"Invalid 'status_code': {code}. Expected a SIP final status between 400 "
                                  "and 699.", code="invalid_value", param="status_code")
-    return _answer(server.apply(call, c.Reject(code)))
+    return outcome_response(server.apply(call, c.Reject(code, loser_status=server.config.loser_status)))
 
 
 def _refer(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
     problem = validate_payload(CallReferParams, body, "")
     if problem is not None:
-        return _param_error(problem)
+        return param_error(problem)
     target = body["target_uri"]
-    if not _referable(target):
-        return errors.rest_error(400, "Invalid 'target_uri': expected a SIP or tel URI (sip:, sips: or tel:) "
-                                 "without spaces or control characters.", code="invalid_value", param="target_uri")
-    return _answer(server.apply(call, c.Refer(target, faults=server.fault_script(call.call_id))))
-
-
-_TARGET = re.compile(r"(?i)(sips?|tel):[^\x00-\x20\x7f]+")
-
-
-def _referable(target: str) -> bool:
-    """A REFER target goes into a SIP header: a CR/LF would inject headers, another scheme is no phone."""
-    return _TARGET.fullmatch(target) is not None
+    if not referable(target):
+        return bad_refer_target()
+    return outcome_response(server.apply(call, c.Refer(target, faults=server.fault_script(call.call_id),
+                                                       loser_status=server.config.loser_status)))
 
 
 def _hangup(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) -> web.Response:
-    return _answer(server.apply(call, c.Hangup()))
+    return outcome_response(server.apply(call, c.Hangup(loser_status=server.config.loser_status)))
 
 
-_OPS: dict[str, Callable[[MockServer, c.Call, dict[str, Any], bool], web.Response]] = {
+_OPS: dict[str, Op] = {
     "accept": _accept, "reject": _reject, "refer": _refer, "hangup": _hangup,
 }
 
@@ -414,9 +436,13 @@ def create_app(server: MockServer) -> web.Application:
     app.on_response_prepare.append(api_headers)
     for prefix in PREFIXES:
         app.router.add_post(prefix + "/realtime/calls/{call_id}/{op:accept|reject|refer|hangup}", call_control)
+        if prefix != "/openai":  # GPT-Live has no api-version paths (AzureOpenAI's dated ones)
+            app.router.add_post(prefix + "/live/sessions/{session_id}/{op:accept|reject|refer|hangup}", live_control)
     control_api.setup(app)
     ws.setup(app, server)
+    live_ws.setup(app, server)
     realtime_rest.setup(app, server)
+    webhook_endpoints_rest.setup(app)
     stubs.setup(app, server)  # last: its catch-all answers what no route above takes
 
     async def _close(_: web.Application) -> None:

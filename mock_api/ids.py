@@ -71,6 +71,12 @@ def call_id() -> str:
     return "rtc_" + _current.get().token_hex(16)
 
 
+def live_id(call_id: str) -> str:
+    """`live_` + 32 hex for the same call's GPT-Live session: opaque like the real one, but its first hex
+    digit is the Realtime id's, so whatever routes a call by its id (mock shards) routes both alike."""
+    return "live_" + call_id[4:5] + _current.get().token_hex(16)[1:]
+
+
 def webhook_event_id() -> str:
     return "evt_" + _current.get().token_hex(16)
 

@@ -304,12 +304,6 @@ class _Walk:
         return value
 
 
-def compact(value: Any, record_audio: bool = False, max_string_chars: int = MAX_STRING_CHARS) -> Any:
-    """``value`` as the journal keeps it: long ``audio`` strings as :func:`audio_summary` (unless
-    ``record_audio``), any string longer than ``max_string_chars`` as :func:`text_summary`."""
-    return _Walk(record_audio, max_string_chars).value(value)
-
-
 class Journal:
     """Everyone writes, nobody edits. ``clock`` is monotonic seconds (injectable for tests)."""
 
@@ -389,6 +383,11 @@ class Journal:
 
     def entry_count(self) -> int:
         return sum(t.count for t in self._timelines.values())
+
+    def stats(self) -> dict[str, int]:
+        """How full the journal is (``/_mock/health`` serves it): what a soak or fuzz run watches next to RSS."""
+        return {"bytes": self.bytes, "timelines": len(self._timelines), "ended": len(self._ended),
+                "evicted": self.evicted}
 
     def ended(self) -> list[str]:
         """Keys of the ended timelines still kept, oldest first."""

@@ -159,6 +159,19 @@ def build(kind: str, data: Mapping[str, Any]) -> EntryData:
 # ---- the call and its lifecycle ------------------------------------------------------------------------
 
 
+@_kind("model.retiring")
+class ModelRetiring(EntryData):
+    """A session named a model on a shutdown list (:mod:`mock_api.models`), retiring or already retired."""
+
+    model: str
+    where: str  # "session" (the session's model) or "transcription" (its input transcription model)
+    shutdown: str  # the announced shutdown date, ISO (YYYY-MM-DD)
+    replacement: str | None  # the model to move to, None when no replacement is named
+    days_left: int  # days from the day it was named to the shutdown: 0 on the day, negative once retired
+    refused: bool  # the session was refused for it (past its date, or the model_retired fault)
+    via: Opt[str] = ABSENT  # what named it: accept, session.update, ?model=, session.start
+
+
 @_kind("call.created")
 class CallCreated(EntryData):
     """A call came in (SIP INVITE or ``POST /_mock/calls``), before its webhook."""
@@ -251,6 +264,14 @@ class MockBug(EntryData):
     where: str
     error: str
     traceback: str
+
+
+@_kind("mock.stall")
+class MockStall(EntryData):
+    """The event loop answered nothing for ``ms`` (``rtsip mock --stall-watch``): where it was, as a stack."""
+
+    ms: float
+    stack: str
 
 
 @_kind("audio_library.skipped")
@@ -814,3 +835,159 @@ class SipWorkerExited(EntryData):
     pid: int | None
     returncode: int | None
     restarting: bool
+
+
+# ---- webhook endpoints (/v1/webhook_endpoints), on the server timeline ---------------------------------
+
+
+@_kind("webhook_endpoint.created")
+class WebhookEndpointCreated(EntryData):
+    """An endpoint was created; its secret is never journaled, only its hint."""
+
+    endpoint_id: str
+    name: str
+    url: str
+    event_types: list[str]
+    signing_secret_hint: str
+
+
+@_kind("webhook_endpoint.updated")
+class WebhookEndpointUpdated(EntryData):
+    """An update was taken: ``changed`` names the fields whose value changed (empty: a no-op, ``updated_at``
+    kept); the rest is the endpoint after it."""
+
+    endpoint_id: str
+    changed: list[str]
+    name: str
+    url: str
+    event_types: list[str]
+
+
+@_kind("webhook_endpoint.deleted")
+class WebhookEndpointDeleted(EntryData):
+    """An endpoint was deleted: nothing is delivered to it any more."""
+
+    endpoint_id: str
+
+
+@_kind("webhook_endpoint.secret_rotated")
+class WebhookEndpointSecretRotated(EntryData):
+    """A new signing secret; the replaced one signs too until ``old_secret_until`` (unix seconds on the store's
+    clock), or stopped at once (null)."""
+
+    endpoint_id: str
+    signing_secret_hint: str
+    old_secret_until: float | None
+
+
+@_kind("webhook_endpoint.tested")
+class WebhookEndpointTested(EntryData):
+    """A test delivery went out (its attempt is the ``webhook.attempt`` of ``webhook_id``): the endpoint's HTTP
+    status, or why there was none."""
+
+    endpoint_id: str
+    event_type: str
+    webhook_id: str
+    url: str
+    status: int | None
+    error: str | None
+
+
+@_kind("webhook_endpoint.refused")
+class WebhookEndpointRefused(EntryData):
+    """A webhook endpoint request was refused (400 naming ``param``, 404 unknown id)."""
+
+    op: str
+    status: int
+    code: str | None
+    param: str | None
+    endpoint_id: Opt[str] = ABSENT
+
+
+# ---- GPT-Live: a call's Live session and its sidebands (mock_api.live_host, mock_api.live_ws) --------------
+
+
+@_kind("live.settings")
+class LiveSettingsChosen(EntryData):
+    """A Live session started: the choices it makes where the real service's behaviour is undocumented."""
+
+    session_id: str
+    settings: JsonObject
+
+
+@_kind("live.refused")
+class LiveRefused(EntryData):
+    """A sideband (``/live/sessions/{id}/attach``) was refused before the upgrade, with an HTTP status."""
+
+    status: int
+    session_id: str
+    path: str
+    code: Opt[str | None] = ABSENT
+
+
+@_kind("live.connect")
+class LiveConnect(EntryData):
+    """A sideband was upgraded (``conn`` names it in the other live.* entries; secrets masked in headers)."""
+
+    conn: str
+    graceful_close: bool | None  # the query's, None when it did not say
+    query: dict[str, str]
+    headers: list[list[str]]
+    path: str
+    tls: bool
+
+
+@_kind("live.client")
+class LiveClient(EntryData):
+    """A client frame from sideband ``conn`` (audio compacted)."""
+
+    conn: str
+    event: Json
+
+
+@_kind("live.server")
+class LiveServer(EntryData):
+    """A server event of the Live session and the connections it went to (empty: nobody attached)."""
+
+    event: JsonObject
+    to: list[str]
+
+
+@_kind("live.close")
+class LiveClose(EntryData):
+    """A sideband closed: ``code`` null when it was dropped without a closing handshake."""
+
+    conn: str
+    code: int | None
+    reason: Opt[str | None] = ABSENT
+    dropped: Opt[bool] = ABSENT
+    queued_bytes: Opt[int] = ABSENT  # a client that did not read: what was waiting
+    limit: Opt[int] = ABSENT
+
+
+@_kind("live.heard")
+class LiveHeard(EntryData):
+    """A caller turn of a Live call was recognised: what was heard, who decided, its span on the session timeline."""
+
+    text: str
+    recognised: bool
+    source: str
+    reason: str
+    audio_ms: float
+    start_ms: int
+    end_ms: int
+    clip: Opt[str] = ABSENT
+
+
+@_kind("live.media_cleared")
+class LiveMediaCleared(EntryData):
+    """Model audio still queued for the caller was dropped (barge-in, a fixture starting, the end)."""
+
+    reason: str
+
+
+@_kind("live.dtmf_out")
+class LiveDtmfOut(EntryData):
+    """A DTMF key went to the caller (a sideband's ``transport.dtmf.send``)."""
+
+    digit: str

@@ -9,15 +9,21 @@ thread so the event loop keeps serving every other socket.
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import calls as c
 from . import errors, wire_json
+from .realtime.validation import ParamError
 
 if TYPE_CHECKING:
     from .server import MockServer
+
+Op = Callable[["MockServer", c.Call, dict[str, Any], bool], web.Response]
+"""A call control (accept, reject, refer, hangup): the server, the call, the JSON body, whether on Azure's paths."""
 
 HEAVY_BODY_BYTES = 64 * 1024  # a body past this is parsed off the event loop (a megabyte takes tens of ms)
 
@@ -92,3 +98,35 @@ def too_large(size: int, limit: int) -> web.Response:
 def refusal_response(r: c.Refusal) -> web.Response:
     """A refusal of the call table, in the API's error envelope."""
     return errors.rest_error(r.http_status, r.message, code=r.code, param=r.param)
+
+
+def empty_ok() -> web.Response:
+    """200, ``content-length: 0`` and no ``Content-Type``, as the real call controls answer.
+
+    A JSON content type on an empty body breaks every client that parses by content type: the SDK's
+    generic ``client.post(..., cast_to=dict)`` (openai-agents' SIP example) and ``fetch(...).json()``
+    raise on it, while the SDK's typed ``calls.*`` methods never read the body.
+    """
+    return web.Response(status=200)
+
+
+def outcome_response(outcome: c.Outcome) -> web.Response:
+    """The call table's answer to an operation: the empty 200, or its refusal."""
+    return empty_ok() if outcome.refusal is None else refusal_response(outcome.refusal)
+
+
+def param_error(problem: ParamError) -> web.Response:
+    return errors.rest_error(400, problem.message, code=problem.code, param=problem.param)
+
+
+_TARGET = re.compile(r"(?i)(sips?|tel):[^\x00-\x20\x7f]+")
+
+
+def referable(target: str) -> bool:
+    """A REFER target goes into a SIP header: a CR/LF would inject headers, another scheme is no phone."""
+    return _TARGET.fullmatch(target) is not None
+
+
+def bad_refer_target() -> web.Response:
+    return errors.rest_error(400, "Invalid 'target_uri': expected a SIP or tel URI (sip:, sips: or tel:) without "
+                             "spaces or control characters.", code="invalid_value", param="target_uri")

@@ -29,7 +29,11 @@ from .journal import Journal
 from .limits import Hit, Limiter
 from .recognisers import Chain, build_recogniser, default_recogniser
 from .shards import Shard, ShardForwarder
-from .webhooks import WebhookSender, incoming_call_event, new_secret
+from .webhook_endpoints import Target, WebhookEndpointStore
+from .webhooks import WebhookSender, incoming_event, new_secret
+
+INCOMING_EVENTS = ("realtime.call.incoming", "live.transport.incoming", "live.call.incoming")
+"""What one incoming call may fire, to whichever receivers subscribe (webhook_events, webhook endpoints)."""
 
 CallCallback = Callable[[c.Call], None]
 EffectCallback = Callable[[c.Call, c.Effect], None]
@@ -120,6 +124,7 @@ class MockServer:
         self.journal.retain_ended = self.config.retain_ended_calls
         self.journal.on_forget.append(self._forgotten)
         self.calls: dict[str, c.Call] = {}
+        self.live_ids: dict[str, str] = {}  # a call's GPT-Live session id -> its Realtime call id
         self.webhooks = WebhookSender(self.journal, clock)
         self._call_faults: dict[str, list[Fault]] = {}
         self._call_scripts: dict[str, dict[str, Any]] = {}
@@ -309,6 +314,7 @@ class MockServer:
             call_id=self.shard.call_id() if self.shard is not None else None,
         )
         self.calls[call.call_id] = call
+        self.live_ids[call.live_id] = call.call_id
         self.set_call_options(call.call_id, faults, script)
         self.journal.add(call.call_id, je.CallCreated(transport=transport, sip_headers=call.sip_headers,
                                                       media_security=media_security,
@@ -316,9 +322,19 @@ class MockServer:
         self.journal.add(call.call_id, je.State(before=None, after=call.state.value, event="incoming"))
         self.apply(call, c.Incoming(self.config.ring_timeout_s, self.config.no_answer_status,
                                     self.fault_script(call.call_id)), "incoming")
-        if self.config.webhook_url:
-            self.spawn(self._send_incoming(call, self.config.webhook_url))
-        else:
+        endpoints = self.part(WebhookEndpointStore)
+        sent = False
+        for event_type in INCOMING_EVENTS:
+            targets = [Target("webhook_url", self.config.webhook_url, (self.config.webhook_secret or "",))] if (
+                self.config.webhook_url and event_type in self.config.webhook_events) else []
+            targets += endpoints.targets(event_type, endpoints.clock())
+            if targets:  # one event (one id) for every receiver subscribed to it, each delivery signed its own way
+                event = incoming_event(call, event_type)
+                for target in targets:
+                    self.spawn(self.webhooks.deliver(call.call_id, target.url, target.secrets, event,
+                                                     self.config.retry, self.fault_script(call.call_id).delivery))
+                sent = True
+        if not sent:
             self.journal.add(call.call_id, je.WebhookSkipped(reason="no webhook_url configured"))
         return call
 
@@ -356,7 +372,9 @@ class MockServer:
     def _forgotten(self, key: str) -> None:
         """The journal let an ended timeline go: what the server kept of that call goes with it."""
         self.ended_keys.discard(key)
-        self.calls.pop(key, None)
+        gone = self.calls.pop(key, None)
+        if gone is not None:
+            self.live_ids.pop(gone.live_id, None)
         self._call_faults.pop(key, None)
         self._call_scripts.pop(key, None)
         self._fault_scripts.pop(key, None)
@@ -427,10 +445,12 @@ class MockServer:
         for h in self._timers.pop(call_id, {}).values():
             h.cancel()
 
-    async def _send_incoming(self, call: c.Call, url: str) -> None:
-        assert self.config.webhook_secret
-        await self.webhooks.deliver(call.call_id, url, self.config.webhook_secret, incoming_call_event(call),
-                                    self.config.retry, self.fault_script(call.call_id).delivery)
+    def call_on(self, surface: c.Surface, some_id: str) -> c.Call | None:
+        """The call a Realtime id (``rtc_…``) or a GPT-Live session id (``live_…``) names on that surface."""
+        if surface == "live":
+            call_id = self.live_ids.get(some_id)
+            return None if call_id is None else self.calls.get(call_id)
+        return self.calls.get(some_id)
 
     @property
     def pending_tasks(self) -> int:
@@ -447,6 +467,7 @@ class MockServer:
             if not call.state.terminal:
                 self.apply(call, c.Fail("reset"), "reset")
         self.calls.clear()
+        self.live_ids.clear()
         self.ended_keys.clear()
         self._call_faults.clear()
         self._call_scripts.clear()

@@ -231,6 +231,8 @@ class SessionHost:
                 self.server.limit_hit(self.call_id, out.hit, "response", response_id=out.response_id, session=session)
             elif isinstance(out, Heard):
                 self.server.journal.add(self.key, je.AudioHeard(**out.journal()))
+            elif isinstance(out, je.ModelRetiring):  # a retiring model the session named
+                self.server.journal.add(self.key, out)
             elif isinstance(out, MockBug):  # the session's own bug: journaled, never sent (its server_error is)
                 self.server.journal.add(self.key, je.MockBug(where=out.where, error=out.error, traceback=out.traceback))
             elif isinstance(out, Close):

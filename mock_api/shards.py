@@ -36,7 +36,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 MAX_SHARDS = 16  # one hex digit of the call id
-_CALL_ID = re.compile(rb"rtc_[0-9a-f]{32}")
+_CALL_ID = re.compile(rb"(rtc|live)_[0-9a-f]{32}")  # a call's Realtime id, or its GPT-Live id (same first digit)
 _PEEK_BYTES = 8192
 _PEEK_TIMEOUT_S = 10.0
 _HANDOFF_TIMEOUT_S = 10.0
@@ -74,9 +74,10 @@ class Shard:
 
 def shard_of(call_id: str, count: int) -> int:
     """The shard that made ``call_id``; ids of another form (never made by a shard) go to shard 0."""
-    if count > 1 and call_id.startswith("rtc_") and len(call_id) > 4:
+    prefix = next((p for p in ("rtc_", "live_") if call_id.startswith(p)), None)
+    if count > 1 and prefix is not None and len(call_id) > len(prefix):
         with contextlib.suppress(ValueError):
-            return int(call_id[4], 16) % count
+            return int(call_id[len(prefix)], 16) % count
     return 0
 
 

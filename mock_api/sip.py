@@ -26,10 +26,12 @@ from sipworker.ipc import Ev, Event, Op, WorkerConfig
 from sipworker.ports import PortInUse, port_taken
 from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
-from . import audio, session_host
+from . import audio, live_host, session_host
 from . import calls as c
 from . import journal_entries as je
 from .certs import CertPaths, ensure_certs
+from .live.outputs import ClearMedia, MediaAudio, SendDtmf
+from .live_host import TurnSettings
 from .realtime.session import AudioOut, ClearAudio
 from .realtime.vad import EAGERNESS_SILENCE_MS
 from .server import MockServer
@@ -41,6 +43,12 @@ USER_PREFIX = "proj_"
 def media_security(raw_invite: str) -> str:
     """``srtp`` when the SDP offer asks for RTP/SAVP, else ``rtp`` (the webhook's sip_media_security)."""
     return "srtp" if "RTP/SAVP" in raw_invite else "rtp"
+
+
+def live_vad_params(settings: TurnSettings) -> dict[str, Any]:
+    """The worker's speech detection for a GPT-Live call: the Live host's turn settings (Live has no knob)."""
+    return {"enabled": True, "threshold": settings.threshold, "prefix_padding_ms": settings.prefix_padding_ms,
+            "silence_duration_ms": settings.silence_ms}
 
 
 def vad_params(session_config: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +277,7 @@ class SipIngress:
             span = je.ABSENT if turn is None else [turn[1], turn[1] + len(turn[0]) // (2 * SIP_RATE // 1000)]
             entry = je.SipSpeechStopped(audio_ms=audio_ms, detected_ms=end_ms, turn_audio_ms=span)
         self.server.journal.add(leg.call_id, entry)
-        host = session_host.get_session(self.server, leg.call_id)
+        host = self._host(leg.call_id)
         if host is not None:
             if started:
                 host.media_speech_started(audio_ms)
@@ -284,9 +292,13 @@ class SipIngress:
             return
         digit = str(ev.data.get("digit"))
         self.server.journal.add(leg.call_id, je.SipDtmf(digit=digit, method=ev.data.get("method")))
-        host = session_host.get_session(self.server, leg.call_id)
+        host = self._host(leg.call_id)
         if host is not None:
             host.dtmf(digit)
+
+    def _host(self, call_id: str) -> session_host.SessionHost | live_host.LiveHost | None:
+        """Whoever runs the accepted call: its Realtime session or its GPT-Live one (same media entry points)."""
+        return session_host.get_session(self.server, call_id) or live_host.get_host(self.server, call_id)
 
     async def _refer_status(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))
@@ -347,7 +359,9 @@ class SipIngress:
             return
         if isinstance(effect, c.AnswerSip):
             config = call.accept_body or {}
-            args: dict[str, Any] = {"code": 200, "vad": vad_params(config)}
+            vad = live_vad_params(live_host.registry(self.server).turns) if call.surface == "live" else \
+                vad_params(config)
+            args: dict[str, Any] = {"code": 200, "vad": vad}
             if self.record:
                 rec_dir = self.state_dir / "recordings"
                 rec_dir.mkdir(parents=True, exist_ok=True)
@@ -389,6 +403,9 @@ class SipIngress:
     def _on_active(self, call: c.Call) -> None:
         if call.transport != "sip":
             return
+        if call.surface == "live":
+            self._on_live_active(call)
+            return
         host = session_host.get_session(self.server, call.call_id)
         leg = self._by_call.get(call.call_id)
         if host is None or leg is None:
@@ -396,6 +413,30 @@ class SipIngress:
         static = self.server.fault_script(call.call_id).static_audio
         host.media_sink = self._sink(leg, static)
         host.on_session_config = lambda cfg: self._spawn(self._command(leg, Op.SET_VAD, **vad_params(cfg)))
+
+    def _on_live_active(self, call: c.Call) -> None:
+        """A call GPT-Live took: its model and fixture audio to the caller, its DTMF keys out as RFC 4733."""
+        host = live_host.host_for_call(self.server, call)
+        leg = self._by_call.get(call.call_id)
+        if host is None or leg is None:
+            return
+        resamplers: dict[int, audio.Resampler] = {}
+        stream = ReplyBatcher(lambda pcm: self._spawn(self._command(leg, Op.PLAY_PCM, pcm=pcm)))
+        static = self.server.fault_script(call.call_id).static_audio
+
+        def sink(out: MediaAudio | ClearMedia | SendDtmf) -> None:
+            if isinstance(out, SendDtmf):
+                self._spawn(self._command(leg, Op.SEND_DTMF, digits=out.digit, method="rfc2833"))
+            elif isinstance(out, ClearMedia):
+                stream.clear()
+                self.server.journal.add(leg.call_id, je.SipClearPlayback(response_id=None))
+                self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
+            else:
+                pcm = out.pcm if out.rate == SIP_RATE else \
+                    resamplers.setdefault(out.rate, audio.Resampler(out.rate, SIP_RATE)).process(out.pcm)
+                stream.push(garble(pcm) if static else pcm)
+
+        host.media_sink = sink
 
     def _sink(self, leg: _Leg, static: bool) -> Callable[[AudioOut | ClearAudio], None]:
         resamplers: dict[int, audio.Resampler] = {}  # one per stream: no filter restart at chunk edges

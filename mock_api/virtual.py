@@ -1,6 +1,7 @@
 """Virtual callers: a call with no SIP leg whose caller still speaks, on the real clock.
 
-The control API feeds a fixture's audio into the call's Realtime session paced like RTP, so
+The control API feeds a fixture's audio into the call's session (Realtime, or GPT-Live's host,
+:mod:`mock_api.live_host`) paced like RTP, so
 VAD, transcription and responses happen exactly as on a SIP call, and the app under test
 cannot tell the difference on its webhook, REST and WebSocket sides.
 
@@ -16,11 +17,24 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import audio
 from . import journal_entries as je
 from .journal import Journal
-from .session_host import SessionHost
+from .server import MockServer
+
+
+class CallerLine(Protocol):
+    """What a virtual caller speaks into: a Realtime session host or a GPT-Live host."""
+
+    @property
+    def server(self) -> MockServer: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def feed_audio(self, pcm: bytes, rate: int) -> None: ...
 
 FRAME_MS = 20
 RATE = 8000  # what a G.711 SIP leg delivers
@@ -29,7 +43,7 @@ TICK_MS = 100  # audio per clock tick: what a typical Realtime client sends per 
 
 @dataclass
 class _Speaker:
-    host: SessionHost
+    host: CallerLine
     journal: Journal
     call_id: str
     label: str
@@ -98,7 +112,7 @@ class MediaClock:
             self._speakers = [sp for sp in self._speakers if not sp.feed(now)]
 
 
-async def speak(host: SessionHost, journal: Journal, call_id: str, pcm: bytes, *, rate: int = RATE,
+async def speak(host: CallerLine, journal: Journal, call_id: str, pcm: bytes, *, rate: int = RATE,
                 label: str = "", speed: float = 1.0, trailing_silence_ms: int = 800) -> float:
     """Feed ``pcm`` then silence (so VAD can end the turn); returns the audio ms sent."""
     pcm = pcm + audio.silence(trailing_silence_ms, rate)

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,12 +26,9 @@ from .calls import Call
 from .config import RetryPolicy
 from .fault_script import DeliveryPlan
 from .journal import Journal
+from .webhook_endpoints import new_secret as new_secret  # one maker of signing secrets, re-exported here
 
 USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _key(secret: str) -> bytes:
@@ -45,9 +41,12 @@ def signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return base64.b64encode(hmac.new(_key(secret), signed, hashlib.sha256).digest()).decode()
 
 
-def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes,
+def signed_headers(secret: str | Sequence[str], webhook_id: str, timestamp: int, body: bytes,
                    extra_signatures: Sequence[str] = ()) -> dict[str, str]:
-    sigs = [*(f"v1,{s}" for s in extra_signatures), f"v1,{signature(secret, webhook_id, timestamp, body)}"]
+    """Standard Webhooks headers signed with every secret given: one ``v1,`` signature each, space-separated
+    (during a secret rotation's overlap the SDK's verifier accepts whichever secret the app holds)."""
+    keys = (secret,) if isinstance(secret, str) else tuple(secret)
+    sigs = [*(f"v1,{s}" for s in extra_signatures), *(f"v1,{signature(k, webhook_id, timestamp, body)}" for k in keys)]
     return {
         "user-agent": USER_AGENT,
         "content-type": "application/json",
@@ -71,6 +70,22 @@ def incoming_call_event(call: Call, created_at: int | None = None) -> dict[str, 
     }
 
 
+def incoming_event(call: Call, event_type: str, created_at: int | None = None) -> dict[str, Any]:
+    """One of the three events an incoming call fires, in the real shapes: ``realtime.call.incoming`` names
+    the Realtime id; ``live.transport.incoming`` the GPT-Live id with ``data.type: "sip"``; the deprecated
+    ``live.call.incoming`` the same without ``data.type``. Each has its own event id."""
+    if event_type == "realtime.call.incoming":
+        return incoming_call_event(call, created_at)
+    data: dict[str, Any] = {"session_id": call.live_id}
+    if event_type == "live.transport.incoming":
+        data["type"] = "sip"
+    data["sip_headers"] = call.sip_headers
+    if call.media_security:
+        data["sip_media_security"] = call.media_security
+    return {"object": "event", "id": ids.webhook_event_id(), "type": event_type,
+            "created_at": int(created_at if created_at is not None else time.time()), "data": data}
+
+
 def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
@@ -84,6 +99,7 @@ class Delivery:
     attempts: int
     status: int | None = None
     response_body: str | None = None
+    error: str | None = None  # the last attempt's, when it got no HTTP answer (timeout, refused connection)
 
 
 class WebhookSender:
@@ -105,9 +121,12 @@ class WebhookSender:
             self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
         return self._session
 
-    async def deliver(self, call_id: str | None, url: str, secret: str, event: dict[str, Any],
+    async def deliver(self, call_id: str | None, url: str, secret: str | Sequence[str], event: dict[str, Any],
                       policy: RetryPolicy, plan: DeliveryPlan | None = None) -> Delivery:
+        """Deliver ``event`` to ``url``, signed with ``secret`` (several during a rotation's overlap: the
+        newest first), journaling each attempt on ``call_id``'s timeline (None: the server's)."""
         plan = plan or DeliveryPlan()
+        secret = (secret,) if isinstance(secret, str) else tuple(secret)
         webhook_id = ids.webhook_id()
         body = encode(event)
         self._journal.add(call_id, je.WebhookQueued(webhook_id=webhook_id, url=url, event_type=event.get("type"),
@@ -124,16 +143,17 @@ class WebhookSender:
                 await self._attempts(call_id, url, secret, webhook_id, body, policy, plan, duplicate=True)
         return result
 
-    async def _attempts(self, call_id: str | None, url: str, secret: str, webhook_id: str, body: bytes,
+    async def _attempts(self, call_id: str | None, url: str, secret: Sequence[str], webhook_id: str, body: bytes,
                         policy: RetryPolicy, plan: DeliveryPlan, duplicate: bool = False) -> Delivery:
         attempt = 0
         status: int | None = None
         text: str | None = None
+        error: str | None = None
         while attempt < policy.max_attempts:
             attempt += 1
             headers = self._headers(secret, webhook_id, body, plan)
             started = self._clock()
-            error: str | None = None
+            error = None
             status = None
             text = None
             try:
@@ -162,10 +182,10 @@ class WebhookSender:
             if attempt < policy.max_attempts:
                 await asyncio.sleep(policy.delay(attempt))
         self._journal.add(call_id, je.WebhookGaveUp(webhook_id=webhook_id, attempts=attempt, last_status=status))
-        return Delivery(webhook_id, False, attempt, status, text)
+        return Delivery(webhook_id, False, attempt, status, text, error)
 
     @staticmethod
-    def _headers(secret: str, webhook_id: str, body: bytes, plan: DeliveryPlan) -> dict[str, str]:
+    def _headers(secret: Sequence[str], webhook_id: str, body: bytes, plan: DeliveryPlan) -> dict[str, str]:
         ts = plan.timestamp(int(time.time()))  # fresh per attempt, as on the real service
         if plan.bad_signature:
             return signed_headers(new_secret(), webhook_id, ts, body)

@@ -14,7 +14,7 @@ import contextlib
 
 from aiohttp import WSMsgType, web
 
-from . import errors, fidelity, wire_json
+from . import errors, fidelity, models, wire_json
 from . import journal_entries as je
 from .calls import Call, CallState
 from .fault_script import FaultScript
@@ -86,7 +86,8 @@ def _upgrade_request(request: web.Request, server: MockServer, call: Call | None
     key = _socket_key(request)
     return upgrade.UpgradeRequest(
         azure=azure, beta=beta, call_id=request.query.get("call_id"),
-        call_live=call is not None and call.state in (CallState.ACTIVE, CallState.REFERRING),
+        call_live=call is not None and call.state in (CallState.ACTIVE, CallState.REFERRING)
+        and call.surface != "live",
         call_ended=call is not None and call.state.terminal,
         beta_header_404=faults.beta_header_404,
         key_masked=None if key is None else errors.masked(key),
@@ -151,6 +152,17 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server:
         host = _host_for_call(server, call)
     else:
         intent, model = decision.intent, decision.model
+        named = models.check_session({"model": model} if model else {}, models.today_utc(),
+                                     models.RetiredModelPolicy.of(faults.faults), via="?model=")
+        for found in named:
+            if found.entry is not None:
+                server.journal.add(None, found.entry)
+        refused = models.first_refusal(named)
+        if refused is not None and refused.refusal is not None:
+            server.journal.add(None, connect)
+            return await _refuse_after_upgrade(ws, server, None, refused.refusal.code,
+                                               refused.refusal.message_for(refused.status.model),
+                                               upgrade.SHAPE_CLOSE, type_=refused.refusal.type)
         slot = f"ws:{id(ws):x}"
         hit = server.limits.session(slot)
         if hit is not None:
@@ -277,6 +289,8 @@ def setup(app: web.Application, server: MockServer) -> None:
             host.close()
 
     def active(call: Call) -> None:
+        if call.surface == "live":  # a GPT-Live runtime, not a Realtime session
+            return
         with contextlib.suppress(RuntimeError):  # no running loop: sessions start lazily on connect
             _host_for_call(server, call)
 

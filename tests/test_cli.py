@@ -140,6 +140,26 @@ async def test_trigger_sends_one_signed_webhook(tmp_path: Path, answer: int) -> 
         await receiver.stop()
 
 
+@pytest.mark.parametrize("event", ["live.transport.incoming", "live.call.incoming"])
+async def test_trigger_sends_the_live_events(event: str) -> None:
+    secret = "whsec_" + "c2VjcmV0LWZvci10cmlnZ2VyLXRlc3Q="
+    receiver = await WebhookReceiver(secret=secret).start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "harness.cli", "trigger", event, "--forward-to", receiver.url, "--secret", secret,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        [d] = receiver.deliveries
+        assert d.error is None and d.event.type == event  # the SDK's unwrap parsed it as that event
+        assert d.event.data.session_id.startswith("live_")
+        assert (event == "live.transport.incoming") == ("type" in json.loads(d.body)["data"])
+        assert f"sending {event} session_id={d.event.data.session_id}" in out.decode()
+        assert proc.returncode == 0
+    finally:
+        await receiver.stop()
+
+
 def test_trigger_reports_unreachable_app(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from mock_api import ids as ids_mod
 from mock_api.client import MockClient, MockControlError
 from mock_api.config import MockConfig
 from mock_api.running import RunningMock, running_mock
@@ -33,6 +34,9 @@ def test_shard_ids_route_back_to_their_shard() -> None:
                 assert shard_of(cid, count) == index
                 assert route(f"POST /v1/realtime/calls/{cid}/accept HTTP/1.1\r\nHost: x\r\n".encode(), count) == index
                 assert route(f"GET /v1/realtime?call_id={cid} HTTP/1.1\r\n".encode(), count) == index
+                live = ids_mod.live_id(cid)  # the same call's GPT-Live id routes to the same shard
+                assert shard_of(live, count) == index
+                assert route(f"GET /v1/live/sessions/{live}/attach HTTP/1.1\r\n".encode(), count) == index
             assert len(ids) == 40  # still random
 
 

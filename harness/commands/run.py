@@ -21,6 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from ..expect import MOCK_BUG_NOTE
+from ..report.model_notices import text_lines as model_lines
 from ..runner import ScenarioResult, collect, run_files
 
 
@@ -76,6 +77,8 @@ def _summary(results: list[ScenarioResult], console: Console) -> None:
     for r in results:
         for w in r.warnings:
             console.print(f"[yellow]warning[/] {escape(r.name)}: {escape(w)}")
+    for line in model_lines(results):  # a model on a shutdown list: the app breaks on that date
+        console.print(f"[black on yellow]model[/] [yellow]{escape(line)}[/]", soft_wrap=True)
     for r in results:
         for bug in (n for n in r.notes if n.startswith(MOCK_BUG_NOTE)):  # the traceback to file with the bug
             console.print(f"[red]{escape(r.name)}: {escape(bug)}[/]", soft_wrap=True)

@@ -7,7 +7,8 @@ every call:
   WebSocket · app, one row per journal entry (streaming bursts folded), plus the app's own
   output lines, aligned to the journal clock; each row expands to its JSON payload (``ladder``);
 - what the caller sent and heard, drawn as inline SVG on the journal clock (``waveform``);
-- the transcripts (caller: input transcription; assistant: output transcript or text).
+- the transcripts (caller: input transcription; assistant: output transcript or text);
+- a highlighted line for each retiring or retired model it named (``model_notices``).
 
 The page structure is the Jinja2 template ``templates/run.html.j2``; this module turns results
 into the plain values it shows. Everything is inline (CSS, a few lines of script, SVG); the page
@@ -34,6 +35,7 @@ from .fmt import as_dict, pretty_json, sec, short
 from .html_assets import CSS, JS
 from .ladder import LEGEND as LADDER_LEGEND
 from .ladder import LadderItem, app_offset, app_rows, gap_svg, ladder_items, ladder_rows, lanes_head_svg, looks_bad
+from .model_notices import call_notices
 from .render import render
 from .waveform import LEGEND as WAVE_LEGEND
 from .waveform import WAVE_POINTS, audio_paths, wav_envelope, waveform
@@ -113,6 +115,7 @@ class CallPart:
     entries: int
     alignment: str  # how the app's lines were placed on the journal clock
     ladder: list[LadderItem]
+    model_notices: list[str] = field(default_factory=list)  # "gpt-realtime retires on ...: move to ..."
 
 
 @dataclass
@@ -212,7 +215,8 @@ def _call(n: int, call: dict[str, Any], app_lines: list[tuple[float, str]], call
         unheard_turns=spoke if said and not any(t["who"] == "caller" for t in said) else 0,
         entries=len(entries), alignment=how,
         ladder=ladder_items(entries, app_rows(cid, call_ids, app_lines, offset, entries),
-                            str(call.get("transport", ""))))
+                            str(call.get("transport", ""))),
+        model_notices=[n.line for n in call_notices(cid, journal)])
 
 
 def _transcript(item: dict[str, Any]) -> Transcript:

@@ -50,6 +50,8 @@ details.scenario[open] > summary::before { content: "\\25BE"; }
 ul.warnings { margin: 4px 0 10px; padding: 6px 6px 6px 24px; color: var(--warn); background: var(--warn-bg);
   font-size: 13px; border-radius: 4px; }
 ul.notes { margin: 4px 0 10px; padding-left: 18px; color: var(--muted); font-size: 13px; }
+.model-notice { margin: 6px 0; padding: 6px 12px; color: var(--warn); background: var(--warn-bg);
+  border-left: 6px solid var(--warn); border-radius: 4px; font-size: 13px; }
 h3 { font-size: 14px; margin: 16px 0 6px; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); }
 h3 .hint { text-transform: none; letter-spacing: 0; font-weight: normal; font-size: 12px; margin-left: 8px; }
 .checks-pass { display: flex; flex-wrap: wrap; gap: 6px; margin: 6px 0; }

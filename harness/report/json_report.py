@@ -1,4 +1,4 @@
-"""The whole run as JSON: every scenario, its checks and each call's full journal."""
+"""The whole run as JSON: every scenario, its checks, each call's full journal and its model notices."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..runner import ScenarioResult
+from .model_notices import scenario_notices
 
 
 def write_json(results: list[ScenarioResult], path: Path, run_dir: Path | None = None) -> None:
@@ -20,7 +21,8 @@ def write_json(results: list[ScenarioResult], path: Path, run_dir: Path | None =
         "passed": sum(r.passed for r in results),
         "failed": sum(not r.passed for r in results),
         "run_dir": str(run_dir) if run_dir is not None else None,
-        "scenarios": [r.to_json() for r in results],
+        "scenarios": [{**r.to_json(), "model_notices": [n.to_json() for n in scenario_notices(r)]}
+                      for r in results],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, default=str))

@@ -18,6 +18,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from ..journal_entries import ModelRetiring
 from ..limits import Hit
 from ..recognisers import Recognition
 from . import events as ev
@@ -89,7 +90,7 @@ class MockBug:
         return {"where": self.where, "error": self.error, "traceback": self.traceback}
 
 
-Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit | Heard | MockBug
+Output = dict[str, Any] | AudioOut | ClearAudio | Close | LimitHit | Heard | MockBug | ModelRetiring
 
 SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 

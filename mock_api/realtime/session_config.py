@@ -22,7 +22,7 @@ from typing import Any
 
 from openai.types.realtime import SessionUpdateEventParam
 
-from .. import ids, wire_json
+from .. import ids, models, wire_json
 from . import events as ev
 from .outputs import Output
 from .session_state import Kind, SessionState
@@ -130,6 +130,14 @@ class ConfigPart(SessionState):
         err = validate_session_config(session, kind=self.kind)
         if err:
             return [ev.param_error(err, event_id)]
+        named = models.check_session(session, models.today_utc(self._wall0 + (now - self._mono0)),
+                                     models.RetiredModelPolicy.of(self.faults), via="session.update")
+        notices: list[Output] = [found.entry for found in named if found.entry is not None]
+        refused = models.first_refusal(named)
+        if refused is not None and refused.refusal is not None:
+            answer = refused.refusal
+            return [*notices, ev.error(answer.code, answer.message_for(refused.status.model), event_id=event_id,
+                                       type_=answer.type)]
         voice = (((session.get("audio") or {}).get("output") or {}).get("voice"))
         current_voice = ((self.config.get("audio") or {}).get("output") or {}).get("voice")
         frozen = voice is not None and self._audio_out_started and voice != current_voice
@@ -143,7 +151,7 @@ class ConfigPart(SessionState):
         if self.transport == "sip" and self._fault("static_after_update") and not sets_formats(session):
             self._reset_formats_to_pcm()
         self._rebuild_detector()
-        return [ev.event("session.updated", session=wire_json.copy(self.config))]
+        return [*notices, ev.event("session.updated", session=wire_json.copy(self.config))]
 
     def _reset_formats_to_pcm(self) -> None:
         """Failure mode 7: the update reset the SIP leg's G.711 formats to PCM16 24 kHz."""

@@ -96,6 +96,8 @@ class SessionState(ABC):
     media_corrupt: bool
     conversation_id: str
     closed: bool
+    _mono0: float  # the session's start on the monotonic clock
+    _wall0: float  # and on the wall clock (unix s): what day a model's retirement is judged on
     # written by session_config
     config: dict[str, Any]
     # written by input_buffer

@@ -2,8 +2,9 @@
 
 Rules (checked in this order; the first that applies decides):
 
-1. ``?call_id=`` naming no call, or a call that is not active (or being referred), is refused
-   **before** the upgrade: HTTP 404 ``call_id_not_found``. So is a live call's socket that sends
+1. ``?call_id=`` naming no call, or a call that is not active (or being referred) on the Realtime
+   surface (one accepted through GPT-Live is gone for Realtime), is refused **before** the upgrade:
+   HTTP 404 ``call_id_not_found``. So is a live call's socket that sends
    ``OpenAI-Beta: realtime=v1`` while the ``beta_header_404`` fault is on (the forum's symptom).
 2. Everything else completes the 101; later refusals are an ``error`` event followed by a close
    whose reason is ``<type>.<code>``:
