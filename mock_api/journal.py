@@ -33,9 +33,12 @@ estimated once while it is written, in the same walk that compacts it):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+import queue
+import threading
 import time
 import zlib
 from collections import OrderedDict, deque
@@ -304,6 +307,52 @@ class _Walk:
         return value
 
 
+def _one_entry(key: str, entry: Entry) -> dict[str, Any]:
+    return {"id": key, "entries": [entry.to_json()]}
+
+
+SPILL_QUEUE = 10_000  # records waiting for the writer; past that the event loop waits for the disk
+
+
+class SpillWriter:
+    """Appends JSON lines to the spill file on a thread of its own, in the order they were handed over.
+
+    Each record arrives as a function that builds it (a dropped entry, a whole timeline that left),
+    so decoding and serialising happen off the event loop too; the file stays open between records.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.Queue[Callable[[], dict[str, Any]]] = queue.Queue(SPILL_QUEUE)
+        self._thread = threading.Thread(target=self._run, name="rtsip-journal-spill", daemon=True)
+        self._thread.start()
+
+    def put(self, record: Callable[[], dict[str, Any]]) -> None:
+        self._queue.put(record)
+
+    def flush(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._queue.all_tasks_done.wait(left)
+
+    def _run(self) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            while True:
+                record = self._queue.get()
+                try:
+                    f.write(json.dumps(record(), default=str) + "\n")
+                    if self._queue.empty():
+                        f.flush()
+                except Exception as exc:  # a record that cannot be written must not stop the ones after it
+                    f.write(json.dumps({"spill_error": repr(exc)[:500]}) + "\n")
+                finally:
+                    self._queue.task_done()
+
+
 class Journal:
     """Everyone writes, nobody edits. ``clock`` is monotonic seconds (injectable for tests)."""
 
@@ -327,6 +376,7 @@ class Journal:
         self.bytes = 0  # estimated JSON size of every entry kept
         self.evicted = 0  # ended timelines let go (by count or bytes)
         self.on_forget: list[ForgetListener] = []
+        self._spiller: SpillWriter | None = None
 
     def add(self, call_id: str | None, entry: EntryData) -> Entry:
         """Journal one typed entry on ``call_id``'s timeline (the server's when None)."""
@@ -366,8 +416,9 @@ class Journal:
     def _drop_oldest(self, line: Timeline) -> None:
         gone, freed = line.drop_oldest()
         self.bytes -= freed
+        key = line.key
         for old in gone:
-            self._spill({"id": line.key, "entries": [old.to_json()]})
+            self._spill(functools.partial(_one_entry, key, old))
 
     def timeline(self, call_id: str) -> Timeline | None:
         return self._timelines.get(call_id)
@@ -427,13 +478,21 @@ class Journal:
         line = self._timelines.pop(call_id, None)
         if line is not None:
             self.bytes -= line.size_bytes
-            self._spill(line.to_json())
+            self._spill(line.to_json)  # the timeline is no one else's now: the writer thread may read it
 
-    def _spill(self, record: dict[str, Any]) -> None:
+    def _spill(self, record: Callable[[], dict[str, Any]]) -> None:
+        """One line for the spill file, built and written by the writer thread (``record`` makes it there:
+        decoding a packed timeline and serialising it are work the event loop must not wait for)."""
         if self.spill is None:
             return
-        with self.spill.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+        if self._spiller is None or self._spiller.path != self.spill:
+            self._spiller = SpillWriter(self.spill)
+        self._spiller.put(record)
+
+    def flush_spill(self, timeout: float | None = None) -> None:
+        """Wait until everything spilled so far is in the file (shutdown, a reader of the file)."""
+        if self._spiller is not None:
+            self._spiller.flush(timeout)
 
     def clear(self) -> None:
         self._timelines.clear()

@@ -265,6 +265,9 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
         await warming
 
 
+SPILL_FLUSH_S = 10.0  # at most this long at shutdown for the spill file to take what is still queued
+
+
 def flush_journal(journal: Journal) -> None:
     """At shutdown, a journal with a spill file writes every timeline still in memory there, so a run
     that ends leaves its whole record on disk; without one, memory is all there was."""
@@ -272,6 +275,7 @@ def flush_journal(journal: Journal) -> None:
         return
     for key in [*journal.call_ids(), SERVER]:
         journal.forget(key)
+    journal.flush_spill(SPILL_FLUSH_S)
 
 
 # ---- unparseable requests -------------------------------------------------------------------------

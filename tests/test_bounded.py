@@ -108,6 +108,7 @@ async def test_sessions_have_their_own_timelines_and_leave_like_calls(small_mock
     # not on the shared timeline: only the small ws.session pointer is
     assert not [e for e in server if e["kind"] in ("ws.connect", "ws.server", "ws.client")]
     assert [e["data"]["session"] for e in server if e["kind"] == "ws.session"] == keys
+    mock.server.journal.flush_spill()  # the spill file is written by a thread of its own
     spilled = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert [r["id"] for r in spilled] == keys[:2]
     assert spilled[0]["entries"][-1]["kind"] == "ws.close"

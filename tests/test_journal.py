@@ -35,6 +35,7 @@ def test_a_timeline_keeps_its_newest_entries_and_spills_the_rest(tmp_path: Path)
     assert [e.data["i"] for e in line.after(line.entries[-3].seq)] == [248, 249]
     assert [e.data["i"] for e in line.after(0, limit=2)] == [150, 151]
     j.forget("rtc_1")
+    j.flush_spill()
     rows = [json.loads(r) for r in spill.read_text().splitlines()]
     assert len(rows) == 151  # 150 single entries as they went, then the rest of the timeline at once
     assert [r["entries"][0]["data"]["i"] for r in rows[:150]] == list(range(150))
@@ -75,6 +76,7 @@ def test_each_entry_is_sized_once_and_a_timeline_is_bounded_by_bytes(tmp_path: P
     assert line is not None and line.size_bytes <= 50_000 and j.bytes == line.size_bytes
     assert line.dropped == 201 - len(line.entries) > 0 and len(line.entries) == line.count
     assert [e.data["i"] for e in line.entries][-1] == 199
+    j.flush_spill()
     assert len(spill.read_text().splitlines()) == line.dropped  # what went is in the spill file
 
 
@@ -127,6 +129,7 @@ def test_over_the_byte_cap_the_oldest_ended_timelines_leave(tmp_path: Path) -> N
     assert gone and gone == [f"rtc_{n}" for n in range(len(gone))]  # oldest first
     assert j.timeline("live") is not None  # a live timeline never leaves
     assert len(j.ended()) > FRESH_ENDED and j.ended()[-1] == f"rtc_{FRESH_ENDED + 29}"
+    j.flush_spill()
     assert j.evicted == len(gone) and [json.loads(r)["id"] for r in spill.read_text().splitlines()] == gone
     assert j.bytes == held(j, ["live", *j.ended()])
 
