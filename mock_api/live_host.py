@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from sipworker import turns
 from . import audio, fidelity, wire_json
 from . import calls as c
 from . import journal_entries as je
+from .core_runner import CoreCall, CoreRunner, core_pool
 from .journal import AUDIO_KEEP_CHARS, audio_summary
 from .live import events as live_events
 from .live.outputs import ClearMedia, Close, Event, Finished, MediaAudio, MockBug, Output, SendDtmf
@@ -62,7 +62,7 @@ from .live.session import CloseReason, LiveSession
 from .live.settings import LiveSettings
 from .recognisers import Recognition, unrecognised
 from .server import MockServer
-from .session_host import BIG_FRAME_CHARS, POLICY_CLOSE, SEND_QUEUE_FULL, _close_unread, _pool
+from .session_host import BIG_FRAME_CHARS, POLICY_CLOSE, SEND_QUEUE_FULL, _close_unread
 
 MediaOut = MediaAudio | ClearMedia | SendDtmf
 MediaSink = Callable[[MediaOut], None]
@@ -214,7 +214,6 @@ class ClientFrame:
 
 
 Step = Output | ClientFrame
-CoreCall = Callable[[float], Sequence[Step]]
 
 
 @dataclass(eq=False)
@@ -230,11 +229,12 @@ class Sideband:
     writer: asyncio.Task[None] | None = None
 
 
-class LiveHost:
+class LiveHost(CoreRunner):
     """One Live session core plus its sidebands, timer, journal and media (see the module's rules)."""
 
     def __init__(self, server: MockServer, call: c.Call, session: LiveSession,
                  turn_settings: TurnSettings | None = None) -> None:
+        super().__init__()
         self.server = server
         self.call_id = call.call_id
         self.session = session
@@ -243,13 +243,8 @@ class LiveHost:
         self.ear = CallerEar(turn_settings)
         self.ending = False  # the end was asked for or happened: no more caller input
         self.finished = False  # the core said Finished
-        self._loop = asyncio.get_running_loop()
         self._conn_ids = itertools.count(1)
         self._t0 = server.clock()  # the session timeline's 0 (set again when the core starts)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due: float | None = None
-        self._busy: asyncio.Future[None] | None = None
-        self._waiting: deque[tuple[CoreCall, float, bool]] = deque()
         self._onset_ms: float | None = None  # the caller's turn under way: its start on the session timeline
         self._turn_audio: tuple[bytes, int] | None = None  # a SIP worker's audio of the turn ending
         self._hearing: asyncio.Task[None] | None = None  # the last turn being recognised
@@ -380,72 +375,22 @@ class LiveHost:
 
     # ---- running the core -----------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        return self._busy is not None
+    def _stopped(self) -> bool:
+        return self.finished
 
-    async def settled(self) -> None:
-        """Wait until no heavy input runs (a socket reads its next frame only then: back-pressure)."""
-        while self._busy is not None:
-            await asyncio.wait({self._busy})
+    def _bug_key(self) -> str | None:
+        return self.call_id
 
-    def _submit(self, call: CoreCall, *, heavy: bool = False) -> None:
-        self._waiting.append((call, self.server.clock(), heavy))
-        if self._busy is None:
-            self._drain()
-
-    def _drain(self) -> None:
-        while self._waiting and self._busy is None:
-            call, now, heavy = self._waiting.popleft()
-            if heavy:
-                self._busy = self._loop.create_future()
-                work = self._loop.run_in_executor(_pool(), call, now)
-                work.add_done_callback(self._heavy_done)
-                return
-            try:
-                self.dispatch(call(now))
-            except Exception as exc:  # the adapter's own bug: journaled; the caller (a socket, the media
-                self.server.mock_bug(self.call_id, "live host", exc)  # clock) goes on
-                self._schedule()
-
-    def _heavy_done(self, work: asyncio.Future[Sequence[Step]]) -> None:
+    def _run_inline(self, call: CoreCall, now: float, origin: Any) -> None:
         try:
-            if work.cancelled():
-                return
-            exc = work.exception()
-            if exc is not None:  # the core turns its own exceptions into MockBugs; this is anything else
-                self.server.mock_bug(self.call_id, "live core thread", exc)
-            else:
-                self.dispatch(work.result())
-        finally:
-            busy, self._busy = self._busy, None
-            if busy is not None and not busy.done():
-                busy.set_result(None)
+            self.dispatch(call(now))
+        except Exception as exc:  # the adapter's own bug: journaled; the caller (a socket, the media
+            self.server.mock_bug(self.call_id, "live host", exc)  # clock) goes on
             self._schedule()
-            self._drain()
-
-    def _schedule(self) -> None:
-        """One loop timer at the core's next deadline, re-armed only when it moves."""
-        if self._busy is not None:
-            return
-        due = None if self.finished else self.session.next_deadline()
-        if due == self._timer_due:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_due = due
-        if due is not None:
-            self._timer = self._loop.call_later(max(0.0, due - self.server.clock()), self._fire)
-
-    def _fire(self) -> None:
-        self._timer, self._timer_due = None, None
-        if not self.finished:
-            self._submit(self.session.advance)
 
     # ---- outputs ----------------------------------------------------------------------------------
 
-    def dispatch(self, outputs: Sequence[Step]) -> None:
+    def dispatch(self, outputs: Sequence[Step], origin: Any = None) -> None:
         journal = self.server.journal
         for out in outputs:
             if isinstance(out, ClientFrame):
@@ -569,7 +514,7 @@ async def recognise(server: MockServer, pcm: bytes, rate: int) -> Recognition:
     try:
         ear = server.recogniser()
         got: Recognition | Future[Recognition] = await asyncio.get_running_loop().run_in_executor(
-            _pool(), ear, pcm, rate)
+            core_pool(), ear, pcm, rate)
         if isinstance(got, Future):
             got = await asyncio.wrap_future(got)
     except Exception as exc:  # a broken recogniser hears nothing; it never takes the call down

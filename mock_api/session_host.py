@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -22,6 +20,7 @@ from aiohttp import web
 from . import fidelity, wire_json
 from . import journal_entries as je
 from .calls import Call
+from .core_runner import CoreRunner
 from .journal import AUDIO_KEEP_CHARS, audio_summary
 from .realtime import events as rt_events
 from .realtime.outputs import SERVER_ERROR_MESSAGE, AudioOut, ClearAudio, Close, Heard, LimitHit, MockBug, Output
@@ -32,8 +31,6 @@ POLICY_CLOSE = 1008  # RFC 6455 "Policy Violation": a client that does not read 
 SEND_QUEUE_FULL = "send queue full"
 BIG_FRAME_CHARS = 64 * 1024  # a frame this long (1.4 s of 24 kHz audio in base64) is decoded off the loop
 HEAVY_TYPES = frozenset({"input_audio_buffer.commit"})  # recognises the whole input buffer at once
-EMIT_SLICE = 16  # outputs of a heavy input dispatched per loop turn (about a millisecond of work)
-CORE_THREADS = 4  # sessions whose heavy input runs at the same time (each session runs one at a time)
 
 MediaSink = Callable[[AudioOut | ClearAudio], None]
 ConfigSink = Callable[[dict[str, Any]], object]
@@ -49,24 +46,13 @@ class ClientFrame:
 
 
 Step = Output | ClientFrame
-CoreCall = Callable[[float], Sequence[Step]]  # one input to the session core, given the clock's now
 
-_core_pool: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Worker threads for heavy core calls, shared by every session of the process."""
-    global _core_pool
-    if _core_pool is None:
-        _core_pool = ThreadPoolExecutor(max_workers=CORE_THREADS, thread_name_prefix="rtsip-core")
-    return _core_pool
-
-
-class SessionHost:
+class SessionHost(CoreRunner):
     """One session core plus its sockets, timer pump and media sink."""
 
     def __init__(self, server: MockServer, session: RealtimeSession, call_id: str | None,
                  key: str | None = None) -> None:
+        super().__init__()
         self.server = server
         self.session = session
         self.call_id = call_id
@@ -80,15 +66,8 @@ class SessionHost:
         self.ending: dict[web.WebSocketResponse, str] = {}  # the reason each socket was closed or dropped
         self.media_sink: MediaSink | None = None
         self._on_config: ConfigSink | None = None
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None  # fires the session's next timer
-        self._timer_due: float | None = None
         self.closed = False
         self.slot: str | None = None  # the concurrent-session slot a ?model= socket holds
-        # A heavy input (a long append, a commit) runs on a worker thread so the loop keeps serving; inputs
-        # arriving meanwhile wait here and reach the core in arrival order, one at a time, as if inline.
-        self._busy: asyncio.Future[None] | None = None  # resolved once its outputs are all out
-        self._waiting: deque[tuple[CoreCall, float, web.WebSocketResponse | None, bool]] = deque()
         self._schedule()
 
     # ---- inputs (from sockets and the media path) -----------------------------------------
@@ -138,65 +117,17 @@ class SessionHost:
 
     # ---- running the core ---------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        """A heavy input is running on a worker thread (the core must not be touched meanwhile)."""
-        return self._busy is not None
+    # ---- running the core (CoreRunner) -------------------------------------------------------
 
-    async def settled(self) -> None:
-        """Wait until no heavy input runs: a socket reads its next frame only then (back-pressure), and a
-        new socket's ``session.created`` reads the config only then."""
-        while self._busy is not None:
-            await asyncio.wait({self._busy})
+    def _stopped(self) -> bool:
+        return self.closed
 
-    def _submit(self, call: CoreCall, origin: web.WebSocketResponse | None = None, *, heavy: bool = False) -> None:
-        """Run one input now, or queue it behind the heavy one running; ``now`` is its arrival time either way,
-        so the core sees the same inputs at the same times whether or not it had to wait."""
-        self._waiting.append((call, self.server.clock(), origin, heavy))
-        if self._busy is None:
-            self._drain()
+    def _bug_key(self) -> str | None:
+        return self.key
 
-    def _drain(self) -> None:
-        while self._waiting and self._busy is None:
-            call, now, origin, heavy = self._waiting.popleft()
-            if heavy:
-                self._busy = self._loop.create_future()
-                work = self._loop.run_in_executor(_pool(), call, now)
-                work.add_done_callback(partial(self._heavy_done, origin))
-                return
-            self.dispatch(call(now), origin)
-
-    def _heavy_done(self, origin: web.WebSocketResponse | None, work: asyncio.Future[Sequence[Step]]) -> None:
-        if work.cancelled():  # the loop is shutting down
-            self._release()
-            return
-        exc = work.exception()
-        if exc is not None:  # the core turns its own exceptions into MockBug outputs; this is anything else
-            self.server.mock_bug(self.key, "core thread", exc)
-            self._emit([rt_events.error(None, SERVER_ERROR_MESSAGE, type_="server_error")], origin, 0)
-        else:
-            self._emit(work.result(), origin, 0)
-
-    def _emit(self, outputs: Sequence[Step], origin: web.WebSocketResponse | None, start: int) -> None:
-        """Dispatch a heavy call's outputs EMIT_SLICE per loop turn: the dozens of events of a long append
-        must not hold the loop either. The session stays busy (later inputs wait) until the last one is out."""
-        end = start + EMIT_SLICE
-        try:
-            self.dispatch(outputs[start:end], origin)
-        except Exception as exc:  # the adapter's own bug, off any socket's task: journal it, never stay busy
-            self.server.mock_bug(self.key, "dispatch", exc)
-            end = len(outputs)
-        if end < len(outputs):
-            self._loop.call_soon(self._emit, outputs, origin, end)
-        else:
-            self._release()
-
-    def _release(self) -> None:
-        busy, self._busy = self._busy, None
-        if busy is not None and not busy.done():
-            busy.set_result(None)
-        self._schedule()
-        self._drain()
+    def _thread_failed(self, exc: BaseException, origin: web.WebSocketResponse | None) -> Sequence[Step]:
+        super()._thread_failed(exc, origin)
+        return [rt_events.error(None, SERVER_ERROR_MESSAGE, type_="server_error")]
 
     @property
     def on_session_config(self) -> ConfigSink | None:
@@ -285,30 +216,6 @@ class SessionHost:
         if writer is not None:
             writer.cancel()  # it waits on a client that does not read
         self.server.spawn(_close_unread(ws, self.transports.get(ws)))
-
-    def _schedule(self) -> None:
-        """Keep one loop timer at the session's next deadline; re-armed only when it moves.
-
-        Called after every input, so it must stay cheap: audio frames rarely move the deadline.
-        """
-        if self._busy is not None:
-            return  # the core is running on a thread; re-armed when it is done
-        due = None if self.closed else self.session.next_deadline()
-        if due == self._timer_due:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_due = due
-        if due is not None:
-            self._timer = self._loop.call_later(max(0.0, due - self.server.clock()), self._fire)
-
-    def _fire(self) -> None:
-        """Run the session's due timers on the real clock."""
-        self._timer, self._timer_due = None, None
-        if self.closed:
-            return
-        self._submit(self.session.advance)
 
     async def writer(self, ws: web.WebSocketResponse) -> None:
         q = self.sockets[ws]
