@@ -4,7 +4,8 @@
 
 Every fixture with speech goes through :func:`mock_api.fingerprint.telephone_line`: G.711
 µ-law or A-law both ways, 1 % of its 20 ms frames lost (played as silence), silence before
-and after, then 8 or 24 kHz. It is looked up whole, and cut into the turns the session's
+and after, then 8 or 24 kHz; once more with jitter-buffer shifts (``--shifts`` per second of
+audio: one to three frames dropped or inserted). It is looked up whole, and cut into the turns the session's
 default server_vad (200 ms of silence) commits, each looked up on its own: a hit is the right
 clip, accepted, and (whole clips) the sidecar text exactly. Unknown speech (espeak-ng saying
 sentences no fixture says, in the fixtures' voices; skipped without espeak-ng) measures false
@@ -129,6 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="frame-loss patterns per fixture, law and rate")
     ap.add_argument("--loss", type=float, default=0.01, help="share of 20 ms frames lost")
+    ap.add_argument("--shifts", type=float, default=1.5, help="jitter-buffer shifts per second of audio")
     ap.add_argument("--no-peer", action="store_true", help="skip the cross-correlation peer (slow)")
     args = ap.parse_args()
     fixtures = [f for f in list_fixtures() if f.has_speech]
@@ -154,6 +156,14 @@ def main() -> None:
                     if peer is not None and seed == 0:
                         rows.setdefault(f"peer: cross-correlation, whole, {key}", Tally()).run(peer.lookup(fx),
                                                                                                line, rate)
+        shifts = round(args.shifts * audio.duration_ms(fx.pcm(), fx.rate) / 1000.0)
+        key = f"whole, ulaw 8 kHz, {args.shifts:g} jitter-buffer shifts per s"
+        for seed in range(4 * args.seeds):
+            line = telephone_line(fx.pcm(), fx.rate, loss=args.loss, seed=seed, lead_ms=300, tail_ms=600,
+                                  shifts=shifts)
+            rows.setdefault(key, Tally()).run(fingerprint_lookup(index, fx, True), line, RATE)
+            if peer is not None and seed == 0:
+                rows.setdefault(f"peer: cross-correlation, {key}", Tally()).run(peer.lookup(fx), line, RATE)
     false = Tally()
     for i, clip in enumerate(unknown_clips()):
         line = telephone_line(clip, RATE, out_rate=24000, loss=args.loss, seed=i)

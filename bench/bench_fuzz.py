@@ -56,6 +56,7 @@ from bench.stall_probe import Histogram, StallProbe
 from harness.mock_process import MockProcess
 from mock_api import wire_json
 from mock_api.config import ConfigPatch
+from mock_api.faults import FAULTS
 from mock_api.stall_watch import STALL_LINE
 
 try:
@@ -76,6 +77,7 @@ ACCEPT = {"type": "realtime", "model": "gpt-realtime"}
 ROTA = ("ws.model", "rest", "control", "ws.call", "rest", "control")
 """The surfaces batches of cases go to, in turn: a third each to the sockets, the REST API and the control API."""
 RING_REFRESH_S = 10.0  # a call kept ringing for cases is replaced before the mock's ring timer (20 s) ends it
+KEEP_BUGS = 5  # the mock's own tracebacks kept as crashes come
 STALL_WATCH_MS = 40  # the mock reports each stall longer than this with its stack (rtsip mock --stall-watch)
 KEEP_STALLS = 5
 MOCK_ARGS = ["--port", "0", "--no-sip", "--ring-timeout", "20", "--stall-watch", str(STALL_WATCH_MS)]
@@ -363,6 +365,8 @@ class Figures:
     examples: dict[str, str]
     repros: list[str]
     slowest: list[str]
+    bugs: list[str] = field(default_factory=list)
+    """The last lines of the tracebacks of the mock's own bugs (``mock.bug`` on its server timeline)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -455,6 +459,7 @@ class Campaign:
         self.baseline: dict[str, Any] = {}
         self.reconnects = 0
         self.dead = False
+        self.bugs: list[str] = []  # the mock's own tracebacks, read as each crash came (the journal moves on)
         self._markers = itertools.count()
 
     async def __aenter__(self) -> Campaign:
@@ -638,29 +643,32 @@ class Campaign:
 
     async def _request(self, case: fs.HttpCase, method: str, path: str, body: bytes | None,
                        content_type: str | None = "application/json", *, auth: bool = True,
-                       where: str = "") -> tuple[int | None, bytes]:
+                       where: str = "", held_s: float = 0.0) -> tuple[int | None, bytes]:
         """Send one request (``case``'s, or a follow-up named by ``where``) and judge its answer;
-        (status, body), or (None, b"") when none came."""
+        (status, body), or (None, b"") when none came. ``held_s``: how long a fault holds this answer on purpose."""
         assert self.http is not None
         headers = dict(AUTH) if auth else {}
         if content_type is not None:
             headers["Content-Type"] = content_type
         url = yarl.URL(self.url + path, encoded=True)  # a junk call id goes out as generated
         try:
-            async with asyncio.timeout(TIMEOUT_S), self.http.request(
+            async with asyncio.timeout(TIMEOUT_S + held_s), self.http.request(
                     method, url, data=body, headers=headers,
                     skip_auto_headers=() if content_type else ("Content-Type",)) as r:
                 data = await r.read()
                 status, ctype = r.status, r.headers.get("Content-Type", "")
         except TimeoutError:
-            self.findings.add(case, [("hang", f"no answer within {TIMEOUT_S:g} s")], where)
+            self.findings.add(case, [("hang", f"no answer within {TIMEOUT_S + held_s:g} s")], where)
             return None, b""
         except aiohttp.ClientError as exc:
             if self.mock.returncode is None:
                 self.findings.add(case, [("unshaped", f"connection ended with no answer: {type(exc).__name__}: "
                                                       f"{exc}")], where)
             return None, b""
-        self.findings.add(case, judge_http(path.split("?")[0], status, ctype, data), where)
+        judged = judge_http(path.split("?")[0], status, ctype, data)
+        self.findings.add(case, judged, where)
+        if any(cls == "crash" for cls, _ in judged) and len(self.bugs) < KEEP_BUGS:
+            self.bugs.extend(b for b in await mock_bugs(self.url, keep=1) if b not in self.bugs)
         return status, data
 
     # follow-ups: what a case set up must work afterwards, then the baseline comes back
@@ -679,8 +687,9 @@ class Campaign:
         except (wire_json.WireJSONError, KeyError, TypeError):
             self.findings.add(case, [("unshaped", f"201 without a call_id: {_short(body, 120)}")])
             return
+        held = accept_held_s(body_of(case))
         status, _ = await self._request(case, "POST", f"/v1/realtime/calls/{call_id}/accept",
-                                        json.dumps(ACCEPT).encode(), where="accept")
+                                        json.dumps(ACCEPT).encode(), where="accept", held_s=held)
         if status == 200:
             await self._session_works(case, f"call_id={call_id}", "its call socket")
         await self._request(case, "POST", f"/v1/realtime/calls/{call_id}/hangup", b"{}", where="hangup")
@@ -794,6 +803,8 @@ async def run_campaign(cases: int, seed: int = 1, progress: Callable[[int, Findi
             finally:
                 await watch.stop()
             rss_end = watch.sample()
+            bugs = campaign.bugs + ([] if campaign.dead else [b for b in await mock_bugs(mock.url)
+                                                              if b not in campaign.bugs])
             reconnects, died = campaign.reconnects, campaign.dead
             stalls = reported_stalls(mock.output)
     mb = 1 / (1024 * 1024)
@@ -806,11 +817,47 @@ async def run_campaign(cases: int, seed: int = 1, progress: Callable[[int, Findi
         rss_warm_mb=round(rss_warm * mb, 1), rss_end_mb=round(rss_end * mb, 1),
         rss_peak_mb=round(watch.rss_peak * mb, 1),
         rss_growth_pct=round((rss_end - rss_warm) / rss_warm * 100, 1) if rss_warm else float("nan"),
-        curve=curve, stalls=stalls,
+        curve=curve, stalls=stalls, bugs=bugs,
         duration_s=round(time.monotonic() - started, 1), kinds=dict(findings.kinds.most_common()),
         examples=dict(findings.examples), repros=list(findings.repros),
         slowest=[f"{ms:.0f} ms: {what}" for ms, what in sorted(findings.slowest, reverse=True)],
     )
+
+
+async def mock_bugs(url: str, keep: int = 3) -> list[str]:
+    """Where the mock's own bugs were (a crash's cause): the last lines of the newest ``keep`` tracebacks on its
+    server timeline, read page by page to its end."""
+    found: list[dict[str, Any]] = []
+    after: int | None = 0
+    async with aiohttp.ClientSession() as session:
+        while after is not None:
+            async with session.get(f"{url}/_mock/journal?after={after}&limit=5000") as r:
+                page = await r.json() if r.status == 200 else {}
+            found += [e["data"] for e in page.get("entries", []) if e.get("kind") == "mock.bug"]
+            after = page.get("next_after")
+    return [f"{d.get('where')}: " + " | ".join(str(d.get("traceback", "")).strip().splitlines()[-4:])
+            for d in found[-keep:]]
+
+
+def body_of(case: fs.HttpCase) -> Any:
+    try:
+        return wire_json.loads(case.body or b"")
+    except wire_json.WireJSONError:
+        return None
+
+
+def accept_held_s(call: Any) -> float:
+    """How long ``accept_slow_404`` in a ``POST /_mock/calls`` body holds the accept's answer on purpose (its
+    ``delay_s``): an answer that comes then is the fault working, not a hang."""
+    faults = call.get("faults") if isinstance(call, dict) else None
+    held = 0.0
+    for fault in faults if isinstance(faults, list) else []:
+        name = fault if isinstance(fault, str) else fault.get("name") if isinstance(fault, dict) else None
+        if name == "accept_slow_404":
+            given = fault.get("delay_s") if isinstance(fault, dict) else None
+            default = float(FAULTS["accept_slow_404"].params["delay_s"])
+            held = max(held, float(given) if isinstance(given, int | float) and given >= 0 else default)
+    return held
 
 
 def reported_stalls(output: list[str]) -> list[str]:
@@ -883,6 +930,10 @@ async def main() -> None:
     out.print("slowest cases (with their follow-ups):")
     for line in figures.slowest:
         out.print("  " + line, markup=False, highlight=False, soft_wrap=True)
+    if figures.bugs:
+        out.print("the mock's own bugs (mock.bug, newest last):")
+        for line in figures.bugs:
+            out.print("  " + line, markup=False, highlight=False, soft_wrap=True)
     if figures.repros:
         out.print(f"first {len(figures.repros)} failing cases:")
         for line in figures.repros:

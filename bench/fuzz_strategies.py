@@ -417,6 +417,11 @@ CORPUS: list[WsCase | HttpCase] = [
     _post("/_mock/config", '{"faults": null}', follow="config", surface="control", method="PUT"),
     _post("/_mock/calls", '{"script": {"ms_per_char": 0}}', follow="call", surface="control"),
     _post("/_mock/calls", '{"faults": [{"name": "ws_drop", "after_s": [null]}]}', follow="call", surface="control"),
+    # a call whose caller holds a lone surrogate: kept, then every GET /_mock/calls answered 500
+    _post("/_mock/calls", '{"from": "sip:\\ud800@127.0.0.1"}', surface="control"),
+    # a stub's path regex of 200 KB, compiled on the loop (a 625 ms stall)
+    _post("/_mock/stubs", json.dumps({"stubs": [{"request": {"path_regex": "(a|b)*c" * 30_000},
+                                                 "response": {"body": {}}}]}), surface="control"),
 ]
 """Found by earlier campaigns; they keep each bug in every run (a generated case may not come back
 after a change to the strategies), and keep checking once it is fixed."""

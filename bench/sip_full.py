@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from openai import AsyncOpenAI
@@ -25,16 +26,21 @@ from mock_api.config import MockConfig
 from mock_api.running import RunningMock, SipOptions, running_mock
 
 ACCEPT: dict[str, Any] = {
-    "type": "realtime", "model": "gpt-realtime", "instructions": "You are a bench.",
+    "type": "realtime", "model": "gpt-realtime-2.1", "instructions": "You are a bench.",
     "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}},
 }
+LIVE_ACCEPT: dict[str, Any] = {"type": "live", "model": "gpt-live-1.1", "instructions": "You are a bench.",
+                               "audio": {"output": {"voice": "marin"}}}
+Surface = Literal["realtime", "live"]
 
 
 @dataclass
 class BenchApp:
-    """An app-like webhook receiver: verify with the SDK, accept, open the call's WebSocket."""
+    """An app-like webhook receiver: verify with the SDK, accept, open the call's WebSocket (the Realtime
+    call socket, or the GPT-Live sideband with ``surface="live"``)."""
 
     mock: RunningMock
+    surface: Surface = "realtime"
     accepted: int = 0
     failures: list[str] = field(default_factory=list)
     speaking: dict[str, bool] = field(default_factory=dict)  # call_id → output audio playing now
@@ -61,7 +67,9 @@ class BenchApp:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        self.mock.server.config = self.mock.server.config.model_copy(update={"webhook_url": self.url})
+        event = "live.transport.incoming" if self.surface == "live" else "realtime.call.incoming"
+        self.mock.server.config = self.mock.server.config.model_copy(
+            update={"webhook_url": self.url, "webhook_events": [event]})
 
     async def stop(self) -> None:
         for t in list(self.tasks):
@@ -75,10 +83,16 @@ class BenchApp:
         body = await request.read()
         try:
             event = self.client.webhooks.unwrap(body, request.headers)
-            call_id = event.data.call_id  # type: ignore[union-attr]
-            await self.client.realtime.calls.accept(call_id, **ACCEPT)
+            if self.surface == "live":
+                call_id = event.data.session_id  # type: ignore[union-attr]
+                await self.client.live.sessions.accept(call_id, session=LIVE_ACCEPT)  # type: ignore[arg-type]
+                drive = self._drive_live(call_id)
+            else:
+                call_id = event.data.call_id  # type: ignore[union-attr]
+                await self.client.realtime.calls.accept(call_id, **ACCEPT)
+                drive = self._drive(call_id)
             self.accepted += 1
-            task = asyncio.create_task(self._drive(call_id))
+            task = asyncio.create_task(drive)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         except Exception as exc:
@@ -100,19 +114,38 @@ class BenchApp:
         except Exception as exc:
             self.failures.append(repr(exc))
 
+    async def _drive_live(self, session_id: str) -> None:
+        """The sideband: reply audio arrives as ``session.output_audio.delta`` (speaking while it flows)."""
+        try:
+            async with self.client.live.sideband.connect(session_id=session_id) as conn:
+                async for event in conn:
+                    self.kinds[event.type] = self.kinds.get(event.type, 0) + 1
+                    if event.type == "session.output_audio.delta":
+                        self.speaking[session_id] = True
+                        self.first_reply.set()
+                    elif event.type == "session.closed":
+                        self.speaking[session_id] = False
+        except ConnectionClosedError:
+            pass
+        except Exception as exc:
+            self.failures.append(repr(exc))
+
 
 @contextlib.asynccontextmanager
-async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_workers: int | None = None) -> Any:
+async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_workers: int | None = None,
+                     surface: Surface = "realtime", reflect_chunk_ms: int | None = None) -> Any:
     script = {"turns": [{"says": "This is a long scripted reply for the benchmark.", "audio": str(reply)}],
               "transcription_delay_s": 0.1, "response_latency_s": 0.05}
     config = MockConfig(script=script, ring_timeout_s=30)
+    if reflect_chunk_ms is not None:  # GPT-Live's reflected audio per sideband event (the mock's default else)
+        config = config.model_copy(update={"live_reflect_chunk_ms": reflect_chunk_ms})
     log = await asyncio.to_thread(open, tmp / f"phone-{tag}.log", "a")  # closed below
     try:
         sip = SipOptions(tmp / f"mock-{tag}", port=0, workers=workers, frame_ms=SIP_LOAD_INGRESS_FRAME_MS,
                          vad_frame_ms=SIP_LOAD_INGRESS_FRAME_MS, media=SIP_LOAD_MEDIA)
         async with running_mock(config, sip=sip) as mock:
             assert mock.sip is not None
-            app = BenchApp(mock)
+            app = BenchApp(mock, surface=surface)
             await app.start()
             try:
                 async with Softphone(ca=mock.sip.certs.ca, workers=phone_workers or workers,
@@ -139,12 +172,18 @@ def spread(n: int) -> list[int]:
     return out
 
 
-async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path, speech_s: float) -> dict[str, Any]:
+async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path, speech_s: float,
+                    surface: Surface = "realtime", reflect_chunk_ms: int | None = None,
+                    profile: Path | None = None) -> dict[str, Any]:
+    """Hold ``n`` calls and measure the CPU of a steady window; with ``profile``, that window's work on this
+    process's event loop (the mock and the app) is also written there as cProfile stats."""
     where = spread(n)
     workers = where[-1] + 1
     phone_workers = math.ceil(n / 4)
     t_start = time.monotonic()
-    async with full_stack(workers, tmp, reply, f"hold{n}", phone_workers=phone_workers) as (mock, app, phone):
+    async with full_stack(workers, tmp, reply, f"hold{n}-{surface}", phone_workers=phone_workers,
+                          surface=surface, reflect_chunk_ms=reflect_chunk_ms) as (mock, app, phone):
+        reflect_ms = mock.server.config.live_reflect_chunk_ms
         reserve = getattr(mock.sip.pool, "front_reserve", FRONT_RESERVE)
         assert reserve == FRONT_RESERVE, f"ingress front_reserve is {reserve}"
         started_s = time.monotonic() - t_start
@@ -166,9 +205,16 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
         await asyncio.wait_for(app.first_reply.wait(), speech_s + 10)
         ingress_pids, caller_pids = pids(mock.sip.pool), pids(phone.pool)
         win = CpuWindow([*ingress_pids, *caller_pids, os.getpid()])
+        prof = cProfile.Profile() if profile is not None else None
         win.start()
+        if prof is not None:
+            prof.enable()
         await asyncio.sleep(seconds)
+        if prof is not None:
+            prof.disable()
         cpu = win.stop()
+        if prof is not None and profile is not None:
+            prof.dump_stats(profile)
         replying = sum(1 for v in app.speaking.values() if v)
         stats = await asyncio.gather(*(c.stats() for c in calls if not c.is_ended))
         ing: list[dict[str, Any]] = []
@@ -196,7 +242,9 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
     loss = sum(int(s.get("rx_loss", 0)) for s in both)
     two_way = sum(1 for s in stats if s.get("rx_pkt", 0) > 0 and s.get("tx_pkt", 0) > 0)
     return {
-        "stack": "full", "concurrent_calls": n, "processes": workers + math.ceil(n / 4) + 1, "confirmed": confirmed,
+        "stack": "full", "surface": surface, "concurrent_calls": n,
+        "reflect_chunk_ms": reflect_ms if surface == "live" else None, "processes": workers + math.ceil(n / 4) + 1,
+        "confirmed": confirmed,
         "failed": failed_invite + sum(1 for a, e in zip(answered, early, strict=True) if not a or e),
         "ingress_workers": workers, "rtp_both_ways": two_way,
         "ingress_rtp_both_ways": sum(1 for s in ing if s.get("rx_pkt", 0) > 0 and s.get("tx_pkt", 0) > 0),

@@ -13,14 +13,18 @@ between them is how a caller does a step and how it treats a call that is gone; 
 * whether a missing journal event stops the steps (load) or is only noted (runner);
 * whether ``hangup`` hangs up here (runner) or after the steps (load, which reads the call's RTP
   figures first).
+
+A virtual call needs nothing but control-API requests for its steps: :mod:`harness.control_walk`
+turns this walk into those, for ``rtsip load``'s asyncio callers and Locust's gevent ones alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .scenario import Step
 
@@ -63,43 +67,80 @@ class StepTarget(Protocol):
         ...
 
 
-async def drive(steps: Sequence[Step], target: StepTarget, max_duration_s: float) -> None:
-    """Take ``steps`` in order on ``target`` until they are done, the call is over or
-    ``max_duration_s`` has passed.  The n-th ``wait_for: X`` waits for the n-th X, so a scenario can
-    wait for each of several responses in turn."""
-    deadline = time.monotonic() + max_duration_s
+@dataclass(frozen=True)
+class Act:
+    """One thing :func:`plan` asks of a caller; the driver does it and sends back its answer.
+
+    ``op`` is a :class:`StepTarget` member (``over``, ``answered``, ``say``, ``dial``, ``hang_up``,
+    ``wait_event``, ``note``) or ``sleep`` (a pause: the driver's own sleep, answered with None)."""
+
+    op: str
+    args: tuple[Any, ...] = ()
+
+
+StepPlan = Generator[Act, Any, None]
+
+
+def plan(steps: Sequence[Step], max_duration_s: float, clock: Callable[[], float] = time.monotonic) -> StepPlan:
+    """The walk through ``steps``, sans I/O: it yields each :class:`Act` and is sent the result, until the
+    steps are done, the call is over or ``max_duration_s`` has passed.  The n-th ``wait_for: X`` waits for
+    the n-th X, so a scenario can wait for each of several responses in turn."""
+    deadline = clock() + max_duration_s
     waits: dict[str, int] = {}
     for i, step in enumerate(steps):
-        left = deadline - time.monotonic()
+        left = deadline - clock()
         if left <= 0:
-            target.note(f"max_duration_s reached at step {i}")
+            yield Act("note", (f"max_duration_s reached at step {i}",))
             return
-        if target.over:
+        if (yield Act("over")):
             return
-        if not await _take(step, i, target, waits, left):
+        if not (yield from _step(step, i, waits, left)):
             return
 
 
-async def _take(step: Step, i: int, target: StepTarget, waits: dict[str, int], left: float) -> bool:
+def _step(step: Step, i: int, waits: dict[str, int], left: float) -> Generator[Act, Any, bool]:
     """One step; False when the steps stop here."""
     if step.hangup:
-        return await target.hang_up()
+        return bool((yield Act("hang_up")))
     if step.pause_ms is not None:
-        await asyncio.sleep(min(step.pause_ms / 1000, left))
+        yield Act("sleep", (min(step.pause_ms / 1000, left),))
         return True
     if step.wait_for is not None:
         waits[step.wait_for] = waits.get(step.wait_for, 0) + 1
-        return await target.wait_event(step.wait_for, waits[step.wait_for], max(0.1, left))
-    why = await target.answered(left)
+        return bool((yield Act("wait_event", (step.wait_for, waits[step.wait_for], max(0.1, left)))))
+    why = yield Act("answered", (left,))
     if why is not None:
-        target.note(f"step {i} skipped, {why}")
+        yield Act("note", (f"step {i} skipped, {why}",))
         return False
     if step.dtmf is not None:
-        return await target.dial(step.dtmf)
+        return bool((yield Act("dial", (step.dtmf,))))
     if step.barge_in is not None:
-        if not await target.wait_event("response.created", 1, BARGE_IN_WAIT_S):
+        if not (yield Act("wait_event", ("response.created", 1, BARGE_IN_WAIT_S))):
             return False
-        return await target.say(step.barge_in, left)
+        return bool((yield Act("say", (step.barge_in, left))))
     if step.say is not None:
-        return await target.say(step.say, left)
+        return bool((yield Act("say", (step.say, left))))
     return True
+
+
+async def drive(steps: Sequence[Step], target: StepTarget, max_duration_s: float) -> None:
+    """:func:`plan` on an asyncio caller."""
+    walk = plan(steps, max_duration_s)
+    answer: Any = None
+    while (act := _next(walk, answer)) is not None:
+        if act.op == "over":
+            answer = target.over
+        elif act.op == "note":
+            target.note(*act.args)
+            answer = None
+        elif act.op == "sleep":
+            answer = await asyncio.sleep(*act.args)
+        else:
+            answer = await getattr(target, act.op)(*act.args)
+
+
+def _next(walk: StepPlan, answer: Any) -> Act | None:
+    try:
+        return walk.send(answer)
+    except StopIteration:
+        return None

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands import CommandError, UsageError, checks, header_arg
+from harness.commands import answer as answer_cmd
 from harness.commands import call as call_cmd
 from harness.commands import env as env_cmd
 from harness.commands import load as load_cmd
+from harness.commands import shards as shards_cmd
 
 JOURNAL_FILE = "journal.jsonl"
-UNIX_PATH_MAX = 107  # sockaddr_un.sun_path, less its terminating NUL
 STATE_DIR_HELP = "state directory (default $XDG_STATE_HOME/rtsip or ~/.local/state/rtsip)"
 ENV_HELP = f"""environment:
   OPENAI_WEBHOOK_SECRET  webhook signing secret (whsec_...): rtsip mock --webhook-secret, rtsip trigger --secret
@@ -107,9 +108,8 @@ def _add_mock(sub: Any) -> None:
                    help="journal every event-loop stall longer than MS with the stack the loop was in "
                         "(mock.stall on the server timeline; off by default)")
     p.add_argument("--shard", metavar="I/N", default=None,
-                   help="run as shard I of N behind a shard router (rtsip load --mock-processes); needs --handoff")
-    p.add_argument("--handoff", type=Path, metavar="PATH", default=None,
-                   help="Unix socket on which the shard router hands over the app's connections")
+                   help="run as shard I of N behind a proxy that routes by call id (`rtsip shards`, "
+                        "rtsip load --mock-processes): this mock's call ids route back to it")
     p.set_defaults(func=cmd_mock)
 
 
@@ -225,16 +225,11 @@ def _sip_options(args: argparse.Namespace, sdir: Path) -> Any:
 
 
 def _shard(args: argparse.Namespace) -> Any:
-    """--shard I/N with --handoff PATH, or None without both."""
-    if args.shard is None and args.handoff is None:
+    """--shard I/N, or None."""
+    if args.shard is None:
         return None
     from mock_api.shards import Shard
 
-    if args.shard is None or args.handoff is None:
-        raise UsageError("--shard and --handoff go together")
-    checks.output_file(args.handoff, "--handoff")  # the shard listens there
-    if len(os.fsencode(args.handoff)) > UNIX_PATH_MAX:
-        raise UsageError(f"--handoff {args.handoff}: a Unix socket path has at most {UNIX_PATH_MAX} bytes")
     try:
         return Shard.parse(args.shard)
     except ValueError as exc:
@@ -285,7 +280,9 @@ def cmd_mock(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
                          f"{describe_validation_error(exc)}") from None
-    from mock_api.running import TlsOptions, freeze_startup_heap, running_mock  # after the checks: it takes seconds
+    from mock_api.running import TlsOptions, cap_malloc_arenas, freeze_startup_heap, running_mock  # after the checks
+
+    cap_malloc_arenas()  # before any thread of the mock's starts
     from mock_api.stall_watch import StallWatch
     from mock_api.state import clear_running, write_running
 
@@ -295,8 +292,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
     async def serve() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        async with running_mock(config, args.host, args.port, sip, shard=shard, handoff=args.handoff,
-                                tls=tls) as mock, contextlib.AsyncExitStack() as stack:
+        async with running_mock(config, args.host, args.port, sip, shard=shard, tls=tls) as mock, \
+                contextlib.AsyncExitStack() as stack:
             app_env = {"OPENAI_BASE_URL": mock.base_url, "OPENAI_API_KEY": "sk-rtsip-local",
                        "OPENAI_WEBHOOK_SECRET": config.webhook_secret or ""}
             tls_part = ""
@@ -428,7 +425,8 @@ def _add_run(sub: Any) -> None:
         "run", help="run scenario files against an app under test",
         description="Run YAML scenarios end to end: start the mock and the app (with OPENAI_BASE_URL, "
                     "OPENAI_API_KEY, OPENAI_WEBHOOK_SECRET and PORT set), place the calls, check the expectations, "
-                    "tear everything down. Exit status 0 only when every scenario passes.",
+                    "tear everything down. Exit status 0 only when every scenario passes (at least --min-pass-rate "
+                    "of its runs).",
         epilog="environment:\n  RTSIP_STATE_DIR  state directory for reports (default $XDG_STATE_HOME/rtsip)\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -442,6 +440,13 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--keep", action="store_true",
                    help="keep the run directory (each SIP call's recording of what the caller heard, the "
                         "softphone log) and print where it is; by default it is removed after the reports")
+    p.add_argument("--repeat", type=int, metavar="N",
+                   help="run every scenario N times and report each one's pass rate, failure kinds and slowest run")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="the seed of the faults' probability draws: a scenario's run #n uses S+n-1 (default: random, "
+                        "printed, so a run can be replayed)")
+    p.add_argument("--min-pass-rate", type=float, default=1.0, metavar="R",
+                   help="exit 0 when every scenario passes at least this share of its runs (0 to 1, default 1)")
     p.set_defaults(func=cmd_run)
 
 
@@ -455,11 +460,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not collect(args.paths):
         raise UsageError(f"no scenario files (*.yaml, *.yml) under {', '.join(args.paths)}")
     checks.at_least(args.jobs, 1, "-j/--jobs")
+    if args.repeat is not None:
+        checks.at_least(args.repeat, 1, "--repeat")
+    if args.seed is not None:
+        checks.at_least(args.seed, 0, "--seed")
+    if not 0 <= args.min_pass_rate <= 1:  # argparse's float() also takes nan and inf
+        raise UsageError(f"--min-pass-rate is a share of runs from 0 to 1 (got {args.min_pass_rate:g})")
     for flag, path in (("--junit", args.junit), ("--json", args.json), ("--html", args.html)):
         if path is not None:
             checks.output_file(path, flag)
     return run_cli(args.paths, jobs=args.jobs, keyword=args.keyword, junit=args.junit, json_path=args.json,
-                   html=args.html, keep=args.keep)
+                   html=args.html, keep=args.keep, repeat=args.repeat, seed=args.seed,
+                   min_pass_rate=args.min_pass_rate)
 
 
 def _add_schema(sub: Any) -> None:
@@ -494,6 +506,8 @@ def _add_demo(sub: Any) -> None:
     )
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="where to write the HTML report (default <state dir>/reports/demo-<time>.html)")
+    p.add_argument("--live", action="store_true",
+                   help="the same call answered on GPT-Live by examples/live_sip_app.py (scenarios/demo_live.yaml)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -502,7 +516,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.html is not None:
         checks.output_file(args.html, "--html")
-    return run_demo(args.html)
+    return run_demo(args.html, live=args.live)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -516,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trigger(sub)
     env_cmd.register(sub)
     call_cmd.register(sub)
+    answer_cmd.register(sub)
     load_cmd.register(sub)
+    shards_cmd.register(sub)
     _add_run(sub)
     _add_schema(sub)
     return parser

@@ -2,6 +2,15 @@
 
 Each check returns a :class:`Check` saying what was expected and what the journal showed,
 so a failing scenario explains itself in every report.
+
+Surface rules: a call is read on the surface that owns it (``CallView.surface``, else Realtime).
+Checks that mean the same on both read both: the app's errors (Realtime ``error`` events, GPT-Live
+``error`` events to a sideband), the commands it sent (Realtime client events, Live sideband
+commands), the session in effect (``session.created/updated`` or Live's ``session.started/updated``),
+what was said (:meth:`JournalView.lines`), the caller's keys, the first reply's latency (the caller's
+turn end to the first reply audio) and who ended the call. The Live-only checks (``live_events``,
+``closed_reason``, ``dtmf_sent``) read the ``live.*`` journal kinds. ``timing`` bounds the figures of
+:mod:`.timing` (either surface): each bound given is one check naming the figure, the bound and the value.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ from mock_api import journal_entries as je
 from mock_api.control_models import CallView
 
 from .journal_view import JournalView
-from .scenario import Expectations
+from .scenario import CountRange, Expectations, TimingExpect, TimingRange, TimingSpread
+from .timing import Timing, percentile, timing
 
 _MISSING = object()
 
@@ -61,13 +71,21 @@ def server_events(view: CallView | JournalView, type_: str | None = None) -> lis
 
 
 def time_to_first_audio_ms(view: CallView | JournalView) -> float | None:
-    """From the caller's end of speech (speech_stopped) to the first reply audio sent to the caller."""
+    """From the caller's end of speech (speech_stopped; on GPT-Live its first turn's end) to the first reply
+    audio sent to the caller."""
     journal = _journal(view)
     stopped = journal.server_events("input_audio_buffer.speech_stopped")
     if not stopped:
-        return None
+        latencies = journal.turn_latencies() if journal.has(je.LiveServer) else []
+        return latencies[0] if latencies else None
     first_audio = journal.first_audio_after(stopped[0].t_ms)
     return None if first_audio is None else first_audio.t_ms - stopped[0].t_ms
+
+
+def in_order(seen: list[str], wanted: list[str]) -> bool:
+    """Whether ``wanted`` occurs in ``seen`` in this order, other items allowed between."""
+    it = iter(seen)
+    return all(any(s == w for s in it) for w in wanted)
 
 
 class _Add(Protocol):
@@ -93,7 +111,121 @@ def evaluate(exp: Expectations, view: CallView | None, app_output: str,
     _server_checks(exp, journal, add)
     _output_checks(exp, app_output, http_results, add)
     _late_checks(exp, journal, add)
+    _conversation_checks(exp, view, journal, add)
+    _live_checks(exp, journal, add)
+    if exp.timing is not None:
+        _timing_checks(exp.timing, timing(journal), add)
     return checks
+
+
+def _timing_checks(exp: TimingExpect, figures: Timing, add: _Add) -> None:
+    """Each bound of ``expect.timing`` against the call's figure: the check names the figure and the bound,
+    shows the threshold as expected and the measured value as actual."""
+    longest = figures.longest_silence_ms
+    single: list[tuple[str, TimingRange | CountRange | None, float | None, str]] = [
+        ("first_audio_ms", exp.first_audio_ms, figures.first_audio_ms, "no reply audio after the answer"),
+        ("dead_air_ms", exp.dead_air_ms, longest, "the call was never answered"),
+        ("overlap_ms", exp.overlap_ms, figures.overlap_ms, ""),
+        ("overlaps", exp.overlaps, len(figures.overlaps), ""),
+    ]
+    for name, bounds, value, missing in single:
+        if bounds is not None:
+            _bound_checks(name, bounds, [] if value is None else [value], missing, add, _detail(name, figures))
+    many: list[tuple[str, TimingSpread | None, list[float], str]] = [
+        ("turn_latency_ms", exp.turn_latency_ms, figures.turn_latency_ms, "no caller turn got reply audio"),
+        ("barge_in_ms", exp.barge_in_ms, figures.barge_in_ms, "the caller never spoke over reply audio"),
+    ]
+    for name, spread, values, missing in many:
+        if spread is not None:
+            _bound_checks(name, spread, values, missing, add, _detail(name, figures))
+
+
+def _bound_checks(name: str, bounds: TimingRange | TimingSpread | CountRange, values: list[float], missing: str,
+                  add: _Add, detail: str) -> None:
+    """One check per bound given: ``max``/``min`` on the largest/smallest sample, percentiles and mean at most."""
+    for stat, limit in bounds.model_dump(exclude_none=True).items():
+        label = f"timing.{name} {stat}"
+        if not values:
+            add(label, False, _limit_text(stat, limit), missing, detail)
+            continue
+        value = _stat(stat, values)
+        ok = value >= limit if stat == "min" else value <= limit
+        add(label, ok, _limit_text(stat, limit), round(value, 1), detail)
+
+
+def _stat(stat: str, values: list[float]) -> float:
+    if stat == "max":
+        return max(values)
+    if stat == "min":
+        return min(values)
+    if stat == "mean":
+        return sum(values) / len(values)
+    return percentile(values, float(stat.removeprefix("p"))) or 0.0
+
+
+def _limit_text(stat: str, limit: float) -> str:
+    return f">= {limit:g}" if stat == "min" else f"<= {limit:g}"
+
+
+def _detail(name: str, figures: Timing) -> str:
+    """Where the figure came from, so a failed check points at the moment in the call."""
+    if name == "turn_latency_ms":
+        return "; ".join(f"turn ending at {t.end_ms / 1000:.2f} s: {t.latency_ms:g} ms" for t in figures.turns)
+    if name == "barge_in_ms":
+        return "; ".join(f"at {b.at_ms / 1000:.2f} s: {b.reaction_ms:g} ms ({'cleared' if b.cleared else 'ran out'})"
+                         for b in figures.barge_ins)
+    if name == "dead_air_ms" and figures.silences:
+        s = max(figures.silences, key=lambda s: s.ms)
+        return f"longest silence {s.start / 1000:.2f}-{s.end / 1000:.2f} s"
+    if name in ("overlap_ms", "overlaps"):
+        return "; ".join(f"{s.start / 1000:.2f}-{s.end / 1000:.2f} s" for s in figures.overlaps)
+    return ""
+
+
+def _conversation_checks(exp: Expectations, view: CallView, journal: JournalView, add: _Add) -> None:
+    """What was said, heard and keyed, and how the call ended: the same questions on either surface."""
+    if exp.surface is not None:
+        add("surface", view.surface == exp.surface, exp.surface, view.surface)
+    for who, wanted in (("caller", exp.caller_said), ("assistant", exp.assistant_said)):
+        said = journal.said(who)
+        for text in wanted:
+            ok = any(text.lower() in line.lower() for line in said)
+            add(f"{who} said {text!r}", ok, text, said)
+    if exp.reply_heard is not None:
+        heard = journal.has(je.AudioOut)
+        add("reply heard by the caller", heard == exp.reply_heard, exp.reply_heard, heard)
+    if exp.dtmf_received is not None:
+        got = journal.dtmf_to_app()
+        add("dtmf received by the app", got == exp.dtmf_received, exp.dtmf_received, got)
+    if exp.ended_by is not None:
+        by = journal.ended_by(view.end_reason)
+        add("ended by", by == exp.ended_by, exp.ended_by, by, view.end_reason or "")
+
+
+def _live_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
+    """GPT-Live only: the sideband's events, the session's close reason, the keys sent to the caller."""
+    if exp.live_events is not None:
+        seen = journal.live_events()
+        shown = [t for t in seen if t in set(exp.live_events)]
+        add("live_events", in_order(seen, exp.live_events), exp.live_events, _squeeze(shown))
+    if exp.closed_reason is not None:
+        reason = journal.closed_reason()
+        add("closed_reason", reason == exp.closed_reason, exp.closed_reason, reason)
+    if exp.dtmf_sent is not None:
+        sent = journal.dtmf_to_caller()
+        add("dtmf sent to the caller", sent == exp.dtmf_sent, exp.dtmf_sent, sent)
+
+
+def _squeeze(types: list[str]) -> list[str]:
+    """Runs of one event type shown once (``session.output_audio.delta ×40``), so a failure stays readable."""
+    out: list[str] = []
+    n = 0
+    for i, t in enumerate(types):
+        n += 1
+        if i + 1 == len(types) or types[i + 1] != t:
+            out.append(t if n == 1 else f"{t} ×{n}")
+            n = 0
+    return out
 
 
 def _call_checks(exp: Expectations, view: CallView, journal: JournalView, add: _Add) -> None:
@@ -120,8 +252,8 @@ def _call_checks(exp: Expectations, view: CallView, journal: JournalView, add: _
 
 
 def _client_event_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
-    """Which client events the app sent, and in what order."""
-    sent = journal.client_event_types()
+    """Which client events (Realtime) or sideband commands (GPT-Live) the app sent, and in what order."""
+    sent = journal.client_event_types() + journal.live_client_types()
     if exp.client_events is not None:
         ce = exp.client_events
         for t in ce.sent:
@@ -135,8 +267,9 @@ def _client_event_checks(exp: Expectations, journal: JournalView, add: _Add) -> 
 
 
 def _server_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
-    """The server's errors and transcription events."""
-    errors = server_events(journal, "error")
+    """The server's errors (either surface) and transcription events."""
+    errors = server_events(journal, "error") + [e.entry.event for e in journal.live_server_events("error")
+                                                if e.entry.to]
     if exp.server_errors is not None:
         if not exp.server_errors:
             add("no server errors", not errors, [], [e["error"].get("code") for e in errors])
@@ -179,8 +312,10 @@ def _late_checks(exp: Expectations, journal: JournalView, add: _Add) -> None:
         last = je.given(attempts[-1].entry.status) if attempts else None
         add("webhook answer", last == exp.webhook_status, exp.webhook_status, last)
     if exp.effective_session:
-        session_kinds = ("session.created", "session.updated")
+        session_kinds = ("session.created", "session.updated", "session.started")
         sessions = [e["session"] for e in server_events(journal) if e.get("type") in session_kinds]
+        sessions += [e.entry.event["session"] for e in journal.of(je.LiveServer)
+                     if e.entry.event.get("type") in session_kinds and "session" in e.entry.event]
         current = sessions[-1] if sessions else None
         for path, want in exp.effective_session.items():
             got = dotted(current, path) if current is not None else _MISSING

@@ -44,12 +44,31 @@ def logged(entry: JournalEntry | Mapping[str, Any]) -> Logged[je.EntryData]:
                   je.parse(str(entry.get("kind", "")), data if isinstance(data, dict) else {}))
 
 
+SOCKET_KINDS = ("ws.server", "ws.client", "live.server", "live.client")  # entries that carry an event
+
+
 def event_type(entry: je.EntryData) -> str | None:
-    """The Realtime event type of a ``ws.server``/``ws.client`` entry (None for any other entry)."""
-    if isinstance(entry, je.WsServer | je.WsClient) and isinstance(entry.event, dict):
+    """The event type of a Realtime (``ws.*``) or GPT-Live (``live.server``/``live.client``) socket entry
+    (None for any other entry)."""
+    if isinstance(entry, je.WsServer | je.WsClient | je.LiveServer | je.LiveClient) and isinstance(entry.event, dict):
         t = entry.event.get("type")
         return None if t is None else str(t)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One thing said on the call, as the app was told it: who said it, the text, when (journal ms)."""
+
+    who: str  # "caller" or "assistant"
+    text: str
+    t_ms: float
+
+
+ENDED_BY = {"caller_hangup": "caller", "caller_cancelled": "caller", "hangup": "app", "rejected": "app",
+            "referred": "app", "no_answer": "timeout"}  # CallView.end_reason -> who ended the call
+SESSION_ENDS = {"close_requested": "app", "expired": "session", "content": "session",
+                "remote_hangup": "caller", "connection_lost": "failure"}  # session.closed reason -> who
 
 
 class JournalView:
@@ -98,7 +117,7 @@ class JournalView:
             entry_kind = entry.get("kind")
             if entry_kind == kind:
                 n += 1
-            elif entry_kind in ("ws.server", "ws.client"):
+            elif entry_kind in SOCKET_KINDS:
                 event = (entry.get("data") or {}).get("event")
                 n += isinstance(event, dict) and event.get("type") == kind
         return n
@@ -147,3 +166,91 @@ class JournalView:
 
     def mock_bugs(self) -> list[Logged[je.MockBug]]:
         return self.of(je.MockBug)
+
+    # ---- either surface: what was said, keys, latencies, the end -------------------------------------
+
+    def live_events(self) -> list[str]:
+        """GPT-Live server event types that reached a sideband, in order (none attached: not counted)."""
+        return [str(e.entry.event.get("type")) for e in self.of(je.LiveServer) if e.entry.to]
+
+    def live_client_types(self) -> list[str]:
+        """The GPT-Live commands the app sent on its sidebands, in order."""
+        return [str(e.entry.event.get("type")) for e in self.of(je.LiveClient) if isinstance(e.entry.event, dict)]
+
+    def live_server_events(self, type_: str) -> list[Logged[je.LiveServer]]:
+        return self.of(je.LiveServer, lambda s: s.event.get("type") == type_)
+
+    def lines(self) -> list[Line]:
+        """The conversation as the app received it: Realtime's completed input transcriptions and reply
+        transcripts, or GPT-Live's transcript deltas that reached a sideband, joined into one line per run of
+        one speaker."""
+        out: list[Line] = []
+        run: str | None = None  # the speaker of the Live line still taking deltas
+        for e in self.entries:
+            t = event_type(e.entry)
+            if isinstance(e.entry, je.WsServer):
+                ev = e.entry.event
+                if t == "conversation.item.input_audio_transcription.completed":
+                    out.append(Line("caller", str(ev.get("transcript") or ""), e.t_ms))
+                elif t == "response.output_audio_transcript.done":
+                    out.append(Line("assistant", str(ev.get("transcript") or ""), e.t_ms))
+            elif isinstance(e.entry, je.LiveServer) and t in _LIVE_WORDS and e.entry.to:
+                who, delta = _LIVE_WORDS[t], str(e.entry.event.get("delta") or "")
+                if run == who:
+                    out[-1] = Line(who, out[-1].text + delta, out[-1].t_ms)
+                else:
+                    out.append(Line(who, delta, e.t_ms))
+                    run = who
+        return [Line(line.who, line.text.strip(), line.t_ms) for line in out]
+
+    def said(self, who: str) -> list[str]:
+        return [line.text for line in self.lines() if line.who == who]
+
+    def dtmf_to_app(self) -> str:
+        """The caller's keys as the app was told them (Realtime's dtmf_event_received, Live's dtmf.received)."""
+        realtime = [str(e.entry.event.get("event"))
+                    for e in self.server_events("input_audio_buffer.dtmf_event_received")]
+        live = [str(e.entry.event.get("event")) for e in self.live_server_events("transport.dtmf.received")]
+        return "".join(realtime + live)
+
+    def dtmf_to_caller(self) -> str:
+        """Keys the app had sent to the caller (GPT-Live's ``transport.dtmf.send``)."""
+        return "".join(e.entry.digit for e in self.of(je.LiveDtmfOut))
+
+    def closed_reason(self) -> str | None:
+        """The reason of the GPT-Live ``session.closed`` (None: the session never closed, or not Live)."""
+        closed = self.live_server_events("session.closed")
+        return None if not closed else str(closed[-1].entry.event.get("reason"))
+
+    def turn_ends(self) -> list[float]:
+        """Where the caller's turns ended, journal ms: the SIP leg's VAD, Realtime's speech_stopped, else a
+        Live turn's end on the session timeline (``live.heard``) placed from the session's start."""
+        stops = self.speech_stops()
+        if stops:
+            return [e.t_ms for e in stops]
+        started = self.live_server_events("session.started")
+        if not started:
+            return []
+        return [started[0].t_ms + e.entry.end_ms for e in self.of(je.LiveHeard)]
+
+    def turn_latencies(self) -> list[float]:
+        """For each caller turn, ms from its end to the first reply audio sent to the caller after it."""
+        out: list[float] = []
+        for end in self.turn_ends():
+            audio = self.first_audio_after(end)
+            if audio is not None:
+                out.append(round(audio.t_ms - end, 1))
+        return out
+
+    def ended_by(self, end_reason: str | None) -> str | None:
+        """Who ended the call: caller, app, session (expiry, safety), timeout, failure; None while it lasts.
+        A Live session's own close says it best; else the call's ``end_reason``."""
+        reason = self.closed_reason()
+        if reason is not None:
+            return SESSION_ENDS.get(reason, reason)
+        if end_reason is None:
+            return None
+        return ENDED_BY.get(end_reason, "failure")
+
+
+_LIVE_WORDS = {"session.input_transcript.delta": "caller", "session.output_transcript.delta": "assistant"}

@@ -26,10 +26,10 @@ lives beside it, and every public name is still importable from here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -39,7 +39,6 @@ from typing import Any
 
 import yaml
 
-from mock_api.shards import ROUTER_READY
 from mock_api.webhooks import new_secret
 
 from .load_plan import (
@@ -68,6 +67,7 @@ from .load_progress import LoadResult, Progress, Stopper, descendants, proc_cpu_
 from .load_report import print_summary, write_reports
 from .load_sip import _run_sip
 from .load_virtual import _run_virtual, virtual_driver_main
+from .scenario import SURFACE_EVENTS
 
 __all__ = [
     "CALLS_PER_SIP_WORKER", "FDS_PER_CALL", "FD_BASE", "SETTLE_S", "SIP_LOAD_CALLER_FRAME_MS",
@@ -85,6 +85,7 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
                    on_started: Callable[[dict[str, int]], None] | None = None) -> LoadResult:
     """Start the mock and the app, place the calls, collect every call's record; always tears down."""
     from .app_process import AppProcess, app_argv, app_env
+    from .commands.shards import running_shards
     from .mock_process import MockProcess
 
     o = plan_.options
@@ -104,82 +105,82 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
             "--sip-media", SIP_LOAD_MEDIA]
            if plan_.mode == "sip" else ["--no-sip"])
 
-    def mock_args(port: int, state: str, *extra: str) -> list[str]:
-        return ["--port", str(port), "--config", str(cfg_path), "--state-dir", str(run_dir / state), *sip, *extra]
+    def mock_args(state: str) -> list[str]:
+        return ["--config", str(cfg_path), "--state-dir", str(run_dir / state), *sip]
 
     shards = plan_.mock_shards
-    router: MockProcess | None = None
-    sock_dir = Path(tempfile.mkdtemp(prefix="rtsip-shards-")) if shards > 1 else None  # short AF_UNIX paths
-    if sock_dir is not None:
-        handoffs = [sock_dir / f"{i}.sock" for i in range(shards)]
-        router = MockProcess(args=["--port", str(mock_port), *map(str, handoffs)], command=("-m", "mock_api.shards"),
-                             ready_prefix=ROUTER_READY)
-        # the router owns --port; each shard takes a free one and has its own state
-        mocks = [MockProcess(args=mock_args(0, f"state-{i}", "--shard", f"{i}/{shards}", "--handoff", str(path)),
-                             startup_timeout=60.0) for i, path in enumerate(handoffs)]
-    else:
-        mocks = [MockProcess(args=mock_args(mock_port, "state"), startup_timeout=60.0)]
-    mock = mocks[0]
+    mocks: list[MockProcess] = []
     app = None
     progress = Progress(plan_, o.progress)
-    try:
-        progress.phase = "starting the mock" if shards == 1 else f"starting {shards} mocks"
-        started = await asyncio.gather(*(m.__aenter__() for m in mocks), return_exceptions=True)
-        failed = next((r for r in started if isinstance(r, BaseException)), None)
-        if failed is not None:  # every start has settled, so the finally below stops each one that ran
-            raise failed
-        base_url = mock.base_url
-        if router is not None:  # after the shards: their hand-over sockets exist now
-            await router.__aenter__()
-            base_url = router.ready["url"] + "/v1"
-            result.notes.append(f"{shards} mock processes behind one base URL ({router.ready['url']}); calls spread "
-                                "by id")
-        env = app_env(base_url, mock.webhook_secret, app_port, plan_.scenario.app.env)
-        file = Path(plan_.scenario.source or o.scenario)
-        cwd = (file.parent / (plan_.scenario.app.cwd or ".")).resolve()
-        app = AppProcess(app_argv(plan_.scenario.app.command, app_port), env, cwd)
-        await app.start()
-        ready = plan_.scenario.app.ready
-        await app.wait_ready(port=app_port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
-        if on_started is not None:
-            on_started({"mock": mock.pid, "app": app.pid or 0, "load": os.getpid(),
-                        **{f"mock_{i}": m.pid for i, m in enumerate(mocks) if i},
-                        **({"mock_router": router.pid} if router is not None else {})})
-        with progress:
-            progress.phase = "running"
-            if plan_.mode == "virtual":
-                await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
-                                   [m.pid for m in [*mocks, *([router] if router else [])]], app.pid or 0,
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(_after_mocks, result, mocks)  # runs last: every mock has stopped
+        progress.phase = "starting the mock" if shards == 1 else f"starting {shards} mocks and haproxy"
+        proxy = None
+        if shards > 1:  # the mocks behind HAProxy (mock_api.shards), which owns --port
+            running = await stack.enter_async_context(running_shards(
+                shards, run_dir, lambda i: mock_args(f"state-{i}"), listen_port=mock_port))
+            mocks.extend(running.mocks)
+            proxy = running.proxy
+            stack.push_async_callback(_proxy_counts, result, proxy)  # once the app has stopped, before the proxy
+            base_url = proxy.base_url
+            result.notes.append(f"{shards} mock processes behind haproxy ({proxy.url}); calls routed by id")
+        else:
+            mocks.append(await stack.enter_async_context(
+                MockProcess(args=["--port", str(mock_port), *mock_args("state")], startup_timeout=60.0)))
+            base_url = mocks[0].base_url
+        mock = mocks[0]
+        try:
+            env = app_env(base_url, mock.webhook_secret, app_port, plan_.scenario.app.env)
+            file = Path(plan_.scenario.source or o.scenario)
+            cwd = (file.parent / (plan_.scenario.app.cwd or ".")).resolve()
+            app = AppProcess(app_argv(plan_.scenario.app.command, app_port), env, cwd)
+            await app.start()
+            ready = plan_.scenario.app.ready
+            await app.wait_ready(port=app_port, http_path=ready.http, log_regex=ready.log, timeout=ready.timeout_s)
+            if on_started is not None:
+                on_started({"mock": mock.pid, "app": app.pid or 0, "load": os.getpid(),
+                            **{f"mock_{i}": m.pid for i, m in enumerate(mocks) if i},
+                            **({"mock_proxy": proxy.pid} if proxy is not None else {})})
+            with progress:
+                progress.phase = "running"
+                if plan_.mode == "virtual":
+                    await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
+                                       [m.pid for m in mocks] + ([proxy.pid] if proxy is not None else []),
+                                       app.pid or 0, token=config.get("control_token"))
+                else:
+                    await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir,
                                    token=config.get("control_token"))
-            else:
-                await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir,
-                               token=config.get("control_token"))
-            if result.placed < o.calls and not result.aborted:
-                why = (f"--duration {o.duration:g} s reached" if o.duration else
-                       f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer than "
-                       "their steps")
-                result.notes.append(f"placed {result.placed} of {o.calls} calls: {why}")
-            progress.phase = "done" if not result.aborted else "stopped (Ctrl-C)"
-            progress.tick()
-    finally:
-        if app is not None:
-            await app.stop()
-            result.app_output = [line for _, line in app.lines][-200:]
-        if router is not None:
-            await router.stop()
-            result.notes.extend(line.strip() for line in router.output if "routed" in line)
-        await asyncio.gather(*(m.stop() for m in mocks))
-        if sock_dir is not None:
-            shutil.rmtree(sock_dir, ignore_errors=True)
-        result.mock_output = [line for m in mocks for line in m.output[-200:]]
-        result.ended_at = time.time()
+                if result.placed < o.calls and not result.aborted:
+                    why = (f"--duration {o.duration:g} s reached" if o.duration else
+                           f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer "
+                           "than their steps")
+                    result.notes.append(f"placed {result.placed} of {o.calls} calls: {why}")
+                progress.phase = "done" if not result.aborted else "stopped (Ctrl-C)"
+                progress.tick()
+        finally:
+            if app is not None:
+                await app.stop()
+                result.app_output = [line for _, line in app.lines][-200:]
     return result
+
+
+async def _proxy_counts(result: LoadResult, proxy: Any) -> None:
+    """The proxy's own counts per shard, as a note."""
+    counts = await proxy.stats()
+    if counts is not None:
+        result.notes.append(counts.note())
+
+
+def _after_mocks(result: LoadResult, mocks: list[Any]) -> None:
+    result.mock_output = [line for m in mocks for line in m.output[-200:]]
+    result.ended_at = time.time()
 
 
 def _mock_config(plan_: Plan, app_port: int) -> dict[str, Any]:
     s = plan_.scenario
     config: dict[str, Any] = {
         "webhook_url": f"http://127.0.0.1:{app_port}{s.app.webhook_path}",
+        "webhook_events": SURFACE_EVENTS[s.surface],  # a Live scenario's app takes live.transport.incoming
         "faults": [f.model_dump() for f in s.mock.faults],
         "script": s.mock.script.model_dump(exclude_defaults=True),
         "strict_accept": s.mock.strict_accept, "legacy_beta": s.mock.legacy_beta,
@@ -211,6 +212,8 @@ def run(options: LoadOptions) -> tuple[LoadResult | None, int]:
     console = Console(stderr=True)
     try:
         p = plan(options)
+        if p.mock_shards > 1:  # the shards' proxy: not installed is bad input, said before anything starts
+            _require_haproxy()
     except LoadError as exc:
         console.print(f"[red]rtsip load: {exc}[/]", highlight=False)
         return None, 2
@@ -247,6 +250,15 @@ def run(options: LoadOptions) -> tuple[LoadResult | None, int]:
         return result, 130
     lost = result.placed - len(result.records)
     return result, 0 if result.failed == 0 and lost == 0 else 1
+
+
+def _require_haproxy() -> None:
+    from mock_api.shards import ProxyUnavailable, haproxy_path
+
+    try:
+        haproxy_path()
+    except ProxyUnavailable as exc:
+        raise LoadError(f"--mock-processes: {exc}") from None
 
 
 def records_json(result: LoadResult) -> str:

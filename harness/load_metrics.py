@@ -1,8 +1,9 @@
 """Load-test metrics, read from a call's journal only: latencies, failure reasons, percentiles.
 
-Nothing here looks at private state of the mock or the app: every number comes from the
-journal entries of ``GET /_mock/calls/{call_id}`` (times are ms since the call began, plus
-the call's wall-clock anchor), so a user can recompute each figure from the JSON report.
+The call's timing figures (turn latency, answer to first audio, dead air, barge-in, overlap) are
+:mod:`.timing`'s, the same the run report shows. Nothing here looks at private state of the mock or
+the app: every number comes from the journal entries of ``GET /_mock/calls/{call_id}`` (times are ms
+since the call began, plus the call's wall-clock anchor), so a user can recompute each figure from the JSON report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from mock_api import journal_entries as je
 from mock_api.control_models import CallView
 
 from .journal_view import TRANSCRIPTION_EVENTS, JournalView, Logged
+from .timing import DEAD_AIR_MS, Timing, percentile, timing
+
+TRANSCRIPTS = (*TRANSCRIPTION_EVENTS, "session.input_transcript.delta")  # Realtime's, then GPT-Live's
 
 # metric name → what it measures (the order is the order of every table and report)
 METRICS: dict[str, str] = {
@@ -25,6 +29,10 @@ METRICS: dict[str, str] = {
     "invite_to_200_ms": "INVITE → 200 OK (sip)",
     "speech_end_to_transcript_ms": "caller speech end → first transcription event",
     "speech_end_to_audio_ms": "caller speech end → first reply audio",
+    "answer_to_audio_ms": "answer → first reply audio",
+    "dead_air_ms": f"dead air over {DEAD_AIR_MS / 1000:g} s (each)",
+    "barge_in_ms": "barge-in → reply audio stopped",
+    "overlap_ms": "caller and reply audio overlapping (each)",
 }
 MAIN_METRICS = ("webhook_to_accept_ms", "accept_to_ws_ms", "speech_end_to_audio_ms")
 PERCENTILES = (50, 95, 99)
@@ -78,17 +86,39 @@ def extract(view: CallView) -> dict[str, list[list[float]]]:
         sent = [journal.webhook_sent_ms(a) for a in attempts]
         before = [s for s in sent if s <= accept.t_ms] or sent[:1]
         add("webhook_to_accept_ms", float(before[-1]), accept)
-    if accept is not None:
-        add("accept_to_ws_ms", accept, journal.first(je.WsConnect, after=accept.t_ms))
+    if accept is not None:  # the Realtime socket, or a Live call's sideband
+        add("accept_to_ws_ms", accept, journal.first(je.WsConnect, after=accept.t_ms)
+            or journal.first(je.LiveConnect, after=accept.t_ms))
     invite = journal.first(je.SipInvite)
     if invite is not None:
         responses = journal.of(je.SipSent)
         for status in (180, 200):
             add(f"invite_to_{status}_ms", invite, next((r for r in responses if r.entry.status == status), None))
-    for stop in journal.speech_stops():
-        add("speech_end_to_transcript_ms", stop, journal.first_event(TRANSCRIPTION_EVENTS, stop.t_ms))
-        add("speech_end_to_audio_ms", stop, journal.first_audio_after(stop.t_ms))
+    figures = timing(journal)
+    # where each turn ended: the VAD's stop (SIP, Realtime), else the turn ends timing placed (GPT-Live)
+    stops = [float(s.t_ms) for s in journal.speech_stops()] or [t.end_ms for t in figures.turns]
+    for stop_ms in stops:
+        add("speech_end_to_transcript_ms", stop_ms, journal.first_event(TRANSCRIPTS, stop_ms))
+    _timing_samples(figures, anchor, out)
     return out
+
+
+def _timing_samples(figures: Timing, anchor: float, out: dict[str, list[list[float]]]) -> None:
+    """The figures of :mod:`.timing` as samples, each stamped with the wall time it ended at."""
+
+    def add(name: str, at_ms: float, value: float) -> None:
+        out.setdefault(name, []).append([round(anchor + at_ms / 1000, 4), round(value, 3)])
+
+    for turn in figures.turns:
+        add("speech_end_to_audio_ms", turn.reply_ms, turn.latency_ms)
+    if figures.first_audio_ms is not None and figures.answered_ms is not None:
+        add("answer_to_audio_ms", figures.answered_ms + figures.first_audio_ms, figures.first_audio_ms)
+    for span in figures.dead_air:
+        add("dead_air_ms", span.end, span.ms)
+    for b in figures.barge_ins:
+        add("barge_in_ms", b.stopped_ms, b.reaction_ms)
+    for span in figures.overlaps:
+        add("overlap_ms", span.end, span.ms)
 
 
 def ingress_rtp(view: CallView) -> dict[str, int]:
@@ -118,7 +148,7 @@ def failure(view: CallView, *, sip_status: int | None = None) -> str | None:
         return _rest_failure(refused.entry)
     if journal.has(je.WsRefused):
         return "WebSocket 404"
-    if not journal.has(je.WsConnect):
+    if not journal.has(je.WsConnect) and not journal.has(je.LiveConnect):  # Realtime's socket, Live's sideband
         return "no WebSocket"
     errors = journal.server_events("error")
     if errors:
@@ -160,15 +190,6 @@ def _rest_failure(response: je.RestResponse) -> str:
 
 
 # ---- percentiles and summaries ------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (what SIPp and most load tools report); None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(1, math.ceil(p / 100 * len(s)))
-    return float(s[k - 1])
 
 
 def summarize(values: Sequence[float]) -> dict[str, float | int | None]:

@@ -112,7 +112,7 @@ class Plan:
 # ---- bad input -------------------------------------------------------------------------------------
 
 
-def _sip_needs(scenario: Scenario) -> list[str]:
+def sip_needs(scenario: Scenario) -> list[str]:
     """What in a scenario only a SIP leg can do."""
     out = []
     for i, c in enumerate(scenario.calls):
@@ -215,7 +215,7 @@ def _check_mode(o: LoadOptions, scenario: Scenario, mode: str) -> None:
     if mode not in ("virtual", "sip"):
         raise LoadError(f"--mode must be virtual or sip (got {mode!r})")
     if mode == "virtual":
-        needs = _sip_needs(scenario)
+        needs = sip_needs(scenario)
         if needs:
             raise LoadError(f"{o.scenario}: this scenario needs SIP features ({'; '.join(needs)}), which virtual "
                             f"callers do not have; run it with --mode sip")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .caller_steps import drive
+from .control_walk import journal_wait, run_async
 from .load_metrics import CallRecord, extract, failure, ingress_rtp
 from .load_plan import (
     CALLS_PER_SIP_WORKER,
@@ -26,7 +27,7 @@ from .load_plan import (
     Plan,
 )
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
-from .load_virtual import _Control, _Inflight, _Pacer, _poll
+from .load_virtual import _Control, _Inflight, _Pacer
 from .scenario import resolve_audio
 
 
@@ -225,8 +226,8 @@ class _SipTarget:
         """The mock's call is found by our INVITE's marker first, then its journal is polled."""
         end = time.monotonic() + timeout
         call_id = await self.resolver.find(self.marker, timeout=min(timeout, 10))
-        return call_id is not None and await _poll(self.resolver.control, call_id, kind, count,
-                                                   end - time.monotonic())
+        return call_id is not None and await run_async(
+            journal_wait(call_id, kind, count, end - time.monotonic()), self.resolver.control.req)
 
     def note(self, text: str) -> None:
         """Nothing to keep: a load call's result comes from its journal and RTP figures."""

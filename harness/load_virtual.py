@@ -23,15 +23,11 @@ from typing import Any
 
 import aiohttp
 
-from audio_fixtures import FixtureNotFound
-from audio_fixtures import fixture as find_fixture
-
-from .caller_steps import drive
-from .journal_view import JournalView
+from .control_walk import run_async, virtual_call
 from .load_metrics import CallRecord, extract, failure
-from .load_plan import SETTLE_S, TRAILING_SILENCE_MS, Plan
+from .load_plan import SETTLE_S, Plan
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
-from .scenario import CallSpec, resolve_audio
+from .scenario import CallSpec
 
 # ---- the calls: shared pieces ------------------------------------------------------------------------
 
@@ -65,16 +61,6 @@ class _Control:
 
     async def close(self) -> None:
         await self.http.close()
-
-
-def _say_body(ref: str, base: Path, speed: float) -> dict[str, Any]:
-    body: dict[str, Any] = {"speed": speed, "trailing_silence_ms": TRAILING_SILENCE_MS, "wait": True}
-    try:
-        find_fixture(ref)
-        body["fixture"] = ref
-    except FixtureNotFound:
-        body["path"] = str(resolve_audio(ref, base))
-    return body
 
 
 class _Inflight:
@@ -190,7 +176,8 @@ async def _virtual_call(control: _Control, spec: CallSpec, base: Path, index: in
             if status != 201 and status != 200:
                 raise RuntimeError(f"POST /_mock/calls answered {status}: {str(body)[:200]}")
             rec.call_id = str(body["call_id"])
-            await drive(spec.steps, _VirtualTarget(control, rec.call_id, base, spec.speed), spec.max_duration_s)
+            await run_async(virtual_call(spec.steps, spec.max_duration_s, rec.call_id, base, spec.speed),
+                            control.req)
     except asyncio.CancelledError:
         error = "aborted (Ctrl-C or hard time limit)"
     except TimeoutError:
@@ -217,65 +204,6 @@ async def _virtual_call(control: _Control, spec: CallSpec, base: Path, index: in
         error = "driver: journal not readable"
     rec.ok, rec.reason, rec.end = error is None, error, time.time()
     out.put(("done", share.worker, index, rec.to_json()))
-
-
-class _VirtualTarget:
-    """A load call through the control API: the steps stop at the first sign the call is gone
-    (its journal says why), and the caller's hangup follows the steps."""
-
-    def __init__(self, control: _Control, call_id: str, base: Path, speed: float) -> None:
-        self.control, self.call_id, self.base, self.speed = control, call_id, base, speed
-        self.active = False
-
-    @property
-    def over(self) -> bool:
-        return False  # known only from the journal: a request to a call that is gone answers 4xx
-
-    async def answered(self, timeout: float) -> str | None:
-        if not self.active:  # once answered, a call that ends shows in the next request's status
-            self.active = await _wait_active(self.control, self.call_id, min(timeout, 15.0))
-        return None if self.active else "the call is not active"
-
-    async def say(self, ref: str, left: float) -> bool:
-        status, _ = await self.control.req("POST", f"/_mock/calls/{self.call_id}/say",
-                                           _say_body(ref, self.base, self.speed), timeout=max(5.0, left + 5))
-        return status < 400
-
-    async def dial(self, digits: str) -> bool:
-        status, _ = await self.control.req("POST", f"/_mock/calls/{self.call_id}/dtmf", {"digits": digits})
-        return status < 400
-
-    async def hang_up(self) -> bool:
-        return False  # the caller's hangup follows the steps
-
-    async def wait_event(self, kind: str, count: int, timeout: float) -> bool:
-        return await _poll(self.control, self.call_id, kind, count, timeout)
-
-    def note(self, text: str) -> None:
-        """Nothing to keep: a load call's result comes from its journal."""
-
-
-async def _wait_active(control: _Control, call_id: str, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status, body = await control.req("GET", f"/_mock/calls/{call_id}")
-        if status == 200 and body.get("state") != "ringing":
-            return str(body.get("state")) in ("active", "referring")
-        await asyncio.sleep(0.1)
-    return False
-
-
-async def _poll(control: _Control, call_id: str, kind: str, count: int, timeout: float) -> bool:
-    """Until the call's journal holds ``count`` entries of ``kind``; False when it ended first or time ran out."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status, body = await control.req("GET", f"/_mock/calls/{call_id}")
-        if status != 200 or body.get("terminal"):
-            return False
-        if JournalView.count_raw(body.get("entries", []), kind) >= count:
-            return True
-        await asyncio.sleep(0.25)
-    return False
 
 
 # ---- virtual callers: the load process's side ---------------------------------------------------------

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from dataclasses import dataclass, field
 from types import TracebackType
+
+from mock_api.subprocesses import stop_group
 
 READY = "rtsip mock ready:"
 
@@ -21,7 +22,7 @@ class MockProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] | None = None
     startup_timeout: float = 20.0
-    # what runs, and the line that says it is ready (the shard router is started the same way)
+    # what runs, and the line that says it is ready
     command: tuple[str, ...] = ("-m", "harness.cli", "mock")
     ready_prefix: str = READY
     ready: dict[str, str] = field(default_factory=dict)
@@ -117,16 +118,4 @@ class MockProcess:
         await self.stop()
 
     async def stop(self, timeout: float = 5.0) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
-        return proc.returncode
+        return await stop_group(self._proc, self._reader, timeout)

@@ -10,6 +10,11 @@ as fixtures, with expectations checked at teardown the way pytest-httpserver che
             await openai_mock.control.caller_hangup(call_id)
         # expectations are checked when the fixture tears down
 
+A GPT-Live call is placed the same way, saying its surface: ``call = await openai_mock.place_call(surface="live")``
+sends the app ``live.transport.incoming`` (``"both"`` sends it and ``realtime.call.incoming``), and
+``call.live_id`` is the session id the app accepts and attaches to; ``expect()`` takes the Live checks
+(``live_events``, ``closed_reason``, ``dtmf_sent``) and the ones both surfaces share.
+
 One mock serves the whole session (``openai_mock_server``, in a thread of its own so tests on any
 event loop reach it); ``openai_mock`` resets it before each test and checks it after. The SIP/TLS
 ingress starts on that same mock the first time a test asks for ``openai_mock_sip``. Where it
@@ -46,7 +51,8 @@ from sipworker import sip_available, sip_missing
 from .app_process import AppProcess, app_argv, app_env, fill_placeholders, template_values
 from .expect import Check, MockBug, evaluate, mock_bug_verdict
 from .expectations import Lifetime, RequestExpectation, request_problems, stub_request
-from .scenario import Expectations, expand, load_scenario
+from .journal_view import JournalView
+from .scenario import SURFACE_EVENTS, Expectations, Surface, expand, load_scenario
 
 T = TypeVar("T")
 START_TIMEOUT_S = 120.0  # the SIP workers start slowly on a loaded machine
@@ -184,6 +190,15 @@ class RunningApp:
         return self.process.output
 
 
+@dataclass(frozen=True)
+class PlacedCall:
+    """A call placed by :meth:`OpenAIMock.place_call`: its Realtime id, the same call's GPT-Live session id."""
+
+    call_id: str
+    live_id: str
+    surface: Surface
+
+
 @dataclass
 class OpenAIMock:
     """A running fake OpenAI: where it is, its control client, and the expectations to check."""
@@ -290,6 +305,22 @@ class OpenAIMock:
             yield running
         finally:
             await proc.stop()
+
+    async def place_call(self, *, surface: Surface = "realtime", **call: Any) -> PlacedCall:
+        """Place a virtual call offered on ``surface``: realtime (``realtime.call.incoming``), live
+        (``live.transport.incoming``) or both; ``call`` takes :meth:`MockClient.start_call`'s keywords."""
+        self.configure(webhook_events=SURFACE_EVENTS[surface])
+        call_id = await self.control.start_call(**call)
+        return PlacedCall(call_id, (await self.control.call(call_id)).live_id, surface)
+
+    async def wait_event(self, call_id: str, kind: str, count: int = 1, timeout: float = 20.0) -> None:
+        """Until the call's journal holds ``count`` entries of ``kind``: a journal kind (``live.connect``) or an
+        event type of either surface (``response.done``, ``session.output_transcript.delta``). TimeoutError
+        otherwise, also when the call ended first."""
+        view = await self.control.wait_for(
+            call_id, lambda v: v.terminal or JournalView.of_call(v).count(kind) >= count, timeout=timeout)
+        if JournalView.of_call(view).count(kind) < count:
+            raise TimeoutError(f"call {call_id} ended ({view.state}) before {count} × {kind}")
 
     async def check(self) -> list[Check]:
         """Evaluate every expectation against the journal; returns the failed checks."""

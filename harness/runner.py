@@ -4,11 +4,19 @@ Each scenario gets its own mock (in this process, on a free port) and its own ap
 process (own port, own process group). Whatever happens, both are torn down before the
 scenario's result is returned.
 
+A scenario's ``surface`` decides which incoming-call webhooks the mock sends the app
+(:data:`harness.scenario.SURFACE_EVENTS`); its checks read each call on the surface that owns it.
+
 A SIP call's softphone records what the caller heard. Those recordings live in a run
 directory: pass ``run_dir`` and they stay there (each scenario in a subdirectory of its own)
 for reports written after the run, which draw the caller's side from them; without it they
 go to a temporary directory removed before the result is returned, and the result's calls
 stop naming them.
+
+Repeats (``rtsip run --repeat N``): each scenario runs N times, each run with its own mock. Run ``i`` gives the
+faults with a ``probability`` and no seed of their own the seed ``seed + i``
+(:func:`mock_api.fault_script.seeded`), so the same ``seed`` replays the same fault draws; the result keeps
+those draws (:attr:`ScenarioResult.fault_draws`). Without a seed the faults keep theirs (0 by default).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from mock_api import certs
 from mock_api.client import MockClient, MockControlError
 from mock_api.config import MockConfig, RetryPolicy
 from mock_api.control_models import CallView, JournalEntry
+from mock_api.fault_script import FaultDraw, FaultScript, seeded
 from mock_api.running import RunningMock, SipOptions, free_port, running_mock
 from mock_api.state import state_dir
 from mock_api.stubs import install as install_stubs
@@ -41,12 +50,14 @@ from .caller_steps import drive
 from .callers import Caller, CallerError, SipCaller, VirtualCaller
 from .expect import Check, MockBug, evaluate, mock_bug_verdict, mock_bugs
 from .journal_view import JournalView
-from .scenario import Scenario, ScenarioError, expand, load_scenario
+from .scenario import SURFACE_EVENTS, Scenario, ScenarioError, expand, load_scenario, winner
 from .softphone import Softphone
 from .turn_check import turn_warnings
 
 DEFAULT_RING_TIMEOUT_S = 8.0
 SETTLE_S = 1.5  # quiet time after the last step before the journal is read
+# A barge_in waits for the reply to start: Realtime's response.created, GPT-Live's first reply words.
+REPLY_STARTED = {"realtime": "response.created", "live": "session.output_transcript.delta"}
 
 
 @dataclass
@@ -64,17 +75,40 @@ class ScenarioResult:
     description: str = ""
     seed: int = 0
     app_started_at: float | None = None  # wall clock, the journal's clock, for aligning app output
+    surface: str = "realtime"  # the scenario's: realtime, live or both
+    compare: str | None = None  # the scenario whose variants are reported side by side (compare: true)
+    command: list[str] = field(default_factory=list)  # the app's argv
+    repeat: int = 0  # which run of the scenario this is (0-based), of ``repeats``
+    repeats: int = 1
+    fault_seed: int | None = None  # the seed its faults' draws used, when the run gave one
+    fault_draws: list[dict[str, Any]] = field(default_factory=list)  # each call's draws of chance
+
+    @property
+    def label(self) -> str:
+        """The run's name: the scenario's, and which run of it when it is repeated."""
+        return self.name if self.repeats == 1 else f"{self.name} #{self.repeat + 1}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "file": self.file, "passed": self.passed, "verdict": self.verdict,
             "seconds": round(self.seconds, 3), "seed": self.seed, "description": self.description,
-            "app_started_at": self.app_started_at,
+            "app_started_at": self.app_started_at, "surface": self.surface, "compare": self.compare,
+            "command": self.command,
             "checks": [c.to_json() for c in self.checks], "notes": self.notes,
             "warnings": self.warnings,
             "calls": [c.model_dump(mode="json") for c in self.calls],
             "app_output": [{"t": round(t, 3), "line": line} for t, line in self.app_output],
+            **self._repeat_json(),
         }
+
+    def _repeat_json(self) -> dict[str, Any]:
+        """Only for runs that are repeated or drew faults, so other reports stay as they were."""
+        out: dict[str, Any] = {}
+        if self.repeats != 1:
+            out.update(repeat=self.repeat, repeats=self.repeats)
+        if self.fault_seed is not None or self.fault_draws:
+            out.update(fault_seed=self.fault_seed, fault_draws=self.fault_draws)
+        return out
 
 
 def collect(paths: list[str | Path]) -> list[Path]:
@@ -116,18 +150,40 @@ def _ca_for(scenario: Scenario, mock: RunningMock, proxy_vars: dict[str, str]) -
     return ""
 
 
+def with_fault_seed(scenario: Scenario, seed: int) -> Scenario:
+    """The scenario with ``seed`` given to its faults of chance that name none (the mock's and each call's)."""
+    mock = scenario.mock.model_copy(update={"faults": seeded(scenario.mock.faults, seed)})
+    calls = [c.model_copy(update={"faults": seeded(c.faults, seed)}) for c in scenario.calls]
+    return scenario.model_copy(update={"mock": mock, "calls": calls})
+
+
+def fault_draws(scenario: Scenario) -> list[tuple[int, FaultDraw]]:
+    """The draws the mock makes for each call (by index) of ``scenario``: its faults, then the call's, keyed by
+    the call's arrival number at the mock (the runner starts a scenario's calls in order, 1 first)."""
+    return [(i, d) for i, spec in enumerate(scenario.calls)
+            for d in FaultScript.of([*scenario.mock.faults, *spec.faults], key=str(i + 1)).draws]
+
+
 async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None = None,
                        on_entry: Callable[[str, JournalEntry], None] | None = None,
-                       run_dir: Path | None = None) -> ScenarioResult:
+                       run_dir: Path | None = None, fault_seed: int | None = None) -> ScenarioResult:
     """Run one scenario (one variant). ``on_entry`` sees each journal entry of each call as it lands.
 
     ``run_dir``: where a SIP call's recordings and the softphone log are kept (see the module's docstring).
+    ``fault_seed``: the seed of its faults of chance that name none.
     """
     started = time.monotonic()
+    if fault_seed is not None:
+        scenario = with_fault_seed(scenario, fault_seed)
     note = on_step or (lambda _msg: None)
     file = Path(scenario.source or ".")
     result = ScenarioResult(scenario.name, str(file), False, "", 0.0, description=scenario.description,
-                            seed=scenario.seed)
+                            seed=scenario.seed, surface=scenario.surface,
+                            compare=(scenario.family or scenario.name) if scenario.compare else None,
+                            command=list(scenario.app.command), fault_seed=fault_seed)
+    for i, made in fault_draws(scenario):
+        result.fault_draws.append({"call": i, **made.to_json()})
+        result.notes.append(f"call {i + 1}: {made.describe()}")
     needs_sip = any(c.mode == "sip" for c in scenario.calls)
     if needs_sip and not sip_available():  # a verdict that says what to install, not a worker's ImportError
         result.verdict = f"error: {sip_missing('or use mode: virtual')}"
@@ -136,6 +192,7 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
     port = free_port()
     config = MockConfig(
         webhook_url=f"http://127.0.0.1:{port}{scenario.app.webhook_path}",
+        webhook_events=SURFACE_EVENTS[scenario.surface],
         faults=scenario.mock.faults, script=scenario.mock.script.model_dump(exclude_defaults=True),
         strict_accept=scenario.mock.strict_accept, legacy_beta=scenario.mock.legacy_beta,
         ring_timeout_s=scenario.mock.ring_timeout_s or DEFAULT_RING_TIMEOUT_S,
@@ -193,7 +250,8 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 call_ids.append(caller.call_id)
                 if on_entry is not None:
                     watchers.append(_Watcher(control, caller.call_id, on_entry))
-                await drive(spec.steps, _ScenarioTarget(caller, control, result), spec.max_duration_s)
+                target = _ScenarioTarget(caller, control, result, winner(scenario.surface, scenario.expect))
+                await drive(spec.steps, target, spec.max_duration_s)
             await _settle(control, call_ids)
             result.calls = [await control.call(cid) for cid in call_ids]
             for view, caller in zip(result.calls, callers, strict=True):
@@ -203,7 +261,7 @@ async def run_scenario(scenario: Scenario, on_step: Callable[[str], None] | None
                 view.caller = media
             for spec, view in zip(scenario.calls, result.calls, strict=True):
                 result.warnings.extend(turn_warnings(scenario.mock.script, spec, view))
-            http_results = await _http_checks(scenario, port, call_ids[0] if call_ids else "")
+            http_results = await _http_checks(scenario, port, result.calls[0] if result.calls else None)
             result.checks = evaluate(scenario.expect, result.calls[0] if result.calls else None, app.output,
                                      http_results)
             if app.returncode not in (None, 0):
@@ -289,8 +347,8 @@ class _ScenarioTarget:
     """A scenario call for :func:`harness.caller_steps.drive`: every step is tried, and each one
     skipped or waited for in vain is noted in the result, so the verdict can say what happened."""
 
-    def __init__(self, caller: Caller, control: MockClient, result: ScenarioResult) -> None:
-        self.caller, self.control, self.result = caller, control, result
+    def __init__(self, caller: Caller, control: MockClient, result: ScenarioResult, surface: str = "realtime") -> None:
+        self.caller, self.control, self.result, self.surface = caller, control, result, surface
 
     @property
     def over(self) -> bool:
@@ -313,6 +371,8 @@ class _ScenarioTarget:
         return True
 
     async def wait_event(self, kind: str, count: int, timeout: float) -> bool:
+        if kind == REPLY_STARTED["realtime"]:  # the step driver's barge_in wait, said on this call's surface
+            kind = REPLY_STARTED.get(self.surface, kind)
         await _wait_for_event(self.control, self.caller.call_id, kind, timeout, self.result, count=count)
         return True
 
@@ -374,11 +434,20 @@ async def _settle(control: MockClient, call_ids: list[str], quiet_s: float = SET
         await asyncio.sleep(0.1)
 
 
-async def _http_checks(scenario: Scenario, port: int, call_id: str) -> list[tuple[str, int | None, str]]:
+def http_path(path: str, view: CallView | None) -> str:
+    """An ``http`` check's path for a call: ``{call_id}`` is the id the app knows the call by on the surface that
+    owns it (``rtc_…``, or GPT-Live's ``live_…``); ``{session_id}`` is always the ``live_…`` one."""
+    if view is None:
+        return path.replace("{call_id}", "").replace("{session_id}", "")
+    own = view.live_id if view.surface == "live" and view.live_id else view.call_id
+    return path.replace("{call_id}", own).replace("{session_id}", view.live_id)
+
+
+async def _http_checks(scenario: Scenario, port: int, view: CallView | None) -> list[tuple[str, int | None, str]]:
     out: list[tuple[str, int | None, str]] = []
     async with aiohttp.ClientSession() as http:
         for check in scenario.expect.http:
-            url = f"http://127.0.0.1:{port}{check.path.replace('{call_id}', call_id)}"
+            url = f"http://127.0.0.1:{port}{http_path(check.path, view)}"
             try:
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                     out.append((url, resp.status, await resp.text()))
@@ -389,22 +458,28 @@ async def _http_checks(scenario: Scenario, port: int, call_id: str) -> list[tupl
 
 async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[ScenarioResult], None] | None = None,
                     on_step: Callable[[str, str], None] | None = None,
-                    keyword: str | None = None, run_dir: Path | None = None) -> list[ScenarioResult]:
+                    keyword: str | None = None, run_dir: Path | None = None, repeat: int = 1,
+                    seed: int | None = None) -> list[ScenarioResult]:
     """Run scenario files (each variant whose name matches ``keyword``), ``jobs`` at a time.
 
     A file that does not load is a failed result. ``run_dir`` keeps SIP recordings, as for ``run_scenario``.
+    Each scenario runs ``repeat`` times, run ``i`` with the fault seed ``seed + i`` (when ``seed`` is given);
+    the results come in file order, a scenario's runs together.
     """
     sem = asyncio.Semaphore(max(1, jobs))
 
-    async def one(path: Path, scenario: Scenario) -> ScenarioResult:
+    async def one(path: Path, scenario: Scenario, i: int) -> ScenarioResult:
+        label = scenario.name if repeat == 1 else f"{scenario.name} #{i + 1}"
+        fault_seed = None if seed is None else seed + i
         async with sem:
             t0 = time.monotonic()
             try:
-                res = await run_scenario(scenario, (lambda m: on_step(scenario.name, m)) if on_step else None,
-                                         run_dir=run_dir)
+                res = await run_scenario(scenario, (lambda m: on_step(label, m)) if on_step else None,
+                                         run_dir=run_dir, fault_seed=fault_seed)
             except Exception as exc:  # a runner bug fails this scenario, not the whole run
                 res = ScenarioResult(scenario.name, str(path), False, f"error: runner: {type(exc).__name__}: {exc}",
-                                     time.monotonic() - t0)
+                                     time.monotonic() - t0, fault_seed=fault_seed)
+            res.repeat, res.repeats = i, repeat
             if on_result:
                 on_result(res)
             return res
@@ -418,7 +493,7 @@ async def run_files(files: list[Path], jobs: int = 1, on_result: Callable[[Scena
             if not selected(path.stem, path, keyword):
                 continue
             res = ScenarioResult(path.stem, str(path), False, f"error: {exc}", 0.0)
-            broken.append(res)
+            broken.append(res)  # once: every run of a file that does not load would say the same
             if on_result:
                 on_result(res)
-    return broken + list(await asyncio.gather(*(one(p, s) for p, s in runs)))
+    return broken + list(await asyncio.gather(*(one(p, s, i) for p, s in runs for i in range(repeat))))

@@ -4,11 +4,24 @@ A scenario names the app under test, the fake model's script and faults, the cal
 place and what must hold afterwards. ``load_scenario`` is the only entry point; every
 mistake in a file comes back as one :class:`ScenarioError` naming the file, the line and
 what was expected there.
+
+Surface rules (``surface:``, per scenario or per variant):
+
+1. ``realtime`` (the default): the app is offered ``realtime.call.incoming``; ``live``:
+   ``live.transport.incoming``; ``both``: both, and ``expect.surface`` must say which one wins
+   (the first accept on either surface owns the call).
+2. An expectation only one surface can meet (:data:`REALTIME_ONLY`, :data:`LIVE_ONLY`) is an error
+   in a scenario whose (winning) surface is the other one, naming its line.
+3. A ``wait_for`` naming an event type that only the other surface's SDK union declares would wait
+   in vain: the same error.
+4. ``compare: true`` runs every variant and reports them side by side; each variant may bring its
+   own ``command`` and ``surface`` (a migration from one app to another).
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +36,15 @@ from mock_api.faults import Fault
 from mock_api.realtime.script import Script
 
 Path_ = tuple[str | int, ...]
+Surface = Literal["realtime", "live", "both"]
+Owner = Literal["realtime", "live"]
+SURFACE_EVENTS: dict[str, list[str]] = {  # what a call sends the app, per scenario surface
+    "realtime": ["realtime.call.incoming"],
+    "live": ["live.transport.incoming"],
+    "both": ["realtime.call.incoming", "live.transport.incoming"],
+}
+CloseReason = Literal["close_requested", "expired", "content", "remote_hangup", "connection_lost"]
+EndedBy = Literal["caller", "app", "session", "timeout", "failure"]
 
 
 class ScenarioError(ValueError):
@@ -129,6 +151,54 @@ class RangeMs(_Strict):
     min: float | None = None
 
 
+class _Bounded(_Strict):
+    @model_validator(mode="after")
+    def _some_bound(self) -> _Bounded:
+        if not self.model_fields_set:
+            raise ValueError(f"give at least one of {', '.join(type(self).model_fields)}")
+        return self
+
+
+class TimingRange(_Bounded):
+    """Bounds on one figure, in ms: ``max`` the most it may be, ``min`` the least."""
+
+    max: float | None = Field(None, ge=0)
+    min: float | None = Field(None, ge=0)
+
+
+class TimingSpread(_Bounded):
+    """Bounds on a figure measured many times in a call (each turn, each barge-in), in ms: ``max`` and ``min``
+    bound every sample; ``p50``/``p90``/``p95``/``p99`` (nearest rank) and ``mean`` are the most they may be."""
+
+    max: float | None = Field(None, ge=0)
+    min: float | None = Field(None, ge=0)
+    p50: float | None = Field(None, ge=0)
+    p90: float | None = Field(None, ge=0)
+    p95: float | None = Field(None, ge=0)
+    p99: float | None = Field(None, ge=0)
+    mean: float | None = Field(None, ge=0)
+
+
+class CountRange(_Bounded):
+    max: int | None = Field(None, ge=0)
+    min: int | None = Field(None, ge=0)
+
+
+class TimingExpect(_Strict):
+    """The call's timing figures (harness/timing.py), each from its journal; a figure the call never had
+    (no reply audio, no barge-in) fails its check."""
+
+    first_audio_ms: TimingRange | None = Field(None, description="Answer → first reply audio at the caller.")
+    turn_latency_ms: TimingSpread | None = Field(None, description="Each caller turn's end → the first reply "
+                                                 "audio at the caller after it.")
+    dead_air_ms: TimingRange | None = Field(None, description="The longest silence (neither side speaking) while "
+                                            "the call is up: max to forbid dead air, min to prove it.")
+    barge_in_ms: TimingSpread | None = Field(None, description="Caller speech starting over reply audio → that "
+                                             "audio stopped (cleared, or ran out).")
+    overlap_ms: TimingRange | None = Field(None, description="Total ms the caller and reply audio overlapped.")
+    overlaps: CountRange | None = Field(None, description="How many times the caller and reply audio overlapped.")
+
+
 class Expectations(_Strict):
     call_state: str | None = Field(None, description="Final state: ended, rejected, referred, failed, no_answer.")
     accept: dict[str, Any] | None = Field(None, description="Dotted paths into the accept body and their values.")
@@ -142,12 +212,36 @@ class Expectations(_Strict):
     app_output_absent: list[str] = Field(default_factory=list)
     http: list[HttpCheck] = Field(default_factory=list)
     time_to_first_audio_ms: RangeMs | None = None
+    timing: TimingExpect | None = Field(None, description="Thresholds on the call's timing figures: first audio, "
+                                        "turn latency, dead air, barge-in reaction, overlaps (ms).")
     webhook_status: int | None = Field(None, description="Status the app answered the (last) webhook with.")
     effective_session: dict[str, Any] | None = Field(
         None, description="Dotted paths into the last session.created/updated the app received, and their values."
     )
     media_corrupt: bool | None = Field(None, description="Whether reply audio to the caller was garbled (static).")
-    ws_connected: bool | None = None
+    ws_connected: bool | None = Field(None, description="Whether the app opened the call's Realtime WebSocket.")
+    # either surface
+    surface: Owner | None = Field(None, description="The surface that must own the call (accept or reject went "
+                                  "through it): realtime or live. Required with surface: both.")
+    caller_said: list[str] = Field(default_factory=list, description="Text the app must have been given as the "
+                                   "caller's words (case-insensitive substrings of its transcript lines).")
+    assistant_said: list[str] = Field(default_factory=list, description="Text the model must have said (its "
+                                      "transcript, as the app received it).")
+    reply_heard: bool | None = Field(None, description="Whether reply audio reached the caller.")
+    dtmf_received: str | None = Field(None, pattern=r"^[0-9A-D*#]*$",
+                                      description="The caller's keys as the app was told them, in order.")
+    ended_by: EndedBy | None = Field(None, description="Who ended the call: caller, app, session (GPT-Live expiry "
+                                     "or safety), timeout (nobody answered), failure.")
+    # GPT-Live
+    live_events: list[str] | None = Field(None, description="GPT-Live server event types a sideband must have "
+                                          "received, in this order (others may come between).")
+    closed_reason: CloseReason | None = Field(None, description="The reason of the GPT-Live session.closed.")
+    dtmf_sent: str | None = Field(None, pattern=r"^[0-9A-D*#]*$",
+                                  description="Keys the app sent the caller (GPT-Live transport.dtmf.send).")
+
+
+REALTIME_ONLY = frozenset({"transcription_events", "ws_connected"})
+LIVE_ONLY = frozenset({"live_events", "closed_reason", "dtmf_sent"})
 
 
 # ---- the scenario --------------------------------------------------------------------------------
@@ -180,6 +274,9 @@ class MockSpec(_Strict):
 class Variant(_Strict):
     """One version of the app (e.g. the forum's buggy one and the fixed one) with its own expectations."""
 
+    command: list[str] | None = Field(None, min_length=1, description="Replaces app.command (another app, e.g. "
+                                      "the one migrated to GPT-Live).")
+    surface: Surface | None = Field(None, description="Replaces the scenario's surface.")
     app_args: list[str] = Field(default_factory=list, description="Appended to app.command.")
     env: dict[str, str] = Field(default_factory=dict)
     faults: list[Fault] = Field(default_factory=list, description="Added to mock.faults.")
@@ -191,6 +288,10 @@ class Scenario(_Strict):
     description: str = ""
     tags: list[str] = Field(default_factory=list)
     seed: int = 0
+    surface: Surface = Field("realtime", description="Which incoming-call webhook the app is sent: "
+                             "realtime.call.incoming, live.transport.incoming (GPT-Live) or both.")
+    compare: bool = Field(False, description="Report the variants side by side (transcripts, turn latencies, "
+                          "DTMF, how each call ended), e.g. the same caller against a Realtime and a GPT-Live app.")
     vars: dict[str, Annotated[FakerVar | str, Field(union_mode="left_to_right")]] = Field(default_factory=dict)
     app: AppSpec
     mock: MockSpec = Field(default_factory=MockSpec)
@@ -200,6 +301,7 @@ class Scenario(_Strict):
         default_factory=dict, description="Run once per variant (e.g. buggy, fixed), each with its own checks."
     )
     source: str | None = Field(None, exclude=True, description="Set by the loader: the file path.")
+    family: str = Field("", exclude=True, description="Set by expand: the scenario's name before its variant's.")
 
     @field_validator("vars")
     @classmethod
@@ -215,17 +317,19 @@ class Scenario(_Strict):
 def expand(scenario: Scenario) -> list[Scenario]:
     """One runnable scenario per variant (``name[variant]``), or the scenario itself."""
     if not scenario.variants:
-        return [scenario]
+        return [scenario.model_copy(update={"family": scenario.name})]
     out = []
     for vname, v in scenario.variants.items():
         expect = Expectations.model_validate(
             {**scenario.expect.model_dump(exclude_unset=True), **v.expect.model_dump(exclude_unset=True)}
         )
-        app = scenario.app.model_copy(update={"command": [*scenario.app.command, *v.app_args],
+        app = scenario.app.model_copy(update={"command": [*(v.command or scenario.app.command), *v.app_args],
                                               "env": {**scenario.app.env, **v.env}})
         mock = scenario.mock.model_copy(update={"faults": [*scenario.mock.faults, *v.faults]})
-        out.append(scenario.model_copy(update={"name": f"{scenario.name}[{vname}]", "app": app, "mock": mock,
-                                               "expect": expect, "variants": {}}))
+        out.append(scenario.model_copy(update={"name": f"{scenario.name}[{vname}]", "family": scenario.name,
+                                               "app": app, "mock": mock,
+                                               "expect": expect, "variants": {},
+                                               "surface": v.surface or scenario.surface}))
     return out
 
 
@@ -338,7 +442,74 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     scenario.source = str(file)
     scenario.seed = used_seed
     _check_fixtures(scenario, file, lines)
+    _check_surfaces(scenario, file, lines)
     return scenario
+
+
+def winner(surface: Surface, expect: Expectations) -> Owner:
+    """The surface a run's checks are read on: its own, or for ``both`` the one that must win."""
+    if surface != "both":
+        return surface
+    return expect.surface or "realtime"
+
+
+@cache
+def _event_types(union: str) -> frozenset[str]:
+    """Every server event type an SDK union declares (``realtime``: RealtimeServerEvent; ``live``: the
+    sideband's ConnectServerEvent), read from the SDK's own models."""
+    from openai.types.live import ConnectServerEvent
+    from openai.types.realtime import RealtimeServerEvent
+
+    root = ConnectServerEvent if union == "live" else RealtimeServerEvent
+    found: set[str] = set()
+    for model in _union_models(root):
+        field = model.model_fields.get("type")
+        if field is not None:
+            found.update(a for a in getattr(field.annotation, "__args__", ()) if isinstance(a, str))
+    return frozenset(found)
+
+
+def _union_models(ann: Any) -> list[type[BaseModel]]:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for arg in getattr(ann, "__args__", ()) for m in _union_models(arg)]
+
+
+def _check_surfaces(scenario: Scenario, file: Path, lines: dict[Path_, int]) -> None:
+    """Rules 1-4 of the module: each run's expectations and waits must be ones its surface can meet, and a
+    comparison needs something to compare."""
+    if scenario.compare and len(scenario.variants) < 2:
+        raise ScenarioError(file, _line_for(lines, ("compare",)), "at compare: compare: true needs at least two "
+                            "variants to put side by side")
+    runs: list[tuple[Path_, Surface, Expectations, set[str]]] = []
+    base_keys = set(scenario.expect.model_fields_set)
+    if not scenario.variants:
+        runs.append((("expect",), scenario.surface, scenario.expect, base_keys))
+    for name, v in scenario.variants.items():
+        merged = Expectations.model_validate({**scenario.expect.model_dump(exclude_unset=True),
+                                              **v.expect.model_dump(exclude_unset=True)})
+        runs.append((("variants", name, "expect"), v.surface or scenario.surface, merged,
+                     base_keys | set(v.expect.model_fields_set)))
+    for where, surface, expect, keys in runs:
+        if surface == "both" and expect.surface is None:
+            loc = ("surface",) if ("surface",) in lines else where
+            raise ScenarioError(file, _line_for(lines, loc), f"at {_loc_text(where)}: surface: both needs "
+                                "expect.surface (realtime or live): which surface must win the call")
+        owner = winner(surface, expect)
+        wrong = sorted(keys & (REALTIME_ONLY if owner == "live" else LIVE_ONLY))
+        for key in wrong:
+            loc = (*where, key) if (*where, key) in lines else ("expect", key)
+            raise ScenarioError(file, _line_for(lines, loc), f"at {_loc_text(loc)}: {key} is a "
+                                f"{'Realtime' if owner == 'live' else 'GPT-Live'}-only expectation, and this run's "
+                                f"calls are on the {owner} surface")
+        other = "realtime" if owner == "live" else "live"
+        for ci, call in enumerate(scenario.calls):
+            for si, step in enumerate(call.steps):
+                t = step.wait_for
+                if t is not None and t in _event_types(other) and t not in _event_types(owner):
+                    loc = ("calls", ci, "steps", si, "wait_for")
+                    raise ScenarioError(file, _line_for(lines, loc), f"at {_loc_text(loc)}: {t} is a {other} "
+                                        f"event; on the {owner} surface it never comes")
 
 
 def _raise(file: Path, lines: dict[Path_, int], exc: ValidationError) -> None:

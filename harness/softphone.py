@@ -27,12 +27,13 @@ import shutil
 import sys
 import tempfile
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from sipworker import require_sip
+from sipworker.codecs import G711, normalise, wants_opus
 from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
 from sipworker.supervisor import WorkerPool, pool_configs
 
@@ -127,7 +128,9 @@ class SoftphoneCall:
     refer_target: str | None = None
     redirected_to: str | None = None
     recording: str | None = None
-    codec: str | None = None
+    offered: list[str] = field(default_factory=list)  # the codecs the INVITE offered, in order
+    opus_unavailable: str | None = None  # why an Opus call went out without Opus
+    codec: str | None = None  # what the answer chose (media_active), e.g. "opus" or "PCMU"
     srtp: bool = False
     dtmf_received: str = ""
     marks: dict[str, int] = field(default_factory=dict)  # ms since the INVITE was sent
@@ -281,6 +284,8 @@ class Softphone:
     frame ports by default, and received audio taken every 60 ms; a load test, which needs no
     live audio, passes 200.  ``rtp_base``: the first RTP port (each worker takes
     ``sipworker.ports.RTP_SPAN``); by default a range that is free when the phone starts.
+    ``codecs``: the offer, most preferred first (default G.711: PCMU, PCMA); naming ``opus`` loads the Opus codec
+    into the workers (``opus_rate`` below 48000 runs its streams at that rate, for less CPU).
     """
 
     def __init__(
@@ -298,6 +303,8 @@ class Softphone:
         stderr: int | TextIO | None = None,
         frame_ms: int = 60,
         media: str = "native",
+        codecs: Sequence[str] = G711,
+        opus_rate: int = 48000,
     ) -> None:
         if ca is None and not insecure:
             raise ValueError("pass ca=<CA PEM> to verify the SIP server, or insecure=True")
@@ -318,6 +325,8 @@ class Softphone:
         self.stderr = stderr
         self.frame_ms = frame_ms
         self.media = media
+        self.codecs = normalise(codecs)  # ValueError on an unknown name, before any worker starts
+        self.opus_rate = opus_rate
         self._calls: dict[str, SoftphoneCall] = {}
         self._seq = 0
         self._pool: WorkerPool | None = None
@@ -352,6 +361,9 @@ class Softphone:
             log_level=self.log_level,
             frame_ms=self.frame_ms,
             media=self.media,
+            codecs=list(self.codecs),
+            opus=wants_opus(self.codecs),
+            opus_rate=self.opus_rate,
         )
         configs = pool_configs(self.n_workers, template, rtp_base=self.rtp_base)
         self.rtp_base = configs[0].rtp_port
@@ -394,6 +406,7 @@ class Softphone:
         from_uri: str | None = None,
         display_name: str | None = None,
         to_uri: str | None = None,
+        codecs: Sequence[str] | None = None,
     ) -> SoftphoneCall:
         """Send an INVITE to ``uri``; returns at once (await ``call.answered()``).
 
@@ -409,8 +422,15 @@ class Softphone:
         From (``"Alice Smith" <sip:+14155550123@carrier.example>;tag=...``; default the phone's own
         ``sip:<user>@127.0.0.1``), ``to_uri`` the To (default ``uri``); the Request-URI stays ``uri``.
         ``tel:`` URIs become SIP ones (:func:`sip_form`).  A bad one raises ValueError.
+
+        ``codecs``: this call's offer, most preferred first (default the phone's ``codecs``), e.g.
+        ``["opus", "PCMU"]``; Opus needs a phone made with it in its ``codecs`` (its workers load the codec).
+        Opus that cannot load (not built) leaves the call G.711: ``call.opus_unavailable`` says why.
         """
         identity = caller_identity(uri, from_uri, display_name, to_uri)
+        order = normalise(codecs) if codecs is not None else None
+        if order is not None and wants_opus(order) and not wants_opus(self.codecs):
+            raise SoftphoneError("this call asks for Opus: make the Softphone with codecs=[\"opus\", ...]")
         self._seq += 1
         ref = f"sp{os.getpid()}-{self._seq}"
         plays = [prepare_audio(p, self.cache_dir) for p in (audio or [])]
@@ -427,6 +447,8 @@ class Softphone:
         if vad is not None:
             args["vad"] = VadParams.from_dict(vad).to_dict()
         args.update(identity)
+        if order is not None:
+            args["codecs"] = order
         try:
             _, reply = await self.pool.make_call(uri, ref=ref, prefer=prefer_worker, **args)
         except Exception:
@@ -434,6 +456,8 @@ class Softphone:
             raise
         call.sip_call_id = reply.get("sip_call_id") or call.sip_call_id
         call.t0 = reply.get("t0")
+        call.offered = list(reply.get("codecs") or [])
+        call.opus_unavailable = reply.get("opus_unavailable")
         return call
 
     @property

@@ -42,6 +42,7 @@ __all__ = [
     "SAMPLE_WIDTH",
     "SUPPORTED_RATES",
     "Resampler",
+    "ToRate",
     "WireFormat",
     "alaw_to_pcm",
     "b64_to_pcm",
@@ -264,6 +265,24 @@ class Resampler:
         pad = np.zeros(-(-self.src_rate // self.dst_rate), dtype=np.float64)
         tail = self._stream.resample_chunk(pad, last=True)
         return self._out(tail[: max(total - self._n_out, 0)])
+
+
+class ToRate:
+    """One stream's audio brought to ``dst_rate`` from whatever rate each chunk comes at: a :class:`Resampler`
+    per source rate, made once and kept, so filter history carries across chunks (a new soxr stream per
+    chunk would restart the filter at every edge and cost its setup each time)."""
+
+    def __init__(self, dst_rate: int) -> None:
+        self.dst_rate = dst_rate
+        self._by_rate: dict[int, Resampler] = {}
+
+    def convert(self, pcm: bytes, rate: int) -> bytes:
+        if rate == self.dst_rate:
+            return pcm
+        found = self._by_rate.get(rate)
+        if found is None:
+            found = self._by_rate[rate] = Resampler(rate, self.dst_rate)
+        return found.process(pcm)
 
 
 def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:

@@ -40,6 +40,17 @@ Rules (``python -m mock_api.calls`` prints the table they make; docs/architectur
     reject it; the first that succeeds picks the call's surface. From then on every operation through
     the other surface is the loser's: refused with the event's ``loser_status`` (404 by default, 409 as
     configured), ``call_id_not_found`` on Realtime, ``session_not_found`` on Live, as if that id were gone.
+12. An outbound call (GPT-Live's create with a SIP transport, ``direction == "outbound"``) is born on the Live
+    surface and is never offered: ``accept`` and ``reject`` from the REST API are refused 400
+    ``invalid_call_state``; the callee's answer is the ``Accept`` the dialing adapter feeds with ``by_callee``.
+    Everything else (hangup: a CANCEL while ringing, the far end's BYE, ``Fail``) is as for an inbound call.
+13. Ghost call (the ``ghost_call`` fault, read when the call is born; failure mode 23): the caller's BYE or
+    CANCEL while the call rings is lost on the service's side. The call stays ``ringing`` with
+    ``caller_gone`` set (the fault's note says so) and its ring timer runs on. Nothing is sent toward the
+    gone leg from then on: no answer, final status or BYE. An accept answers 200 and starts the session
+    with no caller audio; the service gives up on it the fault's ``timeout_s`` after that accept (a
+    ``Fail``: ``failed``, ``ghost_timeout``), unless the app hangs up first. A reject, a hangup or the
+    ring timer end it as usual.
 """
 
 from __future__ import annotations
@@ -78,6 +89,9 @@ class CallState(enum.StrEnum):
 TERMINAL = frozenset({CallState.ENDED, CallState.REJECTED, CallState.REFERRED, CallState.FAILED, CallState.NO_ANSWER})
 LIVE = (CallState.RINGING, CallState.ACTIVE, CallState.REFERRING)
 
+GHOST_TIMEOUT = "ghost_timeout"
+"""The end reason of a ghost call's session when the service gives up on it (rule 13)."""
+
 INVALID_ACCEPT_BYE_S = 1.0
 """After a 200 to an invalid accept, the real SIP leg gets its BYE about a second later."""
 
@@ -111,6 +125,7 @@ class Accept:
     faults: FaultScript = NO_FAULTS
     surface: Surface = "realtime"
     loser_status: int = 404  # rule 11: the answer when the other surface already won
+    by_callee: bool = False  # rule 12: an outbound call's callee answered (fed by the dialing adapter)
 
 
 @dataclass(frozen=True)
@@ -196,9 +211,18 @@ class EndSession:
     reason: str
 
 
+@dataclass(frozen=True)
+class FaultActed:
+    """A fault changed what the call did where no state change shows it (rule 13): journal it."""
+
+    fault: str
+    detail: str
+
+
 class TimerKind(enum.StrEnum):
     RING = "ring"
     RANDOM_HANGUP = "random_hangup"
+    GHOST = "ghost"  # rule 13: the service's own end of a session nobody calls into
 
 
 @dataclass(frozen=True)
@@ -223,7 +247,9 @@ class CancelTimers:
 
 WireEffect = AnswerSip | SendSipFinal | SendRefer | SendBye | StartSession | EndSession
 TimerEffect = StartTimer | CancelTimer | CancelTimers
-Effect = WireEffect | TimerEffect
+Effect = WireEffect | TimerEffect | FaultActed
+TO_SIP_LEG = (AnswerSip, SendSipFinal, SendBye)
+"""Effects that act on the caller's SIP leg: none leaves once the caller is gone (rule 13)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +304,9 @@ class Call:
     end_reason: str | None = None
     live_id: str = ""  # the same call's GPT-Live session id (rule 11); minted by :meth:`incoming`
     surface: Surface | None = None  # which surface accepted or rejected it first (rule 11)
+    direction: Literal["inbound", "outbound"] = "inbound"  # outbound: GPT-Live dialed it (rule 12)
+    ghost_timeout_s: float | None = None  # rule 13: the ghost_call fault's timeout_s, read at birth
+    caller_gone: bool = False  # rule 13: the caller left while ringing, yet the call lives on
 
     @classmethod
     def incoming(cls, sip_headers: list[dict[str, str]], **kw: Any) -> Call:
@@ -299,6 +328,10 @@ class Call:
             return Outcome(before, before, refusal=not_found(surface))
         if isinstance(event, SurfaceEvent) and self.surface is not None and surface != self.surface:
             return Outcome(before, before, refusal=not_found(surface, event.loser_status))  # rule 11
+        if self.direction == "outbound" and (isinstance(event, Reject)
+                                             or (isinstance(event, Accept) and not event.by_callee)):  # rule 12
+            return Outcome(before, before, refusal=Refusal(400, "invalid_call_state", "An outbound session is "
+                                                           "not offered: it cannot be accepted or rejected."))
         handler = _TABLE.get((before, type(event)))
         if handler is None:
             return Outcome(before, before, refusal=_refusal_for(before, event))
@@ -307,6 +340,8 @@ class Call:
             return Outcome(before, before, refusal=result)
         after, effects = result
         self.state = after
+        if self.caller_gone:  # rule 13: the leg is gone, nothing goes toward it
+            effects = [e for e in effects if not isinstance(e, TO_SIP_LEG)]
         return Outcome(before, after, (*effects, *_timer_rule(before, after)))
 
 
@@ -324,6 +359,7 @@ Handler = Callable[[Call, Any], Step | Refusal]
 
 
 def _incoming(call: Call, ev: Incoming) -> Step:
+    call.ghost_timeout_s = ev.faults.ghost_call_timeout_s
     ring_s = ev.faults.no_answer_timeout_s if ev.faults.no_answer_timeout_s is not None else ev.ring_timeout_s
     if ring_s is None:
         return CallState.RINGING, []
@@ -342,6 +378,11 @@ def _accept(call: Call, ev: Accept) -> Step | Refusal:
         return CallState.FAILED, [AnswerSip(), SendBye(INVALID_ACCEPT_BYE_S if bye_s is None else bye_s),
                                   EndSession("invalid accept")]
     effects: list[Effect] = [AnswerSip(), StartSession(ev.body, ev.surface)]
+    if call.caller_gone and call.ghost_timeout_s is not None:  # rule 13: no caller will ever end it
+        effects.append(FaultActed("ghost_call", f"accepted after the caller left; the session ends in "
+                                  f"{call.ghost_timeout_s:g} s"))
+        effects.append(StartTimer(TimerKind.GHOST, call.ghost_timeout_s, Fail(GHOST_TIMEOUT), "fault"))
+        return CallState.ACTIVE, effects
     hangup_s = ev.faults.random_hangup_after_s
     if hangup_s is not None:
         effects.append(StartTimer(TimerKind.RANDOM_HANGUP, hangup_s, CallerBye(), "fault"))
@@ -371,6 +412,12 @@ def _hangup(call: Call, ev: Hangup) -> Step:
 
 
 def _caller_bye(call: Call, ev: CallerBye) -> Step:
+    if call.state is CallState.RINGING and call.ghost_timeout_s is not None and call.direction == "inbound":
+        if call.caller_gone:
+            return CallState.RINGING, []
+        call.caller_gone = True  # rule 13: the CANCEL is lost, the call rings on without its leg
+        return CallState.RINGING, [FaultActed("ghost_call", "the caller hung up while ringing; the call still "
+                                              "rings, so an accept will succeed")]
     if call.state is CallState.REFERRING:
         call.end_reason = "referred"
         return CallState.REFERRED, [EndSession("referred")]

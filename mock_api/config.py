@@ -7,9 +7,13 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .faults import FAULTS, Fault
+from .faults import FAULTS, Fault, FieldProblem
 from .journal import MAX_BYTES as JOURNAL_MAX_BYTES
 from .journal import MAX_STRING_CHARS as JOURNAL_MAX_STRING_CHARS
+from .live.outbound import OutboundSettings
+from .live.playback import MAX_REFLECT_CHUNK_MS, REFLECT_CHUNK_MS
+from .live.settings import LiveSettings
+from .realtime.generation import AUDIO_CHUNK_MS
 
 DEFAULT_RETAIN_ENDED = 1000
 MAX_SIZE_SETTING = 1 << 30  # a byte limit beyond 1 GiB is a typo; aiohttp mis-reads frames past 2**32
@@ -19,14 +23,6 @@ for the event around it. Past it the socket closes with 1009 (the real limit is 
 WS_SEND_QUEUE_BYTES = 16 * 1024 * 1024
 """What may wait for a client that does not read (about four minutes of 24 kHz reply audio as base64); past
 it the socket closes with 1008 "send queue full" (what the real service does is not documented)."""
-
-
-class FieldProblem(ValueError):
-    """A value refused inside a field: ``path`` continues the field's location (``[0].seconds``)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path.lstrip('.')}: {message}")
-        self.path = path
 
 
 def check_faults(faults: list[Fault]) -> list[Fault]:
@@ -118,6 +114,22 @@ class MockConfig(BaseModel):
     loser_status: Literal[404, 409] = Field(
         404, description="The answer to an operation through the surface that lost a call (Realtime or GPT-Live): "
         "undocumented; 404 as if the id were gone, or 409.")
+    live: LiveSettings = Field(
+        default_factory=LiveSettings, description="GPT-Live sessions: the choices the fake makes where the real "
+        "service's behaviour is undocumented (replay on attach, usage period, greeting, closing handshake, strict "
+        "fields, lifetime, error codes). Each session journals the ones it ran with (live.settings).")
+    live_outbound: OutboundSettings = Field(
+        default_factory=OutboundSettings, description="Outbound GPT-Live calls (POST /v1/live/sessions with a SIP "
+        "transport): 'rules' local (loopback trunks may be dialed) or real (refused as the real service does), "
+        "SRTP on the leg, ring and call caps, transport.failed codes. Journaled with each live.create.")
+    live_rtp_status: int | None = Field(
+        None, ge=300, le=699, description="GPT-Live requires SRTP: a call whose offer had none (its webhook says "
+        "sip_media_security 'rtp') accepted through Live gets this SIP final (e.g. 488); None answers it.")
+    live_reflect_chunk_ms: int = Field(
+        REFLECT_CHUNK_MS, ge=AUDIO_CHUNK_MS, le=MAX_REFLECT_CHUNK_MS, multiple_of=AUDIO_CHUNK_MS,
+        description="The most audio one event reflected to a GPT-Live sideband carries (session.output_audio.delta, "
+        "session.input_audio.append): undocumented. Fewer, bigger events cost the mock and the app less; a barge-in "
+        "may cut a reply inside a chunk already reflected. Journaled with each session's live.settings.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     api_keys: list[str] | None = Field(
         None, description="Accepted API keys; None accepts any key that starts with 'sk-'."
@@ -189,6 +201,11 @@ class ConfigPatch(BaseModel):
     webhook_secret: str | None = None
     webhook_events: list[IncomingEventType] | None = None
     loser_status: Literal[404, 409] | None = None
+    live: LiveSettings | None = None
+    live_outbound: OutboundSettings | None = None
+    live_rtp_status: int | None = Field(None, ge=300, le=699)
+    live_reflect_chunk_ms: int | None = Field(None, ge=AUDIO_CHUNK_MS, le=MAX_REFLECT_CHUNK_MS,
+                                              multiple_of=AUDIO_CHUNK_MS)
     retry: RetryPolicy | None = None
     api_keys: list[str] | None = None
     strict_accept: bool | None = None
@@ -232,6 +249,9 @@ class ConfigPatch(BaseModel):
 
     def apply(self, config: MockConfig) -> MockConfig:
         update = {k: getattr(self, k) for k in self.model_fields_set}
+        for key, default in (("live", LiveSettings), ("live_outbound", OutboundSettings)):
+            if key in update and update[key] is None:  # null: back to the defaults
+                update[key] = default()
         if "limits" in self.model_fields_set:
             update["limits"] = LimitsConfig() if self.limits is None else config.limits.model_copy(
                 update={k: getattr(self.limits, k) for k in self.limits.model_fields_set})

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import audio, errors, live_host, rest_io, session_host, stubs, virtual
+from . import audio, errors, live_host, rest_io, session_host, stubs, virtual, wire_json
 from . import calls as c
 from . import journal_entries as je
 from .config import ConfigPatch, FieldProblem
@@ -28,7 +28,7 @@ from .control_models import (
 )
 from .faults import FAULTS
 from .journal import SERVER as SERVER_JOURNAL_KEY
-from .journal import Entry
+from .journal import EntriesView, Entry
 from .server import SERVER_KEY, MockServer
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,7 +41,7 @@ def call_view(server: MockServer, call: c.Call) -> CallView:
         call_id=call.call_id, live_id=call.live_id, surface=call.surface, state=call.state.value,
         terminal=call.state.terminal, transport=call.transport,
         created_at=call.created_at, sip_headers=[SipHeader(**h) for h in call.sip_headers],
-        sip_final_status=call.sip_final_status, refer_target=call.refer_target, accept_body=call.accept_body,
+        sip_final_status=call.sip_final_status, refer_target=call.refer_target, accept_body=server.accept_body(call),
         end_reason=call.end_reason, started_at=line.started_wall if line else None,
     )
 
@@ -155,6 +155,11 @@ async def stream_json(request: web.Request, fields: dict[str, Any], key: str, it
     return resp
 
 
+async def _decoded(entries: Sequence[Entry]) -> Sequence[Entry]:
+    """A timeline's entries for an answer, its packed part decoded off the loop (:meth:`EntriesView.decoded`)."""
+    return await entries.decoded() if isinstance(entries, EntriesView) else entries
+
+
 def _entry_json(entry: Entry) -> dict[str, Any]:
     return entry.to_json()
 
@@ -162,6 +167,12 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 async def read_model(request: web.Request, model: type[M]) -> M:
     """A control-API body as ``model``; a bad one raises BadRequest with a real-shaped 400."""
     body = await rest_io.read_json(request, request.app[SERVER_KEY])
+    bad = wire_json.lone_surrogate_at(body)
+    if bad is not None:  # it would be kept, then break every answer that shows it (a call's view, the journal)
+        raise rest_io.BadRequest(errors.rest_error(
+            400, f"Invalid value for '{bad}': a lone surrogate (an unpaired \\uD800-\\uDFFF escape) is not valid "
+            "Unicode." if bad else "Invalid body: a lone surrogate is not valid Unicode.",
+            code="invalid_value", param=bad or None))
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -198,7 +209,7 @@ async def list_calls(request: web.Request) -> web.StreamResponse:
     for n, call in enumerate(page):
         view = call_view_json(server, call, False)
         line = server.journal.timeline(call.call_id)
-        entries = list(line.entries) if line else []
+        entries = list(await _decoded(line.entries)) if line else []
         head = _dumps(view)[:-1]
         await resp.write(f'{", " if n else ""}{head}, "entries": ['.encode())
         for s0 in range(0, len(entries), SLICE):
@@ -219,7 +230,7 @@ async def get_call(request: web.Request) -> web.StreamResponse:
         return rest_io.refusal_response(c.not_found())
     page = Page(request, None)
     line = server.journal.timeline(call.call_id)
-    entries, next_after = page.of(line.entries if line else [])
+    entries, next_after = page.of(await _decoded(line.entries) if line else [])
     fields = call_view_json(server, call, False)
     fields.pop("entries", None)
     if page.given:
@@ -305,7 +316,7 @@ async def server_journal(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     page = Page(request, PAGE_DEFAULT)
     line = server.journal.timeline(SERVER_JOURNAL_KEY)
-    entries, next_after = page.of(line.entries if line else [])
+    entries, next_after = page.of(await _decoded(line.entries) if line else [])
     fields: dict[str, Any] = {"next_after": next_after}
     if line is not None and line.dropped:
         fields["dropped"] = line.dropped
@@ -333,7 +344,7 @@ async def session_journal(request: web.Request) -> web.StreamResponse:
     if line is None or key in server.calls or key == SERVER_JOURNAL_KEY:
         return errors.rest_error(404, f"No session '{key}' in the journal.", code="session_not_found")
     page = Page(request, None)
-    entries, next_after = page.of(line.entries)
+    entries, next_after = page.of(await _decoded(line.entries))
     fields: dict[str, Any] = {"id": key, "started_at": line.started_wall, "ended": key in server.ended_keys}
     if page.given:
         fields["next_after"] = next_after

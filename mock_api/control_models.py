@@ -120,6 +120,11 @@ class CallList(BaseModel):
 # ---- stubs: canned answers for the rest of the API (PUT /_mock/stubs, scenario ``mock.stubs``) ----------------
 
 
+MAX_PATH_REGEX = 2048
+"""Characters in a stub's ``path_regex``: compiling a pattern of hundreds of kilobytes held the loop for most of a
+second (the fuzz campaign found it), and no path the mock accepts needs more."""
+
+
 class StubRequest(BaseModel):
     """What a request must look like for a stub to answer it; every field given must hold."""
 
@@ -128,7 +133,8 @@ class StubRequest(BaseModel):
     method: str | None = Field(None, description="HTTP method, any case; omitted: any method.")
     path: str | None = Field(None, pattern="^/", description="The exact path, e.g. /v1/embeddings. A request "
                              "to /openai/v1/... (Azure style) also matches its /v1/... path.")
-    path_regex: str | None = Field(None, description="A Python regex the whole path must match (re.fullmatch).")
+    path_regex: str | None = Field(None, max_length=MAX_PATH_REGEX, description="A Python regex the whole path "
+                                   "must match (re.fullmatch); compiled when the stub is set, so its length is capped.")
     query: dict[str, str] = Field(default_factory=dict, description="Query parameters and their exact values.")
     headers: dict[str, str] = Field(default_factory=dict, description="Headers (names in any case), exact values.")
     body: Any = Field(None, description="JSON the request body must contain: an object matches any object that "

@@ -3,15 +3,28 @@
 One registry, read by the webhook sender, the call lifecycle, the HTTP adapter, the
 Realtime session core and the SIP ingress. The number in ``section`` is the failure mode's
 number in docs/failure-modes.md ("-": a fault outside the numbered list); ``layer`` says which part acts on it.
+
+Chaos: a fault read once per call (:mod:`mock_api.fault_script`) also takes ``probability`` (0 to 1, default 1)
+and ``seed`` (a whole number, default 0); whether it fires for a call is a seeded draw, so a run replays
+exactly. The session-layer faults refuse ``probability`` until their cores draw per request or event.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+
+class FieldProblem(ValueError):
+    """A value refused inside a field: ``path`` continues the field's location (``[0].seconds``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path.lstrip('.')}: {message}")
+        self.path = path
 
 Layer = Literal["webhook", "rest", "websocket", "session", "media", "sip"]
 
@@ -26,6 +39,9 @@ class FaultInfo:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the values a word parameter may take
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # inclusive bounds of a whole-number parameter
     dates: tuple[str, ...] = ()  # parameters that are a YYYY-MM-DD date, or "" for none
+    seconds: tuple[str, ...] = ()  # parameters that are a finite number of seconds, 0 or more
+    shares: tuple[str, ...] = ()  # parameters that are a finite number from 0 to 1
+    chance: str | None = None  # what one probability draw decides ("call"), or None: the fault takes none
 
 
 _ALL = [
@@ -69,7 +85,35 @@ _ALL = [
     ),
     FaultInfo("refer_noop", "rest", "14", "refer answers 200 but no REFER leaves and the call stays active."),
     FaultInfo(
+        "refer_500",
+        "rest",
+        "24",
+        "refer answers HTTP 500 and nothing else happens (no REFER, the call stays active): the JSON server_error "
+        "envelope (`body` json), Azure's plain-text `Internal Server Error` (`body` text), or by the path (`body` "
+        "auto: plain text on Azure's paths).",
+        {"body": "auto"},
+        choices={"body": ("auto", "json", "text")},
+    ),
+    FaultInfo(
+        "accept_slow_404",
+        "rest",
+        "22",
+        "The accept's answer is held `delay_s` seconds; by then the service has failed the ringing call, so the "
+        "accept answers 404 call_id_not_found and the caller's INVITE gets `sip_status`.",
+        {"delay_s": 5.3, "sip_status": 480},
+        ranges={"sip_status": (400, 699)},
+    ),
+    FaultInfo(
         "random_hangup", "rest", "16", "End the call from the far side after `after_s` seconds.", {"after_s": 29.0}
+    ),
+    FaultInfo(
+        "ghost_call",
+        "rest",
+        "23",
+        "The caller's CANCEL (or BYE) while the call rings is lost on the service's side: the call keeps ringing "
+        "with its SIP leg gone, a later accept answers 200 and the session runs with no caller audio, and the "
+        "call ends only `timeout_s` seconds after that accept (or at the app's hangup).",
+        {"timeout_s": 30.0},
     ),
     FaultInfo(
         "no_answer_timeout",
@@ -85,6 +129,15 @@ _ALL = [
         "10",
         "An OpenAI-Beta header on a call_id socket gets 404 call_id_not_found (2025 behaviour) "
         "instead of beta_api_shape_disabled.",
+    ),
+    FaultInfo(
+        "live_session_end",
+        "websocket",
+        "-",
+        "A GPT-Live call's session ends `after_s` seconds after it starts, with session.closed `reason` "
+        "(expired, connection_lost or content) to every connection; then the call gets its BYE.",
+        {"after_s": 5.0, "reason": "connection_lost"},
+        choices={"reason": ("expired", "connection_lost", "content")},
     ),
     FaultInfo(
         "ws_drop",
@@ -123,8 +176,68 @@ _ALL = [
         ranges={"status": (400, 599)},
         dates=("today",),
     ),
+    FaultInfo(
+        "response_failed",
+        "session",
+        "25",
+        "The session's `nth` response (every response.create counts, the greeting too) and the `count` - 1 after "
+        "it fail at once: response.done with status failed and the service_unavailable_error "
+        "inference_service_unavailable_error an Azure deployment reported, input tokens counted, no output. The "
+        "socket stays open and the turn is not used up, so a retry gets the same answer.",
+        {"nth": 2, "count": 1},
+        ranges={"nth": (1, 10_000), "count": (1, 10_000)},
+    ),
+    FaultInfo(
+        "forced_format_static",
+        "session",
+        "27",
+        "On a SIP call, an explicit audio.input.format or audio.output.format garbles the reply audio (`effect` "
+        "static) or silences it (`effect` silence) while the WebSocket events stay normal: given in the accept "
+        "(`via` accept), or in the accept or any later session.update (`via` any).",
+        {"effect": "static", "via": "accept"},
+        choices={"effect": ("static", "silence"), "via": ("accept", "any")},
+    ),
     # media / SIP
     FaultInfo("static_audio", "media", "8", "Outbound RTP carries noise while WebSocket events stay normal."),
+    # media at the RTP layer, carried out by the SIP ingress's workers (times count from the 200 the mock sent)
+    FaultInfo(
+        "media_hold",
+        "sip",
+        "28",
+        "`at_s` seconds after the answer the mock re-INVITEs the caller on hold (a=sendonly, no audio sent), "
+        "and `duration_s` later resumes it with another re-INVITE (a=sendrecv).",
+        {"at_s": 2.0, "duration_s": 3.0},
+        seconds=("at_s", "duration_s"),
+    ),
+    FaultInfo(
+        "media_one_way",
+        "media",
+        "-",
+        "From `at_s` seconds after the answer, for `duration_s`, audio flows one way only: `direction` to_caller "
+        "stops the RTP to the caller (the reply audio of the window is lost), to_model hands the model silence "
+        "instead of the caller's audio.",
+        {"at_s": 2.0, "duration_s": 3.0, "direction": "to_caller"},
+        choices={"direction": ("to_caller", "to_model")},
+        seconds=("at_s", "duration_s"),
+    ),
+    FaultInfo(
+        "media_silence",
+        "media",
+        "-",
+        "From `at_s` seconds after the answer, for `duration_s`, the RTP to the caller carries digital silence "
+        "instead of the reply audio (packets keep flowing; the window's reply audio is lost).",
+        {"at_s": 2.0, "duration_s": 3.0},
+        seconds=("at_s", "duration_s"),
+    ),
+    FaultInfo(
+        "media_loss",
+        "media",
+        "-",
+        "A `rate` share of the reply audio's 20 ms frames to the caller are lost and played as silence (the RTP "
+        "packets still go, carrying silence); which frames is a seeded draw per frame (`seed`), so a run replays.",
+        {"rate": 0.2},
+        shares=("rate",),
+    ),
     # debugging the harness itself
     FaultInfo(
         "mock_bug",
@@ -137,7 +250,22 @@ _ALL = [
     ),
 ]
 
-FAULTS: dict[str, FaultInfo] = {f.name: f for f in _ALL}
+CHANCE_PARAMS: dict[str, Any] = {"probability": 1.0, "seed": 0}
+"""The parameters every fault with a ``chance`` takes: how likely it fires, and the seed of its draws."""
+
+PER_CALL = frozenset({
+    "webhook_delay", "slow_webhook", "webhook_duplicate", "webhook_bad_signature", "webhook_stale_timestamp",
+    "webhook_rotation", "webhook_drop", "accept_invalid_hangup", "refer_noop", "refer_500", "accept_slow_404",
+    "random_hangup", "ghost_call", "no_answer_timeout", "beta_header_404", "live_session_end", "ws_drop",
+    "static_audio",
+    "media_hold", "media_one_way", "media_silence", "media_loss",
+})
+"""The faults read once per call through :class:`mock_api.fault_script.FaultScript`: one draw per call decides."""
+
+FAULTS: dict[str, FaultInfo] = {
+    f.name: replace(f, params={**f.params, **CHANCE_PARAMS}, chance="call") if f.name in PER_CALL else f
+    for f in _ALL
+}
 
 
 def unknown_fault(name: str) -> str:
@@ -170,6 +298,8 @@ class Fault(BaseModel):
     def _known_params(self) -> Fault:
         info = FAULTS[self.name]
         for key, value in (self.model_extra or {}).items():
+            if key in CHANCE_PARAMS:
+                _check_chance(self.name, key, value)
             if key not in info.params:
                 raise ValueError(
                     f"fault {self.name!r} takes no parameter {key!r}; it takes: {', '.join(info.params) or 'none'}"
@@ -184,11 +314,35 @@ class Fault(BaseModel):
                                  f"not {value!r}")
             if key in info.dates and value != "" and not _is_date(value):
                 raise ValueError(f"fault {self.name!r}: {key!r} is a date (YYYY-MM-DD), not {value!r}")
+            if key in info.seconds and not (_is_number(value) and value >= 0):
+                raise ValueError(f"fault {self.name!r}: {key!r} is a number of seconds, 0 or more, not {value!r}")
+            if key in info.shares and not (_is_number(value) and 0 <= value <= 1):
+                raise ValueError(f"fault {self.name!r}: {key!r} is a number from 0 to 1, not {value!r}")
         return self
 
     def param(self, key: str) -> Any:
         extra = self.model_extra or {}
         return extra.get(key, FAULTS[self.name].params[key])
+
+
+def _check_chance(name: str, key: str, value: Any) -> None:
+    """``probability`` is a finite number from 0 to 1 and ``seed`` a whole number of at least 0, on a fault
+    decided per call; the problem names the field (``faults[0].probability``) wherever the fault arrives."""
+    number = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if FAULTS[name].chance is None:
+        problem = f"fault {name!r} takes no {key!r}: only faults decided once per call do " \
+                  f"({', '.join(sorted(PER_CALL))})"
+    elif key == "probability" and not (number and 0 <= value <= 1):
+        problem = f"fault {name!r} takes a probability from 0 to 1 here, not {value!r}"
+    elif key == "seed" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        problem = f"fault {name!r} takes a whole number of at least 0 here, not {value!r}"
+    else:
+        return
+    raise FieldProblem(f".{key}", problem)
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def _is_date(value: Any) -> bool:

@@ -31,8 +31,14 @@ def _adapter() -> TypeAdapter[Any]:
 
 def problem(event: dict[str, Any]) -> str | None:
     """Why the SDK would not parse ``event`` as the model its ``type`` names, or None."""
+    return parse_problem(_adapter(), event)
+
+
+def parse_problem(union: TypeAdapter[Any], event: dict[str, Any]) -> str | None:
+    """Why ``union`` (one of the SDK's server-event unions) would not parse ``event`` as the member its ``type``
+    names, or None: the Realtime audit's check, and the GPT-Live one's."""
     try:
-        parsed = _adapter().validate_python(event)
+        parsed = union.validate_python(event)
     except ValidationError as exc:
         return str(exc).splitlines()[0] + ": " + "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])

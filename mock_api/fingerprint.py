@@ -19,12 +19,16 @@ The fingerprint is a set of spectral landmarks, computed with numpy only:
    clip, shifted anywhere, yields the clip's own hashes. Known clips are indexed on four grids
    2 ms apart, so a query starting anywhere meets peaks on its own grid;
 5. matching: the query's hashes are looked up in one sorted table for the whole library; a true
-   match piles its votes on one (clip, time offset), chance hits spread over many.
+   match piles its votes on one (clip, time offset), chance hits spread over many;
+6. drift: a receiver's jitter buffer drops or inserts frames when packets come in bursts (a busy
+   host does this), so the offset steps by 20-100 ms a few times along a call. Each half-second
+   of the query may take its own offset near the winning one (:func:`_drifting`).
 
 A match must clear three bars (:data:`MIN_HITS`, :data:`MIN_SCORE`, :data:`MIN_COVERAGE`): enough
 agreeing landmarks, a large enough share of the query's landmarks, and agreement all along the
-query's sound. The last one rejects audio that merely shares a few words with a clip, which the
-deterministic TTS of the fixtures makes common ("Thank you" in the same voice is the same audio).
+query's sound, at one offset or, more strictly (:data:`MIN_DRIFT_COVERAGE`), drifting. The last
+one rejects audio that merely shares a few words with a clip, which the deterministic TTS of the
+fixtures makes common ("Thank you" in the same voice is the same audio).
 
 Which words a turn holds comes from the sidecar: per-segment text (``utterances`` with
 ``placed_ms`` or ``speech_segments``, or a ``segments`` list of ``{start_ms, end_ms, text}``)
@@ -57,6 +61,7 @@ from . import audio
 __all__ = [
     "AUDIO_SUFFIXES",
     "MIN_COVERAGE",
+    "MIN_DRIFT_COVERAGE",
     "MIN_HITS",
     "MIN_SCORE",
     "Clip",
@@ -86,6 +91,12 @@ LOUD_DB = 30.0  # the part of a query that must be explained: frames this close 
 EXPLAIN_FRAMES = 12  # a landmark vouches for the sound 96 ms either side of it
 GAP_MS = 2  # a run of zeros this long inside sound is a dropout, not silence
 OFFSET_BIN = 2  # offsets are compared in 16 ms bins; two adjacent bins count together (20 ms frame loss)
+DRIFT_BINS = 32  # the offset may drift this far (+-512 ms) from the winning one along a query (jitter buffer)
+WINDOW = 64  # frames (512 ms) of query over which the offset is taken as fixed
+LOCAL_MIN = 4  # agreeing landmarks that set a window's own offset
+END_LANDMARKS = 5  # the offset at either end of a query is that of its first (last) few agreeing landmarks
+SPAN_SLACK_MS = 40  # a word whose middle is this close outside the sound still counts (an offset's error)
+STEP_BINS = 12  # and it is at most this far (192 ms) from the next window's towards the strongest one
 
 MIN_HITS = 10
 """Fewest agreeing landmarks for a match (one VAD turn of a known clip, even one word, has 12 or more)."""
@@ -96,6 +107,12 @@ MIN_COVERAGE = 0.7
 """Share of the query's loud frames that agreeing landmarks must vouch for (true matches: 0.79 and
 up). A clip sharing only some words with the query, as the same TTS voice saying "Thank you" or
 "calling about my" in both does, explains 0.56 at most and is not a match."""
+
+MIN_DRIFT_COVERAGE = 0.85
+"""The share to clear when the offset drifts (a jitter buffer's shifts; even 16 in 5 s leave 0.89 and
+up). Higher than MIN_COVERAGE because drift also lets the same words in another order line up: the
+same voice saying "Hi, this is Perry. I'm calling about my car" against "Hi, this is Michelle. I'm
+calling about my car insurance" explains 0.75 that way."""
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 """Audio files a sidecar may sit beside, tried in this order (non-WAV needs ffmpeg)."""
@@ -449,17 +466,20 @@ class Match:
     text: str  # the words of the part of the clip the query covers
     score: float  # share of the query's landmarks agreeing on this clip and offset (0..1)
     hits: int  # how many agreed
-    coverage: float  # share of the query's loud frames near an agreeing landmark
+    coverage: float  # share of the query's loud frames near an agreeing landmark (offset free to drift)
     offset_ms: float  # clip time at the query's first sample
     span_ms: tuple[float, float]  # clip time covered by the query's sound
     segments: tuple[int, ...]  # sidecar segments the text came from
     whole: bool  # the query covers every piece of the clip: ``text`` is the sidecar text
     language: str | None = None  # the clip's language (sidecar), when known
     ends_utterance: bool = True  # its last word ends a sidecar segment: no more of that utterance follows
+    steady_coverage: float = 0.0  # the same share with the one best offset for the whole query
+    drift_ms: float = 0.0  # how far the offset moved from the query's start to its end (a jitter buffer's shifts)
 
     @property
     def accepted(self) -> bool:
-        return self.hits >= MIN_HITS and self.score >= MIN_SCORE and self.coverage >= MIN_COVERAGE
+        explained = self.steady_coverage >= MIN_COVERAGE or self.coverage >= MIN_DRIFT_COVERAGE
+        return self.hits >= MIN_HITS and self.score >= MIN_SCORE and explained
 
 
 @dataclass
@@ -569,29 +589,82 @@ class FingerprintIndex:
         adjacent = np.flatnonzero(keys[1:] == keys[:-1] + 1)
         pair[adjacent] += votes[adjacent + 1]
         i = int(np.argmax(pair))
+        cid, best_bin = int(keys[i]) // width, int(keys[i]) % width + int(bins.min())
         won = (key == keys[i]) | (key == keys[i] + 1)
-        hit_landmarks = np.unique(which[won])
-        hits = len(hit_landmarks)
-        coverage = _explained(q, hit_landmarks)
-        offset_ms = float(np.median(shift[won])) * HOP_MS
-        clip = self.clips[int(keys[i]) // width]
-        return self._describe(clip, hits, hits / len(q), coverage, offset_ms, pcm, rate)
+        agree, first_ms, last_ms = _drifting(q, which, shift, bins, self._clip_ids[pos] == cid, best_bin)
+        hits = len(agree)
+        coverage = (_explained(q, np.unique(which[won])), _explained(q, agree))
+        return self._describe(self.clips[cid], hits, hits / len(q), coverage, (first_ms, last_ms), pcm, rate)
 
     @staticmethod
-    def _describe(clip: Clip, hits: int, score: float, coverage: float, offset_ms: float, pcm: bytes,
-                  rate: int) -> Match:
-        """The match, with the words of the part of the clip the query's sound covers."""
+    def _describe(clip: Clip, hits: int, score: float, coverage: tuple[float, float], offsets_ms: tuple[float, float],
+                  pcm: bytes, rate: int) -> Match:
+        """The match, with the words of the part of the clip the query's sound covers (its start read
+        with the offset the query begins at, its end with the one it ends at: they differ by drift)."""
         voiced = _voiced_span(_frame_db(pcm, rate)) or (0.0, audio.duration_ms(pcm, rate))
-        a, b = offset_ms + voiced[0], offset_ms + voiced[1]
-        chosen = [p for p in clip.pieces if a <= p.middle_ms <= b]
+        offset_ms = offsets_ms[0]
+        a, b = offset_ms + voiced[0], offsets_ms[1] + voiced[1]
+        chosen = [p for p in clip.pieces if a - SPAN_SLACK_MS <= p.middle_ms <= b + SPAN_SLACK_MS]
         if not chosen and clip.pieces:  # shorter than any word: the word it overlaps most
             chosen = [max(clip.pieces, key=lambda p: min(b, p.end_ms) - max(a, p.start_ms))]
         last = max(chosen, key=lambda p: p.end_ms) if chosen else None
         ends = last is None or all(p.end_ms <= last.end_ms for p in clip.pieces if p.segment == last.segment)
         return Match(clip=clip.name, path=clip.path, text=clip.words(chosen), score=round(score, 4), hits=hits,
-                     coverage=round(min(1.0, coverage), 4), offset_ms=round(offset_ms, 1),
+                     coverage=round(min(1.0, coverage[1]), 4), steady_coverage=round(min(1.0, coverage[0]), 4),
+                     offset_ms=round(offset_ms, 1), drift_ms=round(offsets_ms[1] - offsets_ms[0], 1),
                      span_ms=(round(a, 1), round(b, 1)), segments=tuple(sorted({p.segment for p in chosen})),
                      whole=len(chosen) == len(clip.pieces), language=clip.language, ends_utterance=ends)
+
+
+def _drifting(q: Landmarks, which: Ints, shift: Ints, bins: Ints, same_clip: npt.NDArray[np.bool_],
+              best_bin: int) -> tuple[Ints, float, float]:
+    """The query landmarks that agree with the winning clip when its offset may drift, and the
+    offsets (ms) the query starts and ends at.
+
+    A receiver's jitter buffer drops or inserts a frame or a few whenever packets come in bursts,
+    so after each such event the rest of the call sits 20-100 ms later or earlier against the
+    clip, and one offset explains only the stretch between two events. Here the query is cut into
+    WINDOWs (overlapping by half), and the offset is followed from the window where the winning
+    offset is strongest, outwards both ways: each window takes the offset with the most agreeing
+    landmarks (at least LOCAL_MIN) within STEP_BINS of its neighbour's and DRIFT_BINS of the
+    winning one, else keeps its neighbour's.
+    """
+    n, low = len(q), best_bin - DRIFT_BINS
+    near = same_clip & (np.abs(bins - best_bin) <= DRIFT_BINS)
+    key, first = np.unique((bins[near] - low) * n + which[near], return_index=True)  # one vote per landmark per bin
+    order = np.argsort(q.times[key % n], kind="stable")
+    b, w, s = key[order] // n + low, key[order] % n, shift[near][first][order]
+    t = q.times[w]
+    won = np.flatnonzero((b == best_bin) | (b == best_bin + 1))
+    starts = np.arange(t[0], t[-1] + 1, WINDOW // 2)
+    edges = np.stack([np.searchsorted(t, starts), np.searchsorted(t, starts + WINDOW)], axis=1)
+    chosen = [won]
+
+    def follow(windows: Iterable[int]) -> None:
+        ref = best_bin
+        for k in windows:
+            lo, hi = edges[k]
+            here = b[lo:hi]
+            cand = np.abs(here - ref) <= STEP_BINS
+            if cand.sum() < LOCAL_MIN:
+                continue
+            votes = np.bincount(here[cand] - (ref - STEP_BINS), minlength=2 * STEP_BINS + 2)
+            paired = votes[:-1] + votes[1:]
+            tops = np.flatnonzero(paired == paired.max())
+            top = int(tops[np.argmin(np.abs(tops - STEP_BINS))]) + ref - STEP_BINS  # a tie goes to the nearest
+            if paired.max() < LOCAL_MIN:
+                continue
+            chosen.append(lo + np.flatnonzero(cand & ((here == top) | (here == top + 1))))
+            ref = top
+
+    won_count = np.concatenate([[0], np.cumsum((b == best_bin) | (b == best_bin + 1))])
+    anchor = int(np.argmax(won_count[edges[:, 1]] - won_count[edges[:, 0]]))
+    follow(range(anchor, len(starts)))
+    follow(range(anchor, -1, -1))
+    picked = np.unique(np.concatenate(chosen))  # in query time order, as the arrays are
+    ends = s[picked]  # the offsets at the query's two ends: those of its first and last few agreeing landmarks
+    return np.unique(w[picked]), float(np.median(ends[:END_LANDMARKS])) * HOP_MS, \
+        float(np.median(ends[-END_LANDMARKS:])) * HOP_MS
 
 
 def _explained(q: Landmarks, agreeing: Ints) -> float:
@@ -608,17 +681,24 @@ def _explained(q: Landmarks, agreeing: Ints) -> float:
 
 
 def telephone_line(pcm: bytes, rate: int, *, law: str = "ulaw", out_rate: int = 8000, loss: float = 0.0,
-                   seed: int = 0, lead_ms: float = 0.0, tail_ms: float = 0.0) -> bytes:
+                   seed: int = 0, lead_ms: float = 0.0, tail_ms: float = 0.0, shifts: int = 0) -> bytes:
     """What a clip goes through on its way to the mock, to check it is still recognised: 8 kHz,
     G.711 (``"ulaw"``/``"alaw"``) both ways, 20 ms RTP frames of which a ``loss`` share (seeded)
-    is lost and played as silence, silence before and after, then ``out_rate``."""
+    is lost and played as silence, ``shifts`` jitter-buffer shifts (at seeded frames, one to three
+    frames dropped or silence inserted, as a receiver on a busy host does), silence before and
+    after, then ``out_rate``."""
     encode, decode = {"ulaw": (audio.pcm_to_ulaw, audio.ulaw_to_pcm),
                       "alaw": (audio.pcm_to_alaw, audio.alaw_to_pcm)}[law]
     x = decode(encode(audio.resample(pcm, rate, RATE)))
     frame = audio.frame_bytes(RATE, 20)
-    lost = np.random.default_rng(seed).random(-(-len(x) // frame)) < loss
+    rng = np.random.default_rng(seed)
+    count = -(-len(x) // frame)
+    lost = rng.random(count) < loss
     frames = [bytes(len(x[i:i + frame])) if lost[k] else x[i:i + frame]
               for k, i in enumerate(range(0, len(x), frame))]
+    for k in sorted(rng.choice(count, min(shifts, count), replace=False), reverse=True):
+        n = int(rng.integers(1, 4))
+        frames[k:k + n] = [] if rng.random() < 0.5 else [bytes(frame)] * n + frames[k:k + n]
     line = audio.silence(lead_ms, RATE) + b"".join(frames) + audio.silence(tail_ms, RATE)
     return audio.resample(line, RATE, out_rate)
 

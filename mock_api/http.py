@@ -6,6 +6,7 @@ control API is :mod:`mock_api.control_api`, added to the same app.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -15,7 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 from openai.types.realtime.call_refer_params import CallReferParams
 from openai.types.realtime.call_reject_params import CallRejectParams
@@ -25,6 +25,7 @@ from . import (
     control_api,
     errors,
     ids,
+    live_create,
     live_rest,
     live_ws,
     models,
@@ -43,8 +44,8 @@ from .rest_io import (
     bad_refer_target,
     outcome_response,
     param_error,
-    read_body,
     read_json,
+    refer_500,
     referable,
     refusal_response,
     too_large,
@@ -57,34 +58,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # ---- middleware ------------------------------------------------------------------------------
-
-
-@web.middleware
-async def shard_forward(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On a connection the shard router handed over, a kept-alive client's later request may name
-    another shard's call: pass it on (mock_api.shards).  A no-op for a mock that is not a shard."""
-    server = request.app[SERVER_KEY]
-    if server.shard is None or server.forwarder is None or request.transport is None:
-        return await handler(request)
-    local = request.transport.get_extra_info("sockname")
-    if local is None or local[1] == server.shard_port or server.shard.owns(request.path_qs):
-        return await handler(request)
-    if request.headers.get("Upgrade") is not None:
-        # a socket cannot be passed on: the client opens a new connection, which the router routes
-        response = errors.rest_error(421, "This connection belongs to another part of the mock; reconnect.")
-        response.force_close()
-        return response
-    limit = server.config.max_body_bytes
-    body = await read_body(request, limit)
-    if body is None:
-        return too_large(request.content_length or limit + 1, limit)
-    try:
-        return await server.forwarder.forward(request, body, (local[0], local[1]))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        server.journal.add(None, je.ShardForwardFailed(method=request.method, path=request.path,
-                                                        error=f"{type(exc).__name__}: {exc}"))
-        return errors.rest_error(502, "The server had an error while processing your request.",
-                                 type="server_error")
 
 
 @web.middleware
@@ -175,6 +148,9 @@ async def _control(request: web.Request, surface: c.Surface, call_id: str, ops: 
     limited = _over_sessions(server, call, body) if op == "accept" else None
     if limited is not None:
         return _journal_response(server, jid, _with_rpm_headers(server, limited))
+    slow_s = server.fault_script(call.call_id).accept_slow_404_s if op == "accept" else None
+    if slow_s is not None and call.state is c.CallState.RINGING:
+        return _journal_response(server, jid, await _slow_accept(server, call, surface, slow_s))
     return _journal_response(server, jid, _with_rpm_headers(server, ops[op](server, call, body, azure)))
 
 
@@ -183,7 +159,7 @@ async def _control(request: web.Request, surface: c.Surface, call_id: str, ops: 
 
 def _resource(body: Any) -> str:
     model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) and model else "gpt-realtime"
+    return model if isinstance(model, str) and model else models.DEFAULT_REALTIME
 
 
 def _over_rpm(server: MockServer, call_id: str | None, op: str, body: Any) -> web.Response | None:
@@ -239,6 +215,15 @@ def _accept(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool)
         loser_status=server.config.loser_status)))
 
 
+async def _slow_accept(server: MockServer, call: c.Call, surface: c.Surface, delay_s: float) -> web.Response:
+    """accept_slow_404 (failure mode 22): the answer comes ``delay_s`` late, and by then the call has failed."""
+    server.journal.add(call.call_id, je.FaultFired(fault="accept_slow_404", detail=f"answer held {delay_s:g} s"))
+    await asyncio.sleep(delay_s)
+    if not call.state.terminal:  # the caller may have hung up, or the ring timer fired, meanwhile
+        server.apply(call, c.Fail("accept_slow_404", sip_status=server.fault_script(call.call_id).accept_slow_404_sip))
+    return refusal_response(c.not_found(surface))
+
+
 def _retired_model(server: MockServer, call_id: str, body: dict[str, Any]) -> web.Response | None:
     """Journal each retiring model the accept names; answer the policy's error for a refused one."""
     checks = models.check_session(body, models.today_utc(), models.RetiredModelPolicy.of(server.faults_for(call_id)),
@@ -283,6 +268,10 @@ def _refer(server: MockServer, call: c.Call, body: dict[str, Any], azure: bool) 
     target = body["target_uri"]
     if not referable(target):
         return bad_refer_target()
+    body_kind = server.fault_script(call.call_id).refer_500
+    if body_kind is not None and call.state is c.CallState.ACTIVE:  # failure mode 24: no REFER, the call goes on
+        server.journal.add(call.call_id, je.FaultFired(fault="refer_500", detail=f"refer to {target} answered 500"))
+        return refer_500(body_kind, azure)
     return outcome_response(server.apply(call, c.Refer(target, faults=server.fault_script(call.call_id),
                                                        loser_status=server.config.loser_status)))
 
@@ -430,7 +419,7 @@ async def api_headers(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def create_app(server: MockServer) -> web.Application:
-    app = web.Application(middlewares=[timed, real_errors, local_only, api_only, shard_forward],
+    app = web.Application(middlewares=[timed, real_errors, local_only, api_only],
                           client_max_size=server.config.max_body_bytes + 1024)
     app[SERVER_KEY] = server
     app.on_response_prepare.append(api_headers)
@@ -438,9 +427,11 @@ def create_app(server: MockServer) -> web.Application:
         app.router.add_post(prefix + "/realtime/calls/{call_id}/{op:accept|reject|refer|hangup}", call_control)
         if prefix != "/openai":  # GPT-Live has no api-version paths (AzureOpenAI's dated ones)
             app.router.add_post(prefix + "/live/sessions/{session_id}/{op:accept|reject|refer|hangup}", live_control)
+            app.router.add_get(prefix + "/live/sessions/{session_id}/content", live_rest.content)
     control_api.setup(app)
     ws.setup(app, server)
     live_ws.setup(app, server)
+    live_create.setup(app, server)
     realtime_rest.setup(app, server)
     webhook_endpoints_rest.setup(app)
     stubs.setup(app, server)  # last: its catch-all answers what no route above takes

@@ -18,6 +18,8 @@ estimated once while it is written, in the same walk that compacts it):
 - a timeline keeps at most ``max_entries`` entries and ``max_timeline_bytes`` bytes; past that the
   oldest are dropped (spilled to the spill file when there is one) and the timeline says how many
   went (``dropped``);
+- an entry of ``BIG_ENTRY_BYTES`` or more (a large tool schema: thousands of small dicts that cost
+  several times their JSON as objects) is packed as soon as it is written, with the entries before it;
 - older entries are packed: held as compressed JSON segments (about a tenth of their memory as
   objects), decoded again for whoever reads them. A long timeline (the server's) packs all but its
   newest ``SEGMENT_ENTRIES``; an ended one packs whole once ``FRESH_ENDED`` calls have ended after it.
@@ -33,6 +35,7 @@ estimated once while it is written, in the same walk that compacts it):
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import itertools
@@ -56,6 +59,7 @@ MAX_BYTES = 64 * 1024 * 1024  # the whole journal, estimated JSON (Python holds 
 MAX_STRING_CHARS = 64 * 1024  # a longer string (1 MB of instructions) is kept as size, sha256 and a head
 HEAD_CHARS = 256  # of a cut string: enough to tell which prompt it was
 AUDIO_KEEP_CHARS = 256  # shorter audio strings are kept as they are (they cost nothing)
+BIG_ENTRY_BYTES = 64 * 1024  # an entry this big (an accept with a large tool schema) is packed as it is written
 FRESH_ENDED = 50  # newest ended timelines kept unpacked and safe from the byte cap: readers ask right at the end
 ENTRY_OVERHEAD = 56  # '{"seq": ..., "t_ms": ..., "kind": "", "data": }' around an entry's data
 SEGMENT_ENTRIES = 512  # a live timeline packs its older entries this many at a time, past twice as many
@@ -117,6 +121,16 @@ class EntriesView(Sequence[Entry]):
         self._segments = list(segments)
         self._tail = tail
         self._items: list[Entry] | None = None
+
+    async def decoded(self) -> EntriesView:
+        """This view with its packed segments decoded on a thread (a long timeline's took 300 ms on the loop);
+        the live tail is copied on the loop, so entries written meanwhile are not half-seen."""
+        if self._items is None and self._segments:
+            tail = list(self._tail)
+            segments = self._segments  # a copy made at __init__: the timeline may pack or drop meanwhile
+            packed = await asyncio.to_thread(lambda: [e for seg in segments for e in seg.entries()])
+            self._items = packed + tail
+        return self
 
     def _all(self) -> list[Entry]:
         if self._items is None:
@@ -405,7 +419,9 @@ class Journal:
         line.append(entry)
         line.truncated += walk.cut
         self.bytes += entry.size
-        if len(line.tail) >= 2 * SEGMENT_ENTRIES:  # a long timeline (the server's): its older half packed
+        if entry.size >= BIG_ENTRY_BYTES:  # as objects it would cost several times its JSON: packed at once
+            self.bytes -= line.pack()
+        elif len(line.tail) >= 2 * SEGMENT_ENTRIES:  # a long timeline (the server's): its older half packed
             self.bytes -= line.pack(keep=SEGMENT_ENTRIES)
         while line.count > 1 and (line.count > self.max_entries or line.size_bytes > self.max_timeline_bytes):
             self._drop_oldest(line)

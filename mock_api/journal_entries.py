@@ -213,6 +213,29 @@ class CallReferNoop(EntryData):
     target_uri: str
 
 
+@_kind("fault.fired")
+class FaultFired(EntryData):
+    """A named fault acted where nothing else in the journal would say why (refer_500, accept_slow_404)."""
+
+    fault: str
+    detail: str
+    edge: Opt[str] = ABSENT  # "start" or "end" of a media fault's window (media_hold, media_silence, ...)
+
+
+@_kind("fault.drawn")
+class FaultDrawn(EntryData):
+    """A fault with a ``probability`` was decided for this call: the draw, so a chaos run can be replayed
+    (``key`` is the call's arrival number in the mock, ``n`` the fault's copy)."""
+
+    fault: str
+    probability: float
+    seed: int
+    key: str
+    n: int
+    draw: float
+    fired: bool
+
+
 @_kind("call.effect")
 class CallEffect(EntryData):
     """The lifecycle asked an adapter for an effect (answer, final status, REFER, BYE, session start/end)."""
@@ -488,15 +511,6 @@ class HttpRefused(EntryData):
     path: str
     host: str | None
     origin: str | None
-
-
-@_kind("shard.forward_failed")
-class ShardForwardFailed(EntryData):
-    """A request for another shard's call could not be forwarded to it (answered 502)."""
-
-    method: str
-    path: str
-    error: str
 
 
 @_kind("proxy.refused")
@@ -991,3 +1005,83 @@ class LiveDtmfOut(EntryData):
     """A DTMF key went to the caller (a sideband's ``transport.dtmf.send``)."""
 
     digit: str
+
+
+@_kind("live.session")
+class LiveSessionOpened(EntryData):
+    """A primary WebSocket (``/live/sessions``) or a fork (``…/fork``) got a Live session, journaled on its own
+    timeline ``session``; a fork names the session it continues."""
+
+    session: str
+    forked_from: Opt[str] = ABSENT
+
+
+@_kind("live.recording_capped")
+class LiveRecordingCapped(EntryData):
+    """A stored Live session's recording reached its cap: later audio is not kept, the WAV ends there."""
+
+    session_id: str
+    max_seconds: int
+    at_ms: int
+
+
+@_kind("live.content")
+class LiveContent(EntryData):
+    """A ``GET /live/sessions/{id}/content`` answer: the WAV served, or why not (``code``)."""
+
+    session_id: str
+    status: int
+    code: Opt[str] = ABSENT  # a refusal's error code
+    bytes: Opt[int] = ABSENT  # the WAV's size
+    audio_ms: Opt[float] = ABSENT
+
+
+@_kind("live.create")
+class LiveCreate(EntryData):
+    """``POST /v1/live/sessions`` was answered: ``status`` 201 with the new session, or the refusal's code
+    and param; the trunk's password never appears (the body keeps ``auth.username`` only)."""
+
+    status: int
+    session_id: Opt[str] = ABSENT
+    code: Opt[str | None] = ABSENT
+    param: Opt[str | None] = ABSENT
+    body: Opt[Any] = ABSENT
+    settings: Opt[JsonObject] = ABSENT  # the outbound choices this call was made with
+
+
+@_kind("live.dial")
+class LiveDial(EntryData):
+    """The outbound leg's INVITE went to the trunk (``uri``), or could not be sent (``error``)."""
+
+    uri: str
+    from_uri: str | None
+    auth_username: str | None
+    waited_for: str  # "sideband" (one attached) or "timeout" (sideband_wait_s passed)
+    error: Opt[str] = ABSENT
+
+
+@_kind("live.transport")
+class LiveTransport(EntryData):
+    """The outbound leg moved: ``ringing``, ``answered`` or ``failed`` (with the SIP status and the code sent)."""
+
+    state: str
+    sip_status: Opt[int | None] = ABSENT
+    sip_reason: Opt[str | None] = ABSENT
+    code: Opt[str] = ABSENT
+
+
+@_kind("live.srtp_required")
+class LiveSrtpRequired(EntryData):
+    """A call accepted on GPT-Live had offered plain RTP: its SIP leg was refused with ``status`` (SRTP required)."""
+
+    status: int
+    media_security: str
+
+
+@_kind("sip.opus_unavailable")
+class SipOpusUnavailable(EntryData):
+    """An outbound leg offered G.711 without Opus (``reason``: why the worker has no Opus); GPT-Live's real
+    outbound trunks must support Opus, so a trunk tested this way is not tested as the service will call it."""
+
+    reason: str
+    offered: list[str]

@@ -140,6 +140,10 @@ class _Member:
 # ---- the fingerprint ------------------------------------------------------------------------
 
 
+def _cache_key(pcm: bytes, rate: int) -> bytes:
+    return hashlib.blake2b(pcm, digest_size=16, person=rate.to_bytes(4, "little")).digest()
+
+
 class FingerprintRecogniser(_Member):
     """Known clips (``audio_fixtures/`` plus ``library`` directories) recognised by fingerprint.
 
@@ -168,13 +172,20 @@ class FingerprintRecogniser(_Member):
         _ = self.index
         return self
 
-    def recognise(self, pcm: bytes, rate: int) -> Recognition:
-        key = hashlib.blake2b(pcm, digest_size=16, person=rate.to_bytes(4, "little")).digest()
+    def cached(self, pcm: bytes, rate: int) -> Recognition | None:
+        """The answer for this exact audio if it was recognised before (cheap: a hash, no spectrogram)."""
+        key = _cache_key(pcm, rate)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
+            return hit
+
+    def recognise(self, pcm: bytes, rate: int) -> Recognition:
+        hit = self.cached(pcm, rate)
+        if hit is not None:
+            return hit
+        key = _cache_key(pcm, rate)
         result = self._recognise(pcm, rate)
         with self._lock:
             self._cache[key] = result
@@ -191,10 +202,12 @@ class FingerprintRecogniser(_Member):
             return unrecognised(ms, f"fingerprint: {why} ({len(index)} clips indexed)")
         if not best.accepted:
             return unrecognised(ms, f"fingerprint: closest clip {best.clip!r} too weak (score {best.score:.2f}, "
-                                f"{best.hits} landmarks, covers {best.coverage:.0%} of the sound)")
+                                f"{best.hits} landmarks, covers {best.steady_coverage:.0%} of the sound at one offset, "
+                                f"{best.coverage:.0%} drifting)")
         part = "whole clip" if best.whole else f"{best.span_ms[0]:.0f}-{best.span_ms[1]:.0f} ms"
+        drift = f", drifted {best.drift_ms:+.0f} ms" if best.drift_ms else ""
         return Recognition(best.text, True, "fingerprint",
-                           f"fingerprint: {best.clip} ({part}, score {best.score:.2f}, {best.hits} landmarks)",
+                           f"fingerprint: {best.clip} ({part}, score {best.score:.2f}, {best.hits} landmarks{drift})",
                            ms, language=best.language, clip=best.clip, score=best.score,
                            segments=best.segments, span_ms=best.span_ms, ends_utterance=best.ends_utterance)
 
@@ -333,6 +346,7 @@ class Chain:
     """
 
     members: list[_Member] = field(default_factory=list)
+    offload: bool = False  # a fingerprint not in the cache is computed on a worker thread (a Future)
 
     def warm(self) -> Chain:
         """Build the fingerprint index now: call at server start, so the first unscripted turn
@@ -347,9 +361,16 @@ class Chain:
         """Library sidecars (or directories) that could not be used, with why (builds the index)."""
         return [s for m in self.members if isinstance(m, FingerprintRecogniser) for s in m.index.skipped]
 
+    def offloading(self) -> Chain:
+        """This chain (same members, same cache) computing a new sound's fingerprint on a worker thread:
+        for a session on the event loop, where it could hold every other session for a second."""
+        return Chain(self.members, offload=True)
+
     def __call__(self, pcm: bytes, rate: int) -> Recognition | Future[Recognition]:
         reasons: list[str] = []
         for i, member in enumerate(self.members):
+            if self.offload and isinstance(member, FingerprintRecogniser) and member.cached(pcm, rate) is None:
+                return _pool().submit(self._rest, i, pcm, rate, reasons)
             if member.blocking:
                 return _pool().submit(self._rest, i, pcm, rate, reasons)
             result = member.recognise(pcm, rate)

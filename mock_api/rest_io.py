@@ -115,6 +115,17 @@ def outcome_response(outcome: c.Outcome) -> web.Response:
     return empty_ok() if outcome.refusal is None else refusal_response(outcome.refusal)
 
 
+SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+
+def refer_500(body: str, azure: bool) -> web.Response:
+    """The refer_500 fault's answer (failure mode 24): OpenAI's JSON ``server_error`` envelope, or the plain
+    ``Internal Server Error`` an Azure deployment answered (``body`` auto: by the path the refer came on)."""
+    if body == "text" or (body == "auto" and azure):
+        return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
+    return errors.rest_error(500, SERVER_ERROR_MESSAGE, type="server_error")
+
+
 def param_error(problem: ParamError) -> web.Response:
     return errors.rest_error(400, problem.message, code=problem.code, param=problem.param)
 

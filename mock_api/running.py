@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import gc
 import os
@@ -29,7 +30,7 @@ from .config import MockConfig
 from .http import create_app
 from .journal import SERVER, Journal
 from .server import MockServer
-from .shards import HandoffReceiver, Shard, ShardForwarder
+from .shards import Shard
 
 if TYPE_CHECKING:
     from .sip import SipIngress
@@ -47,6 +48,8 @@ class SipOptions:
     frame_ms: int = 60
     vad_frame_ms: int = 20
     media: str = "native"
+    opus: bool = True  # the workers offer and answer Opus when its codec factory is built (sipworker/opus)
+    opus_rate: int = 48000
 
     def __post_init__(self) -> None:
         from sipworker.ipc import WorkerConfig
@@ -96,6 +99,23 @@ class OpenSockets:
 async def _close(ws: web.WebSocketResponse, code: int, reason: str, wait: float) -> None:
     with suppress(Exception):  # a socket that is already gone needs nothing more
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()), wait)
+
+
+MALLOC_ARENAS = 2
+"""glibc's malloc arenas a serving mock may use. By default glibc gives threads arenas of their own, up to 8 a
+core; the threads that parse big bodies and fingerprint new sounds each left one holding freed memory, and
+the mock's RSS grew in steps under the fuzz campaign while its journal stayed at 1 MB."""
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``) before the mock starts its threads; a no-op where
+    the C library is not glibc. A serving process only, like :func:`freeze_startup_heap`."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_arena_max = -8  # <malloc.h>
+    libc.mallopt(m_arena_max, arenas)
 
 
 def freeze_startup_heap() -> None:
@@ -203,8 +223,8 @@ class RunningMock:
 @asynccontextmanager
 async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
                        sip: SipOptions | None = None, shard: Shard | None = None,
-                       handoff: Path | None = None, tls: TlsOptions | None = None) -> AsyncIterator[RunningMock]:
-    """``shard`` and ``handoff``: this mock is one of several behind a ShardRouter (mock_api.shards).
+                       tls: TlsOptions | None = None) -> AsyncIterator[RunningMock]:
+    """``shard``: this mock is one of several behind a proxy that routes by call id (mock_api.shards).
     ``tls``: also serve HTTPS/WSS (``RunningMock.tls_url``).
 
     A taken ``port``, ``sip.port`` or ``tls.port`` raises :class:`sipworker.ports.PortInUse`; its
@@ -230,14 +250,8 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
     # the fingerprint index (~0.7 s, once per process) is built off the loop now, not at the first unscripted turn
     warming = asyncio.get_running_loop().run_in_executor(None, server.recogniser().warm)
     ingress = None
-    receiver = None
     mock = RunningMock(server, host, bound, None, runner, sockets=sockets)
     try:
-        if handoff is not None:
-            assert runner.server is not None
-            receiver = HandoffReceiver(handoff, runner.server)
-            server.shard_port, server.forwarder = bound, ShardForwarder()
-            receiver.start()
         if tls is not None:
             await mock.start_tls(tls.state_dir, tls.port)
         if sip is not None:
@@ -245,7 +259,7 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
 
             ingress = SipIngress(server, sip.state_dir, host=host, port=sip.port, workers=sip.workers,
                                  record=sip.record, frame_ms=sip.frame_ms, vad_frame_ms=sip.vad_frame_ms,
-                                 media=sip.media)
+                                 media=sip.media, opus=sip.opus, opus_rate=sip.opus_rate)
             await ingress.start()
             mock.sip = ingress
         yield mock
@@ -253,10 +267,6 @@ async def running_mock(config: MockConfig | None = None, host: str = "127.0.0.1"
         # Order matters: sockets first (sessions stop sending), then the SIP calls (their BYE, the workers
         # exit), then aiohttp (in-flight requests get HANDLER_WAIT_S), then the journal's last word.
         await mock.stop_serving()
-        if receiver is not None:
-            receiver.stop()
-        if server.forwarder is not None:
-            await server.forwarder.close()
         if ingress is not None:
             await ingress.stop()
         await mock.wait_closed()

@@ -10,9 +10,11 @@ adapters ask instead of looking fault names up.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import traceback
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -28,10 +30,11 @@ from .faults import Fault
 from .journal import Journal
 from .limits import Hit, Limiter
 from .recognisers import Chain, build_recogniser, default_recogniser
-from .shards import Shard, ShardForwarder
+from .shards import Shard
 from .webhook_endpoints import Target, WebhookEndpointStore
 from .webhooks import WebhookSender, incoming_event, new_secret
 
+PACK_BODY_CHARS = 64 * 1024  # an ended call's accept body this long is kept compressed
 INCOMING_EVENTS = ("realtime.call.incoming", "live.transport.incoming", "live.call.incoming")
 """What one incoming call may fire, to whichever receivers subscribe (webhook_events, webhook endpoints)."""
 
@@ -110,9 +113,6 @@ class MockServer:
                  clock: Callable[[], float] = time.monotonic, shard: Shard | None = None) -> None:
         self.config = config or MockConfig()
         self.shard = shard  # one of several mock processes (mock_api.shards): its call ids route back here
-        # a shard's own port: a connection on another local port was handed over by the shard router
-        self.shard_port: int | None = None
-        self.forwarder: ShardForwarder | None = None  # set while this shard takes handed-over connections
         if not self.config.webhook_secret:
             self.config = self.config.model_copy(update={"webhook_secret": new_secret()})
         self.clock = clock
@@ -125,10 +125,14 @@ class MockServer:
         self.journal.on_forget.append(self._forgotten)
         self.calls: dict[str, c.Call] = {}
         self.live_ids: dict[str, str] = {}  # a call's GPT-Live session id -> its Realtime call id
+        self._packed_bodies: dict[str, bytes] = {}  # ended calls' large accept bodies, compressed JSON
         self.webhooks = WebhookSender(self.journal, clock)
         self._call_faults: dict[str, list[Fault]] = {}
         self._call_scripts: dict[str, dict[str, Any]] = {}
         self._fault_scripts: dict[str, FaultScript] = {}  # by call id ("": call-less), until faults change
+        self._arrived = 0  # calls started so far: a call's number keys its draws of chance (a replay has the same)
+        self._arrivals: dict[str, int] = {}
+        self._drawn: dict[str, set[tuple[str, int]]] = {}  # by call id: (fault, copy) draws journaled already
         self._scripts_from: list[Fault] = self.config.faults  # the mock's faults the scripts were read with
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, dict[c.TimerKind, asyncio.TimerHandle]] = {}
@@ -212,9 +216,15 @@ class MockServer:
         key = call_id or ""
         script = self._fault_scripts.get(key)
         if script is None:
-            script = FaultScript.of(self.faults_for(call_id))
+            arrival = self._arrivals.get(key)
+            script = FaultScript.of(self.faults_for(call_id), key="" if arrival is None else str(arrival))
             if not key or key in self.calls:  # an unknown id (a socket's typo) is not kept
                 self._fault_scripts[key] = script
+                drawn = self._drawn.setdefault(key, set())
+                for made in script.draws:
+                    if (made.fault, made.n) not in drawn:  # journaled once, though the faults may change
+                        drawn.add((made.fault, made.n))
+                        self.journal.add(call_id, je.FaultDrawn(**made.to_json()))
         return script
 
     def script_for(self, call_id: str | None) -> dict[str, Any] | None:
@@ -315,6 +325,7 @@ class MockServer:
         )
         self.calls[call.call_id] = call
         self.live_ids[call.live_id] = call.call_id
+        self._arrivals[call.call_id] = self._arrived = self._arrived + 1  # the key of its draws of chance
         self.set_call_options(call.call_id, faults, script)
         self.journal.add(call.call_id, je.CallCreated(transport=transport, sip_headers=call.sip_headers,
                                                       media_security=media_security,
@@ -368,16 +379,38 @@ class MockServer:
             return
         self.ended_keys.add(call_id)
         self.journal.end(call_id)
+        call = self.calls.get(call_id)
+        if call is not None and call.accept_body is not None:
+            self._pack_body(call)
+
+    def _pack_body(self, call: c.Call) -> None:
+        """A large accept body (a big tool schema) costs several times its JSON as objects; an ended
+        call keeps it compressed until someone reads it (:meth:`accept_body`)."""
+        text = json.dumps(call.accept_body, separators=(",", ":"), default=str)
+        if len(text) >= PACK_BODY_CHARS:
+            self._packed_bodies[call.call_id] = zlib.compress(text.encode(), 1)
+            call.accept_body = None
+
+    def accept_body(self, call: c.Call) -> dict[str, Any] | None:
+        """The body that accepted ``call``, decoded again if it was packed when the call ended."""
+        packed = self._packed_bodies.get(call.call_id)
+        if packed is None:
+            return call.accept_body
+        body: dict[str, Any] = json.loads(zlib.decompress(packed))
+        return body
 
     def _forgotten(self, key: str) -> None:
         """The journal let an ended timeline go: what the server kept of that call goes with it."""
         self.ended_keys.discard(key)
         gone = self.calls.pop(key, None)
+        self._packed_bodies.pop(key, None)
         if gone is not None:
             self.live_ids.pop(gone.live_id, None)
         self._call_faults.pop(key, None)
         self._call_scripts.pop(key, None)
         self._fault_scripts.pop(key, None)
+        self._arrivals.pop(key, None)
+        self._drawn.pop(key, None)
 
     def session_ended(self, key: str) -> None:
         """A call-less session (``?model=`` / ``?intent=`` socket) ended: its timeline counts against
@@ -393,6 +426,9 @@ class MockServer:
     def _run(self, call: c.Call, effect: c.Effect) -> None:
         if isinstance(effect, c.StartTimer | c.CancelTimer | c.CancelTimers):
             self._run_timer(call, effect)  # the mock's own bookkeeping: not a step of the call's journal
+            return
+        if isinstance(effect, c.FaultActed):  # the table's word for a fault that left no other trace
+            self.journal.add(call.call_id, je.FaultFired(fault=effect.fault, detail=effect.detail))
             return
         self.journal.add(call.call_id, effect_entry(effect))
         if isinstance(effect, c.StartSession):
@@ -467,11 +503,15 @@ class MockServer:
             if not call.state.terminal:
                 self.apply(call, c.Fail("reset"), "reset")
         self.calls.clear()
+        self._packed_bodies.clear()
         self.live_ids.clear()
         self.ended_keys.clear()
         self._call_faults.clear()
         self._call_scripts.clear()
         self._fault_scripts.clear()
+        self._arrived = 0  # after a reset, calls draw as in a fresh mock
+        self._arrivals.clear()
+        self._drawn.clear()
         self.limits.refill(self.clock())
         self.journal.clear()
 

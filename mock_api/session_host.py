@@ -286,7 +286,7 @@ def _host_for_call(server: MockServer, call: Call) -> SessionHost:
             kind="realtime", transport="sip", config=call.accept_body or {"type": "realtime"},
             model=(call.accept_body or {}).get("model"), script=server.script_for(call.call_id),
             faults=server.faults_for(call.call_id), now=server.clock(), limiter=server.limits,
-            recogniser=server.recogniser(),
+            recogniser=server.recogniser().offloading(),
         )
         host = reg.calls[call.call_id] = SessionHost(server, session, call.call_id)
     return host

@@ -1,45 +1,47 @@
-"""Calls spread over several mock processes (``rtsip load --mock-processes N``).
+"""Calls spread over several mock processes behind one base URL, routed by HAProxy.
 
-Each shard is a whole mock (calls, sessions, virtual callers, journal) on its own port, so the
-sessions of a big virtual load use more than one core.  The app under test keeps a single base
-URL: a :class:`ShardRouter` listens there, reads the request line of each new connection without
-consuming it (``MSG_PEEK``) and passes the socket itself to the shard that owns the call
-(``SCM_RIGHTS`` over a Unix datagram socket).  The app's bytes, credentials included, reach that
-shard untouched, and the router never relays traffic.  A shard's call ids carry its number in their
-first hex digit, so routing needs no shared table.
+Rules (the proxy's configuration is written from them, :func:`haproxy_config`):
 
-Only a connection's first request decides where it goes, and clients keep connections alive: a
-later request on a handed-over connection (its local port is the router's, not the shard's) that
-names another shard's call is passed on by a :class:`ShardForwarder`, over a fresh connection to
-the router, and its answer returned with its status, body and headers.  Account-wide limits
-(concurrent sessions, per-minute budgets) would be per shard here, so ``rtsip load`` refuses to
-combine them with shards.  Control-API requests that name no call (``/_mock/journal``, the call
-list, ``PUT /_mock/config``) reach shard 0 through the router; each shard answers them for itself
-on its own port.
+1. A shard is a whole mock (calls, sessions, virtual callers, journal) started as ``rtsip mock --shard I/N``.
+   It mints call ids whose first hex digit ``d`` has ``d % N == I`` (:meth:`Shard.call_id`); the same call's
+   GPT-Live id ``live_…`` carries the same digit (``ids.live_id``). So routing needs no shared table.
+2. A request that names a call goes to the shard that owns it: the id as a path segment
+   (``/v1/realtime/calls/{id}/…``, ``/v1/live/sessions/{id}/…``, ``/_mock/calls/{id}…``, Azure's prefixes too)
+   or as the ``call_id`` query parameter (the Realtime WebSocket). The path wins when both name one.
+3. A request that names no call goes to any shard that is up (round robin).
+4. Each request is routed on its own (HTTP keep-alive, not per connection): no shard ever forwards to
+   another, and a WebSocket upgrade is tunnelled to its owner (``timeout tunnel``).
+5. A shard that is down fails only its own calls: the proxy answers their requests 503 in the API's error
+   envelope, their WebSockets close; call-less requests go to the shards still up.
+6. Every shard signs webhooks with the same secret (the caller of ``rtsip mock --shard`` passes one).
+
+HAProxy (Debian's ``haproxy``) rather than nginx: it routes on a query parameter (``url_param``) as easily
+as on the path, answers its own errors in a body we choose per status (``http-error``), marks a dead shard
+down by health checks, and tells us it is ready over the systemd notify socket instead of being polled.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
+import csv
+import os
 import re
 import secrets
+import shutil
 import socket
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
+from . import errors
+from .subprocesses import stop_group
 
 MAX_SHARDS = 16  # one hex digit of the call id
-_CALL_ID = re.compile(rb"(rtc|live)_[0-9a-f]{32}")  # a call's Realtime id, or its GPT-Live id (same first digit)
-_PEEK_BYTES = 8192
-_PEEK_TIMEOUT_S = 10.0
-_HANDOFF_TIMEOUT_S = 10.0
+HAPROXY_PACKAGE = "haproxy"  # Debian's package name, for the one-line error when it is missing
+_HEX = "0123456789abcdef"
+_READY_TIMEOUT_S = 20.0
+_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,12 @@ class Shard:
             raise ValueError(f"shard {self.index}/{self.count}: need 0 <= index < count <= {MAX_SHARDS}")
 
     def call_id(self) -> str:
-        """`rtc_` + 32 hex (the spec's form) whose first digit routes to this shard."""
-        digits = [d for d in range(16) if d % self.count == self.index]
-        return f"rtc_{secrets.choice(digits):x}{secrets.token_hex(16)[1:]}"
+        """`rtc_` + 32 hex (the spec's form) whose first digit routes to this shard (rule 1)."""
+        return f"rtc_{secrets.choice(self.digits())}{secrets.token_hex(16)[1:]}"
 
-    def owns(self, path_qs: str) -> bool:
-        """Whether a request (path and query, as a shard has parsed them) names this shard's call."""
-        return route(path_qs.encode(), self.count) == self.index
+    def digits(self) -> str:
+        """The first hex digits of this shard's ids."""
+        return "".join(d for i, d in enumerate(_HEX) if i % self.count == self.index)
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -72,258 +73,314 @@ class Shard:
         return cls(index, count)
 
 
-def shard_of(call_id: str, count: int) -> int:
-    """The shard that made ``call_id``; ids of another form (never made by a shard) go to shard 0."""
-    prefix = next((p for p in ("rtc_", "live_") if call_id.startswith(p)), None)
-    if count > 1 and prefix is not None and len(call_id) > len(prefix):
-        with contextlib.suppress(ValueError):
-            return int(call_id[len(prefix)], 16) % count
-    return 0
+def shard_of(call_id: str, count: int) -> int | None:
+    """The shard that made ``call_id``; None for an id of another form (never made by a shard)."""
+    found = re.fullmatch(r"(?:rtc|live)_([0-9a-f])[0-9a-f]{31}", call_id)
+    return int(found.group(1), 16) % count if found else None
 
 
-def route(head: bytes, count: int) -> int:
-    """Shard for a request, from its request line: the call id in its path or query, else shard 0."""
-    found = _CALL_ID.search(head.split(b"\r\n", 1)[0])
-    return shard_of(found.group().decode(), count) if found else 0
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """``HOST:PORT``; ValueError names the bad text."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+        return cls(host.strip("[]"), int(port))
 
 
-# hop-by-hop and framing headers: the forwarding connection sets its own
-_NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
-                            "te", "trailer", "proxy-connection"})
-# what an aiohttp client would add of its own: a forwarded request carries only the client's headers
-_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# ---- the configuration (sans-I/O) --------------------------------------------------------------------
+
+_ID_TAIL = "[0-9a-f]{31}"
+# what the proxy answers itself, in the API's envelope, so the SDK raises its usual status errors (rule 5)
+_PROXY_ERRORS = {502: "The server had an error while processing your request. Sorry about that!",
+                 503: "The server is overloaded or not ready yet.",
+                 504: "The server had an error while processing your request. Sorry about that!"}
 
 
-class ShardForwarder:
-    """Passes a request that reached the wrong shard on a kept-alive connection back through the router."""
+@dataclass(frozen=True)
+class ProxyPlan:
+    """Everything the configuration depends on; ``stats`` is the admin socket rtsip reads counts from."""
 
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self.forwarded = 0
+    listen: Address
+    shards: tuple[Address, ...]
+    stats: Path | None = None
+    maxconn: int = 4000
+    threads: int = 1
+    check_interval_ms: int = 1000
+    tunnel_timeout_s: int = 3600  # a call's WebSocket may be quiet this long
+    server_timeout_s: int = 600  # a control request may wait this long for its answer
 
-    async def forward(self, request: web.Request, body: bytes, router: tuple[str, int]) -> web.Response:
-        """``body``: the request's, already read within the mock's size limit."""
-        if self._session is None:
-            # a fresh connection per request, so the router routes each by its only request line;
-            # nothing added or decoded on the way: the other shard sees the client's request
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
-                                                  auto_decompress=False, skip_auto_headers=_AUTO_HEADERS)
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED)
-        self.forwarded += 1
-        async with self._session.request(request.method, f"http://{router[0]}:{router[1]}{request.path_qs}",
-                                         headers=headers, data=body or None, allow_redirects=False) as upstream:
-            data = await upstream.read()
-            out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED)
-            return web.Response(status=upstream.status, body=data, headers=out)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.shards) <= MAX_SHARDS:
+            raise ValueError(f"{len(self.shards)} shards: need 1 to {MAX_SHARDS}")
 
 
-class ShardRouter:
-    """Accepts the app's connections on one port and hands each to the shard its first request names."""
+def haproxy_config(plan: ProxyPlan) -> str:
+    """HAProxy's configuration for ``plan`` (rules 2-5)."""
+    n = len(plan.shards)
+    lines = [
+        f"# rtsip shards: {n} mocks behind {plan.listen}; a call's shard is its id's first hex digit mod {n}",
+        "global",
+        f"    maxconn {plan.maxconn}",
+        f"    nbthread {plan.threads}",
+        "    log stderr format short local0 notice",
+        *([f"    stats socket {plan.stats} mode 600 level user"] if plan.stats is not None else []),
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlognull",
+        f"    maxconn {plan.maxconn}",
+        "    timeout connect 5s",
+        "    timeout http-request 30s",
+        f"    timeout client {plan.server_timeout_s}s",
+        f"    timeout server {plan.server_timeout_s}s",
+        f"    timeout tunnel {plan.tunnel_timeout_s}s",
+        "    timeout client-fin 5s",
+        "    retries 2",
+        *(f"    http-error status {status} content-type application/json string '{_error_body(message)}'"
+          for status, message in sorted(_PROXY_ERRORS.items())),
+        "",
+        "frontend api",
+        f"    bind {plan.listen}",
+    ]
+    for i in range(n):
+        digits = Shard(i, n).digits()
+        lines += [
+            f"    acl shard{i}_path path_reg /(rtc|live)_[{digits}]{_ID_TAIL}(/|$)",
+            f"    acl shard{i}_query url_param(call_id) -m reg ^(rtc|live)_[{digits}]{_ID_TAIL}$",
+        ]
+    # the path first (rule 2): one acl per shard, tried in shard order
+    lines += [f"    use_backend shard{i} if shard{i}_path" for i in range(n)]
+    lines += [f"    use_backend shard{i} if shard{i}_query" for i in range(n)]
+    lines += ["    default_backend any", ""]
+    check = f"check inter {plan.check_interval_ms}ms fall 2 rise 1"
+    for i, addr in enumerate(plan.shards):
+        lines += [f"backend shard{i}", f"    server shard{i} {addr} {check}", ""]
+    lines += ["backend any", "    balance roundrobin", "    option redispatch"]
+    lines += [f"    server shard{i} {addr} {check}" for i, addr in enumerate(plan.shards)]
+    return "\n".join(lines) + "\n"
 
-    def __init__(self, handoffs: list[Path], host: str = "127.0.0.1", port: int = 0) -> None:
-        self.handoffs = [str(p) for p in handoffs]
-        self.host, self.port = host, port
-        self.routed = [0] * len(handoffs)  # connections per shard
-        self.dropped = 0  # connections closed before their request line arrived, or whose shard was gone
-        self._listener: socket.socket | None = None
-        self._out: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+
+def _error_body(message: str) -> str:
+    import json
+
+    body = json.dumps(errors.envelope(message, "server_error", None, None), separators=(",", ":"))
+    assert "'" not in body  # the config quotes it with single quotes
+    return body
+
+
+@dataclass(frozen=True)
+class ShardCounts:
+    """What the proxy saw per shard, from its ``show stat``."""
+
+    requests: tuple[int, ...]  # requests routed to each shard's own backend (calls)
+    any_requests: int  # call-less requests (rule 3)
+    proxy_errors: int  # answers the proxy made itself (5xx: a shard down or gone mid-answer)
+    down: tuple[int, ...]  # shards marked down at the time
+
+    def note(self) -> str:
+        down = f", down: {', '.join(f'shard {i}' for i in self.down)}" if self.down else ""
+        return (f"haproxy: requests per shard {list(self.requests)}, call-less {self.any_requests}, "
+                f"answered by the proxy {self.proxy_errors}{down}")
+
+
+def parse_stats(text: str, count: int) -> ShardCounts:
+    """``show stat`` (CSV, its header line starts with ``# ``) into per-shard counts."""
+    rows = list(csv.DictReader(text.lstrip("# ").splitlines()))
+    requests = [0] * count
+    anyreq = answered_5xx = 0
+    down: list[int] = []
+    for row in rows:
+        px, sv = row.get("pxname", ""), row.get("svname", "")
+        if px == "api" and sv == "FRONTEND":
+            answered_5xx = int(row.get("hrsp_5xx") or 0)
+        if sv != "BACKEND":
+            continue
+        total = int(row.get("req_tot") or row.get("stot") or 0)
+        if px == "any":
+            anyreq = total
+        elif px.startswith("shard") and px[5:].isdigit() and int(px[5:]) < count:
+            requests[int(px[5:])] = total
+            if row.get("status") == "DOWN":
+                down.append(int(px[5:]))
+    # the frontend's 5xx include the shards' own; the proxy's are those no server answered
+    served_5xx = sum(int(r.get("hrsp_5xx") or 0) for r in rows if r.get("svname") not in ("FRONTEND", "BACKEND"))
+    return ShardCounts(tuple(requests), anyreq, max(0, answered_5xx - served_5xx), tuple(down))
+
+
+# ---- the proxy process (adapter) ---------------------------------------------------------------------
+
+
+class ProxyUnavailable(RuntimeError):
+    """HAProxy cannot be started (not installed, a bad configuration, a taken port): one line to show."""
+
+
+def haproxy_path() -> str:
+    """The ``haproxy`` binary (``$RTSIP_HAPROXY``, else PATH, then Debian's /usr/sbin), or ProxyUnavailable
+    naming the package."""
+    given = os.environ.get("RTSIP_HAPROXY")
+    if given:
+        found = shutil.which(given)
+    else:
+        found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise ProxyUnavailable(f"haproxy is not installed: install Debian's `{HAPROXY_PACKAGE}` package "
+                               f"(apt-get install {HAPROXY_PACKAGE})")
+    return found
+
+
+def default_maxconn() -> int:
+    """Connections the proxy may hold: two descriptors each (app side, shard side) within our limit."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(256, min(100_000, (soft - 200) // 2))
+
+
+async def probe(addr: Address, timeout: float = _PROBE_TIMEOUT_S) -> str | None:
+    """None when an HTTP server answers at ``addr``; else why not (one line)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr.host, addr.port), timeout)
+    except (OSError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+    try:
+        writer.write(f"GET /_mock/health HTTP/1.1\r\nHost: {addr.host}\r\nConnection: close\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        return None if line.startswith(b"HTTP/1.") else f"not an HTTP server (answered {line[:40]!r})"
+    except (OSError, TimeoutError) as exc:
+        return f"no HTTP answer within {timeout:g} s ({type(exc).__name__})"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+@dataclass
+class ProxyProcess:
+    """HAProxy in the foreground (master-worker, ``-Ws``), told ready over a notify socket, stopped by us."""
+
+    config_path: Path
+    listen: Address
+    shards: tuple[Address, ...]
+    threads: int = 1
+    output: list[str] = field(default_factory=list)
+    counts: ShardCounts | None = None  # read just before it stops
+    _proc: asyncio.subprocess.Process | None = None
+    _sock_dir: Path | None = None
+    _reader: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.listen}"
 
     @property
-    def waiting(self) -> int:
-        """Connections accepted whose request line has not arrived yet."""
-        return len(self._conns)
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.returncode
+
+    def write_config(self) -> ProxyPlan:
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="rtsip-haproxy-"))  # AF_UNIX paths must stay short
+        plan = ProxyPlan(self.listen, self.shards, stats=self._sock_dir / "stats.sock", maxconn=default_maxconn(),
+                         threads=self.threads)
+        self.config_path.write_text(haproxy_config(plan))
+        return plan
 
     async def start(self) -> None:
-        self._listener = socket.create_server((self.host, self.port), backlog=1024)
-        self._listener.setblocking(False)
-        self.port = int(self._listener.getsockname()[1])
-        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._task = asyncio.create_task(self._accept(), name="shard-router")
-
-    async def stop(self) -> None:
-        for task in [self._task, *self._conns]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._task, *self._conns] if t is not None), return_exceptions=True)
-        for sock in (self._listener, self._out):
-            if sock is not None:
-                sock.close()
-
-    async def _accept(self) -> None:
-        assert self._listener is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(self._listener)
-            except OSError:  # out of descriptors for a moment: the connection waits in the backlog
-                await asyncio.sleep(0.05)
-                continue
-            task = asyncio.create_task(self._hand_over(conn))
-            self._conns.add(task)
-            task.add_done_callback(self._conns.discard)
-
-    async def _hand_over(self, conn: socket.socket) -> None:
-        with conn:
-            head = await _peek_head(conn)
-            if not head:
-                self.dropped += 1
-                return
-            shard = route(head, len(self.handoffs))
-            try:
-                await self._send_fd(conn.fileno(), self.handoffs[shard])
-            except OSError:  # that shard is gone: the client sees its connection close
-                self.dropped += 1
-                return
-            self.routed[shard] += 1
-        # our copy closes here; the shard holds its own descriptor of the same connection
-
-    async def _send_fd(self, fd: int, path: str) -> None:
-        """A gone shard (refused, no socket) fails at once; a full queue (a burst of connects against
-        net.unix.max_dgram_qlen, 10 here, while the shard's loop is busy) is retried for a while."""
-        assert self._out is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _HANDOFF_TIMEOUT_S
-        while True:
-            try:
-                self._out.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))],
-                                  socket.MSG_DONTWAIT, path)
-                return
-            except BlockingIOError:
-                if loop.time() > deadline:
-                    raise OSError(f"shard at {path} took no connection for {_HANDOFF_TIMEOUT_S:g} s") from None
-                await asyncio.sleep(0.002)
-
-
-def _wake(ready: asyncio.Future[None]) -> None:
-    if not ready.done():  # readiness can fire again before the reader is removed
-        ready.set_result(None)
-
-
-async def _peek_head(conn: socket.socket) -> bytes:
-    """The first bytes of the request, left in the socket for the shard to read."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _PEEK_TIMEOUT_S
-    while loop.time() < deadline:
-        ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(conn.fileno(), _wake, ready)
+        binary = haproxy_path()
+        self.write_config()
+        assert self._sock_dir is not None
+        notify_path = self._sock_dir / "notify.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        notify.setblocking(False)
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
         try:
-            await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            return b""
+            self._proc = await asyncio.create_subprocess_exec(
+                binary, "-Ws", "-f", str(self.config_path), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
+            self._reader = asyncio.create_task(self._drain())
+            ready = asyncio.ensure_future(_await_ready(notify))
+            exited = asyncio.ensure_future(self._proc.wait())
+            done, _ = await asyncio.wait({ready, exited}, timeout=_READY_TIMEOUT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in (ready, exited):
+                if task not in done:
+                    task.cancel()
+            if ready not in done:
+                await self.stop()
+                why = "exited" if exited in done else f"was not ready within {_READY_TIMEOUT_S:g} s"
+                raise ProxyUnavailable(f"haproxy {why}: {self._alert()}")
         finally:
-            loop.remove_reader(conn.fileno())
+            notify.close()
+
+    def _alert(self) -> str:
+        """HAProxy's own reason, on one line (its ALERT lines, else its last line)."""
+        lines = [line.strip() for line in self.output if line.strip()]
+        alerts = [line for line in lines if "ALERT" in line]
+        return " ".join((alerts or lines[-1:]) or ["no output"])[:400]
+
+    async def _drain(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            self.output.append(raw.decode(errors="replace"))
+
+    async def wait(self) -> int:
+        """Until HAProxy exits; its status."""
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def stats(self) -> ShardCounts | None:
+        """The proxy's counts now, or None when its stats socket does not answer."""
+        if self._sock_dir is None:
+            return None
         try:
-            head = conn.recv(_PEEK_BYTES, socket.MSG_PEEK)
-        except BlockingIOError:
-            continue
-        except OSError:
-            return b""  # reset before it said anything
-        if not head:
-            return b""  # closed before it said anything
-        if b"\r\n" in head or len(head) >= _PEEK_BYTES:
-            return head
-        await asyncio.sleep(0.001)  # a request line split over segments: the socket stays readable
-    return b""
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self._sock_dir / "stats.sock")), 2.0)
+            writer.write(b"show stat\n")
+            text = (await asyncio.wait_for(reader.read(), 2.0)).decode(errors="replace")
+            writer.close()
+        except (OSError, TimeoutError):
+            return None
+        return parse_stats(text, len(self.shards))
+
+    async def stop(self, timeout: float = 5.0) -> int | None:
+        if self._proc is not None and self._proc.returncode is None:
+            self.counts = await self.stats()  # SIGTERM makes the master stop its worker at once (hard stop)
+        code = await stop_group(self._proc, self._reader, timeout)
+        if self._sock_dir is not None:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
+        return code
+
+    async def __aenter__(self) -> ProxyProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
 
 
-class HandoffReceiver:
-    """A shard's end: connections the router passes in are served as if accepted here."""
-
-    def __init__(self, path: Path, protocol_factory: Callable[[], asyncio.Protocol]) -> None:
-        self.path = path
-        self._factory = protocol_factory
-        self._sock: socket.socket | None = None
-        self._pending: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self._sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._receive)
-
-    def stop(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    def _receive(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                _msg, fds, flags, _addr = socket.recv_fds(self._sock, 16, 8)
-            except (BlockingIOError, InterruptedError):
-                return
-            if flags & socket.MSG_CTRUNC:  # out of descriptors here: that client's connection is lost
-                print(f"rtsip mock: a connection handed over on {self.path} was lost (no descriptor left; "
-                      "raise `ulimit -n`)", file=sys.stderr, flush=True)
-            for fd in fds:
-                task = asyncio.ensure_future(self._serve(socket.socket(fileno=fd)))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
-
-    async def _serve(self, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
-        except OSError:
-            conn.close()  # the app hung up in between
-
-
-# ---- the router as its own process (rtsip load starts it; the load process stays out of the path) ----
-
-ROUTER_READY = "rtsip shard router ready:"
-
-
-async def _serve_router(port: int, handoffs: list[Path]) -> None:
-    import signal
-
-    router = ShardRouter(handoffs, port=port)
-    await router.start()
-    stop = asyncio.Event()
+async def _await_ready(notify: socket.socket) -> None:
+    """Until HAProxy's master says ``READY=1`` (sd_notify), which it does once its worker serves."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"{ROUTER_READY} url={router.url}", flush=True)
-    await stop.wait()
-    waiting = router.waiting
-    await router.stop()
-    print(f"rtsip shard router: routed {router.routed}, dropped {router.dropped}, still waiting for a request line "
-          f"{waiting}", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m mock_api.shards", description=ShardRouter.__doc__)
-    ap.add_argument("--port", type=int, default=0, help="the base URL's port (0: a free one)")
-    ap.add_argument("handoffs", nargs="+", type=Path, metavar="SOCKET", help="each shard's --handoff socket, in order")
-    args = ap.parse_args(argv)
-    if len(args.handoffs) > MAX_SHARDS:
-        print(f"at most {MAX_SHARDS} shards", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve_router(args.port, args.handoffs))
-    except OSError as exc:
-        print(f"rtsip shard router: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    while True:
+        data = await loop.sock_recv(notify, 4096)
+        if b"READY=1" in data.split(b"\n"):
+            return

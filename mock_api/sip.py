@@ -5,7 +5,14 @@ Each becomes a ringing call with the INVITE's headers, which fires the signed we
 the call lifecycle's effects (answer, final status, REFER, BYE) go back to the worker;
 the worker's speech boundaries, DTMF and hang-ups feed the Realtime session; reply audio
 streams back to the caller. This module only translates: ``calls.Call`` decides, the
-session core speaks, the workers do the SIP.
+session core speaks, the workers do the SIP. Media faults too: the call's ``FaultScript`` says what and
+when (``media_steps``, timed here from the 200), the worker re-INVITEs or gates the audio; ``media_loss``
+silences reply frames here, before they reach the worker.
+
+It also places GPT-Live's outbound legs (:meth:`SipIngress.dial`, for :mod:`mock_api.live_create`): an
+INVITE over TLS from a worker with a free slot, with digest credentials and the leg's SRTP offer; the
+leg's states go to its watcher, and once answered it is a Live call like an inbound one (same media path).
+The lifecycle's answer and final-status effects mean nothing and a CANCEL on such a leg.
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sipworker.codecs import G711, OPUS_FIRST
 from sipworker.ipc import Ev, Event, Op, WorkerConfig
 from sipworker.ports import PortInUse, port_taken
 from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
-from . import audio, live_host, session_host
+from . import audio, live_create, live_host, session_host
 from . import calls as c
 from . import journal_entries as je
 from .certs import CertPaths, ensure_certs
+from .fault_script import FrameLoss, MediaStep, silence_lost
 from .live.outputs import ClearMedia, MediaAudio, SendDtmf
 from .live_host import TurnSettings
 from .realtime.session import AudioOut, ClearAudio
@@ -37,6 +46,9 @@ from .realtime.vad import EAGERNESS_SILENCE_MS
 from .server import MockServer
 
 SIP_RATE = 8000
+FRAME_BYTES = SIP_RATE // 50 * 2  # one 20 ms frame of 8 kHz L16
+_DIRECTIONS = {0: "inactive", 1: "sendonly", 2: "recvonly", 3: "sendrecv"}  # pjmedia_dir, from the worker's side
+_STEP_OPS = {"hold": Op.HOLD, "unhold": Op.UNHOLD}
 USER_PREFIX = "proj_"
 
 
@@ -102,15 +114,24 @@ class _Leg:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: bool = False
     ended: bool = False
+    outbound: Callable[[Event], None] | None = None  # an outbound Live leg's watcher: gets its worker events
+    media_timers: list[asyncio.TimerHandle] = field(default_factory=list)  # the call's media fault steps
+    media_scheduled: bool = False
+    loss: LossyReply | None = None  # media_loss on the reply audio
 
 
 class SipIngress:
     def __init__(self, server: MockServer, state_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
                  port: int = 5061, workers: int = 1, tcp: bool = True, udp: bool = True,
                  rtp_base: int | None = None, record: bool = False, frame_ms: int = 60,
-                 vad_frame_ms: int = 20, media: str = "native") -> None:
+                 vad_frame_ms: int = 20, media: str = "native", opus: bool = True,
+                 opus_rate: int = 48000) -> None:
         """``rtp_base``: the first RTP port of worker 0 (each worker takes ``sipworker.ports.RTP_SPAN``);
-        by default a range free at start, so two mocks on one host keep apart."""
+        by default a range free at start, so two mocks on one host keep apart.
+
+        ``opus``: the workers load the Opus codec (``sipworker/opus``, when built) and can answer Opus/48000 as
+        well as PCMU/PCMA, in the caller's order (pjsip's negotiator); outbound Live legs offer Opus first. Not
+        built, they run G.711 only and say why (:meth:`status`, and ``sip.opus_unavailable`` on outbound legs)."""
         self.server = server
         self.state_dir = Path(state_dir)
         self.host = host
@@ -120,7 +141,9 @@ class SipIngress:
         template = WorkerConfig(
             name="ingress", bind=host, tls_port=0, tcp_port=0 if tcp else None, udp_port=0 if udp else None,
             cert_file=str(self.certs.cert), key_file=str(self.certs.key), srtp="optional", user="proj_rtsip",
+            ca_file=str(self.certs.ca),  # outbound Live legs verify the trunk against the local CA
             rtp_timeout_s=30.0, frame_ms=frame_ms, vad_frame_ms=vad_frame_ms, media=media,
+            codecs=list(OPUS_FIRST if opus else G711), opus=opus, opus_rate=opus_rate,
         )
         # SIP's usual pair: TLS on `port` (5061), TCP and UDP one below (5060); 0 = any free ports
         plain = port - 1 if port else 0
@@ -182,12 +205,19 @@ class SipIngress:
         self.server.on_effect(self._on_effect)
         self.server.on_call_active(self._on_active)
         self.server.sip_status = self.status
+        live_create.registry(self.server).dialer = self
         self.server.journal.add(None, je.SipListening(uri=self.uri(), ca=str(self.certs.ca),
                                                       workers=len(self.pool.workers)))
 
     async def stop(self) -> None:
         if self.server.sip_status == self.status:
             self.server.sip_status = None
+        outbound = live_create.registry(self.server)
+        if outbound.dialer is self:
+            outbound.dialer = None
+        for leg in self._legs.values():
+            for timer in leg.media_timers:
+                timer.cancel()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -212,7 +242,8 @@ class SipIngress:
             contact = self.pool.contact_uri(w.index, "proj_rtsip") if "tls" in w.ports else None
             workers.append({"index": w.index, "pid": w.pid, "alive": w.alive, "restarts": w.restarts,
                             "returncode": w.returncode, "ports": dict(w.ports), "contact": contact,
-                            "calls": len(w.calls), "max_calls": w.max_calls, "media": w.media})
+                            "calls": len(w.calls), "max_calls": w.max_calls, "media": w.media,
+                            "codecs": list(w.codecs), "opus_unavailable": w.opus_unavailable})
         return {"uri": self.uri(), "ca": str(self.certs.ca), "calls": len(self._legs), "workers": workers}
 
     def _spawn(self, coro: Any) -> None:
@@ -255,12 +286,25 @@ class SipIngress:
         if leg is not None:
             self.server.journal.add(leg.call_id, je.SipState(state=ev.data.get("state"), code=ev.data.get("code"),
                                                              reason=ev.data.get("reason")))
+            if leg.outbound is not None:
+                if ev.data.get("state") in ("CONNECTING", "CONFIRMED"):
+                    leg.answered = True
+                if ev.data.get("state") == "CONFIRMED":
+                    self._schedule_media(leg)  # an outbound leg's times count from the callee's 200
+                leg.outbound(ev)
 
     async def _media_active(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))
         if leg is not None:
             self.server.journal.add(leg.call_id, je.SipMedia(codec=ev.data.get("codec"), srtp=ev.data.get("srtp"),
                                                              clock_rate=ev.data.get("clock_rate")))
+
+    async def _media_state(self, ev: Event) -> None:
+        """The leg's media went on hold or back (a re-INVITE, ours or the caller's): on the ladder."""
+        leg = self._legs.get(str(ev.ref))
+        if leg is not None:
+            status, way = ev.data.get("status"), _DIRECTIONS.get(int(ev.data.get("dir") or 0), "inactive")
+            self.server.journal.add(leg.call_id, je.SipState(state=f"media {status}", code=None, reason=way))
 
     async def _speech(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))
@@ -316,11 +360,19 @@ class SipIngress:
             return
         leg.ended = True
         self._by_call.pop(leg.call_id, None)
+        for timer in leg.media_timers:
+            timer.cancel()
+        if leg.loss is not None and leg.loss.frames:
+            self.server.journal.add(leg.call_id, je.FaultFired(fault="media_loss", detail=leg.loss.summary()))
         d = ev.data
         self.server.journal.add(leg.call_id, je.SipEnded(kind=ev.kind, code=d.get("code"), reason=d.get("reason"),
                                                          by=d.get("by"), cause=d.get("cause"),
                                                          recording=d.get("recording"), rtp=d.get("rtp")))
         call = self.server.calls.get(leg.call_id)
+        if leg.outbound is not None:
+            leg.outbound(ev)
+            if call is not None and call.state is c.CallState.RINGING:
+                return  # an outbound leg that never got its answer: its watcher fails the call
         if call is None or call.state.terminal:
             return
         if ev.kind == Ev.CALL_FAILED:
@@ -357,6 +409,18 @@ class SipIngress:
         leg = self._by_call.get(call.call_id)
         if leg is None or call.transport != "sip":
             return
+        if leg.outbound is not None and isinstance(effect, c.AnswerSip | c.SendSipFinal):
+            if isinstance(effect, c.SendSipFinal):  # an outbound leg not answered yet: CANCEL it
+                self._spawn(self._command(leg, Op.HANGUP))
+                self.server.journal.add(call.call_id, je.SipSent(request="CANCEL"))
+            return  # the callee answered an outbound leg: nothing to send
+        refusal = self.server.config.live_rtp_status
+        if isinstance(effect, c.AnswerSip) and call.surface == "live" and call.media_security == "rtp" and refusal:
+            self._spawn(self._command(leg, Op.REJECT, code=refusal))
+            self.server.journal.add(call.call_id, je.LiveSrtpRequired(status=refusal, media_security="rtp"))
+            self.server.journal.add(call.call_id, je.SipSent(status=refusal))
+            asyncio.get_running_loop().call_soon(self._fail_plain_rtp, call, refusal)
+            return
         if isinstance(effect, c.AnswerSip):
             config = call.accept_body or {}
             vad = live_vad_params(live_host.registry(self.server).turns) if call.surface == "live" else \
@@ -376,10 +440,78 @@ class SipIngress:
         elif isinstance(effect, c.SendBye):
             self._spawn(self._bye(leg, effect.after_s))  # the table says when (e.g. a second after a bad accept)
 
+    # ---- outbound GPT-Live legs ---------------------------------------------------------------------
+
+    async def dial(self, call_id: str, uri: str, *, from_uri: str | None, auth: dict[str, str] | None,
+                   srtp: str, on_event: Callable[[Event], None]) -> None:
+        """Place an outbound Live call's leg to ``uri`` (TLS) from an ingress worker with a free slot, with
+        digest credentials for the trunk's 401/407, turn detection as on an inbound Live call, SRTP when the
+        trunk takes it. ``on_event`` gets the leg's call states and its end; raises when no INVITE left."""
+        ref = f"out-{call_id}"
+        leg = _Leg(ref, call_id, outbound=on_event)
+        self._legs[ref] = leg  # before the INVITE: its events can precede the reply
+        self._by_call[call_id] = leg
+        args: dict[str, Any] = {"vad": live_vad_params(live_host.registry(self.server).turns), "srtp": srtp,
+                                "codecs": list(OPUS_FIRST)}  # GPT-Live's trunks take Opus; G.711 kept as fallback
+        if from_uri:
+            args["from_uri"] = from_uri
+        if auth is not None:
+            args["auth"] = auth
+        if self.record:
+            rec_dir = self.state_dir / "recordings"
+            rec_dir.mkdir(parents=True, exist_ok=True)
+            args["record"] = str(rec_dir / f"{call_id}-callee.wav")
+        try:
+            _, reply = await self.pool.make_call(uri, ref=ref, **args)
+        except Exception:
+            self._legs.pop(ref, None)
+            self._by_call.pop(call_id, None)
+            raise
+        self.server.journal.add(call_id, je.SipSent(request="INVITE"))
+        if reply.get("opus_unavailable"):
+            self.server.journal.add(call_id, je.SipOpusUnavailable(reason=str(reply["opus_unavailable"]),
+                                                                   offered=list(reply.get("codecs") or [])))
+
+    async def hang_up(self, call_id: str) -> None:
+        """End an outbound leg: CANCEL while it rings, BYE once answered."""
+        leg = self._by_call.get(call_id)
+        if leg is not None and not leg.ended:
+            await self._command(leg, Op.HANGUP)
+
+    def _fail_plain_rtp(self, call: c.Call, status: int) -> None:
+        if not call.state.terminal:
+            self.server.apply(call, c.Fail(f"plain RTP offer refused on GPT-Live ({status}): SRTP is required"),
+                              source="sip")
+
     async def _answer(self, leg: _Leg, args: dict[str, Any]) -> None:
         await self._command(leg, Op.ANSWER, **args)
         leg.answered = True
         self.server.journal.add(leg.call_id, je.SipSent(status=200, vad=args["vad"]))
+        self._schedule_media(leg)
+
+    def _schedule_media(self, leg: _Leg) -> None:
+        """Time the call's media fault steps from now (its 200): the script says when, the worker does it."""
+        if leg.media_scheduled or leg.ended:
+            return
+        leg.media_scheduled = True
+        loop = asyncio.get_running_loop()
+        for step in self.server.fault_script(leg.call_id).media_steps:
+            leg.media_timers.append(loop.call_later(step.at_s, self._start_media_step, leg, step))
+
+    def _start_media_step(self, leg: _Leg, step: MediaStep) -> None:
+        self._spawn(self._media_step(leg, step))
+
+    async def _media_step(self, leg: _Leg, step: MediaStep) -> None:
+        """One media fault step: journaled as fired, then carried out by the call's worker."""
+        if leg.ended:
+            return
+        self.server.journal.add(leg.call_id, je.FaultFired(fault=step.fault, detail=step.detail,
+                                                           edge="end" if step.end else "start"))
+        if step.action == "gate":
+            await self._command(leg, Op.MEDIA_GATE, **dict(step.gate))
+            return
+        self.server.journal.add(leg.call_id, je.SipSent(request="INVITE"))  # a re-INVITE
+        await self._command(leg, _STEP_OPS[step.action])
 
     async def _bye(self, leg: _Leg, delay: float) -> None:
         if delay:
@@ -411,7 +543,7 @@ class SipIngress:
         if host is None or leg is None:
             return
         static = self.server.fault_script(call.call_id).static_audio
-        host.media_sink = self._sink(leg, static)
+        host.media_sink = self._sink(leg, static, self._lossy(leg))
         host.on_session_config = lambda cfg: self._spawn(self._command(leg, Op.SET_VAD, **vad_params(cfg)))
 
     def _on_live_active(self, call: c.Call) -> None:
@@ -420,9 +552,10 @@ class SipIngress:
         leg = self._by_call.get(call.call_id)
         if host is None or leg is None:
             return
-        resamplers: dict[int, audio.Resampler] = {}
+        to_sip = audio.ToRate(SIP_RATE)
         stream = ReplyBatcher(lambda pcm: self._spawn(self._command(leg, Op.PLAY_PCM, pcm=pcm)))
         static = self.server.fault_script(call.call_id).static_audio
+        lossy = self._lossy(leg)
 
         def sink(out: MediaAudio | ClearMedia | SendDtmf) -> None:
             if isinstance(out, SendDtmf):
@@ -432,14 +565,23 @@ class SipIngress:
                 self.server.journal.add(leg.call_id, je.SipClearPlayback(response_id=None))
                 self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
             else:
-                pcm = out.pcm if out.rate == SIP_RATE else \
-                    resamplers.setdefault(out.rate, audio.Resampler(out.rate, SIP_RATE)).process(out.pcm)
-                stream.push(garble(pcm) if static else pcm)
+                pcm = to_sip.convert(out.pcm, out.rate)
+                stream.push(lossy(garble(pcm) if static else pcm))
 
         host.media_sink = sink
 
-    def _sink(self, leg: _Leg, static: bool) -> Callable[[AudioOut | ClearAudio], None]:
-        resamplers: dict[int, audio.Resampler] = {}  # one per stream: no filter restart at chunk edges
+    def _lossy(self, leg: _Leg) -> Callable[[bytes], bytes]:
+        """The call's reply audio through media_loss (lost frames silenced), or unchanged without it."""
+        loss = self.server.fault_script(leg.call_id).frame_loss
+        if loss is None:
+            return lambda pcm: pcm
+        leg.loss = LossyReply(loss, lambda: self.server.journal.add(leg.call_id, je.FaultFired(
+            fault="media_loss", detail=f"rate {loss.rate:g}, seed {loss.seed}: lost reply frames play as silence")))
+        return leg.loss
+
+    def _sink(self, leg: _Leg, static: bool,
+              lossy: Callable[[bytes], bytes]) -> Callable[[AudioOut | ClearAudio], None]:
+        to_sip = audio.ToRate(SIP_RATE)
         stream = ReplyBatcher(lambda pcm: self._spawn(
             self._command(leg, Op.PLAY_PCM, pcm=pcm)))
 
@@ -449,15 +591,39 @@ class SipIngress:
                 self.server.journal.add(leg.call_id, je.SipClearPlayback(response_id=out.response_id))
                 self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
                 return
-            if out.rate == SIP_RATE:
-                pcm = out.pcm
-            else:
-                pcm = resamplers.setdefault(out.rate, audio.Resampler(out.rate, SIP_RATE)).process(out.pcm)
+            pcm = to_sip.convert(out.pcm, out.rate)
             if static or out.corrupt:
                 pcm = garble(pcm)
-            stream.push(pcm)
+            stream.push(lossy(pcm))
 
         return sink
+
+
+class LossyReply:
+    """media_loss on one call's reply audio: the frames :class:`FrameLoss` draws as lost become silence.
+
+    Frames are counted over the reply audio handed to the worker (silence between replies is not reply audio),
+    so the same seed loses the same frames of the same replies in a replay."""
+
+    def __init__(self, loss: FrameLoss, on_first: Callable[[], object]) -> None:
+        self.loss, self._on_first = loss, on_first
+        self.offset = 0  # bytes of reply audio so far
+        self.lost = 0
+
+    @property
+    def frames(self) -> int:
+        return self.offset // FRAME_BYTES
+
+    def __call__(self, pcm: bytes) -> bytes:
+        if not self.offset and pcm:
+            self._on_first()
+        out, lost = silence_lost(pcm, self.offset, self.loss, FRAME_BYTES)
+        self.offset += len(pcm)
+        self.lost += lost
+        return out
+
+    def summary(self) -> str:
+        return f"lost {self.lost} of {self.frames} reply frames (rate {self.loss.rate:g}, seed {self.loss.seed})"
 
 
 class ReplyBatcher:
@@ -519,6 +685,7 @@ _HANDLERS: dict[str, Callable[[SipIngress, Event], Any]] = {
     Ev.INCOMING_CALL: SipIngress._incoming,
     Ev.CALL_STATE: SipIngress._call_state,
     Ev.MEDIA_ACTIVE: SipIngress._media_active,
+    Ev.MEDIA_STATE: SipIngress._media_state,
     Ev.SPEECH_STARTED: SipIngress._speech,
     Ev.SPEECH_STOPPED: SipIngress._speech,
     Ev.DTMF: SipIngress._dtmf,

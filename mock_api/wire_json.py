@@ -87,3 +87,29 @@ def copy(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Serialize for the wire; a NaN or infinity here is a bug of the mock and raises ``ValueError``."""
     return json.dumps(value, allow_nan=False)
+
+
+def lone_surrogate_at(value: Any, path: str = "") -> str | None:
+    """Where ``value`` (parsed JSON) holds a string with a lone surrogate (``"\\ud800"`` parses, but is not
+    Unicode and cannot be written back as UTF-8): its path, e.g. ``headers[0].value`` (``""``: the value
+    itself), or None when every string is valid Unicode. Keys are checked as well as values."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if lone_surrogate_at(key, where) is not None:
+                return where
+            found = lone_surrogate_at(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = lone_surrogate_at(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -171,12 +171,13 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse, server:
             server.journal.add(None, connect)
             server.limit_hit(None, hit, "websocket", model=model, intent=intent)
             return await _refuse_after_upgrade(ws, server, None, "rate_limit_exceeded",
-                                               hit.message(model or "gpt-realtime"), SESSION_LIMIT_CLOSE,
+                                               hit.message(model or models.DEFAULT_REALTIME), SESSION_LIMIT_CLOSE,
                                                type_=hit.error_type)
         try:
             session = RealtimeSession(kind=intent, transport="websocket", model=model,
                                       script=server.script_for(None), faults=server.faults_for(None),
-                                      now=server.clock(), limiter=server.limits, recogniser=server.recogniser())
+                                      now=server.clock(), limiter=server.limits,
+                                      recogniser=server.recogniser().offloading())
         except BaseException:
             server.limits.end_session(slot)
             raise

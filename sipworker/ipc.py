@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, BinaryIO, TypeVar
 
+from .codecs import G711, normalise
+from .opus import OpusSettings
 from .turns import NO_FLOOR_DBFS, vad_mode
 
 PROTOCOL_VERSION = 2
@@ -42,11 +44,14 @@ class Op(StrEnum):
     PING = "ping"  # - → result {pid, calls, cpu_s}
     # - ref, uri (Request-URI), headers{}, play[], record?, vad?, refer_status?, hangup_on_refer?, from_uri?,
     #   display_name?, to_uri? (SIP URIs; the From is name_addr(from_uri or the worker's own, display_name),
-    #   the To is to_uri, else uri)
+    #   the To is to_uri, else uri), auth? {username, password, realm="*"} (digest answers to 401/407),
+    #   srtp? (disabled|optional|mandatory: this call's offer, else the worker's),
+    #   codecs? (names, most preferred first: this call's offer, else the worker's codecs)
+    #   → result {ref, sip_call_id, t0, codecs (offered), dropped (asked for, not available), opus_unavailable?}
     MAKE_CALL = "make_call"
     RINGING = "ringing"  # - ref, code=180
     ANSWER = "answer"  # - ref, code=200, play[], record?, vad?, headers{}
-    REJECT = "reject"  # - ref, code=603, reason?
+    REJECT = "reject"  # - ref, code=603, reason?, headers{}
     REDIRECT = "redirect"  # - ref, contact, code=302
     REFER = "refer"  # - ref, target
     HANGUP = "hangup"  # - ref, code?, reason?
@@ -57,18 +62,29 @@ class Op(StrEnum):
     SET_VAD = "set_vad"  # - ref, **VadParams fields
     SEND_DTMF = "send_dtmf"  # - ref, digits, method="rfc2833"|"info"
     STATS = "stats"  # - ref? → result {calls: {ref: {...}}}
+    # Media faults (the parent decides when; the worker only does it):
+    HOLD = "hold"  # - ref (re-INVITE a=sendonly; while held the call is sent nothing)
+    UNHOLD = "unhold"  # - ref (re-INVITE a=sendrecv)
+    # - ref, to_caller?, to_model?, silent? (each given one is set: audio passes that way, or the caller gets
+    #   digital silence) → result {to_caller, to_model, silent}
+    MEDIA_GATE = "media_gate"
     SHUTDOWN = "shutdown"  # - (worker hangs up everything and exits)
 
 
 class Ev(StrEnum):
     """Events a worker (or the supervisor, last block) emits.  Fields after the dash."""
 
-    READY = "ready"  # - protocol, pid, name, tls_port, tcp_port, udp_port, max_calls
+    # - protocol, pid, name, tls_port, tcp_port, udp_port, max_calls, codecs (the worker's order, as set),
+    #   opus (its codec id when registered, else None), opus_unavailable (why not, when cfg.opus asked for it)
+    READY = "ready"
     REPLY = "reply"  # - req, ok, result | error
     INCOMING_CALL = "incoming_call"  # - ref, sip_call_id, request_uri, user, from, to, headers[[k,v]], src, raw, t
     REJECTED_INCOMING = "rejected_incoming"  # - code, reason, sip_call_id, request_uri, src (pjsua refused it)
     CALL_STATE = "call_state"  # - ref, state, code, reason, t_ms
-    MEDIA_ACTIVE = "media_active"  # - ref, codec, clock_rate, srtp, t_ms
+    # - ref, status (active|local_hold|remote_hold|none|error), dir (pjmedia_dir: 1 send, 2 receive, 3 both), t_ms,
+    #   local_rtp (host:port)
+    MEDIA_STATE = "media_state"
+    MEDIA_ACTIVE = "media_active"  # - ref, codec, clock_rate, srtp, local_rtp (host:port), t_ms
     FIRST_AUDIO = "first_audio"  # - ref, audio_ms, t_ms (first received frame above the energy gate)
     SPEECH_STARTED = "speech_started"  # - ref, audio_ms
     # - ref, audio_ms (end of speech), detected_ms (decision time), pcm (base64 8 kHz mono L16: the turn's
@@ -288,8 +304,24 @@ class WorkerConfig:
     frame_ms: int = 60
     vad_frame_ms: int = 20
     media: str = "native"
+    # Codecs (sipworker.codecs): the order this worker offers in, and what its answers may pick (the answer
+    # follows the offerer's order).  ``opus`` registers the Opus factory (sipworker/opus) after libInit; if it
+    # is not built or does not fit the wheel, the worker says why in ``ready`` (``opus_unavailable``) and runs
+    # without it.  ``opus_rate`` below 48000 makes pjmedia run Opus streams at that rate (cheaper CPU).
+    codecs: list[str] = field(default_factory=lambda: list(G711))
+    opus: bool = False
+    opus_rate: int = 48000
+    opus_bitrate: int = 32000
+    opus_complexity: int = 5
+    opus_library: str | None = None  # another _rtopus.so than sipworker/opus's own
 
     def __post_init__(self) -> None:
+        self.codecs = normalise(self.codecs)
+        if not self.codecs:
+            raise ValueError("codecs must name at least one codec")
+        problems = self.opus_settings().problems()
+        if self.opus and problems:
+            raise ValueError(f"opus settings: {'; '.join(problems)}")
         if self.media not in ("python", "native"):
             raise ValueError(f"media must be 'python' or 'native', got {self.media!r}")
         if self.frame_ms % 20 or not 20 <= self.frame_ms <= 200:
@@ -298,6 +330,9 @@ class WorkerConfig:
             raise ValueError(
                 f"vad_frame_ms must be a multiple of 20 in 20..frame_ms ({self.frame_ms}), got {self.vad_frame_ms}"
             )
+
+    def opus_settings(self) -> OpusSettings:
+        return OpusSettings(rate=self.opus_rate, bitrate=self.opus_bitrate, complexity=self.opus_complexity)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

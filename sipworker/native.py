@@ -31,6 +31,9 @@ except ImportError:  # built without a C compiler (the extension is optional): P
     _rtport = None  # type: ignore[assignment]
 
 _SIGNATURE = 0x52545054  # 'RTPT'
+# The conference's slot 0: the null sound device (setNullDev). A port whose call must not hear it plays there, so
+# the bridge keeps pulling its frames (a port nobody listens to is not read: its playback would wait, not be lost).
+NULL_SLOT = 0
 _WORD = ctypes.sizeof(ctypes.c_void_p)
 
 
@@ -206,6 +209,15 @@ class NativePorts:
             if status != 0:
                 raise NativeMediaError(f"pjsua_conf_connect({src}, {dst}) failed ({status})")
 
+    def route(self, src: int, dst: int, on: bool) -> None:
+        """Connect (idempotent) or disconnect one direction between two conference slots."""
+        if on:
+            status = self._lib.pjsua_conf_connect(src, dst)
+            if status != 0:
+                raise NativeMediaError(f"pjsua_conf_connect({src}, {dst}) failed ({status})")
+        else:
+            self._lib.pjsua_conf_disconnect(src, dst)  # fails harmlessly when not connected
+
     def disconnect(self, call_slot: int, port: NativePort) -> None:
         """Both directions; fails harmlessly once pjsua has removed the call's stream."""
         if call_slot >= 0:
@@ -214,6 +226,8 @@ class NativePorts:
 
     def release(self, port: NativePort, call_slot: int) -> None:
         self.disconnect(call_slot, port)
+        self.route(port.slot, NULL_SLOT, False)  # a gated or held call's port played into the null device
+        self.route(NULL_SLOT, port.slot, False)  # and one gated to_model heard it
         _rtport.reset(port.addr)  # nothing of this call is played into the next one
         self._free.append(port)
 

@@ -70,6 +70,8 @@ class WorkerInfo:
     restarts: int = 0
     returncode: int | None = None
     media: str = ""  # the frame ports the worker reported: "native", or "python" (asked for, or fallen back to)
+    codecs: list[str] = field(default_factory=list)  # the worker's codec order, as it set it (ready)
+    opus_unavailable: str | None = None  # why a worker asked for Opus runs without it (ready)
 
     @property
     def load(self) -> int:
@@ -313,6 +315,8 @@ class WorkerPool:
         info.pid, info.alive, info.returncode = ready.get("pid"), True, None
         info.max_calls = int(ready.get("max_calls", 4))
         info.media = str(ready.get("media", "python"))
+        info.codecs = [str(c) for c in ready.get("codecs") or []]
+        info.opus_unavailable = ready.get("opus_unavailable")
         info.ports = {k[:-5]: int(v) for k, v in ready.items() if k.endswith("_port") and v is not None}
         # Pin the ports we got so a restart reuses them (contacts stay valid).
         cfg = self.configs[index]

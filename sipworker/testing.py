@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .codecs import G711, wants_opus
 from .ipc import Ev, Event, Op, WorkerConfig
 from .supervisor import WorkerPool, pool_configs
 
@@ -91,7 +92,9 @@ class TestUas:
         frame_ms: int = 60,
         vad_frame_ms: int = 20,
         media: str = "native",
+        codecs: Sequence[str] = G711,
     ) -> None:
+        """``codecs``: what the UAS may answer with (naming ``opus`` loads the Opus codec into its workers)."""
         self.state_dir = Path(state_dir)
         self.certs = certs
         self.policy = policy
@@ -108,6 +111,8 @@ class TestUas:
             frame_ms=frame_ms,
             vad_frame_ms=vad_frame_ms,
             media=media,
+            codecs=list(codecs),
+            opus=wants_opus(codecs),
         )
         self.pool = WorkerPool(
             pool_configs(workers, template, rtp_base=rtp_base), on_event=self._on_event, front_door=front_door

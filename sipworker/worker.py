@@ -47,11 +47,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pjsua2 as pj
 
-from . import media, sipmsg
+from . import codecs as codecs_mod
+from . import media, opus, sipmsg
+from .codecs import CodecPlan
 from .ipc import PROTOCOL_VERSION, Command, Op, ProtocolError, VadParams, WorkerConfig, name_addr
 from .native import NativeMediaError, NativePorts
 from .worker_call import CallCtx as CallCtx
@@ -106,6 +109,9 @@ class Worker(WorkerMedia):
         self._pump_fast = False  # some pumped call has VAD on
         self._pump_lock = threading.Lock()  # one drain of a port at a time: pump thread or the call's end
         self.failed: str | None = None
+        self.opus_id: str | None = None  # its codec id once the Opus factory is registered
+        self.opus_unavailable: str | None = None  # why not, when cfg.opus asked for it
+        self.codecs_offered: list[str] = []  # the worker's order as set (what it lacks dropped)
 
     # -- thread-safe entry points
     def emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -138,6 +144,9 @@ class Worker(WorkerMedia):
                     "fast_frames": self.read_bytes is _fast_bytes and self.write_in_place,
                     "frame_ms": self.cfg.frame_ms,
                     "media": "native" if self.native is not None else "python",
+                    "codecs": self.codecs_offered,
+                    "opus": self.opus_id,
+                    "opus_unavailable": self.opus_unavailable,
                     **{f"{k}_port": v for k, v in self.ports.items()},
                 },
             )
@@ -187,10 +196,9 @@ class Worker(WorkerMedia):
         ep_cfg.medConfig.noVad = True
         self.ep.libInit(ep_cfg)
         self.ep.audDevManager().setNullDev()
-        for codec in self.ep.codecEnum2():
-            self.ep.codecSetPriority(codec.codecId, 0)
-        self.ep.codecSetPriority("PCMU/8000/1", 255)
-        self.ep.codecSetPriority("PCMA/8000/1", 254)
+        if cfg.opus:
+            self._register_opus()
+        self.codecs_offered = self._set_codecs(cfg.codecs).offered
 
         self.ports = {}
         if cfg.tls_port is not None:
@@ -215,6 +223,23 @@ class Worker(WorkerMedia):
                 self.native = NativePorts()
             except (NativeMediaError, OSError, AttributeError) as exc:
                 self.emit("log", {"level": "warning", "msg": f"native media unavailable, using Python ports: {exc}"})
+
+    def _register_opus(self) -> None:
+        """Opus's factory joins the codec manager (between libInit and libStart); unavailable, the worker goes
+        on without it and says why in ``ready`` (``opus_unavailable``)."""
+        try:
+            library = Path(self.cfg.opus_library) if self.cfg.opus_library else None
+            self.opus_id = opus.register(self.cfg.opus_settings(), library)
+        except (opus.OpusUnavailable, OSError, AttributeError) as exc:
+            self.opus_unavailable = str(exc)
+            self.emit("log", {"level": "warning", "msg": f"Opus unavailable, G.711 only: {exc}"})
+
+    def _set_codecs(self, order: list[str]) -> CodecPlan:
+        """Priorities for ``order`` (sipworker.codecs rules 2-4): pjsua reads them when it builds an SDP."""
+        plan = codecs_mod.plan(order, (str(c.codecId) for c in self.ep.codecEnum2()))
+        for codec in self.ep.codecEnum2():
+            self.ep.codecSetPriority(codec.codecId, plan.priorities.get(str(codec.codecId), 0))
+        return plan
 
     def _transport(self, kind: int, port: int, tls: bool = False) -> int:
         tcfg = pj.TransportConfig()
@@ -258,6 +283,7 @@ class Worker(WorkerMedia):
                 if not ctx.ended:
                     self._finish(ctx, None)
                 ctx.call = None
+                ctx.account = None
                 self._release_ports(ctx)
             self.calls.clear()
             # Frame ports are deliberately left alive: the process ends with os._exit right after
@@ -405,29 +431,72 @@ class Worker(WorkerMedia):
         from_uri: str | None = None,
         display_name: str | None = None,
         to_uri: str | None = None,
+        auth: dict[str, str] | None = None,
+        srtp: str | None = None,
+        codecs: list[str] | None = None,
     ) -> dict[str, Any]:
         if ref in self.calls:
             raise ValueError(f"duplicate ref {ref!r}")
+        plan = codecs_mod.plan(codecs or self.cfg.codecs, (str(c.codecId) for c in self.ep.codecEnum2()))
         op = self._op(headers=headers)
-        dst = self._address(op, uri, from_uri, display_name, to_uri)
         ctx = CallCtx(
             ref=ref, role="uac", t0=time.monotonic(), refer_status=refer_status, hangup_on_refer=hangup_on_refer
         )
+        acc = self.acc
+        if auth is not None or srtp is not None:  # credentials and SRTP are an account's: one for this call
+            acc = ctx.account = self._call_account(from_uri or self.own_uri, auth, srtp or self.cfg.srtp)
+            from_uri = None  # the account's idUri is the From
+        dst = self._address(op, uri, from_uri, display_name, to_uri)
         self._configure_media(ctx, play, record, vad)
-        call = _Call(self, self.acc, ctx)
+        call = _Call(self, acc, ctx)
         ctx.call = call
         ctx.t0 = time.monotonic()
         ctx.mark("invite_sent")  # 0 by definition: the call's clock starts at makeCall
+        own_order = codecs is not None and plan.offered != self.codecs_offered
+        if own_order:  # pjsua builds the offer inside makeCall (no ICE: synchronously), from the global priorities
+            self._set_codecs(plan.offered)
         try:
             call.makeCall(dst, op)
         except pj.Error:
             ctx.call = None
             del call
+            self._drop_account(ctx)
             raise
+        finally:
+            if own_order:
+                self._set_codecs(self.codecs_offered)
         self.calls[ref] = ctx
         with contextlib.suppress(pj.Error):
             ctx.sip_call_id = call.getInfo().callIdString
-        return {"ref": ref, "sip_call_id": ctx.sip_call_id, "t0": ctx.t0}
+        out: dict[str, Any] = {"ref": ref, "sip_call_id": ctx.sip_call_id, "t0": ctx.t0, "codecs": plan.offered,
+                               "dropped": plan.dropped}
+        if "opus" in plan.dropped:
+            out["opus_unavailable"] = self.opus_unavailable or "the worker was started without Opus (opus=false)"
+        return out
+
+    def _call_account(self, id_uri: str, auth: dict[str, str] | None, srtp: str) -> Any:
+        """One call's account: answering 401/407 challenges with ``auth`` (``username``, ``password``, ``realm``
+        "*") and offering media with ``srtp`` (``mandatory``: RTP/SAVP only), else the main account's media
+        settings.  The wheel allows 8 accounts: with 4 calls a worker has room."""
+        cfg = pj.AccountConfig()
+        cfg.idUri = id_uri
+        if auth is not None:
+            cred = pj.AuthCredInfo("digest", auth.get("realm", "*"), auth["username"], 0, auth["password"])
+            cfg.sipConfig.authCreds.append(cred)
+        cfg.mediaConfig.srtpUse = _SRTP[srtp]
+        cfg.mediaConfig.srtpSecureSignaling = 0
+        cfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
+        cfg.mediaConfig.transportConfig.portRange = self.cfg.rtp_port_range
+        cfg.mediaConfig.transportConfig.boundAddress = self.cfg.bind
+        acc = _Account(self)
+        acc.create(cfg, False)
+        return acc
+
+    def _drop_account(self, ctx: CallCtx) -> None:
+        """A call's own account goes once the call is over (later, outside pjsua's callbacks)."""
+        acc, ctx.account = ctx.account, None
+        if acc is not None:
+            self.later(0.1, acc.shutdown)
 
     def _op_ringing(self, ref: str, code: int = 180) -> dict[str, Any]:
         ctx = self._ctx(ref)
@@ -450,10 +519,13 @@ class Worker(WorkerMedia):
         ctx.mark("answer_sent")
         return {}
 
-    def _op_reject(self, ref: str, code: int = 603, reason: str | None = None) -> dict[str, Any]:
+    def _op_reject(self, ref: str, code: int = 603, reason: str | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """A final non-2xx; with ``headers`` e.g. a 401's ``WWW-Authenticate`` (the challenge is checked by the
+        parent, which sees the retried INVITE's ``Authorization`` as a new incoming call)."""
         ctx = self._ctx(ref)
         ctx.local_hangup = True
-        ctx.call.hangup(self._op(code, reason))
+        ctx.call.hangup(self._op(code, reason, headers))
         return {}
 
     def _op_redirect(self, ref: str, contact: str, code: int = 302) -> dict[str, Any]:
@@ -521,6 +593,32 @@ class Worker(WorkerMedia):
         prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO if method == "info" else pj.PJSUA_DTMF_METHOD_RFC2833
         ctx.call.sendDtmf(prm)
         return {}
+
+    # -- media faults: the parent says what and when (mock_api.fault_script); these only do it
+    def _op_hold(self, ref: str) -> dict[str, Any]:
+        """re-INVITE with a=sendonly; once pjsua reports local hold the port stops reaching the caller."""
+        self._ctx(ref).call.setHold(pj.CallOpParam(True))
+        return {}
+
+    def _op_unhold(self, ref: str) -> dict[str, Any]:
+        self._reinvite(self._ctx(ref), pj.PJSUA_CALL_UNHOLD)
+        return {}
+
+    @staticmethod
+    def _reinvite(ctx: CallCtx, flag: int) -> None:
+        op = pj.CallOpParam(True)
+        op.opt.flag = flag
+        ctx.call.reinvite(op)
+
+    def _op_media_gate(self, ref: str, to_caller: bool | None = None, to_model: bool | None = None,
+                       silent: bool | None = None) -> dict[str, Any]:
+        ctx = self._ctx(ref)
+        for name, value in (("to_caller", to_caller), ("to_model", to_model), ("silent", silent)):
+            if value is not None:
+                setattr(ctx, name, bool(value))
+        if (ctx.nport is not None or ctx.port is not None) and ctx.media_idx >= 0:
+            self.route_media(ctx, ctx.call.getAudioMedia(ctx.media_idx))
+        return {"to_caller": ctx.to_caller, "to_model": ctx.to_model, "silent": ctx.silent}
 
     def _op_stats(self, ref: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -605,6 +703,7 @@ class Worker(WorkerMedia):
                 ctx.invite_code, ctx.invite_reason = code, reason
             self._finish(ctx, (code, reason))
             ctx.call = None  # drop the Call inside its DISCONNECTED callback (pjsua2 wheel item 3)
+            self._drop_account(ctx)
             self._release_ports(ctx)
             self.calls.pop(ctx.ref, None)
 

@@ -33,6 +33,7 @@ class CallCtx:
     role: str  # "uac" (we called) | "uas" (we answer)
     t0: float
     call: Any = None  # _Call; dropped in the DISCONNECTED callback (pjsua2 wheel item 3)
+    account: Any = None  # the call's own _Account (digest credentials), shut down after the call
     port: Any = None  # _FramePort: plays to the call, and receives from it unless rx_port is set
     rx_port: Any = None  # receive-only _FramePort (cfg.vad_frame_ms) of a call with VAD (see on_media_state)
     nport: NativePort | None = None  # instead of port/rx_port with native media
@@ -62,6 +63,11 @@ class CallCtx:
     last_rx_pkt: int = -1
     last_rx_at: float = 0.0
     final_rtp: dict[str, int] | None = None  # stream counters saved as the stream is destroyed
+    media_status: str = ""  # the audio stream's pjsua media status, as last reported (media_state)
+    to_caller: bool = True  # media gates (Op.MEDIA_GATE): audio to the caller passes
+    to_model: bool = True  # the caller's audio passes to this worker's port (else it hears silence)
+    silent: bool = False  # the caller gets digital silence instead of what the port plays
+    null_routed: bool = False  # a gate or hold connected the call's port(s) to the null device
 
     @property
     def vad_on(self) -> bool:

@@ -22,7 +22,7 @@ import pjsua2 as pj
 
 from . import media
 from .ipc import WorkerConfig
-from .native import Drained, NativePlayback, NativePorts
+from .native import NULL_SLOT, Drained, NativePlayback, NativePorts
 from .native import poll as native_poll
 from .worker_call import CallCtx
 from .worker_io import (
@@ -121,6 +121,7 @@ class WorkerMedia:
     """Media half of :class:`sipworker.worker.Worker`; the attributes below are set by its ``__init__``."""
 
     cfg: WorkerConfig
+    ep: Any
     native: NativePorts | None
     bound_ports: int
     read_bytes: Callable[[Any], bytes]
@@ -165,6 +166,10 @@ class WorkerMedia:
             ctx.nport, ctx.call_slot = None, -1
         for port in (ctx.port, ctx.rx_port):
             if port is not None:
+                if ctx.null_routed:  # gated or held: the pooled port leaves the null device
+                    null = self._null_media()
+                    _transmit(port, null, False)
+                    _transmit(null, port, False)
                 self._release_port(port)
         ctx.port = ctx.rx_port = None
 
@@ -206,11 +211,43 @@ class WorkerMedia:
             ctx.nport.keep_rx(ctx.reads_rx)
         elif ctx.call_slot not in (-1, slot):  # a re-INVITE gave the call a new stream: same port, queue kept
             self.native.disconnect(ctx.call_slot, ctx.nport)
-        self.native.connect(slot, ctx.nport)  # idempotent for an already connected pair
         ctx.call_slot = slot
+        self.route_media(ctx, aud)
         with self._pump_lock:
             self._pumped[ctx.ref] = ctx
             self._pumped_changed()
+
+    def route_media(self, ctx: CallCtx, aud: Any) -> None:
+        """Wire a call's port(s) as its gates and hold say (pj thread; ``aud`` is the call's AudioMedia).
+
+        The caller hears the port unless the call is held by us, gated ``to_caller`` off or ``silent``; then the
+        port plays into the null device (slot 0), so its queue still runs and that audio is lost (a port nobody
+        listens to is not read: its audio would wait, not be lost). Held, gated or silent, the call's stream is
+        fed silence (the null device's, or the conference's for a slot with no transmitter): pjmedia keeps
+        sending RTP either way, and the wheel exports no handle to pause a stream. ``to_model`` off, the port
+        hears the null device instead of the caller: silence, with its clocks still running. (Conference levels
+        would be simpler, but a slot's level set to 0 changed nothing in this wheel.)"""
+        sending = ctx.to_caller and ctx.media_status != "local_hold"
+        plan = ((sending and not ctx.silent), (not sending or ctx.silent), (sending and ctx.silent), ctx.to_model)
+        to_call, to_null, null_to_call, hear = plan
+        ctx.null_routed = ctx.null_routed or to_null or not hear
+        if self.native is not None and ctx.nport is not None:
+            port, slot, route = ctx.nport.slot, ctx.call_slot, self.native.route
+            route(port, slot, to_call)
+            route(port, NULL_SLOT, to_null)
+            route(NULL_SLOT, slot, null_to_call)
+            route(slot, port, hear)
+            route(NULL_SLOT, port, not hear)
+        elif ctx.port is not None:
+            null, rx = self._null_media(), ctx.rx_port or ctx.port
+            for src, dst, on in ((ctx.port, aud, to_call), (ctx.port, null, to_null), (null, aud, null_to_call),
+                                 (aud, rx, hear), (null, rx, not hear)):
+                if on or ctx.null_routed:  # never gated nor held: nothing to undo (a stop would raise and log)
+                    _transmit(src, dst, on)
+
+    def _null_media(self) -> Any:
+        """The null sound device's conference port (slot 0), as an AudioMedia."""
+        return self.ep.audDevManager().getPlaybackDevMedia()
 
     def _pump_loop(self) -> None:
         """Poll the calls' native ports: every vad_frame_ms while a call has VAD on (turn
@@ -294,7 +331,22 @@ class WorkerMedia:
     def on_media_state(self, ctx: CallCtx, call: Any) -> None:
         info = call.getInfo()
         for mi in info.media:
-            if mi.type != pj.PJMEDIA_TYPE_AUDIO or mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            status = _MEDIA_STATUS.get(int(mi.status), str(mi.status))
+            if status != ctx.media_status:
+                ctx.media_status = status
+                self.emit("media_state", {"ref": ctx.ref, "status": status, "dir": int(mi.dir), "t_ms": ctx.ms(),
+                                          "local_rtp": _local_rtp(call, int(mi.index))})
+            if status in ("local_hold", "remote_hold") and (ctx.nport is not None or ctx.port is not None):
+                # A held stream still runs one way, often on a new slot: keep the port on it, so the clocks and the
+                # recording go on (silence while nothing comes) and, held by us, the caller hears nothing.
+                held = call.getAudioMedia(mi.index)
+                if self.native is not None:
+                    self._wire_native(ctx, held)
+                else:
+                    self.route_media(ctx, held)
+            if mi.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
             aud = call.getAudioMedia(mi.index)
             if self.native is not None:
@@ -310,8 +362,7 @@ class WorkerMedia:
                 if split:
                     ctx.rx_port = self._acquire_port(ctx, vad_ms)
             if self.native is None:
-                aud.startTransmit(ctx.rx_port or ctx.port)
-                ctx.port.startTransmit(aud)
+                self.route_media(ctx, aud)
             first = not ctx.media_wired
             ctx.media_wired, ctx.media_idx = True, int(mi.index)
             ctx.last_rx_at = time.monotonic()
@@ -325,6 +376,33 @@ class WorkerMedia:
                         "codec": si.codecName,
                         "clock_rate": int(si.codecClockRate),
                         "srtp": int(si.proto) == int(pj.PJMEDIA_TP_PROTO_RTP_SAVP),
+                        "local_rtp": _local_rtp(call, int(mi.index)),
                         "t_ms": ctx.mark("media"),
                     },
                 )
+
+
+def _transmit(src: Any, dst: Any, on: bool) -> None:
+    """Start (idempotent) or stop one conference connection between two AudioMedia (Python ports)."""
+    if on:
+        src.startTransmit(dst)
+    else:
+        with contextlib.suppress(pj.Error):  # not connected
+            src.stopTransmit(dst)
+
+
+def _local_rtp(call: Any, idx: int) -> str | None:
+    """The RTP address this side's stream sends from and listens on ("127.0.0.1:4002"), if pjsua tells."""
+    try:
+        return str(call.getMedTransportInfo(idx).localRtpName) or None
+    except pj.Error:
+        return None
+
+
+_MEDIA_STATUS = {
+    int(pj.PJSUA_CALL_MEDIA_NONE): "none",
+    int(pj.PJSUA_CALL_MEDIA_ACTIVE): "active",
+    int(pj.PJSUA_CALL_MEDIA_LOCAL_HOLD): "local_hold",
+    int(pj.PJSUA_CALL_MEDIA_REMOTE_HOLD): "remote_hold",
+    int(pj.PJSUA_CALL_MEDIA_ERROR): "error",
+}

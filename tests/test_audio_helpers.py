@@ -108,6 +108,19 @@ def test_streaming_resampler_equals_one_shot(src: int, dst: int) -> None:
     assert out == A.resample(pcm, src, dst)
 
 
+def test_to_rate_keeps_one_stream_per_source_rate() -> None:
+    """Chunks at two rates, interleaved: each rate's output is what one stream of its chunks gives."""
+    a24, a16 = A.white_noise(400, 24000, seed=1), A.white_noise(400, 16000, seed=2)
+    to8 = A.ToRate(8000)
+    ref24, ref16 = A.Resampler(24000, 8000), A.Resampler(16000, 8000)
+    for k in range(0, 400, 20):
+        c24, c16 = a24[k * 48:(k + 20) * 48], a16[k * 32:(k + 20) * 32]
+        assert to8.convert(c24, 24000) == ref24.process(c24)
+        assert to8.convert(c16, 16000) == ref16.process(c16)
+    same = A.white_noise(20, 8000)
+    assert to8.convert(same, 8000) == same
+
+
 def test_resample_same_rate_is_identity() -> None:
     pcm = A.white_noise(100, 8000)
     assert A.resample(pcm, 8000, 8000) == pcm

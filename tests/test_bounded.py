@@ -330,10 +330,11 @@ async def test_a_hundred_big_session_updates_keep_the_journal_small(mock: Runnin
 async def test_a_timeline_over_its_byte_cap_drops_its_oldest_and_says_so() -> None:
     async with running_mock(MockConfig(journal_max_string_chars=1 << 20)) as mock:  # prompts kept whole
         journal = mock.server.journal
-        journal.max_timeline_bytes = 8 << 20
+        cap = 16 << 10  # big entries are held packed (0.9 MB of one letter is a few KB), so a small cap
+        journal.max_timeline_bytes = cap
         key = await big_updates(mock, 30)  # about 55 MB of events through one timeline
         line = journal.timeline(key)
-        assert line is not None and line.size_bytes <= 8 << 20 and journal.bytes <= (8 << 20) + (1 << 20)
+        assert line is not None and line.size_bytes <= cap and journal.bytes <= cap + (1 << 20)
         view = await session_view(mock, key)
     assert view["dropped"] == line.dropped > 0
     written = 1 + 1 + 30 + 30  # ws.connect, session.created, then each update and its session.updated
@@ -341,3 +342,32 @@ async def test_a_timeline_over_its_byte_cap_drops_its_oldest_and_says_so() -> No
     assert len(view["entries"]) - kinds.count("ws.close") + view["dropped"] == written
     newest = [e for e in view["entries"] if e["kind"] == "ws.client"][-1]
     assert newest["data"]["event"]["session"]["instructions"] == BIG_PROMPT  # what is kept is kept whole
+
+
+def big_schema(props: int = 3000) -> dict[str, Any]:
+    """A tool whose parameters are thousands of small dicts: small as JSON, several times that as objects."""
+    properties = {f"field_{i}": {"type": "string", "description": f"field number {i}"} for i in range(props)}
+    return {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": properties}}
+
+
+async def test_big_tool_schemas_are_held_packed_and_read_back_whole(client: AsyncOpenAI, mock: RunningMock,
+                                                                    control: MockClient) -> None:
+    """Ended calls with a large schema kept every dict as an object: 60 of them grew the mock by 270 MB."""
+    tool = big_schema()
+    ids = []
+    for _ in range(3):
+        call_id = await ringing(control)
+        await client.realtime.calls.accept(call_id, type="realtime", tools=[tool])  # type: ignore[list-item]
+        await client.realtime.calls.hangup(call_id)
+        ids.append(call_id)
+    server, journal = mock.server, mock.server.journal
+    for call_id in ids:
+        line = journal.timeline(call_id)
+        assert line is not None and line.segments  # the accept entry went packed as it was written
+        assert server.calls[call_id].accept_body is None  # the ended call keeps its body compressed
+        view = await control.call(call_id)
+        assert view.state == "ended" and view.accept_body is not None
+        assert view.accept_body["tools"][0]["parameters"] == tool["parameters"]
+        (request,) = [e for e in journal.entries(call_id, "rest.request") if e.data["op"] == "accept"]
+        assert request.data["body"]["tools"][0]["parameters"] == tool["parameters"]  # decoded for the reader
+    assert journal.bytes < 1 << 20  # three bodies of about 200 KB each, held as compressed blobs

@@ -13,12 +13,17 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import Scenario, Variant, expand, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 FORUM = ROOT / "scenarios" / "forum"
-REQUIRED = {1, 2, 3, 4, 5, 6, 7, 10, 11, 13, 17, 18}  # failure modes (docs/failure-modes.md) an app can hit
+LIVE = ROOT / "scenarios" / "live"  # GPT-Live's failure modes, the same buggy/fixed shape
+LIBRARIES = [pytest.param(FORUM, id="forum"), pytest.param(LIVE, id="live")]
+# failure modes (docs/failure-modes.md) an app can hit; 15, 28 and 29 are SIP-level
+REQUIRED = {*range(1, 15), *range(16, 28)}
 
 
 def test_library_covers_the_failure_modes() -> None:
@@ -32,20 +37,24 @@ def test_library_covers_the_failure_modes() -> None:
         assert set(load_scenario(f).variants) == {"buggy", "fixed"}
 
 
-def test_rtsip_run_forum_library(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)  # 23 scenarios, two variants each, two at a time (about 3.5 min on a busy machine)
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_rtsip_run_forum_library(tmp_path: Path, library: Path) -> None:
     junit = tmp_path / "forum.xml"
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(FORUM), "-j", "2", "--junit", str(junit)],
-                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(library), "-j", "2", "--junit", str(junit)],
+                          capture_output=True, text=True, timeout=480, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert int(suite.get("tests", 0)) == 2 * len(list(FORUM.glob("*.yaml")))
+    assert int(suite.get("tests", 0)) == 2 * len(list(library.glob("*.yaml")))
     assert suite.get("failures") == "0" and suite.get("errors") == "0"
 
 
-async def test_each_symptom_check_is_specific() -> None:
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("library", LIBRARIES)
+async def test_each_symptom_check_is_specific(library: Path) -> None:
     runs = []
-    for f in sorted(FORUM.glob("*.yaml")):
+    for f in sorted(await asyncio.to_thread(lambda: list(library.glob("*.yaml")))):
         s = load_scenario(f)
         b, fx = s.variants["buggy"], s.variants["fixed"]
         swapped = s.model_copy(update={"variants": {

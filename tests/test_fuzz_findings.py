@@ -5,7 +5,9 @@
 - a custom voice (``{"id": "voice_..."}``) was echoed as an object in ``response.audio.output.voice``,
   which the SDK's ``RealtimeResponse`` refuses (it is the voice's id there);
 - ``PUT /_mock/config`` took a 2**64 ``ws_max_message_bytes``; aiohttp then mis-read every frame of the
-  next socket (a protocol error instead of the API's answers).
+  next socket (a protocol error instead of the API's answers);
+- (a 30,000-case run later) a stub holding a lone surrogate was installed, then every listing of the stubs
+  answered 500 (it cannot be encoded back).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
@@ -62,3 +65,39 @@ async def test_a_byte_limit_past_a_gib_is_refused_at_the_door(value: int) -> Non
         assert refused.value.status in (400, 422)
         assert "ws_max_message_bytes" in json.dumps(refused.value.body)
         assert (await control.config())["ws_max_message_bytes"] == 24 * 1024 * 1024
+
+
+@pytest.mark.parametrize("body", [
+    b'[{"request": {"body": {"key \xed\xa0\x80": {}}}}]',  # invalid UTF-8: the bytes of a lone surrogate
+    b'[{"request": {"query": {"q": "\\udb31"}}}]',  # valid JSON text, but an unpaired surrogate escape
+])
+async def test_stubs_with_a_lone_surrogate_are_refused_at_the_door(body: bytes) -> None:
+    """The 30,000-case run after the journal changes: such a stub was installed, then listing it answered 500."""
+    async with running_mock() as mock, aiohttp.ClientSession() as http:
+        async with http.put(f"{mock.url}/_mock/stubs", data=body, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400
+            error = (await r.json())["error"]
+        assert (error["code"], error["param"]) == ("invalid_value", "stubs") and "surrogate" in error["message"]
+        async with http.get(f"{mock.url}/_mock/stubs") as r:
+            assert r.status == 200 and (await r.json())["stubs"] == []  # nothing half-applied
+        assert not list(mock.server.journal.entries(None, "mock.bug"))
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/_mock/calls", b'{"from": "sip:\\ud800@127.0.0.1"}', "from"),
+    ("/_mock/calls", b'{"headers": [{"name": "X-Tag", "value": "a\\udfff"}]}', "headers[0].value"),
+    ("/_mock/config", b'{"webhook_url": "http://127.0.0.1:9/\\ud83d"}', "webhook_url"),
+])
+async def test_control_bodies_with_a_lone_surrogate_are_refused_at_the_door(path: str, body: bytes,
+                                                                          param: str) -> None:
+    """The 100,000-case run after issue 17: a call made with a lone surrogate in its caller was kept, and every
+    ``GET /_mock/calls`` then answered 500 (its view could not be written as UTF-8) until the call was gone."""
+    async with running_mock() as mock, aiohttp.ClientSession() as http:
+        method = http.put if path == "/_mock/config" else http.post
+        async with method(f"{mock.url}{path}", data=body, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400
+            error = (await r.json())["error"]
+        assert (error["code"], error["param"]) == ("invalid_value", param) and "surrogate" in error["message"]
+        async with http.get(f"{mock.url}/_mock/calls?entries=0") as r:
+            assert r.status == 200 and (await r.json())["calls"] == []  # nothing was made
+        assert not list(mock.server.journal.entries(None, "mock.bug"))

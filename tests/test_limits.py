@@ -165,7 +165,7 @@ async def test_rpm_cap_raises_rate_limit_error_with_headers(mock: RunningMock, c
     assert err.type == "requests" and err.code == "rate_limit_exceeded" and err.param is None
     assert isinstance(err.body, dict)
     assert err.message == "Error code: 429 - " + err.body["message"]
-    assert err.body["message"].startswith("Rate limit reached for gpt-realtime in organization org-rtsipmock on "
+    assert err.body["message"].startswith("Rate limit reached for gpt-realtime-2.1 in organization org-rtsipmock on "
                                           "requests per min (RPM): Limit 2, Used 2, Requested 1. Please try again in ")
     assert err.body["message"].endswith("s. Visit https://platform.openai.com/account/rate-limits to learn more.")
     assert {k: v for k, v in err.body.items() if k != "message"} == {

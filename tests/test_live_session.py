@@ -16,16 +16,19 @@ from typing import Any
 import pydantic
 import pytest
 from openai.types.live import ConnectServerEvent, ServerEvent
+from openai.types.responses import ResponseStreamEvent
 
 from mock_api import audio
 from mock_api.ids import IdSource
 from mock_api.live.outputs import ClearMedia, Close, Event, Finished, InputAudio, MediaAudio, MockBug, Output, SendDtmf
+from mock_api.live.outputs import FaultFired as Fired
 from mock_api.live.refusals import Refusal
-from mock_api.live.session import LiveSession
+from mock_api.live.session import LiveSession, SelfEnd
 from mock_api.live.settings import LiveSettings
 
 UNIONS: dict[str, pydantic.TypeAdapter[Any]] = {"primary": pydantic.TypeAdapter(ServerEvent),
                                               "sideband": pydantic.TypeAdapter(ConnectServerEvent)}
+NESTED: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 WALL = 1_780_000_000.0
 ACCEPTED = {"type": "live", "model": "gpt-live-1", "instructions": "You answer support calls."}
 SCRIPT = {"turns": [{"hears": "What's the weather in Paris?", "says": "It is sunny in Paris today."}],
@@ -47,6 +50,10 @@ def assert_live_event(event: dict[str, Any]) -> None:
         parsed = union.validate_python(event)
         assert parsed.type == event["type"], f"{kind}: {event['type']} parsed as {type(parsed).__name__}"
         _no_undeclared_fields(parsed, event["type"])
+    if event["type"] == "response.event":  # its payload is a dict to the Live models: the Responses models check it
+        nested = NESTED.validate_python(event["event"])
+        assert nested.type == event["event"]["type"], f"nested {event['event']['type']} parsed as {nested.type}"
+        _no_undeclared_fields(nested, f"response.event.{nested.type}")
 
 
 class Bench:
@@ -426,8 +433,9 @@ def test_delegation_id_is_refused_under_responses_delegation() -> None:
     err = error_of(b.send("sb", {"type": "session.thinking.append", "content": "x", "delegation_id": "d"}), "sb")
     assert err["error"]["code"] == "delegation_id_not_allowed"
     assert b.send("sb", {"type": "response.item.create", "item": {
-        "type": "function_call_output", "call_id": "call_1", "output": "{}"}}) == []
-    assert b.send("sb", {"type": "response.create"}) == []
+        "type": "function_call_output", "call_id": "call_1", "output": "{}"}}) == []  # kept, no ack
+    alone = events(b.send("sb", {"type": "response.create"}), "response.event")  # no delegation to continue
+    assert alone and all("delegation_id" not in e for e in alone)
 
 
 def test_response_commands_need_responses_delegation() -> None:
@@ -702,3 +710,187 @@ def test_a_bug_of_ours_is_a_server_error_and_a_mock_bug() -> None:
     assert bug.where == "speech" and "loader exploded" in bug.error
     assert one(out, "error")["error"]["type"] == "server_error"
     assert one(b.send("sb", {"type": "session.input_audio.mute"}), "session.input_audio.muted")  # still serving
+
+
+# ---- delegation ----------------------------------------------------------------------------------------
+
+WEATHER = {"hears": "weather in Paris", "says": "It is sunny.", "after_tool": "Paris has 21 degrees and sun.",
+           "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}, "call_id": "call_w1"}]}
+DELEGATING = {"turns": [WEATHER], "response_latency_s": 0.1, "ms_per_char": 20}
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+
+def delegating(delegation: dict[str, Any], **settings: Any) -> Bench:
+    b = Bench(LiveSession.sip({**ACCEPTED, "delegation": delegation}, script=DELEGATING,
+                              settings=LiveSettings(**settings), ids=IdSource(11), wall=WALL))
+    b.begin()
+    b.attach("sb")
+    return b
+
+
+def said(outs: list[Output]) -> str:
+    return "".join(e["delta"] for e in events(outs, "session.output_transcript.delta"))
+
+
+def test_a_turn_with_tool_calls_is_delegated_to_the_client_and_its_commentary_is_said() -> None:
+    b = delegating({"type": "client", "acknowledgement_delay_ms": 1500})
+    b.until(1.0)
+    outs = b.speech("What's the weather in Paris?", 200, 1000)
+    created = one(outs, "session.delegation.created", "sb")
+    assert created["delegation"]["target"] == "client" and "response_id" not in created["delegation"]
+    assert created["offset_ms"] == 1000 and not events(outs, "session.output_transcript.delta")
+    delegation_id = created["delegation"]["id"]
+    b.until(2.0)  # before the acknowledgement is due
+    got = b.send("sb", {"type": "session.commentary.append", "event_id": "c1", "content": "It is 21 degrees.",
+                        "delegation_id": delegation_id})
+    assert one(got, "session.commentary.appended")["client_event_id"] == "c1"
+    later = b.until(10.0)
+    assert said(later) == "It is 21 degrees."  # the acknowledgement was cancelled by the append
+    assert any(isinstance(o, MediaAudio) and o.source == "model" for o in later)
+    assert events(later, "session.output_audio.delta", "sb")
+
+
+def test_the_acknowledgement_is_said_after_its_delay_unless_an_append_came_first() -> None:
+    b = delegating({"type": "client", "acknowledgement_delay_ms": 1500})
+    b.speech("weather in Paris please", 0, 800)
+    assert said(b.until(1.49)) == ""
+    assert said(b.until(5.0)) == "One moment."
+    b.speech("and the weather in Paris tomorrow?", 5000, 6000)  # the turn is used up: answered, not delegated
+    assert said(b.until(9.0)) == "Sure, I can help you with that."
+    b2 = delegating({"type": "client", "acknowledgement_delay_ms": 1500}, acknowledgement="Let me check.")
+    b2.speech("weather in Paris", 0, 800)
+    b2.send("sb", {"type": "session.instructions.append", "content": "Be brief.", "delegation_id": None})
+    assert said(b2.until(5.0)) == "Let me check."  # instructions do not cancel it
+    b3 = delegating({"type": "client", "acknowledgement_delay_ms": 1500})
+    b3.speech("weather in Paris", 0, 800)
+    b3.send("sb", {"type": "session.thinking.append", "content": "Looking it up.", "delegation_id": None})
+    assert said(b3.until(5.0)) == ""  # thinking is silent, and any such append cancels it
+
+
+def test_acknowledgements_can_be_cancelled_only_by_appends_naming_them() -> None:
+    b = delegating({"type": "client", "acknowledgement_delay_ms": 1000}, acknowledgement_cancelled_by="naming_append")
+    b.speech("weather in Paris", 0, 800)
+    b.send("sb", {"type": "session.thinking.append", "content": "Unrelated.", "delegation_id": None})
+    assert said(b.until(5.0)) == "One moment."
+
+
+def test_an_acknowledgement_and_the_answer_are_said_one_after_the_other() -> None:
+    b = delegating({"type": "client", "acknowledgement_delay_ms": 0})
+    delegation_id = one(b.speech("weather in Paris", 0, 800), "session.delegation.created")["delegation"]["id"]
+    b.until(0.2)  # the acknowledgement is playing
+    b.send("sb", {"type": "session.commentary.append", "content": "Sunny.", "delegation_id": delegation_id})
+    outs = b.until(10.0)
+    assert said(b.outputs) == "One moment.Sunny."
+    deltas = events(outs, "session.output_audio.delta", "sb")
+    assert all(a["end_ms"] <= z["start_ms"] for a, z in itertools.pairwise(deltas))  # no overlap
+
+
+def test_responses_delegation_calls_the_function_and_says_the_answer_after_its_output() -> None:
+    b = delegating({"type": "responses", "acknowledgement_delay_ms": 0,
+                    "responses": {"model": "gpt-5.5", "tools": [WEATHER_TOOL], "instructions": "Be exact."}})
+    outs = b.speech("weather in Paris", 0, 800)
+    created = one(outs, "session.delegation.created")["delegation"]
+    nested = events(outs, "response.event")
+    assert {e["delegation_id"] for e in nested} == {created["id"]} and created["target"] == "responses"
+    inner = [e["event"] for e in nested]
+    assert [e["type"] for e in inner] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done", "response.completed"]
+    assert [e["sequence_number"] for e in inner] == list(range(len(inner)))
+    assert inner[0]["response"]["id"] == created["response_id"] == inner[-1]["response"]["id"]
+    for snapshot in (inner[0]["response"], inner[-1]["response"]):  # lifecycle snapshots stay small
+        assert snapshot["instructions"] is None and snapshot["tools"] == [] and snapshot["output"] == []
+        assert "input" not in snapshot and snapshot["model"] == "gpt-5.5"
+    call = inner[5]["item"]
+    assert (call["name"], call["call_id"]) == ("get_weather", "call_w1")
+    assert json.loads(call["arguments"]) == {"city": "Paris"}
+    assert said(b.until(3.0)) == "One moment."
+    assert b.send("sb", {"type": "response.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_w1", "output": '{"c": 21}'}}) == []
+    second = events(b.send("sb", {"type": "response.create", "event_id": "r1"}), "response.event")
+    assert {(e["delegation_id"], e["client_event_id"]) for e in second} == {(created["id"], "r1")}
+    text = "".join(e["event"]["delta"] for e in second if e["event"]["type"] == "response.output_text.delta")
+    assert text == WEATHER["after_tool"] and second[-1]["event"]["type"] == "response.completed"
+    assert said(b.until(10.0)) == WEATHER["after_tool"]
+
+
+def test_responses_delegation_without_the_tool_answers_in_text_at_once() -> None:
+    b = delegating({"type": "responses", "acknowledgement_delay_ms": 500, "responses": {"model": "gpt-5.5"}})
+    outs = b.speech("weather in Paris", 0, 800)
+    inner = [e["event"] for e in events(outs, "response.event")]
+    assert "response.function_call_arguments.delta" not in [e["type"] for e in inner]
+    assert said(b.until(10.0)) == WEATHER["after_tool"]  # no acknowledgement: the answer came first
+
+
+def test_decisions_delegation_answers_with_a_decision_then_says_the_result() -> None:
+    question = {"type": "predicate", "name": "wants_forecast", "instructions": "Does the caller want a forecast?"}
+    b = delegating({"type": "decisions", "decisions": {"model": "gpt-5.5", "questions": [question]}})
+    outs = b.speech("weather in Paris", 0, 800)
+    created = one(outs, "session.delegation.created")["delegation"]
+    assert created["target"] == "decisions"
+    decided = one(outs, "decision.event")
+    assert decided["delegation_id"] == created["id"] and decided["event"]["type"] == "decision.completed"
+    assert len(decided["event"]["decision"]["answers"]) == 1 and "client_event_id" not in decided
+    assert said(b.until(5.0)) == WEATHER["after_tool"]  # the result, at once: no acknowledgement first
+
+
+def test_a_delegation_id_that_exists_is_accepted_and_others_are_not() -> None:
+    b = delegating({"type": "client"})
+    delegation_id = one(b.speech("weather in Paris", 0, 800), "session.delegation.created")["delegation"]["id"]
+    for kind in ("thinking", "commentary", "instructions"):
+        one(b.send("sb", {"type": f"session.{kind}.append", "content": "ok", "delegation_id": delegation_id}),
+            f"session.{kind}.appended")
+    err = error_of(b.send("sb", {"type": "session.commentary.append", "content": "x", "delegation_id": "del_x"}),
+                   "sb")
+    assert err["error"]["code"] == "delegation_not_found"
+
+
+def test_response_create_continues_the_delegation_its_function_output_answers() -> None:
+    other = {**WEATHER, "hears": "weather in Rome", "after_tool": "Rome is cloudy.",
+             "tool_calls": [{"name": "get_weather", "arguments": {"city": "Rome"}, "call_id": "call_w2"}]}
+    b = Bench(LiveSession.sip({**ACCEPTED, "delegation": {"type": "responses", "responses": {
+        "model": "gpt-5.5", "tools": [WEATHER_TOOL]}}}, script={**DELEGATING, "turns": [WEATHER, other]},
+        ids=IdSource(13), wall=WALL))
+    b.begin()
+    b.attach("sb")
+    paris = one(b.speech("weather in Paris", 0, 800), "session.delegation.created")["delegation"]["id"]
+    rome = one(b.speech("weather in Rome", 1000, 1800), "session.delegation.created")["delegation"]["id"]
+    assert paris != rome
+    b.send("sb", {"type": "response.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_w1", "output": "21"}})
+    first = events(b.send("sb", {"type": "response.create"}), "response.event")
+    assert {e["delegation_id"] for e in first} == {paris}  # named by its call, not the newest
+    b.send("sb", {"type": "response.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_w2", "output": "18"}})
+    second = events(b.send("sb", {"type": "response.create"}), "response.event")
+    assert {e["delegation_id"] for e in second} == {rome}  # the one still open
+
+
+def test_response_create_without_the_tool_output_is_refused() -> None:
+    b = delegating({"type": "responses", "responses": {"model": "gpt-5.5", "tools": [WEATHER_TOOL]}})
+    b.speech("weather in Paris", 0, 800)
+    err = error_of(b.send("sb", {"type": "response.create", "event_id": "r"}), "sb")
+    assert (err["error"]["code"], err["client_event_id"]) == ("tool_output_missing", "r")
+    assert "call_w1" in err["error"]["message"]
+    b2 = delegating({"type": "responses", "responses": {"model": "gpt-5.5", "tools": [WEATHER_TOOL]}},
+                    require_tool_outputs=False)
+    b2.speech("weather in Paris", 0, 800)
+    assert events(b2.send("sb", {"type": "response.create"}), "response.event")  # continues anyway
+
+
+# ---- the session ending by itself (the live_session_end fault) -------------------------------------------
+
+
+def test_a_session_made_to_end_closes_itself_on_its_clock() -> None:
+    b = Bench(LiveSession.sip(dict(ACCEPTED), script=SCRIPT, ids=IdSource(12), wall=WALL,
+                              ends_after=SelfEnd(3.0, "connection_lost", "live_session_end")))
+    b.now = 5.0
+    b.begin()  # the clock counts from the start, not from the making
+    b.attach("sb")
+    assert not [o for o in b.until(7.99) if isinstance(o, (Fired, Finished))]
+    outs = b.until(8.0)
+    fired = [o for o in outs if isinstance(o, Fired)]
+    assert [f.fault for f in fired] == ["live_session_end"] and outs.index(fired[0]) == 0
+    assert one(outs, "session.closed")["reason"] == "connection_lost"
+    assert isinstance(outs[-1], Finished) and b.session.next_deadline() is None

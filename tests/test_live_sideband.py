@@ -24,7 +24,6 @@ from audio_fixtures import fixture
 from mock_api import live_host
 from mock_api.audio import tone
 from mock_api.client import MockClient
-from mock_api.live.settings import LiveSettings
 from mock_api.live_host import CallerEar, TurnEnded, TurnStarted, close_reason
 from mock_api.running import RunningMock
 
@@ -44,17 +43,18 @@ def _declared_only(model: pydantic.BaseModel, path: str) -> None:
                 _declared_only(sub, f"{path}.{name}")
 
 
-class Sideband:
-    """An SDK sideband connection whose every frame is checked against the SDK's models."""
+class CheckedConnection:
+    """An SDK Live connection whose every frame is checked against the SDK's models (``EVENTS``)."""
 
-    def __init__(self, conn: AsyncSidebandConnection) -> None:
+    EVENTS: pydantic.TypeAdapter[Any] = SIDEBAND_EVENTS
+
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.seen: list[dict[str, Any]] = []
 
     async def next(self) -> dict[str, Any]:
-        raw = await self.conn.recv_bytes()
-        event = json.loads(raw)
-        parsed = SIDEBAND_EVENTS.validate_python(event)
+        event = json.loads(await self.conn.recv_bytes())
+        parsed = self.EVENTS.validate_python(event)
         assert parsed.type == event["type"], f"{event['type']} parsed as {type(parsed).__name__}"
         _declared_only(parsed, event["type"])
         self.seen.append(event)
@@ -77,6 +77,12 @@ class Sideband:
 
     def of(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.seen if e["type"] == type_]
+
+
+class Sideband(CheckedConnection):
+    """A sideband (``/attach``): its events are the ``ConnectServerEvent`` union."""
+
+    conn: AsyncSidebandConnection
 
 
 @asynccontextmanager
@@ -180,7 +186,7 @@ async def test_session_close_from_the_sideband_ends_the_call(client: AsyncOpenAI
 
 async def test_the_timer_drives_usage_and_expiry(mock: RunningMock, client: AsyncOpenAI,
                                                  control: MockClient) -> None:
-    live_host.registry(mock.server).settings = LiveSettings(usage_period_s=0.2, expires_after_s=1)
+    await control.configure(live={"usage_period_s": 0.2, "expires_after_s": 1})
     call_id, live_id = await live_call(control, client)
     async with sideband(client, live_id) as sb:
         await sb.until("session.started")

@@ -6,16 +6,19 @@ import asyncio
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from harness.load import LoadError, LoadOptions, descendants, plan, run_load
+from harness.load import LoadError, LoadOptions, descendants, plan, run, run_load
 from harness.load_metrics import METRICS, CallRecord, extract, failure, percentile, summarize
 from harness.load_report import to_json, write_reports
 from mock_api.control_models import CallView, JournalEntry
@@ -228,6 +231,18 @@ async def test_hundred_virtual_calls_all_accounted_for(tmp_path: Path) -> None:
     assert "<script" not in page and "cdn" not in page.lower()
 
 
+async def test_live_calls_under_load(tmp_path: Path) -> None:
+    """A GPT-Live scenario: the mock sends live.transport.incoming, the Live app accepts and attaches its sideband,
+    and the metrics come from the Live journal (the sideband, the heard turns, the Live transcripts)."""
+    result = await run_load(plan(_opts(scenario=LOAD / "live_one_turn.yaml", calls=8, concurrency=4, rate=4.0)))
+    data = to_json(result)
+    _check_accounting(data)
+    assert data["calls"]["placed"] == 8 and data["calls"]["failed"] == 0, data["failures"]
+    for metric in ("webhook_to_accept_ms", "accept_to_ws_ms", "speech_end_to_transcript_ms",
+                   "speech_end_to_audio_ms", "answer_to_audio_ms"):
+        assert data["metrics"][metric]["count"] == 8, metric
+
+
 async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> None:
     """The app keeps one base URL; each call's REST and WebSocket traffic reaches the mock that made it."""
     o = _opts(calls=60, concurrency=30, rate=30.0, mock_processes=2, run_dir=tmp_path / "run")
@@ -239,17 +254,27 @@ async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> N
     _check_accounting(data)
     assert data["calls"]["placed"] == 60 and data["calls"]["failed"] == 0, data["failures"]
     _check_percentiles(data)
-    assert data["metrics"]["webhook_to_accept_ms"]["count"] == 60  # the app's accepts went through the router
+    assert data["metrics"]["webhook_to_accept_ms"]["count"] == 60  # the app's accepts went through haproxy
     assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 60
     shards = [int(r["call_id"][4], 16) % 2 for r in data["records"]]
     assert shards.count(0) == 30 and shards.count(1) == 30
     assert pids["mock"] != pids["mock_1"]
     assert data["cpu"]["mock_cpu_s"] > 0  # both mocks sampled as one role
-    assert any("2 mock processes" in n for n in data["notes"])
-    routed = next(n for n in data["notes"] if "routed" in n)  # the router process's own count, at its exit
-    assert "dropped 0" in routed, routed
-    for pid in (pids["mock"], pids["mock_1"], pids["mock_router"]):
+    assert any("2 mock processes behind haproxy" in n for n in data["notes"])
+    counts = next(n for n in data["notes"] if n.startswith("haproxy:"))  # the proxy's own counts, at its stop
+    per_shard = [int(x) for x in counts.split("[", 1)[1].split("]", 1)[0].split(",")]
+    assert min(per_shard) >= 30 and "answered by the proxy 0" in counts, counts  # each call's accept at least
+    for pid in (pids["mock"], pids["mock_1"], pids["mock_proxy"]):
         assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
+
+
+def test_mock_processes_without_haproxy_is_bad_input(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RTSIP_HAPROXY", "/nonexistent/haproxy")
+    result, code = run(_opts(calls=4, concurrency=2, rate=2.0, mock_processes=2))
+    assert (result, code) == (None, 2)
+    err = capsys.readouterr().err
+    assert "--mock-processes: haproxy is not installed" in err and "`haproxy`" in err, err
 
 
 async def test_twelve_sip_calls_two_way_audio(tmp_path: Path) -> None:
@@ -294,36 +319,74 @@ async def test_load_beyond_the_session_cap_is_answered_with_429(tmp_path: Path) 
 
 
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Ctrl-C while calls are in flight: the progress line (every 5 s when stderr is not a terminal) says when."""
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "load", str(ONE_TURN), "--calls", "60",
-                             "--concurrency", "30", "--rate", "30", "--no-progress", "--json",
-                             str(tmp_path / "r.json")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                             "--concurrency", "30", "--rate", "30", "--json", str(tmp_path / "r.json")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stderr is not None
+    err: list[str] = []
+    in_flight = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line)
+            m = re.search(r"placed (\d+) active (\d+)", line)
+            if m and int(m[1]) > 0 and int(m[2]) > 0:
+                in_flight.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
-        tree: list[int] = []
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            tree = descendants(proc.pid)
-            if len(tree) >= 4:  # load, mock, app, a driver
-                break
-            time.sleep(0.3)
-        time.sleep(3.0)  # calls in flight
+        assert in_flight.wait(90), "".join(err)[-2000:]
         tree = descendants(proc.pid)
-        assert len(tree) >= 4
+        assert len(tree) >= 4  # load, mock, app, a driver
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground group
-        _out, err = proc.communicate(timeout=40)
+        proc.wait(timeout=40)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err[-2000:]
-    time.sleep(0.5)
-    alive = [p for p in tree if Path(f"/proc/{p}").exists()
-             and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
-    assert alive == []
+    reader.join(10)
+    assert proc.returncode == 130, "".join(err)[-2000:]
+    assert [pid for pid in tree if running(pid, within_s=5)] == []
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["aborted"] and data["calls"]["lost"] == 0
     assert data["calls"]["completed"] + data["calls"]["failed"] == data["calls"]["placed"] > 0
 
 
+def running(pid: int, within_s: float) -> bool:
+    """Whether ``pid`` is still a live process (not a zombie) after waiting up to ``within_s`` for it to end."""
+    try:
+        proc = psutil.Process(pid)
+        proc.wait(within_s)
+        return False
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.TimeoutExpired:
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+
 def test_records_roundtrip() -> None:
     r = CallRecord(3, "rtc_1", 0, 1.0, 2.0, False, "no accept")
     assert CallRecord.from_json(r.to_json()) == r
+
+
+async def test_a_dead_mock_fails_only_its_own_calls(tmp_path: Path) -> None:
+    """One of two mocks is killed once everything is up: its share of the calls fails, the run goes on."""
+    o = _opts(calls=20, concurrency=10, rate=20.0, mock_processes=2, run_dir=tmp_path / "run")
+    p = plan(o)
+
+    def kill_shard_1(pids: dict[str, int]) -> None:
+        os.kill(pids["mock_1"], signal.SIGKILL)
+
+    result = await run_load(p, on_started=kill_shard_1)
+    data = to_json(result)
+    _check_accounting(data)
+    assert data["calls"]["placed"] == 20 and data["calls"]["completed"] == 10, data["failures"]
+    done = [r for r in data["records"] if r["ok"]]
+    assert all(int(r["call_id"][4], 16) % 2 == 0 for r in done)  # the calls that lived were shard 0's
+    assert data["calls"]["failed"] == 10

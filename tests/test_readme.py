@@ -67,6 +67,13 @@ SKIP = {
     r"^apt-get update && apt-get install ":
         "installs Debian packages as root and then runs the whole test suite, this test included",
     r"^rtsip demo$": "tests/test_demo.py runs it and checks its narration",
+    r"^rtsip demo --live$": "tests/test_live_scenarios.py runs it and checks its narration",
+    r"^rtsip call 'sip:proj_rtsip@127\.0\.0\.1:40815;transport=tls' --codec opus": "an Opus call to the GPT-Live "
+        "app, which this section does not start; tests/test_opus_sip.py places Opus calls through the mock",
+    r"^rtsip answer --port 5071 ": "the trunk of the outbound call below, on a fixed port README names; "
+        "tests/test_live_outbound.py runs rtsip answer and examples/live_outbound_call.py together",
+    r"^OPENAI_BASE_URL=http://127\.0\.0\.1:39673/v1 OPENAI_API_KEY=sk-anything python examples/live_outbound_call\.py ":
+        "needs the trunk above; tests/test_live_outbound.py runs it against rtsip answer and checks its lines",
 }
 
 SMALLER: dict[str, list[tuple[str, str]]] = {
@@ -98,6 +105,7 @@ OUTCOMES = {
     r"^rtsip call ": "final status: 200 OK",
     r"^rtsip run scenarios/forum ": "rtsip run: 4/4 passed",
     r"^rtsip run broken\.yaml$": "broken.yaml:8: at mock.colour: unknown key 'colour'",
+    r"^rtsip run chance\.yaml ": "rtsip run: 1/5 runs passed",
     r"^rtsip trigger ": "app answered 200",
     r"^rtsip load ": " 0 failed, 0 lost",
 }
@@ -110,6 +118,18 @@ PRELUDES = {
 
 # Files README's commands read that README does not show (the broken file's mistake is on line 8).
 FILES = {
+    "chance.yaml": (
+        "name: webhook-half-dropped\n"
+        "app:\n"
+        '  command: ["{python}", examples/sdk_app.py, --port, "{port}"]\n'
+        "mock:\n"
+        "  faults: [{name: webhook_drop, probability: 0.5}]\n"
+        "  ring_timeout_s: 2\n"
+        "calls:\n"
+        "  - steps: [{hangup: true}]\n"
+        "expect:\n"
+        "  webhook_status: 200\n"
+    ),
     "broken.yaml": (
         "# a scenario with a mistake in its mock section\n"
         "name: broken\n"

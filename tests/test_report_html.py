@@ -28,6 +28,7 @@ import pytest
 import websockets
 
 from harness.report.html import audio_paths, ladder_rows, render_html, transcripts, wav_envelope, write_html
+from harness.report.waveform import waveform
 from harness.runner import ScenarioResult, run_scenario
 from harness.scenario import expand, load_scenario
 from mock_api.control_models import CallView, JournalEntry
@@ -358,6 +359,28 @@ def test_streaming_bursts_fold_into_one_row_each() -> None:
     assert rows[1].detail == "'w0 w1 w2 w3 w4 '"
     assert rows[2].level == "err" and "1 corrupt" in rows[2].detail
     assert (rows[2].src, rows[2].dst) == ("sip", "caller")
+
+
+def test_media_fault_windows_are_shaded_on_the_audio_strips() -> None:
+    """A media fault's window (its fault.fired start and end) is drawn behind the tracks; a call that ends
+    inside one keeps it open to the end; a fault without a window is a mark."""
+    def fired(t: float, fault: str, detail: str, edge: str | None = None) -> dict[str, Any]:
+        data = {"fault": fault, "detail": detail, **({"edge": edge} if edge else {})}
+        return {"seq": int(t), "t_ms": t, "kind": "fault.fired", "data": data}
+
+    entries = [fired(2000.0, "media_hold", "re-INVITE on hold (a=sendonly) for 3 s", "start"),
+               fired(5000.0, "media_hold", "re-INVITE resumes (a=sendrecv) after 3 s", "end"),
+               fired(6000.0, "media_silence", "silence to the caller for 3 s", "start"),
+               fired(7000.0, "media_loss", "rate 0.2, seed 1: lost reply frames play as silence"),
+               {"seq": 8000, "t_ms": 8000.0, "kind": "state", "data": {"before": "active", "after": "ended"}}]
+    svg, _ = waveform(_call(entries), entries)
+    windows = re.findall(r'<rect class="wf-fault" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"[^>]*><title>([^<]*)</title>',
+                         str(svg))
+    assert [w[2].split(":")[0] for w in windows] == ["media_hold", "media_silence"]
+    (x0, w0, title0), (x1, w1, _) = windows
+    assert "2.000–5.000 s" in title0 and float(x1) > float(x0) + float(w0)  # silence starts after the resume
+    assert float(w1) == pytest.approx(float(w0) * 2 / 3, rel=0.02)  # open until the call's last entry, 8 s
+    assert ">media_loss</text>" in str(svg)  # no window: a mark
 
 
 def test_sip_leg_rows() -> None:

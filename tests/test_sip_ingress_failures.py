@@ -66,7 +66,7 @@ s=-
 c=IN IP4 [media_ip]
 t=0 0
 m=audio [media_port] RTP/AVP 97
-a=rtpmap:97 opus/48000/2"""
+a=rtpmap:97 AMR-WB/16000"""
 MALFORMED = """v=0
 this is not an SDP body"""
 

@@ -352,8 +352,10 @@ class Sink(pj.AudioMediaPort):
         fmt = pj.MediaFormatAudio()
         fmt.init(pj.PJMEDIA_FORMAT_PCM, 8000, 1, 20000, 16)
         self.createPort("sink", fmt)
+        self.frames = []  # every frame the bridge delivered: its loud samples, -1 when empty
     def onFrameReceived(self, frame):
         a = np.frombuffer(bytes(frame.buf), "<i2")
+        self.frames.append(int(np.count_nonzero(a)) if a.size else -1)
         if a.size:
             self.loud.append(int(np.count_nonzero(a)))
 
@@ -366,6 +368,15 @@ class Writer:
 def pump(w, s):
     end = time.monotonic() + s
     while time.monotonic() < end:
+        w.ep.libHandleEvents(5)
+        w._drain()
+
+def pump_until(w, done, limit=10.0):
+    # pump until done() holds: the bridge's clock thread decides when a change takes effect
+    end = time.monotonic() + limit
+    while not done():
+        if time.monotonic() > end:
+            raise SystemExit("timed out waiting on the bridge")
         w.ep.libHandleEvents(5)
         w._drain()
 """
@@ -404,7 +415,11 @@ if w.native is not None:
     _rtport.push(port.addr, np.full(16000, 8000, "<i2").tobytes(), False)
     pump(w, 0.3)
     out["first"] = sink.loud[:5]
+    mark = len(sink.frames)
     w.native._lib.pjsua_conf_disconnect(port.slot, sink.getPortId())
+    # the bridge applies a disconnect on its own clock: until a frame without the port's audio
+    # arrives, one mixed before it may still be on its way to the sink
+    pump_until(w, lambda: any(n != 160 for n in sink.frames[mark:]))
     w.native.release(port, -1)  # with two seconds of audio still queued
     again = w.native.acquire()
     sink.loud.clear()

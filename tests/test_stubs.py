@@ -255,6 +255,7 @@ async def test_unmatched_answers_the_real_404_and_names_the_closest_stub(
     (b'[{"lifetime": "forever", "request": {}}]', "stubs[0].lifetime", "'permanent', 'oneshot' or 'ordered'"),
     (b'[{"request": {}}, {"request": {"pth": "/v1/x"}}]', "stubs[1].request.pth", "valid keys of"),
     (b'[{"request": {"path_regex": "("}}]', "stubs[0].request.path_regex", "not a valid regular expression"),
+    (b'[{"request": {"path_regex": "' + b"a" * 2049 + b'"}}]', "stubs[0].request.path_regex", "at most 2048"),
     (b'[{"request": {"path": "v1/x"}}]', "stubs[0].request.path", "should match pattern"),
     (b'[{"request": {}, "response": {"status": 999}}]', "stubs[0].response.status", "less than or equal to 599"),
     (b'[{"id": "a", "request": {}}, {"id": "a", "request": {}}]', "stubs[1].id", "already used"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 from audio_fixtures import fixture
@@ -9,6 +10,7 @@ from mock_api import audio
 from mock_api.realtime.script import Script
 from mock_api.realtime.session import Heard
 from mock_api.realtime.turn_plan import TurnPlan
+from mock_api.recognisers import Chain, FingerprintRecogniser, Recognition
 from tests.realtime_fixtures import Driver
 
 FAST = {"transcription_delay_s": 0.05, "response_latency_s": 0.01, "generation_speed": 50, "ms_per_char": 20}
@@ -112,3 +114,49 @@ def test_a_typed_user_message_is_matched_by_its_text() -> None:
     [done] = d.of("response.done")
     assert [o["type"] for o in done["response"]["output"]] == ["function_call"]
     assert done["response"]["output"][0]["name"] == "transfer_to_human"
+
+
+class HeldRecogniser:
+    """A recogniser whose answers the test releases: each turn's audio gets a Future, resolved on demand
+    (as a new sound's fingerprint resolves on a worker thread, at a time nobody controls)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Future[Recognition]] = []
+
+    def __call__(self, pcm: bytes, rate: int) -> Future[Recognition]:
+        fut: Future[Recognition] = Future()
+        self.pending.append(fut)
+        return fut
+
+
+def test_a_matched_reply_waits_for_a_recognition_running_on_a_thread() -> None:
+    """The fuzz run's 823 ms loop stall was a new sound's fingerprint on the loop; on a thread, the turn's
+    reply must still follow what was said, however late the thread answers (no race with the reply)."""
+    ear = HeldRecogniser()
+    script = {"turns": [{"says": "Anything else?"},
+                        {"match_clip": "caller_policy_number", "says": "Let me look up that policy."}]}
+    d = Driver(script={**FAST, **script}, recogniser=ear)
+    d.send({"type": "session.update", "session": {**SESSION, "audio": {"input": {
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}}}})
+    fx = fixture("caller_policy_number")
+    d.append_pcm(audio.resample(fx.pcm(), fx.rate, 24000) + audio.silence(1500, 24000), 24000)
+    d.advance(2.0)
+    assert d.of("input_audio_buffer.committed") and ear.pending
+    assert not d.of("response.created")  # by order it would be turn 0; it waits for the words
+    for fut in ear.pending:
+        fut.set_result(Recognition(fx.text, True, "fingerprint", "test", fx.duration_ms, clip="caller_policy_number"))
+    d.advance(2.0)
+    replies = [e["transcript"] for e in d.of("response.output_audio_transcript.done")]
+    assert replies[:1] == ["Let me look up that policy."]
+
+
+def test_an_offloading_chain_answers_a_known_sound_at_once_and_a_new_one_on_a_thread() -> None:
+    fx = fixture("caller_policy_number")
+    ear = Chain([FingerprintRecogniser()], offload=True)
+    first = ear(fx.pcm(), fx.rate)
+    assert isinstance(first, Future)  # a new sound: its spectrogram is computed off the caller's thread
+    got = first.result(timeout=30)
+    assert got.recognised and got.clip == "caller_policy_number"
+    again = ear(fx.pcm(), fx.rate)
+    assert isinstance(again, Recognition) and again == got  # the cache answers inline
+    assert isinstance(Chain(ear.members)(fx.pcm(), fx.rate), Recognition)  # a plain chain never offloads

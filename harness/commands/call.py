@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands import CommandError, UsageError, checks, header_arg
+from sipworker.codecs import normalise
 from sipworker.ipc import Ev, Event
 
 EPILOG = """examples:
@@ -42,6 +43,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("uri", help="SIP URI, e.g. 'sip:proj_x@127.0.0.1:5061;transport=tls'")
     p.add_argument("--audio", nargs="+", default=[], metavar="FILE", help="audio to play once answered, in order")
+    p.add_argument("--codec", default="PCMU,PCMA", metavar="LIST",
+                   help="codecs to offer, most preferred first (default PCMU,PCMA; e.g. opus,PCMU for GPT-Live)")
     p.add_argument("--record", metavar="OUT.wav", help="write what the caller heard to this WAV (8 kHz mono)")
     p.add_argument("--header", action="append", type=header_arg, default=[], metavar="K:V", help="extra INVITE header")
     p.add_argument("--dtmf", metavar="DIGITS", help="send these DTMF digits (RFC 2833) once answered")
@@ -83,6 +86,12 @@ def check(args: argparse.Namespace) -> None:
         checks.sip_uri(args.to_uri, "--to", tel=True)
     for path in args.audio:
         checks.audio_file(path, "--audio")
+    try:
+        args.codecs = normalise(c for c in args.codec.split(",") if c.strip())
+    except ValueError as exc:
+        raise UsageError(f"--codec {args.codec}: {exc}") from None
+    if not args.codecs:
+        raise UsageError("--codec: name at least one codec (opus, PCMU, PCMA, G722)")
     if args.record:
         checks.output_file(args.record, "--record")
     if args.dtmf is not None:
@@ -137,7 +146,8 @@ async def _run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     log = None if args.verbose else asyncio.subprocess.DEVNULL
     async with Softphone(
-        ca=ca, insecure=args.insecure, record=bool(args.record), stderr=log, log_level=4 if args.verbose else 1
+        ca=ca, insecure=args.insecure, record=bool(args.record), stderr=log, log_level=4 if args.verbose else 1,
+        codecs=args.codecs,
     ) as phone:
         call = await phone.call(
             args.uri,

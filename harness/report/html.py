@@ -7,8 +7,12 @@ every call:
   WebSocket · app, one row per journal entry (streaming bursts folded), plus the app's own
   output lines, aligned to the journal clock; each row expands to its JSON payload (``ladder``);
 - what the caller sent and heard, drawn as inline SVG on the journal clock (``waveform``);
+- its timing figures (``harness/timing.py``): answer to first audio, turn latency, dead air, barge-in
+  reaction, overlaps, in a small table and a strip of who had the line when;
 - the transcripts (caller: input transcription; assistant: output transcript or text);
 - a highlighted line for each retiring or retired model it named (``model_notices``).
+
+Above them, each ``compare: true`` scenario's variants side by side (``compare``), differing rows marked.
 
 The page structure is the Jinja2 template ``templates/run.html.j2``; this module turns results
 into the plain values it shows. Everything is inline (CSS, a few lines of script, SVG); the page
@@ -31,6 +35,8 @@ from mock_api import journal_entries as je
 
 from ..journal_view import JournalView
 from ..runner import ScenarioResult
+from ..timing import Timing, percentile, timing
+from .compare import comparisons
 from .fmt import as_dict, pretty_json, sec, short
 from .html_assets import CSS, JS
 from .ladder import LEGEND as LADDER_LEGEND
@@ -38,7 +44,7 @@ from .ladder import LadderItem, app_offset, app_rows, gap_svg, ladder_items, lad
 from .model_notices import call_notices
 from .render import render
 from .waveform import LEGEND as WAVE_LEGEND
-from .waveform import WAVE_POINTS, audio_paths, wav_envelope, waveform
+from .waveform import STRIP_LEGEND, WAVE_POINTS, audio_paths, timing_strip, wav_envelope, waveform
 
 __all__ = ["WAVE_POINTS", "audio_paths", "ladder_rows", "render_html", "transcripts", "wav_envelope", "write_html"]
 
@@ -58,9 +64,10 @@ def render_html(results: list[ScenarioResult], title: str = "rtsip run report") 
     scenarios = [_scenario(i, d, expanded=len(docs) == 1) for i, d in enumerate(docs)]
     passed = sum(1 for s in scenarios if s.passed)
     return render("run.html.j2", title=title, scenarios=scenarios, passed=passed, failed=len(docs) - passed,
+                  comparisons=comparisons(results),
                   created=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()), csp=CSP, css=Markup(CSS),
                   js=Markup(JS), lanes_head=lanes_head_svg(), gap_svg=gap_svg(), ladder_legend=LADDER_LEGEND,
-                  wave_legend=WAVE_LEGEND)
+                  wave_legend=WAVE_LEGEND, strip_legend=STRIP_LEGEND)
 
 
 # ---- input ------------------------------------------------------------------------------------
@@ -116,6 +123,8 @@ class CallPart:
     alignment: str  # how the app's lines were placed on the journal clock
     ladder: list[LadderItem]
     model_notices: list[str] = field(default_factory=list)  # "gpt-realtime retires on ...: move to ..."
+    timing: list[tuple[str, str]] = field(default_factory=list)  # (figure, value for people)
+    timing_svg: Markup = field(default_factory=lambda: Markup(""))
 
 
 @dataclass
@@ -153,6 +162,15 @@ def _verdict_class(doc: dict[str, Any]) -> str:
     return "error" if str(doc.get("verdict", "")).startswith("error") else "fail"
 
 
+def _run_name(d: dict[str, Any]) -> str:
+    """The scenario's name, and which run of it (with its fault seed) when ``--repeat`` ran it several times."""
+    name = str(d.get("name"))
+    if int(d.get("repeats", 1)) == 1:
+        return name
+    seed = "" if d.get("fault_seed") is None else f", fault seed {d['fault_seed']}"
+    return f"{name} (run {int(d.get('repeat', 0)) + 1}/{d['repeats']}{seed})"
+
+
 def _scenario(i: int, d: dict[str, Any], expanded: bool = False) -> ScenarioPart:
     """Failed scenarios (and a run's only scenario) start open."""
     cls = _verdict_class(d)
@@ -160,7 +178,7 @@ def _scenario(i: int, d: dict[str, Any], expanded: bool = False) -> ScenarioPart
     verdict = str(d.get("verdict", ""))
     app_lines = [(float(x.get("t", 0)), str(x.get("line", ""))) for x in d.get("app_output", [])]
     part = ScenarioPart(
-        index=i, name=str(d.get("name")), file=str(d.get("file", "")), seed=d.get("seed", 0),
+        index=i, name=_run_name(d), file=str(d.get("file", "")), seed=d.get("seed", 0),
         seconds=float(d.get("seconds", 0)), description=str(d.get("description") or ""), verdict=verdict,
         verdict_class=cls, open=cls != "pass" or expanded,
         show_verdict=cls != "pass" and (verdict.startswith("error") or all(c.get("ok") for c in checks)),
@@ -207,6 +225,7 @@ def _call(n: int, call: dict[str, Any], app_lines: list[tuple[float, str]], call
     journal = JournalView(entries)
     said = transcripts(journal)
     spoke = len(journal.of(je.CallerSay)) + len(journal.of(je.SipSpeechStopped))
+    figures = timing(journal)
     return CallPart(
         number=n + 1, call_id=cid, facts=[(k, v) for k, v in facts if v is not None],
         sip_headers="; ".join(f'{h.get("name")}: {h.get("value")}' for h in call.get("sip_headers", [])),
@@ -216,7 +235,27 @@ def _call(n: int, call: dict[str, Any], app_lines: list[tuple[float, str]], call
         entries=len(entries), alignment=how,
         ladder=ladder_items(entries, app_rows(cid, call_ids, app_lines, offset, entries),
                             str(call.get("transport", ""))),
-        model_notices=[n.line for n in call_notices(cid, journal)])
+        model_notices=[n.line for n in call_notices(cid, journal)],
+        timing=timing_rows(figures), timing_svg=timing_strip(figures))
+
+
+def timing_rows(t: Timing) -> list[tuple[str, str]]:
+    """The call's timing figures as the report's small table shows them (empty: the call was never answered)."""
+    if t.answered_ms is None:
+        return []
+    lat = t.turn_latency_ms
+    turns = "no caller turn got reply audio" if not lat else (
+        f"{lat[0]:g} ms" if len(lat) == 1 else
+        f"p50 {percentile(lat, 50):g} · p95 {percentile(lat, 95):g} · max {max(lat):g} ms ({len(lat)} turns)")
+    dead = "; ".join(f"{s.ms / 1000:.1f} s from {sec(s.start)} s" for s in t.dead_air) or "none"
+    barge = "; ".join(f"{b.reaction_ms:g} ms at {sec(b.at_ms)} s ({'cleared' if b.cleared else 'played out'})"
+                      for b in t.barge_ins) or "none"
+    first = "no reply audio" if t.first_audio_ms is None else f"{t.first_audio_ms:g} ms"
+    return [("answer → first reply audio", first), ("turn latency (caller's turn end → reply audio)", turns),
+            (f"dead air (silences over {t.dead_air_over_ms / 1000:g} s)", dead),
+            ("longest silence", "-" if t.longest_silence_ms is None else f"{t.longest_silence_ms:g} ms"),
+            ("barge-in reaction", barge),
+            ("overlaps (both speaking)", f"{len(t.overlaps)}, {t.overlap_ms:g} ms in all" if t.overlaps else "none")]
 
 
 def _transcript(item: dict[str, Any]) -> Transcript:
@@ -229,8 +268,13 @@ def _transcript(item: dict[str, Any]) -> Transcript:
 
 
 def transcripts(entries: list[dict[str, Any]] | JournalView) -> list[dict[str, Any]]:
-    """Caller and assistant transcripts, in journal order: [{t_ms, who, text, error, tag}]."""
-    events = (entries if isinstance(entries, JournalView) else JournalView(entries)).server_events()
+    """Caller and assistant transcripts, in journal order: [{t_ms, who, text, error, tag}]. A GPT-Live call's are
+    its sideband's transcript deltas, one line per run of a speaker."""
+    journal = entries if isinstance(entries, JournalView) else JournalView(entries)
+    if journal.has(je.LiveServer):
+        return [{"t_ms": line.t_ms, "who": line.who, "text": line.text, "error": False, "tag": "GPT-Live"}
+                for line in journal.lines()]
+    events = journal.server_events()
     status: dict[str, str] = {}
     for e in events:
         ev = e.entry.event

@@ -26,6 +26,8 @@ table.summary { border-collapse: collapse; margin: 6px 0 18px; min-width: 640px;
 table.summary td, table.summary th { padding: 3px 10px; border-bottom: 1px solid var(--line); text-align: left; }
 table.summary th { color: var(--muted); font-weight: normal; font-size: 12px; }
 table.summary td.why { color: var(--fail); font-size: 12px; max-width: 720px; }
+table.compare td { vertical-align: top; max-width: 520px; font-size: 13px; }
+table.compare tr.differs th, table.compare tr.differs td { background: #fff8c5; }
 a { color: var(--wsc); text-decoration: none; }
 a:hover { text-decoration: underline; }
 .badge { display: inline-block; min-width: 46px; text-align: center; padding: 1px 8px; border-radius: 10px;

@@ -61,9 +61,15 @@ _STREAM_SUFFIX = ".delta"
 Item = tuple[dict[str, Any], Logged[je.EntryData]]  # an entry as the report keeps it, and typed
 
 
+_LIVE_STREAMS = ("session.input_audio.append",)  # GPT-Live's reflected caller audio: a stream without .delta
+
+
 def _is_stream(entry: je.EntryData) -> bool:
     if isinstance(entry, je.AudioOut):
         return True
+    if isinstance(entry, je.LiveServer):
+        t = str(entry.event.get("type", ""))
+        return t.endswith(_STREAM_SUFFIX) or t in _LIVE_STREAMS
     return isinstance(entry, je.WsServer) and str(as_dict(entry.event).get("type", "")).endswith(_STREAM_SUFFIX)
 
 
@@ -118,8 +124,10 @@ def _stream_rows(run: list[Item]) -> list[Row]:
 
 
 def _event(entry: je.EntryData) -> dict[str, Any]:
-    """The Realtime event a ``ws.client``/``ws.server`` entry carries ({} for other entries)."""
-    return as_dict(entry.event) if isinstance(entry, je.WsServer | je.WsClient) else {}
+    """The event a ``ws.client``/``ws.server`` (Realtime) or ``live.client``/``live.server`` (a GPT-Live
+    sideband) entry carries ({} for other entries)."""
+    socket = je.WsServer | je.WsClient | je.LiveServer | je.LiveClient
+    return as_dict(entry.event) if isinstance(entry, socket) else {}
 
 
 _EFFECT_ARROWS = {"AnswerSip": "200 OK (answer)", "SendSipFinal": "final", "SendRefer": "REFER", "SendBye": "BYE"}
@@ -246,6 +254,33 @@ def _ws_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
             return row("ws", "app", f"refused {status}".strip(), short(entry.to_data()), "err", "err")
         case je.WsDrop():
             return row("ws", None, "dropped (no close frame)", short(entry.to_data()), "err", "err")
+    return _live_row(entry, row)
+
+
+def _live_row(entry: je.EntryData, row: _RowMaker) -> Row | None:
+    """A GPT-Live sideband on the WebSocket lane (it is one), and what the Live model heard and keyed."""
+    match entry:
+        case je.LiveConnect(path=path):
+            return row("app", "ws", "attach (sideband)", path, "wsc")
+        case je.LiveClient() | je.LiveServer():
+            ev = as_dict(entry.event)
+            etype = str(ev.get("type") or "?")
+            level = "err" if etype == "error" else ""
+            summary = _event_summary(ev)
+            if isinstance(entry, je.LiveClient):
+                return row("app", "ws", etype, summary, "err" if level else "wsc", level)
+            if not entry.to:
+                summary = ("nobody attached; " + summary).rstrip("; ")
+            return row("ws", "app", etype, summary, "err" if level else "wss", level)
+        case je.LiveClose(dropped=dropped, code=code):
+            return row("ws", "app", "dropped" if dropped else f"close {code}", short(entry.to_data()), "wss",
+                       dashed=True)
+        case je.LiveRefused(status=status):
+            return row("ws", "app", f"attach refused {status}", short(entry.to_data()), "err", "err")
+        case je.LiveHeard(text=text):
+            return row("ws", None, "model heard", repr(text), "wss")
+        case je.LiveDtmfOut(digit=digit):
+            return row("sip", "caller", f"DTMF {digit}", "sent by the app (transport.dtmf.send)", "sip")
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from markupsafe import Markup
 from mock_api import journal_entries as je
 
 from ..journal_view import JournalView
+from ..timing import Span, Timing
 from .fmt import as_dict, esc, fit, sec
 
 WAVE_POINTS = 800
@@ -90,6 +92,8 @@ class _Activity:
     open_say: dict[str, list[_Span]] = field(default_factory=dict)
     vad_start: float | None = None
     by_resp: dict[str, list[tuple[float, float, bool]]] = field(default_factory=dict)
+    faults: list[_Span] = field(default_factory=list)  # media fault windows (hold, silence, one-way)
+    open_fault: dict[str, _Span] = field(default_factory=dict)
 
     def add(self, t: float, entry: je.EntryData) -> None:
         match entry:
@@ -113,6 +117,15 @@ class _Activity:
                 self.voice(t, str(as_dict(event).get("type", "")))
             case je.SipSpeechStarted() | je.SipSpeechStopped():
                 self.voice(t, entry.journal_kind)
+            case je.FaultFired(fault=fault, detail=detail, edge="start"):
+                self.open_fault[fault] = _Span(t, t, f"{fault}: {detail}", "fault")
+                self.faults.append(self.open_fault[fault])
+            case je.FaultFired(fault=fault, edge="end"):
+                opened = self.open_fault.pop(fault, None)
+                if opened is not None:
+                    opened.end = t
+            case je.FaultFired(fault=fault):
+                self.marks.append((t, fault, "warn"))
 
     def voice(self, t: float, etype: str) -> None:
         """VAD edges (the session's or the SIP leg's) and cleared playback."""
@@ -131,6 +144,8 @@ def _activity(entries: list[dict[str, Any]]) -> dict[str, Any]:
     for e in JournalView(entries):
         act.add(e.t_ms, e.entry)
     says, vad, dtmf, marks, vad_start, by_resp = act.says, act.vad, act.dtmf, act.marks, act.vad_start, act.by_resp
+    for still in act.open_fault.values():  # a window the call ended inside: it lasts to the last entry
+        still.end = max([still.start, *(e.t_ms for e in JournalView(entries))])
     chunks: list[_Span] = []
     if vad_start is not None:
         vad.append(_Span(vad_start, vad_start + 200, "speech…"))
@@ -143,7 +158,7 @@ def _activity(entries: list[dict[str, Any]]) -> dict[str, Any]:
             chunks.append(_Span(t, max(nxt, t + 1), rid if n == 0 else "", "bad" if bad else ""))
         if items:
             chunks[-len(items)].label = f"{total / 1000:.2f} s reply"
-    return {"says": says, "vad": vad, "dtmf": dtmf, "chunks": chunks, "marks": marks}
+    return {"says": says, "vad": vad, "dtmf": dtmf, "chunks": chunks, "marks": marks, "faults": act.faults}
 
 
 def _nice_step(span_ms: float, max_ticks: int = 12) -> float:
@@ -151,6 +166,16 @@ def _nice_step(span_ms: float, max_ticks: int = 12) -> float:
         if span_ms / step <= max_ticks:
             return float(step)
     return 600000.0
+
+
+def _fault_windows(spans: list[_Span], x: Callable[[float], float], top: float, height: float) -> list[str]:
+    """Media fault windows, shaded behind every track: what the caller heard should show a hole there."""
+    return [f'<rect class="wf-fault" x="{x(s.start):.1f}" y="{top - 4}" '
+            f'width="{max(1.5, x(s.end) - x(s.start)):.1f}" height="{height - 22 - top + 4:.1f}" '
+            f'fill="#fff1e5" stroke="#bc4c00" stroke-dasharray="2 3"><title>{esc(s.label)} '
+            f"({sec(s.start)}–{sec(s.end)} s)</title></rect>"
+            f'<text x="{x(s.start) + 3:.1f}" y="{height - 25}" font-size="10" fill="#bc4c00">'
+            f"{esc(fit(s.label.split(':')[0], max(40.0, x(s.end) - x(s.start)), 5.6))}</text>" for s in spans]
 
 
 def waveform(call: dict[str, Any], entries: list[dict[str, Any]]) -> tuple[Markup, list[str]]:
@@ -198,6 +223,7 @@ def waveform(call: dict[str, Any], entries: list[dict[str, Any]]) -> tuple[Marku
                    f'<text x="{x(tick):.1f}" y="{height - 8}" font-size="11" fill="#656d76" '
                    f'text-anchor="middle">{tick / 1000:g} s</text>')
         tick += step
+    out += _fault_windows(act["faults"], x, top, height)
     row_end = [-1e9, -1e9]  # right edge of the last mark label on each of two label rows
     for t, label, cls in act["marks"]:
         color = "#9a6700" if cls == "warn" else "#8c959f"
@@ -265,3 +291,41 @@ def waveform(call: dict[str, Any], entries: list[dict[str, Any]]) -> tuple[Marku
                            f"<title>{esc(title)}: {dur:.2f} s, peak {dbfs:.1f} dBFS</title></polygon>")
     out.append("</svg>")
     return Markup("\n".join(out)), notes
+
+
+STRIP_LEGEND: list[tuple[str, str]] = [  # colour, what it marks on the timing strip
+    ("#2f6f3e", "caller speaking"), ("#1b7c83", "reply audio playing"), ("#bc4c00", "both at once"),
+    ("#cf222e", "dead air"), ("#8250df", "barge-in: until the reply stopped")]
+
+
+def timing_strip(figures: Timing) -> Markup:
+    """Who had the line when, from answer to end (harness/timing.py's spans): one bar, coloured per speaker,
+    with dead air and overlaps on top and each barge-in's reaction as a bracket under it."""
+    if figures.answered_ms is None or figures.ended_ms is None or figures.ended_ms <= figures.answered_ms:
+        return Markup("")
+    t0, t1 = figures.answered_ms, figures.ended_ms
+    left, width, bar_y, bar_h = 118.0, 1060.0, 14.0, 22.0
+
+    def x(t: float) -> float:
+        return left + (min(max(t, t0), t1) - t0) / (t1 - t0) * width
+
+    def rect(s: Span, color: str, title: str, y: float = bar_y, h: float = bar_h) -> str:
+        return (f'<rect x="{x(s.start):.1f}" y="{y:.1f}" width="{max(1.0, x(s.end) - x(s.start)):.1f}" '
+                f'height="{h:.1f}" fill="{color}" fill-opacity="0.8"><title>{esc(title)} {sec(s.start)}–'
+                f"{sec(s.end)} s ({s.ms:.0f} ms)</title></rect>")
+
+    out = [f'<svg class="timing-strip" viewBox="0 0 {left + width + 16:.0f} 64" preserveAspectRatio="xMinYMin meet" '
+           'role="img" aria-label="who had the line when">',
+           f'<text x="8" y="{bar_y + 15:.1f}" font-size="12" font-weight="bold" fill="#1f2328">the line</text>',
+           f'<rect x="{left}" y="{bar_y}" width="{width}" height="{bar_h}" fill="#f6f8fa" stroke="#d0d7de"/>']
+    out += [rect(s, "#2f6f3e", "caller speaking") for s in figures.speech]
+    out += [rect(s, "#1b7c83", "reply audio") for s in figures.playback]
+    out += [rect(s, "#bc4c00", "overlap") for s in figures.overlaps]
+    out += [rect(s, "#cf222e", "dead air", bar_y + 4, bar_h - 8) for s in figures.dead_air]
+    for b in figures.barge_ins:
+        out.append(rect(Span(b.at_ms, b.stopped_ms), "#8250df", f"barge-in, {b.reaction_ms:g} ms:",
+                        bar_y + bar_h + 4, 5))
+    out.append(f'<text x="{left}" y="60" font-size="11" fill="#656d76">{sec(t0)} s answered</text>'
+               f'<text x="{left + width}" y="60" font-size="11" fill="#656d76" text-anchor="end">{sec(t1)} s '
+               "ended</text></svg>")
+    return Markup("\n".join(out))

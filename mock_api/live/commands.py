@@ -2,7 +2,8 @@
 
 Rules (each refusal is an ``error`` to the sender only, and changes nothing):
 
-- ``session.start``: once, on the primary; answered by ``session.started`` with the resolved resource.
+- ``session.start``: once, on the primary; answered by ``session.started`` with the resolved resource. On a
+  fork the start's ``ForkSessionConfig`` is laid over the stored session's (:mod:`.forks`).
 - ``session.update``: only ``delegation`` and ``triggers`` (:mod:`.resource`) → ``session.updated``.
 - ``session.input_audio.append`` (primary): base64 in the startup format; reflected to sidebands, and
   handed to the adapter's hearing unless the model input is muted or a fixture plays. No ack.
@@ -12,14 +13,17 @@ Rules (each refusal is an ``error`` to the sender only, and changes nothing):
   time → ``fixture.playing``, later ``fixture.played`` (:mod:`.playback`).
 - ``session.instructions|thinking|commentary.append`` → ``*.appended`` at the current timeline ms;
   refused while a fixture plays, over 500 tokens, or naming a delegation that does not exist (any
-  non-null id under Responses delegation).
+  non-null id under Responses delegation). An accepted thinking or commentary append cancels pending
+  acknowledgements; a commentary naming a client delegation is said by the model (:mod:`.delegation`).
 - ``transport.dtmf.send`` (sideband, SIP sessions): one key of ``0-9 A-D * #`` → the media path
   sends it and the sidebands get ``transport.dtmf.sent``.
 - ``decision.create``: its ``event_id`` once per session, Decisions delegation required →
   ``decision.event`` to the sender (:mod:`.decisions`). ``decision.item.create|delete`` keep the
   extra Decision inputs → ``decision.item.created|deleted``.
-- ``response.create`` / ``response.item.create`` need Responses delegation; with it they are
-  accepted and nothing is generated (no Responses backend in this fake).
+- ``response.create`` / ``response.item.create`` need Responses delegation. An item is kept, with no
+  ack; ``response.create`` starts the next nested response (:mod:`.delegation`). One continuing a
+  delegation one of whose function calls has no kept ``function_call_output`` is refused
+  (``tool_output_missing``, setting ``require_tool_outputs``).
 - ``session.close`` → ``session.closed`` (``close_requested``), then every connection closes.
 
 Acks (``client_event_id`` set when the command had an ``event_id``) go to every connection, since
@@ -34,11 +38,11 @@ from typing import Any
 
 from .. import audio, ids
 from ..realtime import usage
-from . import decisions, resource
+from . import decisions, forks, resource
 from . import events as ev
 from .connections import Connection
+from .delegation import Delegating
 from .outputs import Audience, InputAudio, Output, SendDtmf
-from .playback import Playback
 from .refusals import Refusal
 from .state import CloseReason
 from .validation import DTMF_KEYS, fixture_pcm
@@ -46,7 +50,7 @@ from .validation import DTMF_KEYS, fixture_pcm
 APPEND_MAX_TOKENS = 500
 
 
-class Commands(Playback):
+class Commands(Delegating):
     @abstractmethod
     def _start(self, config: dict[str, Any], now: float, client_event_id: str | None) -> list[Output]: ...
 
@@ -58,6 +62,11 @@ class Commands(Playback):
         if self.resource is not None:
             return self._refuse(conn.id, Refusal.ALREADY_STARTED, "The session has already started; "
                                 "session.start is sent once.", "type", cid)
+        if self.fork_of is not None:
+            config = forks.config_for(self.fork_of, msg["session"], self.settings)
+            if isinstance(config, forks.Refused):
+                return self._refuse(conn.id, config.refusal, config.message, config.param, cid)
+            return self._start(config, now, cid)
         return self._start(msg["session"], now, cid)
 
     def _on_session_update(self, conn: Connection, msg: dict[str, Any], now: float,
@@ -122,7 +131,12 @@ class Commands(Playback):
         if usage.text_tokens(msg["content"]) > APPEND_MAX_TOKENS:
             return self._refuse(conn.id, Refusal.CONTENT_TOO_LONG, f"Invalid 'content': at most "
                                 f"{APPEND_MAX_TOKENS} tokens can be appended at once.", "content", cid)
-        return [self._send(ev.appended(kind, self._ms(now), cid), Audience.ALL)]
+        out = [self._send(ev.appended(kind, self._ms(now), cid), Audience.ALL)]
+        if kind != "instructions":
+            self._cancel_acknowledgements(delegation_id)
+        if kind == "commentary":
+            out.extend(self._commentary_answers(delegation_id, msg["content"], now))
+        return out
 
     _on_session_instructions_append = _on_append
     _on_session_thinking_append = _on_append
@@ -170,14 +184,29 @@ class Commands(Playback):
                                 f"'{item_id}' exists.", "item_id", cid)
         return [self._send(ev.event("decision.item.deleted", cid, item_id=item_id), Audience.ALL)]
 
-    def _on_responses(self, conn: Connection, msg: dict[str, Any], now: float, cid: str | None) -> list[Output]:
-        if resource.delegation_type(self.resource or {}) != "responses":
-            return self._refuse(conn.id, Refusal.NO_RESPONSES_DELEGATION, f"{msg['type']} needs Responses "
-                                "delegation (delegation.type 'responses').", "type", cid)
+    def _without_responses(self, conn: Connection, msg: dict[str, Any], cid: str | None) -> list[Output] | None:
+        if resource.delegation_type(self.resource or {}) == "responses":
+            return None
+        return self._refuse(conn.id, Refusal.NO_RESPONSES_DELEGATION, f"{msg['type']} needs Responses "
+                            "delegation (delegation.type 'responses').", "type", cid)
+
+    def _on_response_item_create(self, conn: Connection, msg: dict[str, Any], now: float,
+                                 cid: str | None) -> list[Output]:
+        refused = self._without_responses(conn, msg, cid)
+        if refused is not None:
+            return refused
+        self._keep_response_item(copy.deepcopy(msg["item"]))
         return []
 
-    _on_response_create = _on_responses
-    _on_response_item_create = _on_responses
+    def _on_response_create(self, conn: Connection, msg: dict[str, Any], now: float,
+                            cid: str | None) -> list[Output]:
+        refused = self._without_responses(conn, msg, cid)
+        if refused is not None:
+            return refused
+        missing = self._missing_tool_output() if self.settings.require_tool_outputs else None
+        if missing is not None:  # the delegated response waits for tool results: nothing starts
+            return self._refuse(conn.id, Refusal.TOOL_OUTPUT_MISSING, missing, None, cid)
+        return self._next_response(now, cid)
 
     def _on_session_close(self, conn: Connection, msg: dict[str, Any], now: float, cid: str | None) -> list[Output]:
         return self._close("close_requested", now, cid)

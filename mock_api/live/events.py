@@ -81,6 +81,15 @@ def appended(kind: str, at_ms: int, client_event_id: str | None) -> dict[str, An
     return event(f"session.{kind}.appended", client_event_id, start_ms=at_ms, end_ms=at_ms)
 
 
-def decision_event(decision: dict[str, Any]) -> dict[str, Any]:
-    """A decision.create's result: no client_event_id field exists on this event."""
-    return event("decision.event", event={"type": "decision.completed", "decision": decision}, delegation_id=None)
+def decision_event(decision: dict[str, Any], delegation_id: str | None = None) -> dict[str, Any]:
+    """A decision's result (a decision.create's, or a delegation's): no client_event_id field exists on it."""
+    return event("decision.event", event={"type": "decision.completed", "decision": decision},
+                 delegation_id=delegation_id)
+
+
+def transport(state: str, session_id: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``transport.ringing|answered|failed`` of an outbound leg: no client_event_id field exists on these."""
+    out = event(f"transport.{state}", session_id=session_id)
+    if error is not None:
+        out["error"] = error
+    return out

@@ -10,7 +10,8 @@ Rules:
   sideband attaching later may get it in its replay).
 - The rest are for the media path (:class:`MediaAudio`, :class:`ClearMedia`, :class:`SendDtmf`),
   the adapter's own hearing (:class:`InputAudio`), the sockets (:class:`Close`), the transport
-  (:class:`Finished`) and the journal (:class:`~mock_api.realtime.outputs.MockBug`).
+  (:class:`Finished`) and the journal (:class:`~mock_api.realtime.outputs.MockBug`,
+  :class:`FaultFired`).
 - Outputs are frozen; nothing in the core changes an event once it is handed out.
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "ClearMedia",
     "Close",
     "Event",
+    "FaultFired",
     "Finished",
     "InputAudio",
     "MediaAudio",
@@ -109,4 +111,12 @@ class Finished:
     reason: str
 
 
-Output = Event | MediaAudio | ClearMedia | SendDtmf | InputAudio | Close | Finished | MockBug
+@dataclass(frozen=True)
+class FaultFired:
+    """A session fault acted (for the journal's ``fault.fired``), just before what it caused."""
+
+    fault: str
+    detail: str
+
+
+Output = Event | MediaAudio | ClearMedia | SendDtmf | InputAudio | Close | Finished | MockBug | FaultFired

@@ -32,6 +32,9 @@ class Refusal(StrEnum):
     NO_DECISIONS = "decisions_not_configured"
     ITEM_NOT_FOUND = "item_not_found"
     NO_RESPONSES_DELEGATION = "responses_delegation_required"
+    TOOL_OUTPUT_MISSING = "tool_output_missing"  # response.create continuing a delegation with a call unanswered
+    FORK_MODEL = "unknown_parameter"  # a fork's session.start naming a model (the SDK's fork config has none)
+    FORK_CLIENT = "unsupported_parameter"  # client permissions on a WebSocket fork (WebRTC forks only)
 
     @property
     def default_code(self) -> str:

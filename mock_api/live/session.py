@@ -7,24 +7,35 @@ seconds) and returns a list of :data:`~.outputs.Output`; ``next_deadline()`` say
 
 Rules:
 
-- Two ways in: :meth:`LiveSession.sip` for an accepted SIP call (started by :meth:`begin`, with
+- Three ways in: :meth:`LiveSession.sip` for an accepted SIP call (started by :meth:`begin`, with
   the accept body's ``session``), :meth:`LiveSession.websocket` for a primary WebSocket (started
-  by its ``session.start``). Connections come and go with :meth:`connect` / :meth:`disconnect`;
-  a sideband gets the short replay (:mod:`.connections`) when it attaches.
+  by its ``session.start``), :meth:`LiveSession.fork` for a fork's WebSocket (started by its
+  ``session.start`` over a stored session's :class:`~.forks.ForkSource`, :mod:`.forks`; its primary
+  connection speaks the SDK's fork unions). :meth:`fork_source` is what a fork of this session gets.
+  Connections come and go with :meth:`connect` / :meth:`disconnect`; a sideband gets the short
+  replay (:mod:`.connections`) when it attaches.
 - A client frame is checked before anything changes: JSON, a ``type`` this kind of connection
   takes (a command only the other kind takes is refused as such), then the whole event against
   its SDK type (:mod:`.validation`); before ``session.started`` every command but
   ``session.start`` is refused. A refused command changes nothing.
 - Caller side: :meth:`speech_started` (barge-in) and :meth:`speech` (recognised words with
   their span: input transcript deltas, then the scripted reply) are dropped while the model input
-  is muted or a fixture plays; :meth:`feed_audio` is reflected to sidebands always; :meth:`dtmf`
+  is muted or a fixture plays; :meth:`feed_audio` is reflected to sidebands always (at most
+  ``reflect_chunk_ms`` of audio per event, :mod:`.playback`); :meth:`dtmf`
   becomes ``transport.dtmf.received`` on the sidebands.
 - Timers due by ``now`` run before the input is handled and again after it, in due order; usage
   goes out every ``usage_period_s`` (whole seconds since the start, cumulative) and the session
-  closes ``expired`` after ``expires_after_s``.
+  closes ``expired`` after ``expires_after_s``. A session made with ``ends_after``
+  (:class:`~.state.SelfEnd`, the ``live_session_end`` fault) closes by itself that long after its
+  start with the given reason, after a :class:`~.outputs.FaultFired` for the journal.
+- A caller's utterance is answered by the script (:mod:`.behaviour`) or delegated (:mod:`.delegation`).
 - The end happens once (:meth:`close` or ``session.close``): ``session.closed`` with the reason and
   final usage to every connection, a :class:`~.outputs.Close` for each, then
   :class:`~.outputs.Finished`. Later input is ignored.
+- An outbound call's leg reports its progress through :meth:`leg_progress`: ``transport.ringing`` /
+  ``transport.answered`` to the sidebands (the session itself starts with :meth:`begin` after the answer);
+  ``transport.failed`` is followed by ``session.closed`` (the given reason) and the end, the resource then
+  being the one the session would have started with.
 - Nothing raises out of an entry point: a bug of ours becomes the ``server_error`` event and a
   :class:`~.outputs.MockBug` for the journal. Each entry point draws ids from the session's
   source, so one seed, clock and input replay byte for byte.
@@ -38,25 +49,29 @@ import re
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Concatenate, ParamSpec
 
 from .. import audio, wire_json
 from .. import ids as idgen
+from ..realtime.generation import AUDIO_CHUNK_MS
 from ..realtime.script import Script
 from . import events as ev
 from . import resource
-from .behaviour import AudioLoader, Behaviour
+from .behaviour import RATE, AudioLoader, Behaviour
 from .commands import Commands
 from .connections import Connections
-from .outputs import Audience, ClearMedia, Close, ConnId, Event, Finished, MockBug, Output
+from .forks import ForkSource, source_of, start_problem
+from .outbound import TransportState
+from .outputs import Audience, ClearMedia, Close, ConnId, Event, FaultFired, Finished, MockBug, Output
 from .refusals import Refusal
 from .resource import Transport
 from .settings import LiveSettings
-from .state import CloseReason
+from .state import CloseReason, SelfEnd
 from .timers import Timers
-from .validation import ConnKind, check_event, client_types, other_kind_takes, unknown_type
+from .validation import ConnKind, Wire, check_event, client_types, other_kind_takes, unknown_type
 
-__all__ = ["CloseReason", "LiveSession"]
+__all__ = ["CloseReason", "LiveSession", "SelfEnd"]
 
 _APPENDS = ("session.instructions.append", "session.thinking.append", "session.commentary.append")
 
@@ -93,9 +108,17 @@ class LiveSession(Commands):
         now: float = 0.0,
         wall: float | None = None,
         audio_loader: AudioLoader = audio.load_audio,
+        ends_after: SelfEnd | None = None,
+        fork_of: ForkSource | None = None,
+        reflect_chunk_ms: int = AUDIO_CHUNK_MS,
+        media_rate: int = RATE,
     ) -> None:
         if transport == "sip" and config is None:
             raise ValueError("a SIP Live session is made from its accepted session config")
+        if reflect_chunk_ms < AUDIO_CHUNK_MS or reflect_chunk_ms % AUDIO_CHUNK_MS:
+            raise ValueError(f"reflect_chunk_ms must be a positive multiple of {AUDIO_CHUNK_MS}")
+        self._reflect_ms = reflect_chunk_ms  # reflected audio per sideband event (:mod:`.playback`)
+        self._media_rate = media_rate  # the SIP media path's rate: replies are made at it too (:mod:`.behaviour`)
         self.ids = ids or idgen.current()  # today: the OS; IdSource(seed) replays
         self.settings = settings or LiveSettings()
         self.script = Script.load(script)
@@ -113,12 +136,15 @@ class LiveSession(Commands):
         self._behaviour = None
         self._conns = Connections(self.settings)
         self._timers = Timers()
-        self._reply = None
+        self._replies = []
         self._fixture = None
         self._last_transcript_ms = 0
         self._decision_ids = set()
         self._decision_items = {}
-        self._delegations = set()
+        self._delegations = {}
+        self._response_inputs = []
+        self._ends_after = ends_after
+        self.fork_of = fork_of
 
     @classmethod
     def sip(cls, config: dict[str, Any], **kwargs: Any) -> LiveSession:
@@ -129,6 +155,16 @@ class LiveSession(Commands):
     def websocket(cls, **kwargs: Any) -> LiveSession:
         """A primary WebSocket's session, unstarted until its ``session.start``."""
         return cls(transport="websocket", **kwargs)
+
+    @classmethod
+    def fork(cls, source: ForkSource, **kwargs: Any) -> LiveSession:
+        """A fork's session, continuing ``source`` (its script included) once its ``session.start`` came."""
+        return cls(transport="websocket", script=source.script, fork_of=source, **kwargs)
+
+    def fork_source(self) -> ForkSource | None:
+        """What a fork of this session starts from now; None unless it started with ``store: true``."""
+        used = self._behaviour.used_turns() if self._behaviour is not None else set()
+        return source_of(self.id, self.resource, self.transport, self.script, used, self._decision_items)
 
     # ---- entry points -------------------------------------------------------------------------
 
@@ -200,7 +236,12 @@ class LiveSession(Commands):
             b = start_ms + (end_ms - start_ms) * done / total
             out.append(self._send(ev.transcript("input", piece, *self._span(a, b)), Audience.ALL))
         assert self._behaviour is not None
-        out.extend(self._speak(self._behaviour.answer(text), now))
+        turn = self._behaviour.turn_for(text)
+        if self._delegates(turn):
+            assert turn is not None
+            out.extend(self._delegate(turn, now))
+        else:
+            out.extend(self._speak(self._behaviour.reply(turn), now))
         out.extend(self._timers.run_due(now))
         return out
 
@@ -210,6 +251,22 @@ class LiveSession(Commands):
         out = self._timers.run_due(now)
         if self._live():
             out.append(self._send(ev.event("transport.dtmf.received", event=digit), Audience.SIDEBANDS))
+        return out
+
+    @_entry("transport")
+    def leg_progress(self, state: TransportState, now: float, error: dict[str, Any] | None = None,
+                  close_reason: CloseReason = "connection_lost") -> list[Output]:
+        """An outbound leg's progress: ``ringing`` / ``answered`` / ``failed`` (with its ``call_error``)."""
+        out = self._timers.run_due(now)
+        if self.closed:
+            return out
+        out.append(self._send(ev.transport(state, self.id, error), Audience.SIDEBANDS))
+        if state == "failed":
+            if self.resource is None and self._config is not None:  # session.closed carries a resource
+                expires_at = int(self._wall(now)) + self.settings.expires_after_s
+                self.resource = resource.build(self.id, self._config, expires_at, self.transport)
+                self._t0 = now
+            out.extend(self._close(close_reason, now, None))
         return out
 
     @_entry("close")
@@ -241,10 +298,16 @@ class LiveSession(Commands):
         self._t0 = now
         expires_at = int(self._wall(now)) + self.settings.expires_after_s
         self.resource = resource.build(self.id, config, expires_at, self.transport)
-        self._behaviour = Behaviour(self.script, self._audio_loader, resource.voice(self.resource))
+        self._behaviour = Behaviour(self.script, self._audio_loader, resource.voice(self.resource),
+                                    media_rate=self._media_rate if self.transport == "sip" else RATE)
+        if self.fork_of is not None:  # the stored session's conversation goes on here
+            self._behaviour.continue_from(self.fork_of.used_turns)
+            self._decision_items = {k: dict(v) for k, v in self.fork_of.decision_items}
         out = [self._send(ev.session_event("session.started", self.resource, client_event_id), Audience.ALL)]
         self._timers.at(now + self.settings.usage_period_s, self._usage_tick)
         self._timers.at(now + self.settings.expires_after_s, self._expire)
+        if self._ends_after is not None:
+            self._timers.at(now + self._ends_after.after_s, partial(self._self_end, self._ends_after))
         if self.settings.greets_first:
             out.extend(self._speak(self._behaviour.greeting(), now))
         return out
@@ -261,6 +324,14 @@ class LiveSession(Commands):
 
     def _expire(self, now: float) -> list[Output]:
         return self._close("expired", now, None)
+
+    def _self_end(self, end: SelfEnd, now: float) -> list[Output]:
+        if self.closed:
+            return []
+        fired: list[Output] = []
+        if end.fault is not None:
+            fired.append(FaultFired(end.fault, f"session closed {end.reason} {end.after_s:g} s after its start"))
+        return fired + self._close(end.reason, now, None)
 
     def _close(self, reason: CloseReason, now: float, client_event_id: str | None) -> list[Output]:
         if self.closed:
@@ -302,19 +373,24 @@ class LiveSession(Commands):
         if "type" not in msg:
             return refuse("missing_required_parameter", "Missing required parameter: 'type'.", "type", cid)
         etype = msg["type"]
-        if not isinstance(etype, str) or etype not in client_types(conn.kind):
-            if isinstance(etype, str) and other_kind_takes(etype, conn.kind):
+        wire: Wire = "fork" if conn.kind == "primary" and self.fork_of is not None else conn.kind
+        if not isinstance(etype, str) or etype not in client_types(wire):
+            if isinstance(etype, str) and other_kind_takes(etype, wire):
                 return self._refuse(conn_id, Refusal.NOT_ON_THIS_CONNECTION, f"'{etype}' cannot be sent on a "
-                                    f"{conn.kind} connection.", "type", cid)
-            err = unknown_type(etype, conn.kind)
+                                    f"{wire} connection.", "type", cid)
+            err = unknown_type(etype, wire)
             return refuse(err.code, err.message, err.param, cid)
+        if wire == "fork" and etype == "session.start" and self.resource is None:
+            bad = start_problem(msg.get("session"))
+            if bad is not None:
+                return self._refuse(conn_id, bad.refusal, bad.message, bad.param, cid)
         if etype == "session.update" and isinstance(msg.get("session"), dict):
             immutable = resource.immutable_field(msg["session"])
             if immutable is not None:
                 return self._refuse(conn_id, immutable.refusal, immutable.message, immutable.param, cid)
         if etype in _APPENDS and not self.settings.require_delegation_id:
             msg.setdefault("delegation_id", None)
-        checked = check_event(msg, conn.kind, strict=self.settings.strict_unknown_fields)
+        checked = check_event(msg, wire, strict=self.settings.strict_unknown_fields)
         if checked.error is not None:
             err = checked.error
             return refuse(err.code, err.message, err.param, cid)

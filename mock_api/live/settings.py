@@ -12,7 +12,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,9 +45,23 @@ class LiveSettings(BaseModel):
     require_delegation_id: bool = Field(
         True, description="Refuse an instructions/thinking/commentary append that omits delegation_id (the SDK "
         "types make it required, nullable); off: an omitted one counts as null.")
+    require_tool_outputs: bool = Field(
+        True, description="A response.create continuing a delegated response is refused while one of its function "
+        "calls has no function_call_output (the Responses API's 'No tool output found'); off: it continues anyway.")
     expires_after_s: int = Field(
         7200, gt=0, description="Session lifetime: expires_at is this long after the start, and the session then "
         "closes with reason 'expired'.")
+    acknowledgement: str = Field(
+        "One moment.", min_length=1, description="What the model says as the automatic acknowledgement of a "
+        "delegation (after the session's acknowledgement_delay_ms); the service's wording is not documented.")
+    acknowledgement_cancelled_by: Literal["any_append", "naming_append"] = Field(
+        "any_append", description="Which commentary/thinking appends cancel a pending acknowledgement: any "
+        "(the API reference: 'any commentary or thinking append cancels all pending automatic "
+        "acknowledgements'), or only one naming that delegation's id.")
+    fork_inherits_audio_format: bool = Field(
+        True, description="Whether a fork whose session.start gives no audio.format keeps the stored session's "
+        "WebSocket format (a SIP session has none); off: PCM16 24 kHz. The format is per connection and the API "
+        "reference does not say what an omitted one inherits.")
     error_codes: dict[Refusal, str] = Field(
         default_factory=dict, description="Error codes to use instead of the defaults for the named refusals.")
 

@@ -21,17 +21,29 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..ids import IdSource
-from ..realtime.script import Script
+from ..realtime.script import Script, Turn
 from . import events as ev
 from .behaviour import AudioLoader, Behaviour, Reply
 from .connections import Connections
+from .forks import ForkSource
 from .outputs import Audience, ConnId, Output
 from .refusals import Refusal
 from .resource import Transport
+from .responses import FunctionCall
 from .settings import LiveSettings
 from .timers import Timers
 
 CloseReason = Literal["close_requested", "expired", "content", "remote_hangup", "connection_lost"]
+
+
+@dataclass(frozen=True)
+class SelfEnd:
+    """The service ending the session by itself ``after_s`` after its start, with ``reason`` (the
+    ``live_session_end`` fault: ``fault`` names it for the journal)."""
+
+    after_s: float
+    reason: CloseReason
+    fault: str | None = None
 
 
 @dataclass(eq=False)
@@ -41,6 +53,19 @@ class Speaking:
     reply: Reply
     start: float
     end: float
+    cut: bool = False  # a barge-in, a fixture or the end stopped it: its later chunks do nothing
+
+
+@dataclass(eq=False)
+class Delegation:
+    """One piece of delegated work and where it stands (:mod:`.delegation`)."""
+
+    id: str
+    target: str
+    turn: Turn
+    acknowledge: bool = True  # the automatic acknowledgement is still to be said
+    calls: tuple[FunctionCall, ...] = ()  # function calls its nested response made
+    answered: bool = False  # its result was said (Responses) or the app answered it (client)
 
 
 @dataclass(eq=False)
@@ -67,12 +92,15 @@ class LiveState:
     _t0: float  # session clock at the start (timeline 0 ms)
     _wall0: float
     _mono0: float
-    _reply: Speaking | None
+    _replies: list[Speaking]  # replies due or playing, in the order they play
     _fixture: Fixture | None
     _last_transcript_ms: int
     _decision_ids: set[str]
     _decision_items: dict[str, dict[str, Any]]
-    _delegations: set[str]  # ids of session.delegation.created events sent (none yet: no delegation is scripted)
+    _delegations: dict[str, Delegation]  # by id, in the order they were made (:mod:`.delegation`)
+    _response_inputs: list[dict[str, Any]]  # response.item.create items the next response.create uses up
+    _ends_after: SelfEnd | None
+    fork_of: ForkSource | None  # the stored session a fork continues (:mod:`.forks`)
 
     def _ms(self, now: float) -> int:
         return max(0, round((now - self._t0) * 1000))

@@ -4,7 +4,9 @@ Rules:
 
 - Which ``type`` values a connection takes, and the type each is checked against, are read from the
   SDK's unions: ``ClientEventParam`` / ``ClientEvent`` for the primary WebSocket,
-  ``ConnectClientEventParam`` / ``ConnectClientEvent`` for a sideband. No list is kept here.
+  ``ConnectClientEventParam`` / ``ConnectClientEvent`` for a sideband, ``ForkClientEventParam`` /
+  ``ForkClientEvent`` for a fork's WebSocket (its ``session.start`` takes a ``ForkSessionConfig``).
+  No list is kept here.
 - An event is checked by the Realtime validator's walk over the SDK TypedDict (unknown parameters
   first, then required keys, JSON types and enum members, with the service's error codes), then
   parsed by a pydantic ``TypeAdapter`` over the SDK's model union as a final guard.
@@ -26,26 +28,35 @@ from typing import Any, Literal
 
 import pydantic
 import typing_extensions
-from openai.types.live import ClientEvent, ClientEventParam, ConnectClientEvent, ConnectClientEventParam
+from openai.types.live import (
+    ClientEvent,
+    ClientEventParam,
+    ConnectClientEvent,
+    ConnectClientEventParam,
+    ForkClientEvent,
+    ForkClientEventParam,
+)
 
 from .. import audio
 from ..realtime.validation import ParamError, supported_values, validate_payload
 from .refusals import Refusal
 
-ConnKind = Literal["primary", "sideband"]
+ConnKind = Literal["primary", "sideband"]  # a session's connections: its one primary (a fork's too) or a sideband
+Wire = Literal["primary", "sideband", "fork"]  # the SDK event union a connection speaks
 
 FIXTURE_RATE = 24000
 FIXTURE_MAX_MS = 30_000
 DTMF_KEYS = frozenset("0123456789ABCD*#")
 
-_UNIONS: dict[ConnKind, tuple[Any, Any]] = {
+_UNIONS: dict[Wire, tuple[Any, Any]] = {
     "primary": (ClientEventParam, ClientEvent),
     "sideband": (ConnectClientEventParam, ConnectClientEvent),
+    "fork": (ForkClientEventParam, ForkClientEvent),
 }
 
 
 @cache
-def _params(conn: ConnKind) -> dict[str, Any]:
+def _params(conn: Wire) -> dict[str, Any]:
     """``type`` value → the SDK TypedDict for it, in the union's order."""
     out: dict[str, Any] = {}
     for member in typing.get_args(_UNIONS[conn][0]):
@@ -63,21 +74,20 @@ def _strip(tp: Any) -> Any:
 
 
 @cache
-def _adapter(conn: ConnKind) -> pydantic.TypeAdapter[Any]:
+def _adapter(conn: Wire) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(_UNIONS[conn][1])
 
 
-def client_types(conn: ConnKind) -> tuple[str, ...]:
+def client_types(conn: Wire) -> tuple[str, ...]:
     return tuple(_params(conn))
 
 
-def other_kind_takes(etype: str, conn: ConnKind) -> bool:
-    """Whether a command this connection does not take is one the other kind of connection does."""
-    other: ConnKind = "sideband" if conn == "primary" else "primary"
-    return etype in _params(other)
+def other_kind_takes(etype: str, conn: Wire) -> bool:
+    """Whether a command this connection does not take is one another kind of connection does."""
+    return any(etype in _params(other) for other in _UNIONS if other != conn)
 
 
-def unknown_type(etype: Any, conn: ConnKind) -> ParamError:
+def unknown_type(etype: Any, conn: Wire) -> ParamError:
     return ParamError("invalid_value", f"Invalid value: '{etype}'. Supported values are: "
                       f"{supported_values(client_types(conn))}.", "type")
 
@@ -90,7 +100,7 @@ class Checked:
     error: ParamError | None
 
 
-def check_event(msg: dict[str, Any], conn: ConnKind, *, strict: bool) -> Checked:
+def check_event(msg: dict[str, Any], conn: Wire, *, strict: bool) -> Checked:
     """Check ``msg`` (whose ``type`` this connection takes) against its SDK type."""
     tp = _params(conn)[msg["type"]]
     event = msg

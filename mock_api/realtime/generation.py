@@ -153,6 +153,8 @@ class GenerationPart(SessionState):
         ms = audio.duration_ms(pcm, out.rate)
         out.emitted_ms += ms
         if sip:
+            if self._media_muted():
+                pcm = bytes(len(pcm))  # forced_format_static, effect silence: the caller hears nothing
             evs.append(AudioOut(pcm, out.rate, resp.id, out.item["id"], corrupt=self._media_corrupt(),
                                 voice=voice_name(resp.voice)))
             self._playback[resp.id] = max(self._playback.get(resp.id, now), now) + ms / 1000.0

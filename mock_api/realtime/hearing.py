@@ -16,7 +16,10 @@ Rules:
   Without transcription configured no transcription events are sent at all (failure mode 1); the
   ``transcription_403`` fault fails each one.
 - An item's script turn is assigned once (:mod:`.turn_plan`): at commit for a by-order script,
-  else when first needed, from what is known by then.
+  else when first needed. A matched script needs the caller's words: the automatic response of a
+  turn whose recognition runs on a thread is created once it is known (:mod:`.input_buffer`); any
+  other reply (an app's own ``response.create``) goes by what is known then: the session runs on the
+  event loop and never waits for a thread.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from .. import audio, wire_json
+from .. import audio, models, wire_json
 from ..recognisers import Recognition, default_recogniser, unrecognised, unrecognised_text
 from . import events as ev
 from . import usage as u
@@ -121,6 +124,11 @@ class HearingPart(SessionState):
             return []
         return [Heard(item_id, result, self._assignment(item_id))]
 
+    def recognition_pending(self, item_id: str) -> bool:
+        """Whether what the caller said in this item is still being worked out on a thread."""
+        got = self._heard.get(item_id)
+        return isinstance(got, Future) and not got.done()
+
     def _recognition(self, item_id: str) -> Recognition | None:
         """The item's recognition; None while a plug-in is still running."""
         got = self._heard.get(item_id)
@@ -160,7 +168,7 @@ class HearingPart(SessionState):
         if self._scripted(item_id) is None and result is None:
             self._at(now + HEARING_POLL_S, partial(self._transcribe, item_id, audio_ms, tcfg))
             return []
-        model = str(tcfg.get("model") or "whisper-1")
+        model = str(tcfg.get("model") or models.DEFAULT_TRANSCRIPTION)
         if result is not None and not result.recognised:
             heard = verbatim(result.text, tcfg)
         else:

@@ -9,8 +9,10 @@ Rules:
 - With ``turn_detection`` set, the session's own VAD (:mod:`.vad`) finds speech: a start emits
   ``speech_started`` (and barges in on a reply when ``interrupt_response``); a stop commits the
   audio from the padded start to the end of the trailing silence and, with ``create_response``,
-  asks for a reply if none is active. A SIP media path may report speech itself instead (the
-  facade's ``media_*`` entry points); audio it keeps to itself is accounted for as silence.
+  asks for a reply if none is active. With a matched script, a turn whose recognition still runs on
+  a thread gets its reply once it is known (unless a reply began or the caller spoke meanwhile).
+  A SIP media path may report speech itself instead (the facade's ``media_*`` entry points);
+  audio it keeps to itself is accounted for as silence.
 - ``input_audio_buffer.commit`` needs at least ``MIN_COMMIT_MS`` of audio; ``clear`` drops it all.
 - server_vad's ``idle_timeout_ms`` fires only when nothing is happening (no response, no playback,
   no speech) and at least ``MIN_COMMIT_MS`` of audio arrived to commit: then that audio becomes an
@@ -20,10 +22,12 @@ Rules:
 from __future__ import annotations
 
 import binascii
+from functools import partial
 from typing import Any
 
 from .. import audio, ids
 from . import events as ev
+from .hearing import HEARING_POLL_S
 from .outputs import Output, public_item
 from .session_state import SessionState
 
@@ -109,11 +113,20 @@ class InputBufferPart(SessionState):
         # the committed audio runs from the (padded) speech start to the end of the trailing silence
         out.extend(self._commit(item_id, now, start_ms=float(start), end_ms=float(ms)))
         td = self._input_cfg().get("turn_detection") or {}
-        if td.get("create_response", True) and self.kind == "realtime" and self.active_response_id is None:
-            out.extend(self._create_response({}, now, None))
         self._pending_item_id = None
         self._speech_start_ms = None
+        if td.get("create_response", True) and self.kind == "realtime" and self.active_response_id is None:
+            out.extend(self._auto_respond(item_id, now))
         return out
+
+    def _auto_respond(self, item_id: str, now: float) -> list[Output]:
+        """Turn detection's reply to a committed turn, once a matched script can know what was said in it."""
+        if self.recognition_pending(item_id) and not self._turn_plan.by_order:
+            self._at(now + HEARING_POLL_S, partial(self._auto_respond, item_id))
+            return []
+        if self.active_response_id is not None or self._pending_item_id is not None or self._item(item_id) is None:
+            return []  # meanwhile a reply began, the caller spoke again, or the item was deleted
+        return self._create_response({}, now, None)
 
     def _on_input_audio_buffer_commit(self, msg: dict[str, Any], now: float, event_id: str | None) -> list[Output]:
         ms = self._buffer_ms()
@@ -192,5 +205,5 @@ class InputBufferPart(SessionState):
                                       audio_end_ms=int(self._audio_ms), item_id=item_id)]
         out.extend(self._commit(item_id, now))
         if self.kind == "realtime":
-            out.extend(self._create_response({}, now, None))
+            out.extend(self._auto_respond(item_id, now))
         return out

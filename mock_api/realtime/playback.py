@@ -13,7 +13,9 @@ Rules:
   With nothing playing it is still acknowledged, naming the latest response; before any response
   there is nothing to name and nothing is sent.
 - Reply audio on the media path is garbled (``AudioOut.corrupt``) under ``static_audio``, and under
-  ``static_after_update`` while the output format is not the SIP leg's G.711.
+  ``static_after_update`` while the output format is not the SIP leg's G.711. Once
+  ``forced_format_static`` fired (:mod:`.session_config`), it is garbled (``effect: static``) or
+  replaced by silence of the same length (``effect: silence``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import audio
+from ..faults import find
 from . import events as ev
 from .outputs import ClearAudio, Output
 from .session_state import ResponseState, SessionState
@@ -28,9 +31,17 @@ from .session_state import ResponseState, SessionState
 
 class PlaybackPart(SessionState):
     def _media_corrupt(self) -> bool:
-        if self.media_corrupt:
+        if self.media_corrupt or self._forced_effect() == "static":
             return True
         return self._fault("static_after_update") and self._output_format() != self.sip_format
+
+    def _media_muted(self) -> bool:
+        return self._forced_effect() == "silence"
+
+    def _forced_effect(self) -> str | None:
+        """What forced_format_static does to the reply audio once it fired; None before (or without it)."""
+        fault = find(self.faults, "forced_format_static") if self._format_forced else None
+        return None if fault is None else str(fault.param("effect"))
 
     def _playback_done(self, resp: ResponseState, now: float) -> list[Output]:
         if resp.id not in self._playback:

@@ -15,6 +15,11 @@ Rules:
   against the tokens-per-minute budget; over budget, the response fails at once (``response.done``
   with ``status: failed`` and the 429 body), uses up no scripted turn, and a :class:`LimitHit`
   goes to the journal. ``response.done`` settles the reservation with what was really spent.
+- ``response_failed`` (failure mode 25): the session's ``nth`` response and the ``count`` - 1 after it
+  (every response that got as far as ``response.created`` counts, the greeting and out-of-band ones
+  too) fail at once: ``response.done`` with ``status: failed`` and the ``service_unavailable_error``
+  below, its input tokens counted and no output. Like a refusal over budget it uses up no scripted turn,
+  so a retry of the same turn gets the answer the failed one would have given.
 - A response ends once: ``completed`` after its last output, ``cancelled`` (client or barge-in),
   or ``incomplete`` at ``max_output_tokens``. Ending early closes its open outputs with what was
   emitted so far; later timers of an ended response do nothing.
@@ -27,7 +32,8 @@ import re
 from functools import partial
 from typing import Any
 
-from .. import audio, ids
+from .. import audio, ids, models
+from ..faults import find
 from ..limits import Hit, Reservation
 from . import events as ev
 from . import usage as u
@@ -36,6 +42,12 @@ from .script import ToolCall
 from .session_config import audio_format
 from .session_state import PlannedOutput, ResponseState, SessionState
 from .voice import reply_ms, speech_like, voice_name, voice_pitch
+
+UNAVAILABLE_ERROR = {  # status_details.error of a response the service could not run (failure mode 25)
+    "type": "service_unavailable_error",
+    "code": "inference_service_unavailable_error",
+    "message": "The server is overloaded or not ready yet. Please try again later.",
+}
 
 
 class ResponsesPart(SessionState):
@@ -97,6 +109,9 @@ class ResponsesPart(SessionState):
             self._tools_called = tools_called  # the refused response used up no scripted turn
             return self._refuse_over_budget(resp, held, now)
         resp.held = held
+        if self._unavailable():
+            self._tools_called = tools_called  # the failed response used up no scripted turn
+            return self._fail_unavailable(resp, now)
         if in_conv:
             self.active_response_id = resp.id
         self._idle_since = None
@@ -120,7 +135,7 @@ class ResponsesPart(SessionState):
         created = ev.event("response.created", response=self._response_obj(resp))
         resp.outputs = []
         resp.status = "failed"
-        model = str(self.config.get("model") or "gpt-realtime")
+        model = str(self.config.get("model") or models.DEFAULT_REALTIME)
         details = {"type": "failed", "reason": None,
                    "error": {"type": hit.error_type, "code": "rate_limit_exceeded", "message": hit.message(model)}}
         use = u.response_usage(in_text=0, in_audio=0, cached_prefix=0, out_text=0, out_audio=0)
@@ -129,6 +144,28 @@ class ResponsesPart(SessionState):
             self._idle_since = now
         return [created, done, LimitHit(hit, resp.id),
                 ev.event("rate_limits.updated", rate_limits=[self.tokens.rate_limit(now)])]
+
+    def _unavailable(self) -> bool:
+        """Whether the response just created is one the ``response_failed`` fault fails."""
+        fault = find(self.faults, "response_failed")
+        if fault is None:
+            return False
+        first = int(fault.param("nth"))
+        return first <= len(self._responses) < first + int(fault.param("count"))
+
+    def _fail_unavailable(self, resp: ResponseState, now: float) -> list[Output]:
+        """The service could not run the response: created, then done ``failed``; the input was read, nothing said."""
+        created = ev.event("response.created", response=self._response_obj(resp))
+        resp.outputs = []
+        resp.status = "failed"
+        use = u.response_usage(in_text=resp.context_text_tokens, in_audio=resp.context_audio_tokens,
+                               cached_prefix=self._last_input_tokens, out_text=0, out_audio=0)
+        self._last_input_tokens = use["input_tokens"]
+        details = {"type": "failed", "reason": None, "error": dict(UNAVAILABLE_ERROR)}
+        done = ev.event("response.done", response=self._response_obj(resp, final=True, usage=use, details=details))
+        if self.active_response_id is None:
+            self._idle_since = now
+        return [created, done, self._rate_limits(resp, use["total_tokens"], now)]
 
     def _response_obj(self, resp: ResponseState, final: bool = False, usage: Any = None,
                       details: Any = None) -> dict[str, Any]:

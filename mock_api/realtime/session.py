@@ -167,7 +167,9 @@ class RealtimeSession(ConfigPart, InputBufferPart, HearingPart, ConversationPart
             self.config = default_session(kind, model, fmt, self._wall0)
             self.conversation_id = idgen.server_id("conv")
         self.media_corrupt = self._fault("static_audio")
+        self._format_forced = False
         if config:
+            self._check_forced_format(config, via="accept")
             patch = {k: v for k, v in config.items() if k != "type"}
             self.config = _merge_session(self.config, patch)
             if transport == "sip" and self._fault("static_after_update") and "tools" in config \

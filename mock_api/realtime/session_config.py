@@ -13,16 +13,20 @@ Rules:
   dropped instead and the rest of the update applies.
 - ``static_after_update`` (failure mode 7): on a SIP session, an update (or an accept with tools)
   that does not re-specify both audio formats resets them to ``audio/pcm`` 24 kHz.
+- ``forced_format_static`` (failure mode 27): on a SIP session, an explicit ``audio.input.format`` or
+  ``audio.output.format`` in the accept (``via: accept``), or also in a later update (``via: any``),
+  spoils the reply audio for the rest of the call (:mod:`.playback` says how); the events stay normal.
 - Every applied update rebuilds the turn detector from the new ``turn_detection``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from openai.types.realtime import SessionUpdateEventParam
 
 from .. import ids, models, wire_json
+from ..faults import find
 from . import events as ev
 from .outputs import Output
 from .session_state import Kind, SessionState
@@ -64,7 +68,7 @@ def default_session(kind: Kind, model: str | None, audio_fmt: str, now_wall: flo
                 "expires_at": expires, "audio": {"input": inp}, "include": None}
     return {
         "type": "realtime", "object": "realtime.session", "id": ids.server_id("sess"),
-        "model": model or "gpt-realtime", "output_modalities": ["audio"], "instructions": DEFAULT_INSTRUCTIONS,
+        "model": model or models.DEFAULT_REALTIME, "output_modalities": ["audio"], "instructions": DEFAULT_INSTRUCTIONS,
         "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None, "truncation": "auto",
         "prompt": None, "expires_at": expires,
         "audio": {"input": inp, "output": {"format": audio_format(audio_fmt), "voice": "alloy", "speed": 1.0}},
@@ -102,12 +106,18 @@ def _merge_audio_side(current: dict[str, Any], patch: dict[str, Any]) -> dict[st
             base.update(value)
             out["turn_detection"] = base
         elif key == "transcription" and isinstance(value, dict):
-            out["transcription"] = {"model": "whisper-1", "language": None, "prompt": None, **value}
+            out["transcription"] = {"model": models.DEFAULT_TRANSCRIPTION, "language": None, "prompt": None, **value}
         elif key == "noise_reduction" and isinstance(value, dict):
             out["noise_reduction"] = {"type": "near_field", "strength": 1.0, **value} if value else value
         else:
             out[key] = wire_json.copy(value)
     return out
+
+
+def names_a_format(session: dict[str, Any]) -> bool:
+    """Whether a session config states an input or an output audio format at all."""
+    a = session.get("audio") or {}
+    return bool((a.get("input") or {}).get("format")) or bool((a.get("output") or {}).get("format"))
 
 
 def sets_formats(session: dict[str, Any]) -> bool:
@@ -150,8 +160,17 @@ class ConfigPart(SessionState):
             self.config["audio"]["output"]["voice"] = current_voice
         if self.transport == "sip" and self._fault("static_after_update") and not sets_formats(session):
             self._reset_formats_to_pcm()
+        self._check_forced_format(session, via="update")
         self._rebuild_detector()
         return [*notices, ev.event("session.updated", session=wire_json.copy(self.config))]
+
+    def _check_forced_format(self, session: dict[str, Any], via: Literal["accept", "update"]) -> None:
+        """Failure mode 27: a SIP call told its audio format explicitly (one report: silence or static after it)."""
+        fault = find(self.faults, "forced_format_static")
+        if fault is None or self.transport != "sip" or not names_a_format(session):
+            return
+        if via == "accept" or fault.param("via") == "any":
+            self._format_forced = True
 
     def _reset_formats_to_pcm(self) -> None:
         """Failure mode 7: the update reset the SIP leg's G.711 formats to PCM16 24 kHz."""

@@ -94,6 +94,7 @@ class SessionState(ABC):
     audio_loader: AudioLoader
     ids: IdSource
     media_corrupt: bool
+    _format_forced: bool  # forced_format_static fired: an explicit audio format on the SIP leg
     conversation_id: str
     closed: bool
     _mono0: float  # the session's start on the monotonic clock
@@ -181,6 +182,10 @@ class SessionState(ABC):
         """hearing: the item's script turn."""
 
     @abstractmethod
+    def recognition_pending(self, item_id: str) -> bool:
+        """hearing: whether the caller's words in this item are still being worked out on a thread."""
+
+    @abstractmethod
     def _listen(self, item_id: str, pcm: bytes, rate: int, now: float) -> list[Output]:
         """hearing: decide what the caller said in a new user audio item."""
 
@@ -223,6 +228,10 @@ class SessionState(ABC):
     @abstractmethod
     def _media_corrupt(self) -> bool:
         """playback: whether reply audio on the media path is garbled (static faults)."""
+
+    @abstractmethod
+    def _media_muted(self) -> bool:
+        """playback: whether reply audio on the media path is replaced by silence (forced_format_static)."""
 
     @abstractmethod
     def _playback_done(self, resp: ResponseState, now: float) -> list[Output]:

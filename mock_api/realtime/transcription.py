@@ -42,6 +42,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .. import models
 from ..recognisers import unrecognised_text
 
 LANGUAGE_REPORTING_MODELS = ("gpt-transcribe", "gpt-live-transcribe")
@@ -98,7 +99,7 @@ def transcribe(text: str | None, spoken: str | None, config: dict[str, Any]) -> 
     """
     if text is None:
         return verbatim(unrecognised_text(None), config)
-    model = str(config.get("model") or "whisper-1")
+    model = str(config.get("model") or models.DEFAULT_TRANSCRIPTION)
     spoken_code = primary(spoken) or "en"
     forced = primary(config.get("language"))
     if forced is None and model in LANGUAGE_REPORTING_MODELS:

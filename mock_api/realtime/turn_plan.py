@@ -17,8 +17,9 @@ segment. The rules, in order, for each committed user turn:
 5. Else no turn: the defaults answer.
 
 A turn is used once. The plan is plain data fed recognitions; the session asks it when it
-needs the answer (at the reply at the latest), so a slow plug-in recogniser that has not
-answered by then counts as "nothing recognised". A text user item is matched by its text.
+needs the answer (at the reply at the latest). Turn detection's own reply waits until the turn's
+recognition is known (:mod:`.input_buffer`); for any other reply a recognition still running counts
+as "nothing recognised". A text user item is matched by its text.
 """
 
 from __future__ import annotations

@@ -1,0 +1,126 @@
+"""The rules of rtsip's Locust callers, without Locust, gevent or sockets (:mod:`harness.locust_users` is the adapter).
+
+Rules:
+
+1. One Locust user is one caller: it places one call at a time, back to back, so ``-u`` is the number of
+   calls in flight and ``-r`` how fast that number ramps up.
+2. A run of ``--rtsip-calls N`` places exactly N calls over every worker: each call takes a ticket from
+   one :class:`CallBudget` (the master's, or the local runner's), and a user that gets none stops. With
+   N = 0 there is no budget: the users call until ``--run-time`` or Ctrl-C.
+3. The run ends once every ticket handed out has come back as a finished call, and the master's stats
+   hold every one of them (:meth:`CallBudget.finished`).
+4. Each call is one Locust request event ``call`` (named after the scenario; its time is the whole call;
+   a failed call carries its reason, so Locust's failures table counts failures by reason), plus one
+   ``journal`` event per latency sample of :data:`harness.load_metrics.METRICS` read from that call's journal
+   (:func:`request_events`). Nothing is timed on the caller's side but the call itself.
+5. Bad input is refused once, before any call, by the master or the local runner (:func:`refusal`): no
+   scenario, a scenario that needs SIP, the SIP caller (not built), more users or workers than calls.
+6. The caller's steps are the walk every virtual caller takes (:func:`harness.control_walk.virtual_call`),
+   carried out by :func:`harness.control_walk.run_blocking`: a gevent greenlet cannot await.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .load_metrics import METRICS, CallRecord
+from .scenario import Scenario
+
+CALL_TYPE = "call"  # request_type of a whole call
+JOURNAL_TYPE = "journal"  # request_type of a latency read from the call's journal
+
+
+# ---- rule 2 and 3: the budget of calls -----------------------------------------------------------------
+
+
+@dataclass
+class CallBudget:
+    """Tickets for ``total`` calls (0: no limit), handed out once each, and the calls that came back."""
+
+    total: int
+    issued: int = 0
+    done: int = 0
+
+    def take(self) -> int | None:
+        """The next call's index, or None when every call has been handed out."""
+        if self.total and self.issued >= self.total:
+            return None
+        self.issued += 1
+        return self.issued - 1
+
+    def finish(self) -> None:
+        """A call that had a ticket has ended (completed or failed)."""
+        self.done += 1
+
+    def finished(self, reported: int) -> bool:
+        """Every call is placed, back, and in the stats (``reported``: the ``call`` events counted)."""
+        return bool(self.total) and self.done >= self.total and reported >= self.total
+
+
+# ---- rule 4: a call as Locust request events -----------------------------------------------------------
+
+
+class CallFailed(Exception):
+    """A call that failed, with the reason read from its journal (Locust groups failures by this text)."""
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """The arguments of one ``environment.events.request.fire``."""
+
+    request_type: str
+    name: str
+    response_time: float  # ms
+    exception: CallFailed | None = None
+
+
+def request_events(record: CallRecord, call_name: str) -> list[RequestEvent]:
+    """One call's record as Locust request events: each journal latency sample, then the call itself."""
+    out = [RequestEvent(JOURNAL_TYPE, name, value)
+           for name in METRICS for _, value in record.metrics.get(name, [])]
+    failed = None if record.ok else CallFailed(record.reason or "unknown")
+    out.append(RequestEvent(CALL_TYPE, call_name, round((record.end - record.start) * 1000, 3), failed))
+    return out
+
+
+# ---- rule 5: bad input ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What a run was given, as the master sees it when the test starts."""
+
+    scenario: str | None
+    calls: int
+    users: int
+    workers: int  # 0: not distributed
+    user_classes: Sequence[str] = field(default_factory=list)
+
+
+def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[Scenario], list[str]]) -> str | None:
+    """Why this run cannot work (one line), or None. ``load`` reads a scenario file, raising ValueError."""
+    if "SipCaller" in setup.user_classes:
+        return ("SipCaller is not built yet: run SIP callers with `rtsip load --mode sip`, and give Locust "
+                "VirtualCaller only")
+    if not setup.scenario:
+        return "no scenario: give --rtsip-scenario FILE (or RTSIP_SCENARIO=FILE)"
+    if not Path(setup.scenario).is_file():
+        return f"--rtsip-scenario {setup.scenario}: no such file"
+    try:
+        scenario = load(setup.scenario)
+    except ValueError as exc:
+        return f"--rtsip-scenario {setup.scenario}: {exc}".replace("\n", " ")
+    needs = sip_needs(scenario)
+    if needs:
+        return (f"{setup.scenario}: this scenario needs SIP features ({'; '.join(needs)}), which VirtualCaller "
+                "does not have; run it with `rtsip load --mode sip`")
+    if setup.calls < 0:
+        return f"--rtsip-calls must be 0 (no limit) or more (got {setup.calls})"
+    if setup.calls and setup.users > setup.calls:
+        return (f"{setup.users} users for --rtsip-calls {setup.calls}: users beyond the calls would never call; "
+                "lower -u or raise --rtsip-calls")
+    if setup.calls and setup.workers > setup.calls:
+        return f"{setup.workers} workers for --rtsip-calls {setup.calls}: some workers would never call"
+    return None

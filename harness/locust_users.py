@@ -1,0 +1,335 @@
+"""rtsip callers as Locust users: :class:`VirtualCaller` (and :class:`SipCaller`, which refuses: not built yet).
+
+The rules are in :mod:`harness.locust_core`; this module is the Locust and gevent side of them.
+
+Locust runs each user in a gevent greenlet of a monkey-patched process, so a caller here blocks the
+gevent way: the control API is plain ``requests`` (its sockets are gevent's once Locust has patched
+them) and waits are ``gevent.sleep``. There is no asyncio loop in a worker: the steps a call takes are
+the same as ``rtsip load``'s, and so are the requests they make (one sans-I/O walk,
+:mod:`harness.control_walk`, run here by ``run_blocking``), and each call's figures come from its journal as there.
+
+Configuration: ``--host`` is the mock's URL (``http://127.0.0.1:8765`` or its ``.../v1`` base URL), and
+three options of our own, each also an environment variable: ``--rtsip-scenario FILE``
+(``RTSIP_SCENARIO``), ``--rtsip-calls N`` (``RTSIP_CALLS``, 0: no limit) and ``--rtsip-control-token``
+(``RTSIP_CONTROL_TOKEN``). The master sends them to its workers; the scenario file must be at the same
+path on every worker host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import requests
+from locust import User, constant, events, task
+from locust.env import Environment
+from locust.exception import StopTest, StopUser
+from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
+
+from mock_api.client import TOKEN_ENV
+from mock_api.control_models import CallView
+
+from .control_walk import run_blocking, virtual_call
+from .load_metrics import CallRecord, extract, failure
+from .load_plan import SETTLE_S, sip_needs
+from .locust_core import CALL_TYPE, CallBudget, Setup, refusal, request_events
+from .scenario import CallSpec, Scenario, load_scenario
+
+log = logging.getLogger("rtsip.locust")
+
+WANT, GRANT, DONE = "rtsip_ticket_want", "rtsip_ticket", "rtsip_call_done"  # custom messages, worker ↔ master
+TICKET_WAIT_S = 60.0  # a master that does not answer a ticket in this long is gone: the user stops
+WATCH_EVERY_S = 0.5
+
+
+# ---- the options -------------------------------------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--rtsip-scenario", env_var="RTSIP_SCENARIO", default="",
+                       help="The scenario whose first call each user places (scenarios/load/*.yaml).")
+    parser.add_argument("--rtsip-calls", env_var="RTSIP_CALLS", type=int, default=0,
+                       help="Calls to place over all workers, then stop the run (0: until --run-time or Ctrl-C).")
+    parser.add_argument("--rtsip-control-token", env_var=TOKEN_ENV, default="", is_secret=True,
+                       help="The mock's control token, when it was started with --control-token.")
+
+
+def mock_url(host: str | None) -> str:
+    """The mock's root URL from Locust's ``--host``: its base URL's ``/v1`` (or Azure's) is dropped."""
+    url = (host or "").rstrip("/")
+    for suffix in ("/openai/v1", "/v1"):
+        url = url.removesuffix(suffix)
+    return url
+
+
+# ---- one call through the control API, blocking ------------------------------------------------------
+
+
+class Control:
+    """The control API requests a caller needs, over one kept-alive connection (gevent's, under Locust)."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url
+        self.http = requests.Session()
+        if token:
+            self.http.headers["X-Rtsip-Token"] = token
+
+    def req(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+        resp = self.http.request(method, self.url + path, json=body, timeout=timeout)
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, None
+
+    def view(self, call_id: str) -> CallView:
+        status, body = self.req("GET", f"/_mock/calls/{call_id}")
+        if status != 200:
+            raise RuntimeError(f"GET /_mock/calls/{call_id}: {status}")
+        return CallView.model_validate(body)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class _Overran(Exception):
+    """The call's steps ran past ``max_duration_s`` + 20 s."""
+
+
+def place_call(control: Control, scenario: Scenario, base: Path, index: int) -> CallRecord:
+    """One call as ``rtsip load --mode virtual`` places it: start, steps, hangup, then its journal's figures.
+
+    The scenario's ``mock.script`` and ``mock.faults`` go with the call (``POST /_mock/calls`` takes them), as
+    ``rtsip load`` puts them in the config of the mock it starts: here the mock is the user's."""
+    spec: CallSpec = scenario.calls[0]
+    rec = CallRecord(index=index, start=time.time())
+    error: str | None = None
+    body: dict[str, Any] = {"from": spec.from_, "to": spec.to, "headers": spec.headers,
+                            "faults": [f.model_dump() for f in [*scenario.mock.faults, *spec.faults]]}
+    script = scenario.mock.script.model_dump(exclude_defaults=True)
+    if script:
+        body["script"] = script
+    try:
+        with gevent.Timeout(spec.max_duration_s + 20, _Overran()):
+            status, answer = control.req("POST", "/_mock/calls", body)
+            if status not in (200, 201):
+                raise RuntimeError(f"POST /_mock/calls answered {status}: {str(answer)[:200]}")
+            rec.call_id = str(answer["call_id"])
+            run_blocking(virtual_call(spec.steps, spec.max_duration_s, rec.call_id, base, spec.speed), control.req,
+                         gevent.sleep)
+    except _Overran:
+        error = (f"call overran max_duration_s + 20 s ({spec.max_duration_s + 20:g} s): the steps ran slower than "
+                 "real time" if rec.call_id else "driver: POST /_mock/calls timed out")
+    except Exception as exc:
+        error = f"driver: {type(exc).__name__}: {str(exc)[:160]}"
+    if rec.call_id is not None:
+        with contextlib.suppress(Exception), gevent.Timeout(10, False):  # False: a late journal ends quietly
+            control.req("POST", f"/_mock/calls/{rec.call_id}/caller_hangup")
+            gevent.sleep(SETTLE_S)
+            view = control.view(rec.call_id)
+            rec.metrics = extract(view)
+            rec.state = view.state
+            rec.turns = len(rec.metrics.get("speech_end_to_audio_ms", []))
+            error = error or failure(view)
+            if error is None and view.state != "ended":
+                error = f"call {view.state}"
+    elif error is None:
+        error = "driver: no call_id"
+    if rec.call_id is not None and rec.state is None and error is None:
+        error = "driver: journal not readable"
+    rec.ok, rec.reason, rec.end = error is None, error, time.time()
+    return rec
+
+
+# ---- the run: each node's state, the budget, the tickets -------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What every node keeps for one test: the scenario, and the budget (master or local runner only)."""
+
+    scenario: Scenario
+    base: Path
+    budget: CallBudget | None
+    tickets: dict[int, gevent.event.AsyncResult]  # a worker's users waiting for the master's answer
+    next_id: int = 0
+
+
+_runs: weakref.WeakKeyDictionary[Environment, _Run] = weakref.WeakKeyDictionary()
+
+
+def _options(environment: Environment) -> Any:
+    return environment.parsed_options
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kw: Any) -> None:
+    """Register the ticket messages; refuse a headless run's bad input before any worker or call starts."""
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message(WANT, _on_want)
+        runner.register_message(DONE, _on_done)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(GRANT, _on_grant)
+        return
+    o = _options(environment)
+    if o is not None and getattr(o, "headless", False):
+        workers = int(getattr(o, "expect_workers", 0) or 0) if isinstance(runner, MasterRunner) else 0
+        why = _why_not(environment, int(getattr(o, "num_users", 0) or 1), workers)
+        if why is not None:
+            print(f"rtsip: {why}", file=sys.stderr)
+            raise SystemExit(2)
+
+
+def _why_not(environment: Environment, users: int, workers: int) -> str | None:
+    """Rule 5 on this run's options (the master's or the local runner's)."""
+    o = _options(environment)
+    if not mock_url(environment.host):
+        return "no --host: give the mock's URL, e.g. --host http://127.0.0.1:8765"
+    setup = Setup(str(getattr(o, "rtsip_scenario", "") or ""), int(getattr(o, "rtsip_calls", 0) or 0), users,
+                  workers, [c.__name__ for c in environment.user_classes])
+    return refusal(setup, _load, sip_needs)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    """Refuse what the web UI changed into bad input (master or local runner), then read the scenario on
+    every node."""
+    o = _options(environment)
+    runner = environment.runner
+    path = str(getattr(o, "rtsip_scenario", "") or "")
+    calls = int(getattr(o, "rtsip_calls", 0) or 0)
+    if not isinstance(runner, WorkerRunner):
+        users = int(getattr(runner, "target_user_count", 0) or getattr(o, "num_users", 0) or 1)
+        why = _why_not(environment, users, runner.worker_count if isinstance(runner, MasterRunner) else 0)
+        if why is not None:
+            log.error("rtsip: %s", why)
+            environment.process_exit_code = 2
+            raise StopTest(f"rtsip: {why}")
+    scenario = _load(path)
+    base = Path(scenario.source or path).parent.resolve()
+    budget = CallBudget(calls) if not isinstance(runner, WorkerRunner) else None
+    _runs[environment] = _Run(scenario, base, budget, {})
+    if budget is not None and calls:
+        gevent.spawn(_quit_when_done, environment, budget, scenario.name)
+
+
+def _load(path: str) -> Scenario:
+    return load_scenario(path)
+
+
+def _quit_when_done(environment: Environment, budget: CallBudget, name: str) -> None:
+    """Rule 3: once every call is back and counted in the stats, end the run (and the workers)."""
+    runner = environment.runner
+    assert runner is not None
+    while True:
+        gevent.sleep(WATCH_EVERY_S)
+        entry = environment.stats.entries.get((name, CALL_TYPE))
+        if budget.finished(entry.num_requests if entry is not None else 0):
+            log.info("rtsip: %d calls placed and back; stopping", budget.done)
+            # Locust's --csv writer snapshots the stats on its own clock and not at quit: one more period
+            # of it, so the files hold the last calls too
+            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.5)
+            runner.quit()
+            return
+
+
+def _on_want(environment: Environment, msg: Any, **_kw: Any) -> None:
+    run = _runs.get(environment)
+    index = run.budget.take() if run is not None and run.budget is not None else None
+    runner = environment.runner
+    assert isinstance(runner, MasterRunner)
+    runner.send_message(GRANT, {"id": msg.data["id"], "index": index}, client_id=msg.node_id)
+
+
+def _on_done(environment: Environment, msg: Any, **_kw: Any) -> None:
+    run = _runs.get(environment)
+    if run is not None and run.budget is not None:
+        run.budget.finish()
+
+
+def _on_grant(environment: Environment, msg: Any, **_kw: Any) -> None:
+    run = _runs.get(environment)
+    waiting = run.tickets.pop(int(msg.data["id"]), None) if run is not None else None
+    if waiting is not None:
+        waiting.set(msg.data["index"])
+
+
+def _ticket(environment: Environment, run: _Run) -> int | None:
+    """Rule 2: this call's index from the budget (the master's, over a round trip, on a worker)."""
+    calls = int(getattr(_options(environment), "rtsip_calls", 0) or 0)
+    if not calls:
+        run.next_id += 1
+        return run.next_id - 1
+    if run.budget is not None:
+        return run.budget.take()
+    runner = environment.runner
+    assert isinstance(runner, WorkerRunner)
+    run.next_id += 1
+    waiting: gevent.event.AsyncResult = gevent.event.AsyncResult()
+    run.tickets[run.next_id] = waiting
+    runner.send_message(WANT, {"id": run.next_id})
+    index: int | None = waiting.get(timeout=TICKET_WAIT_S)
+    return index
+
+
+def _returned(environment: Environment, run: _Run) -> None:
+    if run.budget is not None:
+        run.budget.finish()
+    elif isinstance(environment.runner, WorkerRunner):
+        environment.runner.send_message(DONE, {})
+
+
+# ---- the users ---------------------------------------------------------------------------------------------
+
+
+class VirtualCaller(User):
+    """A caller with no SIP leg: each task is one call of the scenario's first call, through the mock's
+    control API; its figures reach Locust as request events (:func:`harness.locust_core.request_events`)."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        token = str(getattr(_options(self.environment), "rtsip_control_token", "") or "") or None
+        self.control = Control(mock_url(self.environment.host), token)
+
+    def on_stop(self) -> None:
+        self.control.close()
+
+    @task
+    def call(self) -> None:
+        run = _runs.get(self.environment)
+        if run is None:
+            raise StopUser()
+        try:
+            index = _ticket(self.environment, run)
+        except gevent.Timeout:
+            index = None
+        if index is None:
+            raise StopUser()
+        record = place_call(self.control, run.scenario, run.base, index)
+        for ev in request_events(record, run.scenario.name):
+            self.environment.events.request.fire(request_type=ev.request_type, name=ev.name,
+                                                 response_time=ev.response_time, response_length=0,
+                                                 exception=ev.exception, context={})
+        _returned(self.environment, run)
+
+
+class SipCaller(User):
+    """Not built yet: a locustfile that names it is refused when the test starts (rule 5), in one line."""
+
+    @task
+    def call(self) -> None:
+        raise StopTest("SipCaller is not built yet")
+
+
+__all__ = ["Control", "SipCaller", "VirtualCaller", "mock_url", "place_call"]
