@@ -17,8 +17,14 @@
   mock does, so the first figure includes the retention filling up (the journal packs all but the
   newest 50 ended timelines, about 5 kB each; the calls' own state is kept whole).
 
+* ``distributed`` (issue 18): ``--distributed N`` calls at a 100/s ramp of scenarios/load/turn_every_5s.yaml
+  through (a) the embedded ``rtsip load`` (one Locust process, one mock) and (b) a Locust master with two
+  forked workers and two mocks behind HAProxy, in the same run; prints the whole stack's CPU per call in
+  progress of (b) over (a) (target at most 1.25x).
+
     python bench/bench_load.py --virtual 300,1000,2000 --mock-processes 1,2 --sip 40,150 \
         --soak-virtual 5000 --soak-sip 1000 --soak-model 2000
+    python bench/bench_load.py --virtual '' --sip '' --distributed 2000
 """
 
 from __future__ import annotations
@@ -53,9 +59,10 @@ MODEL_SOAK_CONCURRENCY = 20
 
 
 async def one(scenario: Path, calls: int, conc: int, rate: float, mode: str, tmp: Path,
-              mocks: int = 1, mock_config: Path | None = None) -> dict[str, Any]:
+              mocks: int = 1, mock_config: Path | None = None, processes: int | None = None) -> dict[str, Any]:
     o = LoadOptions(scenario=scenario, calls=calls, concurrency=conc, rate=rate, mode=mode, progress=False,
-                    run_dir=tmp / f"{mode}-{conc}-{calls}-{mocks}", mock_processes=mocks, mock_config=mock_config)
+                    run_dir=tmp / f"{mode}-{conc}-{calls}-{mocks}-{processes}", mock_processes=mocks,
+                    mock_config=mock_config, processes=processes)
     t = time.monotonic()
     result = await run_load(plan(o))
     data = to_json(result)
@@ -185,10 +192,10 @@ def _row(d: dict[str, Any]) -> list[str]:
         v = m[name][q]
         return "-" if v is None else f"{v:.0f}"
 
-    stack = sum(cpu.get(f"{r}_cpu_s") or 0 for r in ("mock", "app", "load"))
-    per_call = 100 * stack / cpu["call_seconds"] if cpu["call_seconds"] else float("nan")
+    per_call = stack_per_call(d)
     rtp = d.get("rtp") or {}
-    return [str(d["options"]["concurrency"]), str(d["options"].get("mock_processes", 1)), str(c["placed"]),
+    return [str(d["options"]["concurrency"]), str(d["options"].get("mock_processes", 1)),
+            str(d["options"].get("drivers", "-")), str(c["placed"]),
             str(c["completed"]), str(c["failed"]),
             str(c["lost"]), str(cpu["max_active"]),
             f"{cpu['mock_cpu_s']:.0f}", f"{cpu['mock_cpu_pct_per_active_call'] or 0:.3f}", f"{per_call:.3f}",
@@ -200,9 +207,29 @@ def _row(d: dict[str, Any]) -> list[str]:
             ", ".join(f"{k}: {v}" for k, v in list(d["failures"].items())[:3]) or "-"]
 
 
-COLS = ["C", "mocks", "placed", "done", "failed", "lost", "max active", "mock CPU s", "mock % core/call",
+COLS = ["C", "mocks", "Locust workers", "placed", "done", "failed", "lost", "max active", "mock CPU s",
+        "mock % core/call",
         "stack % core/call", "webhook→accept p50/p95", "speech end→audio p50/p95/p99", "INVITE→200 p50/p95",
         "RTP loss caller/ingress", "failure reasons"]
+
+
+def stack_per_call(d: dict[str, Any]) -> float:
+    """CPU of the whole stack (mocks and their proxy, app, callers) per call in progress, % of one core."""
+    cpu = d["cpu"]
+    stack = sum(cpu.get(f"{r}_cpu_s") or 0 for r in ("mock", "app", "load"))
+    return 100 * stack / cpu["call_seconds"] if cpu["call_seconds"] else float("nan")
+
+
+async def distributed(calls: int, rate: float, scenario: Path, tmp: Path, console: Console) -> dict[str, Any]:
+    """Issue 18's pair, in one run: (a) the embedded rtsip load (one Locust process, one mock) and (b) a Locust
+    master with two forked workers and two mocks behind HAProxy; the stack's CPU per call in progress of each."""
+    a = await one(scenario, calls, calls, rate, "virtual", tmp, mocks=1)  # rtsip load sizes its Locust workers
+    b = await one(scenario, calls, calls, rate, "virtual", tmp, mocks=2, processes=2)
+    ratio = stack_per_call(b) / stack_per_call(a)
+    console.print(table(f"(a) embedded vs (b) Locust master + 2 workers, 2 mocks behind HAProxy: {scenario.name}, "
+                        f"{calls} calls at {rate:g}/s", [a, b]))
+    console.print(f"stack CPU per call in progress, (b)/(a): {ratio:.2f}x (target at most 1.25x)")
+    return {"a": a, "b": b, "ratio": round(ratio, 3)}
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:
@@ -288,11 +315,19 @@ async def main() -> int:
     ap.add_argument("--soak-sip", type=int, default=0)
     ap.add_argument("--soak-model", type=int, default=0, metavar="N",
                     help="N short ?model= sessions (one audio turn and reply each) against rtsip mock")
+    ap.add_argument("--distributed", type=int, default=0, metavar="N",
+                    help="issue 18's pair: N calls (as many in flight) at --distributed-rate through (a) one Locust "
+                         "process and one mock and (b) a Locust master with 2 workers and 2 mocks behind HAProxy")
+    ap.add_argument("--distributed-rate", type=float, default=100.0)
+    ap.add_argument("--distributed-scenario", type=Path, default=LOAD / "turn_every_5s.yaml")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     console = Console(width=220)
     tmp = Path(tempfile.mkdtemp(prefix="rtsip-bench-load-"))
     results: dict[str, Any] = {"cores": os.cpu_count(), "virtual": [], "sip": [], "bare": None, "soak": None}
+    if args.distributed:
+        results["distributed"] = await distributed(args.distributed, args.distributed_rate,
+                                                   args.distributed_scenario, tmp, console)
     for c in [int(x) for x in args.virtual.split(",") if x]:
         for m in [int(x) for x in args.mock_processes.split(",") if x]:
             d = await one(LOAD / "turn_every_5s_long.yaml", c, c, args.virtual_rate, "virtual", tmp, mocks=m)

@@ -6,8 +6,9 @@ not hide another:
 * the mock: ``rtsip mock`` as a child process (:class:`~harness.mock_process.MockProcess`),
   with its SIP ingress pool sized from ``--concurrency`` in sip mode;
 * the app under test: started like the runner does (:class:`~harness.app_process.AppProcess`);
-* the callers: virtual callers in K driver processes (``spawn``), each placing a share of the
-  calls through the control API; or, with ``--mode sip``, a softphone worker pool (4 calls per
+* the callers: virtual callers as Locust users (:mod:`harness.load_locust`: one ``locust`` process,
+  run headless, forking K workers of its own or waiting for ``rtsip load --worker`` ones), each call
+  placed through the control API; or, with ``--mode sip``, a softphone worker pool (4 calls per
   worker process) in this process, calling the ingress workers' contact URIs directly.
 
 Every call is accounted for: each one placed ends as completed or failed (with a reason read
@@ -18,8 +19,8 @@ lives beside it, and every public name is still importable from here:
 
 * :mod:`harness.load_plan`: the options, their checks and the sizing (:func:`plan`, :class:`Plan`);
 * :mod:`harness.load_progress`: the result, live progress, Ctrl-C and the CPU/RSS sampler;
-* :mod:`harness.load_virtual`: the virtual-caller drivers and the control API client;
-* :mod:`harness.load_sip`: the SIP callers;
+* :mod:`harness.load_locust`: the virtual callers on Locust's engine (the users: :mod:`harness.locust_users`);
+* :mod:`harness.load_sip`: the SIP callers and their control API client;
 * :mod:`harness.load_metrics` and :mod:`harness.load_report`: each call's figures and the reports.
 """
 
@@ -41,6 +42,7 @@ import yaml
 
 from mock_api.webhooks import new_secret
 
+from .load_locust import Distribution, run_virtual
 from .load_plan import (
     CALLS_PER_SIP_WORKER,
     FD_BASE,
@@ -61,12 +63,12 @@ from .load_plan import (
     Plan,
     estimate_call_s,
     fd_limit_check,
+    master_address,
     plan,
 )
 from .load_progress import LoadResult, Progress, Stopper, descendants, proc_cpu_rss
 from .load_report import print_summary, write_reports
 from .load_sip import _run_sip
-from .load_virtual import _run_virtual, virtual_driver_main
 from .scenario import SURFACE_EVENTS
 
 __all__ = [
@@ -74,7 +76,7 @@ __all__ = [
     "SIP_LOAD_INGRESS_FRAME_MS", "SIP_LOAD_MEDIA", "SIP_MAX_PER_CORE", "SIP_RATE_PER_WORKER", "SIP_WORKER_RSS_MB",
     "TRAILING_SILENCE_MS", "VIRTUAL_CALLS_PER_DRIVER", "VIRTUAL_MAX_PER_CORE", "VIRTUAL_RATE_PER_CORE",
     "LoadError", "LoadOptions", "LoadResult", "Plan", "Progress", "Stopper", "descendants", "estimate_call_s",
-    "fd_limit_check", "plan", "proc_cpu_rss", "records_json", "run", "run_load", "virtual_driver_main",
+    "fd_limit_check", "plan", "proc_cpu_rss", "records_json", "run", "run_load",
 ]
 
 
@@ -144,9 +146,10 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
             with progress:
                 progress.phase = "running"
                 if plan_.mode == "virtual":
-                    await _run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
-                                       [m.pid for m in mocks] + ([proxy.pid] if proxy is not None else []),
-                                       app.pid or 0, token=config.get("control_token"))
+                    await run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
+                                      [m.pid for m in mocks] + ([proxy.pid] if proxy is not None else []),
+                                      app.pid or 0, run_dir, _distribution(plan_),
+                                      token=config.get("control_token"))
                 else:
                     await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir,
                                    token=config.get("control_token"))
@@ -162,6 +165,18 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
                 await app.stop()
                 result.app_output = [line for _, line in app.lines][-200:]
     return result
+
+
+def _distribution(plan_: Plan) -> Distribution:
+    """Where this run's Locust workers come from, with the ports it needs taken from the OS."""
+    from mock_api.running import free_port
+
+    o = plan_.options
+    host, port = master_address(o.master_bind) if o.master else ("127.0.0.1", 0)
+    needs_port = o.master or plan_.drivers > 1
+    return Distribution(processes=plan_.drivers, master=o.master, bind_host=host,
+                        bind_port=(port or free_port()) if needs_port else 0, expect_workers=o.expect_workers,
+                        web_port=(o.web_port or free_port()) if o.web else 0)
 
 
 async def _proxy_counts(result: LoadResult, proxy: Any) -> None:

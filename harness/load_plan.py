@@ -3,7 +3,7 @@
 :func:`plan` turns :class:`LoadOptions` into a :class:`Plan` (driver and SIP worker processes, start
 rate, time limits, file descriptors) or a :class:`LoadError` saying what to change, so a run that
 cannot work on this machine is refused before a call is placed. The sizing constants live here
-because the planner and the callers (:mod:`harness.load_virtual`, :mod:`harness.load_sip`) share them.
+because the planner and the callers (:mod:`harness.load_locust`, :mod:`harness.load_sip`) share them.
 
 "pjsua2 wheel item N" cites docs/architecture.md, 'What the pjsua2 wheel imposes'.
 """
@@ -67,7 +67,7 @@ class LoadOptions:
     csv: Path | None = None
     json: Path | None = None
     html: Path | None = None
-    processes: int | None = None  # virtual driver processes (default: one per 1,000 concurrent calls)
+    processes: int | None = None  # Locust workers forked for virtual calls (default: one per 1,000 in flight)
     mock_processes: int = 1  # mock shards for virtual calls (mock_api.shards), behind one base URL
     port: int = 0  # the mock's HTTP port (0: a free one)
     sip_port: int = 0
@@ -75,6 +75,11 @@ class LoadOptions:
     mock_config: Path | None = None  # extra mock settings (YAML/JSON), merged over the scenario's
     run_dir: Path | None = None
     progress: bool = True
+    master: bool = False  # virtual: Locust's master here, its workers `rtsip load --worker` processes
+    master_bind: str = "127.0.0.1:0"  # HOST:PORT the master listens on (port 0: a free one)
+    expect_workers: int = 1  # with master: start once this many workers have connected
+    web: bool = False  # virtual: serve Locust's web UI while the run goes
+    web_port: int = 0  # 0: a free one
 
 
 @dataclass
@@ -163,11 +168,17 @@ def plan(options: LoadOptions) -> Plan:
     spec = scenario.calls[0]
     mode = o.mode or spec.mode
     _check_mode(o, scenario, mode)
+    if mode == "sip" and (o.master or o.web):
+        raise LoadError("--master and --web drive virtual callers (Locust users); SIP callers run in this "
+                        "process: drop them, or use --mode virtual")
     cores = os.cpu_count() or 1
     notes: list[str] = []
     phone_workers = ingress_workers = 0
     if mode == "virtual":
         drivers, rate = _size_virtual(o, cores)
+        _check_locust(o)
+        if o.master:
+            drivers = o.expect_workers
     else:
         drivers = 1
         phone_workers, ingress_workers, rate = _size_sip(o, cores, notes)
@@ -238,9 +249,33 @@ def _size_virtual(o: LoadOptions, cores: int) -> tuple[int, float]:
     if o.mock_processes > o.concurrency:
         raise LoadError(f"--mock-processes {o.mock_processes} is more than --concurrency {o.concurrency}: "
                         "some mocks would never have a call")
-    # each driver feeds one shard: a multiple of the shards, so each gets the same share of the calls
-    drivers = min(-(-drivers // o.mock_processes) * o.mock_processes, o.concurrency)
-    return drivers, o.rate
+    return min(drivers, o.concurrency), o.rate
+
+
+def master_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``--master-bind``, ``--worker``) as a pair; LoadError when it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise LoadError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:5557)")
+    return host, int(port)
+
+
+def _check_locust(o: LoadOptions) -> None:
+    """The Locust flags of a virtual run (harness.load_locust)."""
+    if not o.master:
+        return
+    if o.processes is not None:
+        raise LoadError("--processes forks Locust workers here; with --master the workers are `rtsip load "
+                        "--worker` processes: give one or the other")
+    if o.expect_workers < 1:
+        raise LoadError(f"--expect-workers must be at least 1 (got {o.expect_workers})")
+    if o.expect_workers > o.concurrency:
+        raise LoadError(f"--expect-workers {o.expect_workers} is more than --concurrency {o.concurrency}: "
+                        "some workers would never have a user")
+    try:
+        master_address(o.master_bind)
+    except LoadError as exc:
+        raise LoadError(f"--master-bind: {exc}") from None
 
 
 def _size_sip(o: LoadOptions, cores: int, notes: list[str]) -> tuple[int, int, float]:

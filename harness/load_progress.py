@@ -3,12 +3,13 @@
 :class:`LoadResult` collects every call's record; :class:`Progress` shows counts and rolling
 percentiles; :class:`Stopper` turns Ctrl-C into "stop placing" then "cut off"; :class:`_Sampler`
 takes the CPU and RSS of each role's process tree (psutil) once per ``--interval``. Both kinds of
-callers (:mod:`harness.load_virtual`, :mod:`harness.load_sip`) report into these.
+callers (:mod:`harness.load_locust`, :mod:`harness.load_sip`) report into these.
 """
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,6 +31,13 @@ def _children_map() -> dict[int, list[int]]:
         if ppid is not None:
             out.setdefault(int(ppid), []).append(proc.pid)
     return out
+
+
+def _reaped_cpu() -> float:
+    """CPU seconds of this process's children that ended and were waited for (with theirs): the mock and the
+    app end only after the last sample, so during a run this is the drivers'."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def descendants(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
@@ -175,6 +183,7 @@ class _Sampler:
         self.result, self.roles, self.progress = result, roles, progress
         self.last: dict[str, float] = {}
         self.first: dict[str, float] = {}
+        self.reaped_at_start = _reaped_cpu()
         self.take()
 
     def take(self) -> None:
@@ -189,6 +198,8 @@ class _Sampler:
             if role == "load":  # this process and the driver / softphone workers it started
                 pids = [p for p in pids if p not in self._others(children)]
             cpu, rss = proc_cpu_rss(pids)
+            if role == "load":  # drivers that have ended (Locust, before the last sample) and were waited for
+                cpu += _reaped_cpu() - self.reaped_at_start
             self.first.setdefault(role, cpu)
             self.last[role] = cpu
             row[f"{role}_cpu_s"] = round(cpu, 3)

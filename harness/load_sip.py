@@ -12,8 +12,11 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from .caller_steps import drive
 from .control_walk import journal_wait, run_async
@@ -27,8 +30,84 @@ from .load_plan import (
     Plan,
 )
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
-from .load_virtual import _Control, _Inflight, _Pacer
 from .scenario import resolve_audio
+
+# ---- the control API client, the calls in flight, the pacing -------------------------------------------
+
+
+class _Control:
+    """The few control API requests a load driver needs, over one unlimited connection pool.
+
+    ``token``: the mock's control token (its config's ``control_token``; default ``$RTSIP_CONTROL_TOKEN``)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        from mock_api.client import TOKEN_ENV
+
+        self.url = url
+        token = token or os.environ.get(TOKEN_ENV)
+        self.headers = {"X-Rtsip-Token": token} if token else None
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False),
+                                          timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
+    async def req(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+        async with self.http.request(method, self.url + path, json=body, headers=self.headers,
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def view(self, call_id: str) -> Any:
+        from mock_api.control_models import CallView
+
+        status, body = await self.req("GET", f"/_mock/calls/{call_id}")
+        if status != 200:
+            raise RuntimeError(f"GET /_mock/calls/{call_id}: {status}")
+        return CallView.model_validate(body)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+class _Inflight:
+    """The calls in flight, each holding one of ``limit`` slots until its task ends, however it ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run ``call`` in a slot taken with ``slots.acquire()``; the slot is freed when it ends."""
+        task = asyncio.create_task(call)
+        self.tasks.add(task)
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.slots.release()
+
+    def cancel(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+
+    async def drain(self) -> None:
+        """Until every call has ended (a call's own failure is in its record, not raised here)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+class _Pacer:
+    """At most ``rate`` starts per second, never catching up in bursts."""
+
+    def __init__(self, rate: float, start: float) -> None:
+        self.gap = 1.0 / rate
+        self.next = start
+
+    async def wait(self) -> None:
+        now = time.time()
+        if now < self.next:
+            await asyncio.sleep(self.next - now)
+        self.next = max(self.next, time.time()) + self.gap
+
+
+# ---- SIP calls -----------------------------------------------------------------------------------------
 
 
 def _sip_call_error(rec: CallRecord, error: str | None, sip_status: int | None) -> str | None:

@@ -17,10 +17,18 @@ Rules:
    scenario, a scenario that needs SIP, the SIP caller (not built), more users or workers than calls.
 6. The caller's steps are the walk every virtual caller takes (:func:`harness.control_walk.virtual_call`),
    carried out by :func:`harness.control_walk.run_blocking`: a gevent greenlet cannot await.
+7. The budget paces the calls, not Locust's spawn rate: each ticket carries the earliest time its call may
+   start, at most ``rate`` starts a second over every worker and never in a burst to catch up, so
+   ``rtsip load --rate`` means the same on one process or many. Past ``stop_at`` no ticket is handed out.
+8. A run that keeps records (``--rtsip-records FILE``, what ``rtsip load`` reads) has the master or the
+   local runner write one JSON line per ticket handed out and per call back (:func:`record_line`); a
+   worker sends its calls' records to the master with the ``done`` message.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,28 +43,50 @@ JOURNAL_TYPE = "journal"  # request_type of a latency read from the call's journ
 # ---- rule 2 and 3: the budget of calls -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """One call's place in the run: its index, and when it may start (rule 7)."""
+
+    index: int
+    start_at: float  # wall clock, unix seconds
+
+
 @dataclass
 class CallBudget:
-    """Tickets for ``total`` calls (0: no limit), handed out once each, and the calls that came back."""
+    """Tickets for ``total`` calls (0: no limit), handed out once each, and the calls that came back.
+
+    ``rate`` (calls per second over every worker, 0: no pacing) spaces the tickets' start times without
+    catching up in bursts; no ticket is handed out past ``stop_at`` (``rtsip load --duration``)."""
 
     total: int
+    rate: float = 0.0
+    stop_at: float = math.inf
     issued: int = 0
     done: int = 0
+    next_start: float = 0.0
 
-    def take(self) -> int | None:
-        """The next call's index, or None when every call has been handed out."""
-        if self.total and self.issued >= self.total:
+    def take(self, now: float = 0.0) -> Ticket | None:
+        """The next call's ticket, or None when every call has been handed out or the time is up."""
+        if self.closed(now):
             return None
+        start = max(self.next_start, now)
+        if start > self.stop_at:
+            return None
+        self.next_start = start + (1.0 / self.rate if self.rate > 0 else 0.0)
         self.issued += 1
-        return self.issued - 1
+        return Ticket(self.issued - 1, start)
+
+    def closed(self, now: float) -> bool:
+        """No more tickets: all handed out, or past ``stop_at``."""
+        return bool(self.total and self.issued >= self.total) or now > self.stop_at
 
     def finish(self) -> None:
         """A call that had a ticket has ended (completed or failed)."""
         self.done += 1
 
-    def finished(self, reported: int) -> bool:
-        """Every call is placed, back, and in the stats (``reported``: the ``call`` events counted)."""
-        return bool(self.total) and self.done >= self.total and reported >= self.total
+    def finished(self, reported: int, now: float = 0.0) -> bool:
+        """Every call is handed out, back, and in the stats (``reported``: the ``call`` events counted)."""
+        return self.closed(now) and self.done >= self.issued and reported >= self.issued
 
 
 # ---- rule 4: a call as Locust request events -----------------------------------------------------------
@@ -124,3 +154,14 @@ def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[
     if setup.calls and setup.workers > setup.calls:
         return f"{setup.workers} workers for --rtsip-calls {setup.calls}: some workers would never call"
     return None
+
+
+# ---- rule 8: the records file ----------------------------------------------------------------------------
+
+
+def record_line(kind: str, index: int, t: float, record: dict[str, object] | None = None) -> str:
+    """One line of the records file: ``placed`` (a ticket handed out, ``t`` its start) or ``done``."""
+    line: dict[str, object] = {"kind": kind, "index": index, "t": round(t, 4)}
+    if record is not None:
+        line["record"] = record
+    return json.dumps(line, separators=(",", ":")) + "\n"

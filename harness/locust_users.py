@@ -1,4 +1,5 @@
-"""rtsip callers as Locust users: :class:`VirtualCaller` (and :class:`SipCaller`, which refuses: not built yet).
+"""rtsip callers as Locust users: :class:`VirtualCaller`, which ``rtsip load`` runs (and :class:`SipCaller`,
+which refuses: not built yet).
 
 The rules are in :mod:`harness.locust_core`; this module is the Locust and gevent side of them.
 
@@ -9,22 +10,24 @@ the same as ``rtsip load``'s, and so are the requests they make (one sans-I/O wa
 :mod:`harness.control_walk`, run here by ``run_blocking``), and each call's figures come from its journal as there.
 
 Configuration: ``--host`` is the mock's URL (``http://127.0.0.1:8765`` or its ``.../v1`` base URL), and
-three options of our own, each also an environment variable: ``--rtsip-scenario FILE``
-(``RTSIP_SCENARIO``), ``--rtsip-calls N`` (``RTSIP_CALLS``, 0: no limit) and ``--rtsip-control-token``
-(``RTSIP_CONTROL_TOKEN``). The master sends them to its workers; the scenario file must be at the same
-path on every worker host.
+options of our own: ``--rtsip-scenario FILE`` (``RTSIP_SCENARIO``), ``--rtsip-calls N`` (``RTSIP_CALLS``,
+0: no limit), ``--rtsip-control-token`` (``RTSIP_CONTROL_TOKEN``), and those ``rtsip load`` sets when it
+runs Locust (:mod:`harness.load_locust`): ``--rtsip-rate``, ``--rtsip-duration``, ``--rtsip-mocks``,
+``--rtsip-mock-has-scenario``, ``--rtsip-records``. The master sends them to its workers; the scenario
+file must be at the same path on every worker host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import gevent
 import gevent.event
@@ -41,7 +44,7 @@ from mock_api.control_models import CallView
 from .control_walk import run_blocking, virtual_call
 from .load_metrics import CallRecord, extract, failure
 from .load_plan import SETTLE_S, sip_needs
-from .locust_core import CALL_TYPE, CallBudget, Setup, refusal, request_events
+from .locust_core import CALL_TYPE, CallBudget, Setup, Ticket, record_line, refusal, request_events
 from .scenario import CallSpec, Scenario, load_scenario
 
 log = logging.getLogger("rtsip.locust")
@@ -62,6 +65,16 @@ def add_arguments(parser: Any) -> None:
                        help="Calls to place over all workers, then stop the run (0: until --run-time or Ctrl-C).")
     parser.add_argument("--rtsip-control-token", env_var=TOKEN_ENV, default="", is_secret=True,
                        help="The mock's control token, when it was started with --control-token.")
+    parser.add_argument("--rtsip-rate", type=float, default=0.0,
+                       help="At most this many new calls a second over all workers (0: as fast as users free up).")
+    parser.add_argument("--rtsip-duration", type=float, default=0.0,
+                       help="Place no call after this many seconds from the start (0: no limit).")
+    parser.add_argument("--rtsip-mocks", default="", include_in_web_ui=False,
+                       help="Comma-separated mock URLs the calls go to in turn (default: --host).")
+    parser.add_argument("--rtsip-mock-has-scenario", action="store_true", include_in_web_ui=False,
+                       help="The mock was started with the scenario's mock config: calls carry only their own faults.")
+    parser.add_argument("--rtsip-records", default="", include_in_web_ui=False,
+                       help="Append one JSON line per call placed and per call back to this file (rtsip load).")
 
 
 def mock_url(host: str | None) -> str:
@@ -105,18 +118,20 @@ class _Overran(Exception):
     """The call's steps ran past ``max_duration_s`` + 20 s."""
 
 
-def place_call(control: Control, scenario: Scenario, base: Path, index: int) -> CallRecord:
-    """One call as ``rtsip load --mode virtual`` places it: start, steps, hangup, then its journal's figures.
+def place_call(control: Control, scenario: Scenario, base: Path, index: int,
+               mock_has_scenario: bool = False) -> CallRecord:
+    """One call of the scenario's first call: start, steps, hangup, then its journal's figures.
 
-    The scenario's ``mock.script`` and ``mock.faults`` go with the call (``POST /_mock/calls`` takes them), as
-    ``rtsip load`` puts them in the config of the mock it starts: here the mock is the user's."""
+    The scenario's ``mock.script`` and ``mock.faults`` go with the call (``POST /_mock/calls`` takes them)
+    unless the mock was started with them (``mock_has_scenario``, as ``rtsip load`` starts it)."""
     spec: CallSpec = scenario.calls[0]
     rec = CallRecord(index=index, start=time.time())
     error: str | None = None
+    faults = spec.faults if mock_has_scenario else [*scenario.mock.faults, *spec.faults]
     body: dict[str, Any] = {"from": spec.from_, "to": spec.to, "headers": spec.headers,
-                            "faults": [f.model_dump() for f in [*scenario.mock.faults, *spec.faults]]}
+                            "faults": [f.model_dump() for f in faults]}
     script = scenario.mock.script.model_dump(exclude_defaults=True)
-    if script:
+    if script and not mock_has_scenario:
         body["script"] = script
     try:
         with gevent.Timeout(spec.max_duration_s + 20, _Overran()):
@@ -155,13 +170,20 @@ def place_call(control: Control, scenario: Scenario, base: Path, index: int) -> 
 
 @dataclass
 class _Run:
-    """What every node keeps for one test: the scenario, and the budget (master or local runner only)."""
+    """What every node keeps for one test: the scenario, and the budget and records file (master or local
+    runner only)."""
 
     scenario: Scenario
     base: Path
     budget: CallBudget | None
     tickets: dict[int, gevent.event.AsyncResult]  # a worker's users waiting for the master's answer
+    records: IO[str] | None = None
+    workers: dict[str, int] = field(default_factory=dict)  # a worker's node id → its number in the records
     next_id: int = 0
+
+    def write(self, kind: str, index: int, t: float, record: dict[str, Any] | None = None) -> None:
+        if self.records is not None:
+            self.records.write(record_line(kind, index, t, record))
 
 
 _runs: weakref.WeakKeyDictionary[Environment, _Run] = weakref.WeakKeyDictionary()
@@ -217,10 +239,25 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
             raise StopTest(f"rtsip: {why}")
     scenario = _load(path)
     base = Path(scenario.source or path).parent.resolve()
-    budget = CallBudget(calls) if not isinstance(runner, WorkerRunner) else None
-    _runs[environment] = _Run(scenario, base, budget, {})
-    if budget is not None and calls:
+    budget = records = None
+    if not isinstance(runner, WorkerRunner):
+        duration = float(getattr(o, "rtsip_duration", 0) or 0)
+        now = time.time()
+        budget = CallBudget(calls, float(getattr(o, "rtsip_rate", 0) or 0),
+                            now + duration if duration > 0 else math.inf, next_start=now)
+        path_out = str(getattr(o, "rtsip_records", "") or "")
+        records = open(path_out, "a", buffering=1, encoding="utf-8") if path_out else None  # noqa: SIM115
+    _runs[environment] = _Run(scenario, base, budget, {}, records)
+    if budget is not None and (calls or budget.stop_at < math.inf):
         gevent.spawn(_quit_when_done, environment, budget, scenario.name)
+
+
+@events.quit.add_listener
+def _on_quit(**_kw: Any) -> None:
+    for run in list(_runs.values()):
+        if run.records is not None:
+            run.records.close()
+            run.records = None
 
 
 def _load(path: str) -> Scenario:
@@ -234,59 +271,74 @@ def _quit_when_done(environment: Environment, budget: CallBudget, name: str) -> 
     while True:
         gevent.sleep(WATCH_EVERY_S)
         entry = environment.stats.entries.get((name, CALL_TYPE))
-        if budget.finished(entry.num_requests if entry is not None else 0):
+        if budget.finished(entry.num_requests if entry is not None else 0, time.time()):
             log.info("rtsip: %d calls placed and back; stopping", budget.done)
             # Locust's --csv writer snapshots the stats on its own clock and not at quit: one more period
             # of it, so the files hold the last calls too
             gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.5)
             runner.quit()
+            if environment.web_ui is not None:  # with the UI (--autostart), Locust's main waits for it too
+                environment.web_ui.stop()
             return
+
+
+def _take(run: _Run) -> Ticket | None:
+    """Rule 2 and 7 on the master or the local runner: a ticket, its ``placed`` line in the records."""
+    assert run.budget is not None
+    ticket = run.budget.take(time.time())
+    if ticket is not None:
+        run.write("placed", ticket.index, ticket.start_at)
+    return ticket
 
 
 def _on_want(environment: Environment, msg: Any, **_kw: Any) -> None:
     run = _runs.get(environment)
-    index = run.budget.take() if run is not None and run.budget is not None else None
+    ticket = _take(run) if run is not None and run.budget is not None else None
     runner = environment.runner
     assert isinstance(runner, MasterRunner)
-    runner.send_message(GRANT, {"id": msg.data["id"], "index": index}, client_id=msg.node_id)
+    runner.send_message(GRANT, {"id": msg.data["id"], "index": ticket.index if ticket else None,
+                                "start_at": ticket.start_at if ticket else 0.0}, client_id=msg.node_id)
 
 
 def _on_done(environment: Environment, msg: Any, **_kw: Any) -> None:
     run = _runs.get(environment)
-    if run is not None and run.budget is not None:
-        run.budget.finish()
+    if run is None or run.budget is None:
+        return
+    run.budget.finish()
+    record = (msg.data or {}).get("record")
+    if record is not None:
+        record["worker"] = run.workers.setdefault(msg.node_id, len(run.workers))
+        run.write("done", int(record["index"]), time.time(), record)
 
 
 def _on_grant(environment: Environment, msg: Any, **_kw: Any) -> None:
     run = _runs.get(environment)
     waiting = run.tickets.pop(int(msg.data["id"]), None) if run is not None else None
     if waiting is not None:
-        waiting.set(msg.data["index"])
+        index = msg.data["index"]
+        waiting.set(None if index is None else Ticket(int(index), float(msg.data["start_at"])))
 
 
-def _ticket(environment: Environment, run: _Run) -> int | None:
-    """Rule 2: this call's index from the budget (the master's, over a round trip, on a worker)."""
-    calls = int(getattr(_options(environment), "rtsip_calls", 0) or 0)
-    if not calls:
-        run.next_id += 1
-        return run.next_id - 1
+def _ticket(environment: Environment, run: _Run) -> Ticket | None:
+    """Rule 2: this call's ticket from the budget (the master's, over a round trip, on a worker)."""
     if run.budget is not None:
-        return run.budget.take()
+        return _take(run)
     runner = environment.runner
     assert isinstance(runner, WorkerRunner)
     run.next_id += 1
     waiting: gevent.event.AsyncResult = gevent.event.AsyncResult()
     run.tickets[run.next_id] = waiting
     runner.send_message(WANT, {"id": run.next_id})
-    index: int | None = waiting.get(timeout=TICKET_WAIT_S)
-    return index
+    ticket: Ticket | None = waiting.get(timeout=TICKET_WAIT_S)
+    return ticket
 
 
-def _returned(environment: Environment, run: _Run) -> None:
+def _returned(environment: Environment, run: _Run, record: CallRecord) -> None:
     if run.budget is not None:
         run.budget.finish()
+        run.write("done", record.index, time.time(), record.to_json())
     elif isinstance(environment.runner, WorkerRunner):
-        environment.runner.send_message(DONE, {})
+        environment.runner.send_message(DONE, {"record": record.to_json()})
 
 
 # ---- the users ---------------------------------------------------------------------------------------------
@@ -299,11 +351,15 @@ class VirtualCaller(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        token = str(getattr(_options(self.environment), "rtsip_control_token", "") or "") or None
-        self.control = Control(mock_url(self.environment.host), token)
+        o = _options(self.environment)
+        token = str(getattr(o, "rtsip_control_token", "") or "") or None
+        urls = [u for u in str(getattr(o, "rtsip_mocks", "") or "").split(",") if u] or [self.environment.host]
+        self.controls = [Control(mock_url(u), token) for u in urls]
+        self.mock_has_scenario = bool(getattr(o, "rtsip_mock_has_scenario", False))
 
     def on_stop(self) -> None:
-        self.control.close()
+        for control in self.controls:
+            control.close()
 
     @task
     def call(self) -> None:
@@ -311,17 +367,19 @@ class VirtualCaller(User):
         if run is None:
             raise StopUser()
         try:
-            index = _ticket(self.environment, run)
+            ticket = _ticket(self.environment, run)
         except gevent.Timeout:
-            index = None
-        if index is None:
+            ticket = None
+        if ticket is None:
             raise StopUser()
-        record = place_call(self.control, run.scenario, run.base, index)
+        gevent.sleep(max(0.0, ticket.start_at - time.time()))  # rule 7
+        control = self.controls[ticket.index % len(self.controls)]
+        record = place_call(control, run.scenario, run.base, ticket.index, self.mock_has_scenario)
         for ev in request_events(record, run.scenario.name):
             self.environment.events.request.fire(request_type=ev.request_type, name=ev.name,
                                                  response_time=ev.response_time, response_length=0,
                                                  exception=ev.exception, context={})
-        _returned(self.environment, run)
+        _returned(self.environment, run, record)
 
 
 class SipCaller(User):

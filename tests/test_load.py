@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -138,6 +139,10 @@ def test_percentile_is_nearest_rank() -> None:
     ({"mock_processes": 17}, "--mock-processes must be between 1 and 16"),
     ({"mock_processes": 6, "concurrency": 5}, "some mocks would never have a call"),
     ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 2.0, "mock_processes": 2}, "virtual mode only"),
+    ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 2.0, "master": True}, "--master and --web drive virtual"),
+    ({"master": True, "processes": 2}, "give one or the other"),
+    ({"master": True, "expect_workers": 6}, "some workers would never have a user"),
+    ({"master": True, "master_bind": "nowhere"}, "--master-bind: 'nowhere' is not HOST:PORT"),
 ])
 def test_impossible_numbers_are_rejected(kw: dict[str, object], needle: str) -> None:
     with pytest.raises(LoadError, match=needle.replace("(", r"\(")):
@@ -188,6 +193,22 @@ def test_ports_left_in_time_wait_are_not_taken() -> None:
 def _cli(*args: str, pre: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
     cmd = f"{pre} exec {sys.executable} -m harness.cli load " + " ".join(args)
     return subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ("", "give a SCENARIO file (or --worker HOST:PORT"),
+    (f"{ONE_TURN} --expect-workers 3", "--master-bind and --expect-workers go with --master"),
+    ("--worker nowhere", "--worker: 'nowhere' is not HOST:PORT"),
+    ("--worker 127.0.0.1:{port}", "no master answers there"),
+    (f"{ONE_TURN} --worker 127.0.0.1:{{port}}", "--worker takes no SCENARIO"),
+])
+def test_locust_flags_bad_input_is_one_line_before_anything_starts(args: str, needle: str) -> None:
+    with socket.socket() as s:  # a port nobody listens on: bound, not listening
+        s.bind(("127.0.0.1", 0))
+        res = _cli(args.format(port=s.getsockname()[1]), "--no-progress")
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr and "rtsip mock ready" not in res.stdout + res.stderr
 
 
 def test_too_few_file_descriptors_is_rejected_before_any_call() -> None:
@@ -247,7 +268,7 @@ async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> N
     """The app keeps one base URL; each call's REST and WebSocket traffic reaches the mock that made it."""
     o = _opts(calls=60, concurrency=30, rate=30.0, mock_processes=2, run_dir=tmp_path / "run")
     p = plan(o)
-    assert p.mock_shards == 2 and p.drivers >= 2
+    assert p.mock_shards == 2  # calls go to the mocks in turn, by their index
     pids: dict[str, int] = {}
     result = await run_load(p, on_started=pids.update)
     data = to_json(result)
@@ -353,6 +374,81 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["aborted"] and data["calls"]["lost"] == 0
     assert data["calls"]["completed"] + data["calls"]["failed"] == data["calls"]["placed"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_master_here_and_two_workers_place_every_call_once(tmp_path: Path) -> None:
+    """rtsip load --master waits for two `rtsip load --worker` processes; the calls, counted once each, come
+    back from both workers through the master, which ends them when it is done."""
+    out = tmp_path / "r.json"
+    master = subprocess.Popen([sys.executable, "-m", "harness.cli", "load", str(ONE_TURN), "--calls", "12",
+                               "--concurrency", "6", "--rate", "12", "--master", "--expect-workers", "2",
+                               "--no-progress", "--json", str(out), "--run-dir", str(tmp_path / "run")],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        assert master.stderr is not None
+        where = ""
+        for line in master.stderr:  # the master says where it listens once the mock and the app are up
+            m = re.search(r"Locust master at (\S+):", line)
+            if m:
+                where = m[1]
+                break
+        assert where.startswith("127.0.0.1:")
+        workers = [subprocess.Popen([sys.executable, "-m", "harness.cli", "load", "--worker", where], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        assert master.wait(timeout=180) == 0, master.stderr.read()[-2000:]
+        assert [w.wait(timeout=60) for w in workers] == [0, 0]  # the master's quit ends its workers
+    finally:
+        for proc in [master, *workers]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    data = json.loads(out.read_text())
+    _check_accounting(data)
+    assert data["calls"]["placed"] == 12 and data["calls"]["completed"] == 12, data["failures"]
+    assert sorted(r["index"] for r in data["records"]) == list(range(12))
+    assert len({r["call_id"] for r in data["records"]}) == 12
+    assert {r["worker"] for r in data["records"]} == {0, 1}  # both workers placed calls
+    assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 12
+    with (tmp_path / "run" / "locust_stats.csv").open() as f:  # Locust's own statistics agree
+        rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+    assert int(rows[("call", "load-one-turn")]["Request Count"]) == 12
+
+
+@pytest.mark.timeout(180)
+async def test_web_ui_shows_the_run_while_it_goes(tmp_path: Path) -> None:
+    """--web: Locust's UI answers with the run's live statistics, and the run still ends by itself."""
+    import aiohttp
+
+    from mock_api.running import free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "harness.cli", "load", str(ONE_TURN), "--calls", "6", "--concurrency", "3", "--rate",
+        "6", "--web", "--web-port", str(port), "--no-progress", "--json", str(tmp_path / "r.json"), cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    seen: dict[str, object] = {}
+    try:
+        async with aiohttp.ClientSession() as http:
+            while proc.returncode is None and not seen:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/stats/requests") as resp:
+                        body = await resp.json()
+                        if resp.status == 200 and body.get("state") == "running" and body.get("user_count"):
+                            seen = body
+                except aiohttp.ClientError:  # not listening yet: the mock and the app start first
+                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.25)
+        assert await asyncio.wait_for(proc.wait(), 150) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert seen.get("user_count") == 3, seen
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["calls"]["completed"] == 6 and any(f"127.0.0.1:{port}" in n for n in data["notes"])
 
 
 def running(pid: int, within_s: float) -> bool:

@@ -35,16 +35,32 @@ LOCUSTFILE = ROOT / "harness" / "locustfile.py"
 
 def test_budget_hands_out_each_call_once_and_finishes_when_all_are_counted() -> None:
     budget = CallBudget(3)
-    assert [budget.take() for _ in range(5)] == [0, 1, 2, None, None]
+    assert [t.index if t else None for t in (budget.take() for _ in range(5))] == [0, 1, 2, None, None]
     for _ in range(3):
         assert not budget.finished(reported=3)
         budget.finish()
     assert not budget.finished(reported=2)  # back, but not all in the master's stats yet
     assert budget.finished(reported=3)
     unlimited = CallBudget(0)
-    assert [unlimited.take() for _ in range(3)] == [0, 1, 2]
+    assert [t.index if t else None for t in (unlimited.take() for _ in range(3))] == [0, 1, 2]
     unlimited.finish()
     assert not unlimited.finished(reported=1)
+
+
+def test_budget_paces_the_starts_without_catching_up_and_stops_at_its_time() -> None:
+    """rtsip load --rate R --duration S on any number of workers: tickets start 1/R apart, a late ask starts
+    at once (no burst to make up for it), and none is handed out past S."""
+    budget = CallBudget(10, rate=4.0, stop_at=101.2, next_start=100.0)
+    starts = [t.start_at for t in (budget.take(100.0) for _ in range(3)) if t]
+    assert starts == [100.0, 100.25, 100.5]
+    late = budget.take(100.9)  # asked after its slot: starts now, the next one a gap later
+    assert late is not None and late.start_at == 100.9
+    assert budget.take(100.9) is not None and budget.next_start == pytest.approx(101.4)
+    assert budget.take(100.95) is None  # its start (101.4 at the soonest) is past stop_at
+    assert budget.closed(101.5) and budget.issued == 5
+    for _ in range(5):
+        budget.finish()
+    assert budget.finished(reported=5, now=101.5)  # closed by time: every ticket handed out is back
 
 
 def test_a_call_becomes_one_call_event_and_one_event_per_journal_sample() -> None:
