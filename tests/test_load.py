@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -400,7 +401,8 @@ def test_master_here_and_two_workers_place_every_call_once(tmp_path: Path) -> No
         assert master.wait(timeout=180) == 0, master.stderr.read()[-2000:]
         assert [w.wait(timeout=60) for w in workers] == [0, 0]  # the master's quit ends its workers
     finally:
-        for proc in [master, *workers]:
+        procs: list[subprocess.Popen[Any]] = [master, *workers]
+        for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
