@@ -57,7 +57,7 @@ from .live.validation import Wire
 from .realtime.upgrade import AUTH_CLOSE, MISSING_KEY_MESSAGE
 from .server import SERVER_KEY, MockServer, api_style, request_key
 from .session_host import SEND_QUEUE_FULL
-from .ws import BUG_CLOSE, PING_INTERVAL_S, SESSION_LIMIT_CLOSE, _too_big, handshake_headers
+from .ws import BUG_CLOSE, CONNECTION_RESET, PING_INTERVAL_S, SESSION_LIMIT_CLOSE, _too_big, handshake_headers
 
 PREFIXES = ("/v1", "/openai/v1")  # GPT-Live has no AzureOpenAI api-version paths
 
@@ -165,6 +165,8 @@ async def _pump(ws: web.WebSocketResponse, server: MockServer, host: live_host.L
                 break
             else:
                 break
+    except ConnectionResetError:  # aiohttp answered a ping on a transport already closing: the client is gone
+        sb.ending = sb.ending or CONNECTION_RESET
     finally:
         host.detach(sb)
         # journaled before any await: aiohttp cancels this handler once the connection is gone

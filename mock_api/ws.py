@@ -42,6 +42,9 @@ INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."  # how a browser's WebSocket 
 WS_KEY: web.AppKey[Registry] = web.AppKey("rtsip_ws")
 
 
+CONNECTION_RESET = "connection reset"  # the reason journaled when the client's connection went while we read it
+
+
 def _too_big(error: object) -> bool:
     """aiohttp refused a frame over ``max_msg_size`` (it has closed the socket with 1009)."""
     code = getattr(error, "code", None)
@@ -225,6 +228,8 @@ async def _pump(request: web.Request, ws: web.WebSocketResponse, server: MockSer
                 break
             else:
                 break
+    except ConnectionResetError:  # aiohttp answered a ping on a transport already closing: the client is gone
+        host.ending.setdefault(ws, CONNECTION_RESET)
     finally:
         if drop_handle is not None:
             drop_handle.cancel()
