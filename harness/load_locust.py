@@ -4,7 +4,7 @@ The callers are :class:`harness.locust_users.VirtualCaller` users of one ``locus
 by the load process (``--processes K`` forks Locust's own workers when the plan wants more than one
 core; ``--master`` waits for workers started elsewhere with ``rtsip load --worker``). Locust spawns the
 users, spreads them over its workers and keeps its own statistics, CSV and HTML (in the run directory);
-the budget of calls and their pacing are the master's (:mod:`harness.locust_core`, rules 2, 7 and 8).
+the budget of calls and their pacing are the master's (:mod:`harness.locust_core`, rules 2, 7 and 9).
 
 This process decides nothing about the calls: it starts Locust, reads back each call's record from the
 records file the master writes, feeds the progress display and the CPU sampler, and on Ctrl-C or the

@@ -104,14 +104,7 @@ class Plan:
     def caller_numbers(self) -> Iterator[str]:
         """One distinct E.164 number (+1 NXX NXX XXXX) per SIP call, in order, from the scenario's seed: an
         app that routes or logs by caller sees a caller per call, as through a carrier, and a rerun sees the same."""
-        fake = Faker()
-        fake.seed_instance(self.scenario.seed)
-        seen: set[str] = set()
-        while True:
-            number = f"+1{fake.random_int(2, 9)}{fake.numerify('##')}{fake.random_int(2, 9)}{fake.numerify('######')}"
-            if number not in seen:
-                seen.add(number)
-                yield number
+        return caller_numbers(self.scenario.seed)
 
 
 # ---- bad input -------------------------------------------------------------------------------------
@@ -131,6 +124,18 @@ def sip_needs(scenario: Scenario) -> list[str]:
     if e.time_to_first_audio_ms is not None:
         out.append("expect.time_to_first_audio_ms (measured by a SIP caller)")
     return out
+
+
+def caller_numbers(seed: int | None) -> Iterator[str]:
+    """Distinct E.164 numbers (+1 NXX NXX XXXX) from ``seed``, the same on every run with that seed."""
+    fake = Faker()
+    fake.seed_instance(seed)
+    seen: set[str] = set()
+    while True:
+        number = f"+1{fake.random_int(2, 9)}{fake.numerify('##')}{fake.random_int(2, 9)}{fake.numerify('######')}"
+        if number not in seen:
+            seen.add(number)
+            yield number
 
 
 def _taken(port: int, kind: int = socket.SOCK_STREAM) -> bool:

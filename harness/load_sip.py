@@ -12,7 +12,8 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from .load_plan import (
     Plan,
 )
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
-from .scenario import resolve_audio
+from .scenario import CallSpec, resolve_audio
 
 # ---- the control API client, the calls in flight, the pacing -------------------------------------------
 
@@ -125,46 +126,67 @@ def _sip_call_error(rec: CallRecord, error: str | None, sip_status: int | None) 
     return None
 
 
-async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progress, stopper: Stopper,
-                   app_pid: int, run_dir: Path, token: str | None = None) -> None:
-    from .softphone import Softphone
+@dataclass
+class IngressSlots:
+    """The mock's SIP ingress workers and the calls each holds: a new call fills one worker before the next.
 
-    o = plan_.options
-    control = _Control(mock.url, token)
-    _status, body = await control.req("GET", "/_mock/sip")
-    contacts = [(int(w["index"]), str(w["contact"])) for w in body.get("workers", []) if w.get("contact")]
-    contacts = contacts or [(0, mock.ready["sip"])]
-    caps = {w: CALLS_PER_SIP_WORKER - (1 if w == 0 else 0) for w, _ in contacts}
-    load = {w: 0 for w, _ in contacts}
-    run_id = uuid.uuid4().hex[:8]
-    log = await asyncio.to_thread(open, run_dir / "softphone.log", "a")
-    phone = Softphone(ca=mock.ready["ca"], workers=plan_.phone_workers, state_dir=run_dir / "phone", record=False,
-                      frame_ms=SIP_LOAD_CALLER_FRAME_MS, media=SIP_LOAD_MEDIA,
-                      stderr=log)
-    inflight = _Inflight(o.concurrency)
-    t0 = time.time() + 0.5
-    pacer = _Pacer(plan_.rate, t0)
-    resolver = _SipResolver(control)
-    sampler = _Sampler(result, {"mock": [mock.pid], "app": [app_pid], "load": [os.getpid()]}, progress)
-    progress.t0 = t0
-    spec = plan_.spec
-    base = Path(plan_.scenario.source or o.scenario).parent.resolve()
+    Why: the RTP between two processes then wakes each of them once per packet time for all their calls
+    (bench_sip: crossing every caller process with every ingress process cost ~40 % more RTP CPU). Worker
+    0 keeps a slot free for the front door. Whoever hands out calls owns this: ``rtsip load --mode sip``,
+    or the Locust master for every ``SipCaller``."""
 
-    def _free_slot(worker: int) -> None:
-        load[worker] -= 1
+    contacts: dict[int, str]  # ingress worker index → its contact URI
+    load: dict[int, int] = field(default_factory=dict)
 
-    async def one(index: int, worker: int, uri: str, number: str) -> None:
+    @classmethod
+    def from_status(cls, status: dict[str, Any], front: str | None = None) -> IngressSlots:
+        """From ``GET /_mock/sip``'s answer (``front``: the URI to use when it lists no worker contact)."""
+        contacts = {int(w["index"]): str(w["contact"]) for w in status.get("workers", []) if w.get("contact")}
+        return cls(contacts or {0: str(front or status.get("uri"))})
+
+    def cap(self, worker: int) -> int:
+        return CALLS_PER_SIP_WORKER - (1 if worker == 0 else 0)
+
+    def take(self) -> tuple[int, str]:
+        """The worker for the next call (the fullest one with room; the least loaded when all are full)."""
+        load = {w: self.load.get(w, 0) for w in self.contacts}
+        room = [w for w in load if load[w] < self.cap(w)]
+        worker = max(room, key=lambda w: (load[w], -w)) if room else min(load, key=lambda w: load[w])
+        self.load[worker] = load[worker] + 1
+        return worker, self.contacts[worker]
+
+    def free(self, worker: int) -> None:
+        if self.load.get(worker, 0) > 0:
+            self.load[worker] -= 1
+
+
+class SipDialer:
+    """Places one SIP load call and returns its record: the softphone's INVITE tagged with a marker header,
+    the scenario's steps, the caller's RTP figures, then the mock's view of the call found by the marker.
+    Used by ``rtsip load --mode sip`` and by the Locust ``SipCaller``'s host process."""
+
+    def __init__(self, phone: Any, control: _Control, spec: CallSpec, base: Path, phone_workers: int,
+                 max_call_s: float) -> None:
+        self.phone, self.control, self.spec, self.base = phone, control, spec, base
+        self.phone_workers, self.max_call_s = phone_workers, max_call_s
+        self.resolver = _SipResolver(control)
+        self.run_id = uuid.uuid4().hex[:8]
+
+    async def call(self, index: int, worker: int, uri: str, number: str,
+                   ended: Callable[[], object] | None = None) -> CallRecord:
+        """``ended``: called once the caller's side of the call is over (its ingress slot frees soon after)."""
+        spec = self.spec
         rec = CallRecord(index=index, worker=worker, start=time.time())
-        marker = f"{run_id}-{index}"
+        marker = f"{self.run_id}-{index}"
         error: str | None = None
         call = None
         try:
-            async with asyncio.timeout(plan_.max_call_s + 30):
-                call = await phone.call(uri, headers={**spec.headers, "X-Rtsip-Load": marker}, record=False,
-                                        prefer_worker=worker % plan_.phone_workers, from_uri=f"tel:{number}",
-                                        display_name=spec.display_name)
+            async with asyncio.timeout(self.max_call_s + 30):
+                call = await self.phone.call(uri, headers={**spec.headers, "X-Rtsip-Load": marker}, record=False,
+                                             prefer_worker=worker % self.phone_workers, from_uri=f"tel:{number}",
+                                             display_name=spec.display_name)
                 if await call.answered(timeout=20):
-                    await drive(spec.steps, _SipTarget(call, base, resolver, marker), spec.max_duration_s)
+                    await drive(spec.steps, _SipTarget(call, self.base, self.resolver, marker), spec.max_duration_s)
                     with contextlib.suppress(Exception):
                         st = await call.stats()
                         rec.rtp = {k: int(v) for k, v in st.items() if isinstance(v, int | float)}
@@ -178,16 +200,16 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
         except Exception as exc:
             error = f"driver: {type(exc).__name__}: {str(exc)[:160]}"
         finally:
-            # the ingress worker frees its slot a little after our side has ended
-            asyncio.get_running_loop().call_later(1.0, _free_slot, worker)
+            if ended is not None:
+                ended()
         sip_status = call.final_status if call is not None else None
         with contextlib.suppress(Exception):
             async with asyncio.timeout(15):
-                call_id = await resolver.find(marker, timeout=5)
+                call_id = await self.resolver.find(marker, timeout=5)
                 if call_id is not None:
                     rec.call_id = call_id
                     await asyncio.sleep(SETTLE_S)
-                    view = await control.view(call_id)
+                    view = await self.control.view(call_id)
                     rec.metrics = extract(view)
                     rec.state = view.state
                     rec.turns = len(rec.metrics.get("speech_end_to_audio_ms", []))
@@ -195,6 +217,37 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
                     rec.rtp.update(ingress_rtp(view))
         error = _sip_call_error(rec, error, sip_status)
         rec.ok, rec.reason, rec.end = error is None, error, time.time()
+        return rec
+
+
+def load_phone(ca: str, workers: int, state_dir: Path, stderr: Any) -> Any:
+    """The softphone pool of SIP load callers: media handed to Python every 200 ms, no recording."""
+    from .softphone import Softphone
+
+    return Softphone(ca=ca, workers=workers, state_dir=state_dir, record=False, frame_ms=SIP_LOAD_CALLER_FRAME_MS,
+                     media=SIP_LOAD_MEDIA, stderr=stderr)
+
+
+async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progress, stopper: Stopper,
+                   app_pid: int, run_dir: Path, token: str | None = None) -> None:
+    o = plan_.options
+    control = _Control(mock.url, token)
+    _status, body = await control.req("GET", "/_mock/sip")
+    slots = IngressSlots.from_status(body, mock.ready["sip"])
+    log = await asyncio.to_thread(open, run_dir / "softphone.log", "a")
+    phone = load_phone(mock.ready["ca"], plan_.phone_workers, run_dir / "phone", log)
+    inflight = _Inflight(o.concurrency)
+    t0 = time.time() + 0.5
+    pacer = _Pacer(plan_.rate, t0)
+    sampler = _Sampler(result, {"mock": [mock.pid], "app": [app_pid], "load": [os.getpid()]}, progress)
+    progress.t0 = t0
+    base = Path(plan_.scenario.source or o.scenario).parent.resolve()
+    dialer = SipDialer(phone, control, plan_.spec, base, plan_.phone_workers, plan_.max_call_s)
+
+    async def one(index: int, worker: int, uri: str, number: str) -> None:
+        loop = asyncio.get_running_loop()
+        # the ingress worker frees its slot a little after our side has ended
+        rec = await dialer.call(index, worker, uri, number, ended=lambda: loop.call_later(1.0, slots.free, worker))
         result.records.append(rec)
         progress.add(rec)
 
@@ -221,13 +274,7 @@ async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progres
             if stopper.requested.is_set() or time.time() > t0 + plan_.stop_placing_s:
                 inflight.slots.release()
                 break
-            # fill one ingress worker before the next and place its calls from one softphone worker: the RTP
-            # between two processes then wakes each of them once per packet time for all their calls
-            # (bench_sip: crossing every caller process with every ingress process cost ~40 % more RTP CPU)
-            room = [w for w in load if load[w] < caps[w]]
-            worker = max(room, key=lambda w: (load[w], -w)) if room else min(load, key=lambda w: load[w])
-            load[worker] += 1
-            uri = dict(contacts)[worker]
+            worker, uri = slots.take()
             progress.placed += 1
             result.placed += 1
             inflight.start(one(index, worker, uri, next(numbers)))

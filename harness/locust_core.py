@@ -14,13 +14,18 @@ Rules:
    ``journal`` event per latency sample of :data:`harness.load_metrics.METRICS` read from that call's journal
    (:func:`request_events`). Nothing is timed on the caller's side but the call itself.
 5. Bad input is refused once, before any call, by the master or the local runner (:func:`refusal`): no
-   scenario, a scenario that needs SIP, the SIP caller (not built), more users or workers than calls.
+   scenario, a scenario that needs SIP for VirtualCaller, a virtual scenario for SipCaller, both classes
+   in one run, more users or workers than calls (and, at the test's start, a mock without SIP or with
+   fewer ingress slots than SipCaller users).
 6. The caller's steps are the walk every virtual caller takes (:func:`harness.control_walk.virtual_call`),
    carried out by :func:`harness.control_walk.run_blocking`: a gevent greenlet cannot await.
 7. The budget paces the calls, not Locust's spawn rate: each ticket carries the earliest time its call may
    start, at most ``rate`` starts a second over every worker and never in a burst to catch up, so
    ``rtsip load --rate`` means the same on one process or many. Past ``stop_at`` no ticket is handed out.
-8. A run that keeps records (``--rtsip-records FILE``, what ``rtsip load`` reads) has the master or the
+8. A SIP call's ticket also names its ingress worker and its caller's number: the master fills one
+   ingress worker before the next over every Locust worker (:class:`harness.load_sip.IngressSlots`), and
+   a call's slot is free again once its record is back.
+9. A run that keeps records (``--rtsip-records FILE``, what ``rtsip load`` reads) has the master or the
    local runner write one JSON line per ticket handed out and per call back (:func:`record_line`); a
    worker sends its calls' records to the master with the ``done`` message.
 """
@@ -49,6 +54,9 @@ class Ticket:
 
     index: int
     start_at: float  # wall clock, unix seconds
+    worker: int = -1  # a SIP call's ingress worker (harness.load_sip.IngressSlots), chosen by the master
+    uri: str = ""  # that worker's contact URI
+    number: str = ""  # the caller's number (From: tel:...), one per call from the scenario's seed
 
 
 @dataclass
@@ -131,9 +139,9 @@ class Setup:
 
 def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[Scenario], list[str]]) -> str | None:
     """Why this run cannot work (one line), or None. ``load`` reads a scenario file, raising ValueError."""
-    if "SipCaller" in setup.user_classes:
-        return ("SipCaller is not built yet: run SIP callers with `rtsip load --mode sip`, and give Locust "
-                "VirtualCaller only")
+    sip = "SipCaller" in setup.user_classes
+    if sip and "VirtualCaller" in setup.user_classes:
+        return "VirtualCaller and SipCaller in one run: a scenario's first call is one or the other; give one class"
     if not setup.scenario:
         return "no scenario: give --rtsip-scenario FILE (or RTSIP_SCENARIO=FILE)"
     if not Path(setup.scenario).is_file():
@@ -143,7 +151,10 @@ def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[
     except ValueError as exc:
         return f"--rtsip-scenario {setup.scenario}: {exc}".replace("\n", " ")
     needs = sip_needs(scenario)
-    if needs:
+    if sip and scenario.calls[0].mode != "sip":
+        return (f"{setup.scenario}: SipCaller places SIP calls, but calls[0] has mode: {scenario.calls[0].mode}; "
+                "use VirtualCaller (or mode: sip)")
+    if needs and not sip:
         return (f"{setup.scenario}: this scenario needs SIP features ({'; '.join(needs)}), which VirtualCaller "
                 "does not have; run it with `rtsip load --mode sip`")
     if setup.calls < 0:
@@ -156,7 +167,7 @@ def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[
     return None
 
 
-# ---- rule 8: the records file ----------------------------------------------------------------------------
+# ---- rule 9: the records file ----------------------------------------------------------------------------
 
 
 def record_line(kind: str, index: int, t: float, record: dict[str, object] | None = None) -> str:
