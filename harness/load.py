@@ -6,10 +6,10 @@ not hide another:
 * the mock: ``rtsip mock`` as a child process (:class:`~harness.mock_process.MockProcess`),
   with its SIP ingress pool sized from ``--concurrency`` in sip mode;
 * the app under test: started like the runner does (:class:`~harness.app_process.AppProcess`);
-* the callers: virtual callers as Locust users (:mod:`harness.load_locust`: one ``locust`` process,
-  run headless, forking K workers of its own or waiting for ``rtsip load --worker`` ones), each call
-  placed through the control API; or, with ``--mode sip``, a softphone worker pool (4 calls per
-  worker process) in this process, calling the ingress workers' contact URIs directly.
+* the callers: Locust users (:mod:`harness.load_locust`: one ``locust`` process, run headless,
+  forking K workers of its own or waiting for ``rtsip load --worker`` ones): virtual callers, each
+  call placed through the control API; or, with ``--mode sip``, SIP callers dialling the ingress
+  workers' contact URIs from a softphone pool (4 calls per worker process) next to each Locust process.
 
 Every call is accounted for: each one placed ends as completed or failed (with a reason read
 from its journal), and the run stops by itself at ``--calls`` or ``--duration``.
@@ -19,8 +19,8 @@ lives beside it, and every public name is still importable from here:
 
 * :mod:`harness.load_plan`: the options, their checks and the sizing (:func:`plan`, :class:`Plan`);
 * :mod:`harness.load_progress`: the result, live progress, Ctrl-C and the CPU/RSS sampler;
-* :mod:`harness.load_locust`: the virtual callers on Locust's engine (the users: :mod:`harness.locust_users`);
-* :mod:`harness.load_sip`: the SIP callers and their control API client;
+* :mod:`harness.load_locust`: the callers on Locust's engine (the users: :mod:`harness.locust_users`);
+* :mod:`harness.load_sip`: what a SIP caller does (:class:`~harness.load_sip.SipDialer`) and the ingress slots;
 * :mod:`harness.load_metrics` and :mod:`harness.load_report`: each call's figures and the reports.
 """
 
@@ -42,7 +42,7 @@ import yaml
 
 from mock_api.webhooks import new_secret
 
-from .load_locust import Distribution, run_virtual
+from .load_locust import Distribution, run_callers
 from .load_plan import (
     CALLS_PER_SIP_WORKER,
     FD_BASE,
@@ -68,7 +68,6 @@ from .load_plan import (
 )
 from .load_progress import LoadResult, Progress, Stopper, descendants, proc_cpu_rss
 from .load_report import print_summary, write_reports
-from .load_sip import _run_sip
 from .scenario import SURFACE_EVENTS
 
 __all__ = [
@@ -145,14 +144,9 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
                             **({"mock_proxy": proxy.pid} if proxy is not None else {})})
             with progress:
                 progress.phase = "running"
-                if plan_.mode == "virtual":
-                    await run_virtual(plan_, [m.url for m in mocks], result, progress, stopper,
-                                      [m.pid for m in mocks] + ([proxy.pid] if proxy is not None else []),
-                                      app.pid or 0, run_dir, _distribution(plan_),
-                                      token=config.get("control_token"))
-                else:
-                    await _run_sip(plan_, mock, result, progress, stopper, app.pid or 0, run_dir,
-                                   token=config.get("control_token"))
+                await run_callers(plan_, [m.url for m in mocks], result, progress, stopper,
+                                  [m.pid for m in mocks] + ([proxy.pid] if proxy is not None else []),
+                                  app.pid or 0, run_dir, _distribution(plan_), token=config.get("control_token"))
                 if result.placed < o.calls and not result.aborted:
                     why = (f"--duration {o.duration:g} s reached" if o.duration else
                            f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer "

@@ -1,8 +1,9 @@
-"""``rtsip load --mode virtual`` on Locust's engine.
+"""``rtsip load``'s callers on Locust's engine.
 
-The callers are :class:`harness.locust_users.VirtualCaller` users of one ``locust`` process run headless
-by the load process (``--processes K`` forks Locust's own workers when the plan wants more than one
-core; ``--master`` waits for workers started elsewhere with ``rtsip load --worker``). Locust spawns the
+The callers are :class:`harness.locust_users.VirtualCaller` users (``--mode sip``: ``SipCaller``, each
+Locust process with a softphone pool of its own) of one ``locust`` process run headless by the load
+process (``--processes K`` forks Locust's own workers when the plan wants more than one core;
+``--master`` waits for workers started elsewhere with ``rtsip load --worker``). Locust spawns the
 users, spreads them over its workers and keeps its own statistics, CSV and HTML (in the run directory);
 the budget of calls and their pacing are the master's (:mod:`harness.locust_core`, rules 2, 7 and 9).
 
@@ -30,7 +31,8 @@ from .load_metrics import CallRecord
 from .load_plan import Plan
 from .load_progress import LoadResult, Progress, Stopper, _Sampler
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")  # VirtualCaller
+SIP_LOCUSTFILE = Path(__file__).with_name("locustfile_sip.py")  # SipCaller
 STOP_GRACE_S = 5.0  # Locust's own shutdown (stats, CSV) before its group is killed
 AFTER_HARD_STOP_S = 30.0
 
@@ -51,7 +53,8 @@ class Distribution:
 def locust_argv(plan_: Plan, mock_urls: list[str], records: Path, run_dir: Path, dist: Distribution) -> list[str]:
     """The ``locust`` command line of one run (the mock's URL first; its shards' URLs in turn)."""
     o = plan_.options
-    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", mock_urls[0],
+    locustfile = SIP_LOCUSTFILE if plan_.mode == "sip" else LOCUSTFILE
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", mock_urls[0],
             "-u", str(o.concurrency), "-r", str(plan_.rate), "--run-time", f"{int(plan_.hard_stop_s) + 1}s",
             "--stop-timeout", "10", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
             "--only-summary", "--loglevel", "INFO",
@@ -90,7 +93,7 @@ class _Tail:
         return [line.decode() for line in whole if line.strip()]
 
 
-async def run_virtual(plan_: Plan, mock_urls: list[str], result: LoadResult, progress: Progress, stopper: Stopper,
+async def run_callers(plan_: Plan, mock_urls: list[str], result: LoadResult, progress: Progress, stopper: Stopper,
                       mock_pids: list[int], app_pid: int, run_dir: Path, dist: Distribution,
                       token: str | None = None) -> None:
     """Run Locust until every call is back (or Ctrl-C, or the hard limit); every placed call gets a record."""

@@ -173,20 +173,17 @@ def plan(options: LoadOptions) -> Plan:
     spec = scenario.calls[0]
     mode = o.mode or spec.mode
     _check_mode(o, scenario, mode)
-    if mode == "sip" and (o.master or o.web):
-        raise LoadError("--master and --web drive virtual callers (Locust users); SIP callers run in this "
-                        "process: drop them, or use --mode virtual")
     cores = os.cpu_count() or 1
     notes: list[str] = []
     phone_workers = ingress_workers = 0
     if mode == "virtual":
         drivers, rate = _size_virtual(o, cores)
-        _check_locust(o)
-        if o.master:
-            drivers = o.expect_workers
     else:
         drivers = 1
         phone_workers, ingress_workers, rate = _size_sip(o, cores, notes)
+    _check_locust(o)
+    if o.master:
+        drivers = o.expect_workers
     _check_ports(o, mode, ingress_workers, phone_workers)
     _check_mock_config(o)
     fds = FD_BASE + FDS_PER_CALL * o.concurrency

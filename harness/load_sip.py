@@ -1,9 +1,10 @@
-"""``rtsip load --mode sip``: SIP callers from a softphone worker pool against the mock's SIP ingress.
+"""What one SIP load caller does, for ``rtsip load --mode sip`` and Locust's ``SipCaller``.
 
-Calls fill one ingress worker at a time and each is tagged with an ``X-Rtsip-Load`` header, which
-:class:`_SipResolver` maps back to the mock's call_id to read its journal; a call's RTP figures
-from both ends count toward its result (:func:`_sip_call_error`).
-"""
+:class:`SipDialer` places a call from a softphone pool, tagged with an ``X-Rtsip-Load`` header, which
+:class:`_SipResolver` maps back to the mock's call_id to read its journal; a call's RTP figures from
+both ends count toward its result (:func:`_sip_call_error`). :class:`IngressSlots` is which ingress
+worker takes the next call (the Locust master owns it). The pool runs in its own process next to each
+Locust process (:mod:`harness.sip_caller_host`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,7 @@ from .load_plan import (
     SIP_LOAD_CALLER_FRAME_MS,
     SIP_LOAD_MEDIA,
     TRAILING_SILENCE_MS,
-    Plan,
 )
-from .load_progress import LoadResult, Progress, Stopper, _Sampler
 from .scenario import CallSpec, resolve_audio
 
 # ---- the control API client, the calls in flight, the pacing -------------------------------------------
@@ -65,47 +64,6 @@ class _Control:
 
     async def close(self) -> None:
         await self.http.close()
-
-
-class _Inflight:
-    """The calls in flight, each holding one of ``limit`` slots until its task ends, however it ends."""
-
-    def __init__(self, limit: int) -> None:
-        self.slots = asyncio.Semaphore(limit)
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def start(self, call: Coroutine[Any, Any, None]) -> None:
-        """Run ``call`` in a slot taken with ``slots.acquire()``; the slot is freed when it ends."""
-        task = asyncio.create_task(call)
-        self.tasks.add(task)
-        task.add_done_callback(self._release)
-
-    def _release(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        self.slots.release()
-
-    def cancel(self) -> None:
-        for t in list(self.tasks):
-            t.cancel()
-
-    async def drain(self) -> None:
-        """Until every call has ended (a call's own failure is in its record, not raised here)."""
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
-
-
-class _Pacer:
-    """At most ``rate`` starts per second, never catching up in bursts."""
-
-    def __init__(self, rate: float, start: float) -> None:
-        self.gap = 1.0 / rate
-        self.next = start
-
-    async def wait(self) -> None:
-        now = time.time()
-        if now < self.next:
-            await asyncio.sleep(self.next - now)
-        self.next = max(self.next, time.time()) + self.gap
 
 
 # ---- SIP calls -----------------------------------------------------------------------------------------
@@ -226,66 +184,6 @@ def load_phone(ca: str, workers: int, state_dir: Path, stderr: Any) -> Any:
 
     return Softphone(ca=ca, workers=workers, state_dir=state_dir, record=False, frame_ms=SIP_LOAD_CALLER_FRAME_MS,
                      media=SIP_LOAD_MEDIA, stderr=stderr)
-
-
-async def _run_sip(plan_: Plan, mock: Any, result: LoadResult, progress: Progress, stopper: Stopper,
-                   app_pid: int, run_dir: Path, token: str | None = None) -> None:
-    o = plan_.options
-    control = _Control(mock.url, token)
-    _status, body = await control.req("GET", "/_mock/sip")
-    slots = IngressSlots.from_status(body, mock.ready["sip"])
-    log = await asyncio.to_thread(open, run_dir / "softphone.log", "a")
-    phone = load_phone(mock.ready["ca"], plan_.phone_workers, run_dir / "phone", log)
-    inflight = _Inflight(o.concurrency)
-    t0 = time.time() + 0.5
-    pacer = _Pacer(plan_.rate, t0)
-    sampler = _Sampler(result, {"mock": [mock.pid], "app": [app_pid], "load": [os.getpid()]}, progress)
-    progress.t0 = t0
-    base = Path(plan_.scenario.source or o.scenario).parent.resolve()
-    dialer = SipDialer(phone, control, plan_.spec, base, plan_.phone_workers, plan_.max_call_s)
-
-    async def one(index: int, worker: int, uri: str, number: str) -> None:
-        loop = asyncio.get_running_loop()
-        # the ingress worker frees its slot a little after our side has ended
-        rec = await dialer.call(index, worker, uri, number, ended=lambda: loop.call_later(1.0, slots.free, worker))
-        result.records.append(rec)
-        progress.add(rec)
-
-    async def watch() -> None:
-        while True:
-            if time.time() - sampler.result.samples[-1]["t"] >= o.interval:
-                sampler.take()
-            progress.tick()
-            if stopper.requested.is_set() and not result.aborted:
-                result.aborted = True
-                inflight.cancel()
-            if time.time() > t0 + plan_.hard_stop_s:
-                result.notes.append("hard time limit reached; calls cut off")
-                inflight.cancel()
-            await asyncio.sleep(0.2)
-
-    watcher = asyncio.create_task(watch())
-    numbers = plan_.caller_numbers()
-    try:
-        await phone.start()
-        for index in range(o.calls):
-            await inflight.slots.acquire()
-            await pacer.wait()
-            if stopper.requested.is_set() or time.time() > t0 + plan_.stop_placing_s:
-                inflight.slots.release()
-                break
-            worker, uri = slots.take()
-            progress.placed += 1
-            result.placed += 1
-            inflight.start(one(index, worker, uri, next(numbers)))
-        await inflight.drain()
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        sampler.finish()
-        await phone.close()
-        log.close()
-        await control.close()
 
 
 class _SipResolver:

@@ -20,17 +20,24 @@ file must be at the same path on every worker host.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 import gevent
 import gevent.event
+import gevent.lock
 import requests
 from locust import User, constant, events, task
 from locust.env import Environment
@@ -40,10 +47,12 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from mock_api.client import TOKEN_ENV
 from mock_api.control_models import CallView
+from sipworker import sip_available, sip_missing
 
 from .control_walk import run_blocking, virtual_call
 from .load_metrics import CallRecord, extract, failure
-from .load_plan import SETTLE_S, sip_needs
+from .load_plan import CALLS_PER_SIP_WORKER, SETTLE_S, caller_numbers, sip_needs
+from .load_sip import IngressSlots
 from .locust_core import CALL_TYPE, CallBudget, Setup, Ticket, record_line, refusal, request_events
 from .scenario import CallSpec, Scenario, load_scenario
 
@@ -180,6 +189,9 @@ class _Run:
     records: IO[str] | None = None
     workers: dict[str, int] = field(default_factory=dict)  # a worker's node id → its number in the records
     next_id: int = 0
+    slots: IngressSlots | None = None  # SipCaller runs, master or local runner: the ingress workers' calls
+    numbers: Iterator[str] | None = None  # SipCaller runs: the callers' numbers, from the scenario's seed
+    sip_host: _SipHost | None = None  # SipCaller runs, every node that has users: its softphone pool
 
     def write(self, kind: str, index: int, t: float, record: dict[str, Any] | None = None) -> None:
         if self.records is not None:
@@ -219,6 +231,8 @@ def _why_not(environment: Environment, users: int, workers: int) -> str | None:
         return "no --host: give the mock's URL, e.g. --host http://127.0.0.1:8765"
     setup = Setup(str(getattr(o, "rtsip_scenario", "") or ""), int(getattr(o, "rtsip_calls", 0) or 0), users,
                   workers, [c.__name__ for c in environment.user_classes])
+    if "SipCaller" in setup.user_classes and not sip_available():
+        return sip_missing("or place virtual calls with VirtualCaller")
     return refusal(setup, _load, sip_needs)
 
 
@@ -247,9 +261,44 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
                             now + duration if duration > 0 else math.inf, next_start=now)
         path_out = str(getattr(o, "rtsip_records", "") or "")
         records = open(path_out, "a", buffering=1, encoding="utf-8") if path_out else None  # noqa: SIM115
-    _runs[environment] = _Run(scenario, base, budget, {}, records)
+    run = _runs[environment] = _Run(scenario, base, budget, {}, records)
+    if budget is not None and _sip_run(environment):
+        run.slots, run.numbers = _sip_slots(environment, o, runner), caller_numbers(scenario.seed)
     if budget is not None and (calls or budget.stop_at < math.inf):
         gevent.spawn(_quit_when_done, environment, budget, scenario.name)
+
+
+def _sip_run(environment: Environment) -> bool:
+    return any(c.__name__ == "SipCaller" for c in environment.user_classes)
+
+
+def _sip_slots(environment: Environment, o: Any, runner: Any) -> IngressSlots:
+    """The mock's ingress workers (``GET /_mock/sip``), or StopTest with why a SIP run cannot work there."""
+    token = str(getattr(o, "rtsip_control_token", "") or "") or None
+    control = Control(mock_url(environment.host), token)
+    try:
+        status, body = control.req("GET", "/_mock/sip")
+    except requests.RequestException as exc:
+        status, body = 0, {"error": str(exc)}
+    finally:
+        control.close()
+    why = None
+    if status == 404:
+        why = "the mock runs without SIP (started with --no-sip): SipCaller needs its SIP ingress"
+    elif status != 200 or not isinstance(body, dict):
+        why = f"GET /_mock/sip answered {status}: {str(body)[:160]}"
+    else:
+        slots = IngressSlots.from_status(body)
+        room = sum(slots.cap(w) for w in slots.contacts)
+        users = int(getattr(runner, "target_user_count", 0) or getattr(o, "num_users", 0) or 1)
+        if users > room:
+            why = (f"{users} SipCaller users, but the mock's SIP ingress holds {room} calls "
+                   f"({len(slots.contacts)} workers): start it with more --sip-workers, or lower -u")
+        else:
+            return slots
+    log.error("rtsip: %s", why)
+    environment.process_exit_code = 2
+    raise StopTest(f"rtsip: {why}")
 
 
 @events.quit.add_listener
@@ -258,6 +307,9 @@ def _on_quit(**_kw: Any) -> None:
         if run.records is not None:
             run.records.close()
             run.records = None
+        if run.sip_host is not None:
+            run.sip_host.close()
+            run.sip_host = None
 
 
 def _load(path: str) -> Scenario:
@@ -286,6 +338,9 @@ def _take(run: _Run) -> Ticket | None:
     """Rule 2 and 7 on the master or the local runner: a ticket, its ``placed`` line in the records."""
     assert run.budget is not None
     ticket = run.budget.take(time.time())
+    if ticket is not None and run.slots is not None and run.numbers is not None:  # rule 8
+        worker, uri = run.slots.take()
+        ticket = replace(ticket, worker=worker, uri=uri, number=next(run.numbers))
     if ticket is not None:
         run.write("placed", ticket.index, ticket.start_at)
     return ticket
@@ -296,8 +351,8 @@ def _on_want(environment: Environment, msg: Any, **_kw: Any) -> None:
     ticket = _take(run) if run is not None and run.budget is not None else None
     runner = environment.runner
     assert isinstance(runner, MasterRunner)
-    runner.send_message(GRANT, {"id": msg.data["id"], "index": ticket.index if ticket else None,
-                                "start_at": ticket.start_at if ticket else 0.0}, client_id=msg.node_id)
+    runner.send_message(GRANT, {"id": msg.data["id"], **(asdict(ticket) if ticket else {"index": None})},
+                        client_id=msg.node_id)
 
 
 def _on_done(environment: Environment, msg: Any, **_kw: Any) -> None:
@@ -305,6 +360,9 @@ def _on_done(environment: Environment, msg: Any, **_kw: Any) -> None:
     if run is None or run.budget is None:
         return
     run.budget.finish()
+    slot = (msg.data or {}).get("slot")
+    if run.slots is not None and slot is not None:
+        run.slots.free(int(slot))
     record = (msg.data or {}).get("record")
     if record is not None:
         record["worker"] = run.workers.setdefault(msg.node_id, len(run.workers))
@@ -315,8 +373,8 @@ def _on_grant(environment: Environment, msg: Any, **_kw: Any) -> None:
     run = _runs.get(environment)
     waiting = run.tickets.pop(int(msg.data["id"]), None) if run is not None else None
     if waiting is not None:
-        index = msg.data["index"]
-        waiting.set(None if index is None else Ticket(int(index), float(msg.data["start_at"])))
+        data = {k: v for k, v in msg.data.items() if k != "id"}
+        waiting.set(None if data["index"] is None else Ticket(**data))
 
 
 def _ticket(environment: Environment, run: _Run) -> Ticket | None:
@@ -333,12 +391,15 @@ def _ticket(environment: Environment, run: _Run) -> Ticket | None:
     return ticket
 
 
-def _returned(environment: Environment, run: _Run, record: CallRecord) -> None:
+def _returned(environment: Environment, run: _Run, record: CallRecord, slot: int = -1) -> None:
+    """A call is back: to the budget and the records (a SIP call's ingress slot is free again, rule 8)."""
     if run.budget is not None:
         run.budget.finish()
+        if run.slots is not None and slot >= 0:
+            run.slots.free(slot)
         run.write("done", record.index, time.time(), record.to_json())
     elif isinstance(environment.runner, WorkerRunner):
-        environment.runner.send_message(DONE, {"record": record.to_json()})
+        environment.runner.send_message(DONE, {"record": record.to_json(), "slot": slot if slot >= 0 else None})
 
 
 # ---- the users ---------------------------------------------------------------------------------------------
@@ -383,11 +444,118 @@ class VirtualCaller(User):
 
 
 class SipCaller(User):
-    """Not built yet: a locustfile that names it is refused when the test starts (rule 5), in one line."""
+    """A caller on a real SIP/TLS call: each task is one call of the scenario's first call (``mode: sip``),
+    dialled by this Locust process's softphone pool (:class:`_SipHost`) at the ingress worker the master
+    chose; its figures reach Locust as for :class:`VirtualCaller` (the caller's RTP counts too)."""
+
+    wait_time = constant(0)
 
     @task
     def call(self) -> None:
-        raise StopTest("SipCaller is not built yet")
+        run = _runs.get(self.environment)
+        if run is None:
+            raise StopUser()
+        try:
+            ticket = _ticket(self.environment, run)
+        except gevent.Timeout:
+            ticket = None
+        if ticket is None:
+            raise StopUser()
+        gevent.sleep(max(0.0, ticket.start_at - time.time()))  # rule 7
+        spec = run.scenario.calls[0]
+        try:
+            record = _sip_host(self.environment, run).call(ticket, spec.max_duration_s + SIP_CALL_SLACK_S)
+        except Exception as exc:  # the pool is gone or did not answer: this call failed, the run goes on
+            record = CallRecord(index=ticket.index, worker=ticket.worker, start=ticket.start_at, end=time.time(),
+                                ok=False, reason=f"driver: {type(exc).__name__}: {str(exc)[:160]}")
+        for ev in request_events(record, run.scenario.name):
+            self.environment.events.request.fire(request_type=ev.request_type, name=ev.name,
+                                                 response_time=ev.response_time, response_length=0,
+                                                 exception=ev.exception, context={})
+        _returned(self.environment, run, record, ticket.worker)
+
+
+SIP_CALL_SLACK_S = 90.0  # past a call's max_duration_s: set-up, the journal read, a slow pool
+
+
+class _SipHost:
+    """This Locust process's softphone pool: a ``python -m harness.sip_caller_host`` child (asyncio and its
+    pjsua2 workers, apart from gevent), spoken to in JSON lines; a greenlet reads its answers and wakes the
+    user waiting for each."""
+
+    def __init__(self, mock: str, scenario: str, workers: int, token: str | None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="rtsip-sipcaller-"))
+        env = dict(os.environ)
+        if token:
+            env[TOKEN_ENV] = token
+        self.log = (self.dir / "host.log").open("ab")
+        self.proc = subprocess.Popen(  # gevent's Popen under Locust: its pipes are cooperative
+            [sys.executable, "-m", "harness.sip_caller_host", "--mock", mock, "--scenario", scenario, "--workers",
+             str(workers), "--state-dir", str(self.dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, env=env, text=True, bufsize=1)
+        self.waiting: dict[int, gevent.event.AsyncResult] = {}
+        self.next_id = 0
+        self.ready: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            if msg.get("ready"):
+                self.ready.set(True)
+                continue
+            waiting = self.waiting.pop(int(msg["id"]), None)
+            if waiting is not None:
+                waiting.set(CallRecord.from_json(msg["record"]))
+        gone = RuntimeError(f"the softphone pool ended (rc {self.proc.wait()}; log {self.dir / 'host.log'})")
+        self.ready.set_exception(gone)
+        for waiting in self.waiting.values():
+            waiting.set_exception(gone)
+        self.waiting.clear()
+
+    def call(self, ticket: Ticket, timeout: float) -> CallRecord:
+        self.ready.get(timeout=SIP_HOST_START_S)
+        assert self.proc.stdin is not None
+        self.next_id += 1
+        waiting: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self.waiting[self.next_id] = waiting
+        self.proc.stdin.write(json.dumps({"id": self.next_id, "index": ticket.index, "worker": ticket.worker,
+                                          "uri": ticket.uri, "number": ticket.number}) + "\n")
+        self.proc.stdin.flush()
+        record: CallRecord = waiting.get(timeout=timeout)
+        return record
+
+    def close(self) -> None:
+        """End of stdin: the pool finishes what it has and closes its workers."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SIP_HOST_START_S = 120.0  # the pool's worker processes start (pjsua2, TLS) before the first call
+
+
+_sip_host_lock = gevent.lock.Semaphore()
+
+
+def _sip_host(environment: Environment, run: _Run) -> _SipHost:
+    """This process's pool, started by the first SipCaller that needs it (one per Locust process)."""
+    with _sip_host_lock:
+        if run.sip_host is None:
+            o = _options(environment)
+            users = int(getattr(o, "num_users", 0) or 1)
+            token = str(getattr(o, "rtsip_control_token", "") or "") or None
+            run.sip_host = _SipHost(mock_url(environment.host), str(getattr(o, "rtsip_scenario", "")),
+                                    max(1, math.ceil(users / CALLS_PER_SIP_WORKER)), token)
+        return run.sip_host
 
 
 __all__ = ["Control", "SipCaller", "VirtualCaller", "mock_url", "place_call"]

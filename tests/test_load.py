@@ -140,7 +140,6 @@ def test_percentile_is_nearest_rank() -> None:
     ({"mock_processes": 17}, "--mock-processes must be between 1 and 16"),
     ({"mock_processes": 6, "concurrency": 5}, "some mocks would never have a call"),
     ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 2.0, "mock_processes": 2}, "virtual mode only"),
-    ({"mode": "sip", "calls": 8, "concurrency": 4, "rate": 2.0, "master": True}, "--master and --web drive virtual"),
     ({"master": True, "processes": 2}, "give one or the other"),
     ({"master": True, "expect_workers": 6}, "some workers would never have a user"),
     ({"master": True, "master_bind": "nowhere"}, "--master-bind: 'nowhere' is not HOST:PORT"),

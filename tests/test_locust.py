@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ONE_TURN = ROOT / "scenarios" / "load" / "one_turn.yaml"
 SIP_SCENARIO = ROOT / "scenarios" / "load" / "sip_two_way.yaml"
 LOCUSTFILE = ROOT / "harness" / "locustfile.py"
+SIP_LOCUSTFILE = ROOT / "harness" / "locustfile_sip.py"
 
 
 # ---- the rules, without Locust -------------------------------------------------------------------------
@@ -83,7 +85,8 @@ def test_a_call_becomes_one_call_event_and_one_event_per_journal_sample() -> Non
     (Setup(None, 10, 2, 0), "no scenario: give --rtsip-scenario"),
     (Setup("/nonexistent.yaml", 10, 2, 0), "/nonexistent.yaml: no such file"),
     (Setup(str(SIP_SCENARIO), 10, 2, 0), "needs SIP features (calls[0] has mode: sip)"),
-    (Setup(str(ONE_TURN), 10, 2, 0, ["SipCaller"]), "SipCaller is not built yet"),
+    (Setup(str(ONE_TURN), 10, 2, 0, ["SipCaller"]), "SipCaller places SIP calls, but calls[0] has mode: virtual"),
+    (Setup(str(SIP_SCENARIO), 10, 2, 0, ["SipCaller", "VirtualCaller"]), "VirtualCaller and SipCaller in one run"),
     (Setup(str(ONE_TURN), 5, 20, 0), "20 users for --rtsip-calls 5"),
     (Setup(str(ONE_TURN), 5, 2, 8), "8 workers for --rtsip-calls 5"),
     (Setup(str(ONE_TURN), -1, 2, 0), "--rtsip-calls must be 0"),
@@ -94,6 +97,7 @@ def test_bad_input_is_one_line(setup: Setup, needle: str) -> None:
 
 
 def test_good_input_is_not_refused() -> None:
+    assert refusal(Setup(str(SIP_SCENARIO), 8, 4, 0, ["SipCaller"]), load_scenario, sip_needs) is None
     assert refusal(Setup(str(ONE_TURN), 40, 10, 2, ["VirtualCaller"]), load_scenario, sip_needs) is None
     assert refusal(Setup(str(ONE_TURN), 0, 500, 2), load_scenario, sip_needs) is None  # no limit: any -u
 
@@ -301,3 +305,62 @@ async def test_failed_calls_reach_locust_with_their_reason(tmp_path: Path) -> No
         failures = list(csv.DictReader(f))
     assert [(r["Method"], r["Name"], r["Error"], r["Occurrences"]) for r in failures] == [
         (CALL_TYPE, "load-one-turn", "CallFailed('webhook connection_error')", "3")]
+
+
+@pytest.mark.sip
+@pytest.mark.timeout(240)
+async def test_sip_callers_place_real_calls_through_locust(tmp_path: Path) -> None:
+    """SipCaller: Locust's users dial the mock's SIP ingress from a softphone pool of their process (asyncio,
+    apart from gevent), two-way audio heard both ends; the master fills one ingress worker before the next."""
+    app_port = free_port()
+    async with MockProcess(args=["--port", "0", "--sip-port", "0", "--sip-workers", "2", "--state-dir",
+                                 str(tmp_path / "state"), "--webhook-url", f"http://127.0.0.1:{app_port}/webhook"],
+                           startup_timeout=90.0) as mock:
+        scenario = load_scenario(SIP_SCENARIO)
+        app = AppProcess(app_argv(scenario.app.command, app_port), app_env(mock.base_url, mock.webhook_secret,
+                                                                            app_port), SIP_SCENARIO.parent)
+        await app.start()
+        records = tmp_path / "records.jsonl"
+        try:
+            await app.wait_ready(port=app_port, http_path=scenario.app.ready.http, log_regex=scenario.app.ready.log,
+                                 timeout=60)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "locust", "-f", str(SIP_LOCUSTFILE), "--headless", "--host", mock.url,
+                "--rtsip-scenario", str(SIP_SCENARIO), "--rtsip-calls", "6", "--rtsip-records", str(records),
+                "-u", "3", "-r", "3", "--csv", str(tmp_path / "run"), "--run-time", "200",
+                cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await asyncio.wait_for(proc.communicate(), 220)
+            log = out.decode(errors="replace")
+        finally:
+            await app.stop()
+        assert proc.returncode == 0, log[-3000:]
+        calls = await _mock_calls(mock.url)
+    assert "rtsip: 6 calls placed and back" in log
+    assert len(calls) == 6 and all(c["state"] == "ended" for c in calls), [c["state"] for c in calls]
+    done = [json.loads(line) for line in records.read_text().splitlines() if '"done"' in line]
+    assert sorted(d["index"] for d in done) == list(range(6))
+    recs = [CallRecord.from_json(d["record"]) for d in done]
+    assert all(r.ok for r in recs), [r.reason for r in recs]
+    assert {r.call_id for r in recs} == {c["call_id"] for c in calls}
+    assert all(r.rtp["rx_pkt"] > 100 and r.rtp["ingress_rx_pkt"] > 100 for r in recs)  # heard both ways
+    assert all(len(r.metrics["speech_end_to_audio_ms"]) == 2 for r in recs)  # two turns each, from the journal
+    with (tmp_path / "run_stats.csv").open() as f:
+        rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+    assert int(rows[(CALL_TYPE, scenario.name)]["Request Count"]) == 6
+    assert int(rows[(JOURNAL_TYPE, "speech_end_to_audio_ms")]["Request Count"]) == 12
+
+
+@pytest.mark.sip
+def test_sip_callers_against_a_mock_without_sip_stop_in_one_line(tmp_path: Path) -> None:
+    async def run() -> subprocess.CompletedProcess[str]:
+        async with MockProcess(args=["--port", "0", "--no-sip", "--state-dir", str(tmp_path / "state")],
+                               startup_timeout=60.0) as mock:
+            return await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "locust", "-f", str(SIP_LOCUSTFILE), "--headless", "--host",
+                                 mock.url, "--rtsip-scenario", str(SIP_SCENARIO), "--rtsip-calls", "2", "-u", "1",
+                                 "-r", "1", "--run-time", "30"],
+                cwd=ROOT, capture_output=True, text=True, timeout=90)
+
+    res = asyncio.run(run())
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "the mock runs without SIP (started with --no-sip)" in res.stderr
