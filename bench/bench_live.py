@@ -14,7 +14,7 @@ Target (issue 17): CPU per Live call within 1.2x of a Realtime call.
 
 Most of what Live adds is per sideband event (the mock's send and journal entry, the SDK's parse), not per
 byte: ``--reflect-chunk-ms`` runs the Live surface once per reflection chunk given (the mock config's
-``live_reflect_chunk_ms``; its default when not given), each against the same Realtime runs.
+``live.reflect_chunk_ms``; its default when not given), each against the same Realtime runs.
 
     python -m bench.bench_live --calls 8 --hold 10 --repeat 3
     python -m bench.bench_live --calls 8 --hold 10 --repeat 2 --reflect-chunk-ms 100 500
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_sip import _media
 from bench.sip_full import Surface, full_hold
 from bench.sip_machine import loadavg, wait_quiet
-from mock_api.config import MockConfig
+from mock_api.live.settings import LiveSettings
 
 TARGET_RATIO = 1.2
 
@@ -123,7 +123,7 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=30.0, help="max s to wait for a quiet box before a run")
     ap.add_argument("--reflect-chunk-ms", type=int, nargs="+", metavar="MS",
                     help="Live runs, one per reflection chunk (default: the mock's "
-                         f"{MockConfig.model_fields['live_reflect_chunk_ms'].default} ms)")
+                         f"{LiveSettings.model_fields['reflect_chunk_ms'].default} ms)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="write each run's window, mock and app, as cProfile stats here (<label>-<run>.prof; "
@@ -134,7 +134,7 @@ def main() -> int:
         return 2
     for ms in args.reflect_chunk_ms or []:
         try:
-            MockConfig(live_reflect_chunk_ms=ms)
+            LiveSettings(reflect_chunk_ms=ms)
         except ValidationError as exc:
             print(f"bench_live: --reflect-chunk-ms {ms}: {exc.errors()[0]['msg']}", file=sys.stderr)
             return 2

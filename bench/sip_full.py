@@ -138,7 +138,8 @@ async def full_stack(workers: int, tmp: Path, reply: Path, tag: str, phone_worke
               "transcription_delay_s": 0.1, "response_latency_s": 0.05}
     config = MockConfig(script=script, ring_timeout_s=30)
     if reflect_chunk_ms is not None:  # GPT-Live's reflected audio per sideband event (the mock's default else)
-        config = config.model_copy(update={"live_reflect_chunk_ms": reflect_chunk_ms})
+        live = config.live.model_copy(update={"reflect_chunk_ms": reflect_chunk_ms})
+        config = config.model_copy(update={"live": live})
     log = await asyncio.to_thread(open, tmp / f"phone-{tag}.log", "a")  # closed below
     try:
         sip = SipOptions(tmp / f"mock-{tag}", port=0, workers=workers, frame_ms=SIP_LOAD_INGRESS_FRAME_MS,
@@ -183,7 +184,7 @@ async def full_hold(n: int, seconds: float, tmp: Path, caller: Path, reply: Path
     t_start = time.monotonic()
     async with full_stack(workers, tmp, reply, f"hold{n}-{surface}", phone_workers=phone_workers,
                           surface=surface, reflect_chunk_ms=reflect_chunk_ms) as (mock, app, phone):
-        reflect_ms = mock.server.config.live_reflect_chunk_ms
+        reflect_ms = mock.server.config.live.reflect_chunk_ms
         reserve = getattr(mock.sip.pool, "front_reserve", FRONT_RESERVE)
         assert reserve == FRONT_RESERVE, f"ingress front_reserve is {reserve}"
         started_s = time.monotonic() - t_start

@@ -66,7 +66,8 @@ class Line:
 
 
 ENDED_BY = {"caller_hangup": "caller", "caller_cancelled": "caller", "hangup": "app", "rejected": "app",
-            "referred": "app", "no_answer": "timeout"}  # CallView.end_reason -> who ended the call
+            "referred": "app", "no_answer": "timeout",
+            "ghost_timeout": "timeout"}  # CallView.end_reason -> who ended the call (a ghost call: the mock's timer)
 SESSION_ENDS = {"close_requested": "app", "expired": "session", "content": "session",
                 "remote_hangup": "caller", "connection_lost": "failure"}  # session.closed reason -> who
 

@@ -135,6 +135,7 @@ class Setup:
     users: int
     workers: int  # 0: not distributed
     user_classes: Sequence[str] = field(default_factory=list)
+    mode: str = ""  # --rtsip-mode: the calls' mode when not the scenario's (rtsip load --mode)
 
 
 def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[Scenario], list[str]]) -> str | None:
@@ -151,9 +152,10 @@ def refusal(setup: Setup, load: Callable[[str], Scenario], sip_needs: Callable[[
     except ValueError as exc:
         return f"--rtsip-scenario {setup.scenario}: {exc}".replace("\n", " ")
     needs = sip_needs(scenario)
-    if sip and scenario.calls[0].mode != "sip":
-        return (f"{setup.scenario}: SipCaller places SIP calls, but calls[0] has mode: {scenario.calls[0].mode}; "
-                "use VirtualCaller (or mode: sip)")
+    mode = setup.mode or scenario.calls[0].mode
+    if sip and mode != "sip":
+        return (f"{setup.scenario}: SipCaller places SIP calls, but calls[0] has mode: {mode}; use VirtualCaller "
+                "(or --rtsip-mode sip)")
     if needs and not sip:
         return (f"{setup.scenario}: this scenario needs SIP features ({'; '.join(needs)}), which VirtualCaller "
                 "does not have; run it with `rtsip load --mode sip`")

@@ -82,6 +82,9 @@ def add_arguments(parser: Any) -> None:
                        help="Comma-separated mock URLs the calls go to in turn (default: --host).")
     parser.add_argument("--rtsip-mock-has-scenario", action="store_true", include_in_web_ui=False,
                        help="The mock was started with the scenario's mock config: calls carry only their own faults.")
+    parser.add_argument("--rtsip-mode", choices=["", "virtual", "sip"], default="", include_in_web_ui=False,
+                       help="Place the scenario's calls in this mode, not its own (rtsip load --mode): SipCaller "
+                            "needs sip.")
     parser.add_argument("--rtsip-records", default="", include_in_web_ui=False,
                        help="Append one JSON line per call placed and per call back to this file (rtsip load).")
 
@@ -230,7 +233,7 @@ def _why_not(environment: Environment, users: int, workers: int) -> str | None:
     if not mock_url(environment.host):
         return "no --host: give the mock's URL, e.g. --host http://127.0.0.1:8765"
     setup = Setup(str(getattr(o, "rtsip_scenario", "") or ""), int(getattr(o, "rtsip_calls", 0) or 0), users,
-                  workers, [c.__name__ for c in environment.user_classes])
+                  workers, [c.__name__ for c in environment.user_classes], str(getattr(o, "rtsip_mode", "") or ""))
     if "SipCaller" in setup.user_classes and not sip_available():
         return sip_missing("or place virtual calls with VirtualCaller")
     return refusal(setup, _load, sip_needs)

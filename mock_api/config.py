@@ -11,9 +11,7 @@ from .faults import FAULTS, Fault, FieldProblem
 from .journal import MAX_BYTES as JOURNAL_MAX_BYTES
 from .journal import MAX_STRING_CHARS as JOURNAL_MAX_STRING_CHARS
 from .live.outbound import OutboundSettings
-from .live.playback import MAX_REFLECT_CHUNK_MS, REFLECT_CHUNK_MS
 from .live.settings import LiveSettings
-from .realtime.generation import AUDIO_CHUNK_MS
 
 DEFAULT_RETAIN_ENDED = 1000
 MAX_SIZE_SETTING = 1 << 30  # a byte limit beyond 1 GiB is a typo; aiohttp mis-reads frames past 2**32
@@ -125,11 +123,6 @@ class MockConfig(BaseModel):
     live_rtp_status: int | None = Field(
         None, ge=300, le=699, description="GPT-Live requires SRTP: a call whose offer had none (its webhook says "
         "sip_media_security 'rtp') accepted through Live gets this SIP final (e.g. 488); None answers it.")
-    live_reflect_chunk_ms: int = Field(
-        REFLECT_CHUNK_MS, ge=AUDIO_CHUNK_MS, le=MAX_REFLECT_CHUNK_MS, multiple_of=AUDIO_CHUNK_MS,
-        description="The most audio one event reflected to a GPT-Live sideband carries (session.output_audio.delta, "
-        "session.input_audio.append): undocumented. Fewer, bigger events cost the mock and the app less; a barge-in "
-        "may cut a reply inside a chunk already reflected. Journaled with each session's live.settings.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     api_keys: list[str] | None = Field(
         None, description="Accepted API keys; None accepts any key that starts with 'sk-'."
@@ -204,8 +197,6 @@ class ConfigPatch(BaseModel):
     live: LiveSettings | None = None
     live_outbound: OutboundSettings | None = None
     live_rtp_status: int | None = Field(None, ge=300, le=699)
-    live_reflect_chunk_ms: int | None = Field(None, ge=AUDIO_CHUNK_MS, le=MAX_REFLECT_CHUNK_MS,
-                                              multiple_of=AUDIO_CHUNK_MS)
     retry: RetryPolicy | None = None
     api_keys: list[str] | None = None
     strict_accept: bool | None = None

@@ -273,14 +273,13 @@ def start_call(server: MockServer, plan: Outbound, settings: OutboundSettings) -
     reg = live_host.registry(server)
     live_settings = live_host.live_settings(server).model_copy(update={"expires_after_s": settings.max_call_s})
     body = {"type": "live", **plan.session}
-    reflect_ms, media_rate = live_host.sip_media(server, body)
     session = LiveSession.sip(body, session_id=call.live_id, settings=live_settings,
-                              script=server.script_for(call.call_id), now=server.clock(), reflect_chunk_ms=reflect_ms,
-                              media_rate=media_rate)
+                              script=server.script_for(call.call_id), now=server.clock(),
+                              reflect_chunk_ms=live_settings.reflect_chunk_ms, media_rate=live_host.media_rate(body))
     host = OutboundHost(server, session, call_id=call.call_id, turn_settings=reg.turns)
     reg.hosts[call.call_id] = host
     server.journal.add(call.call_id, je.LiveSettingsChosen(session_id=session.id,
-                                                           settings=live_host.settings_journal(server, live_settings)))
+                                                           settings=live_settings.journal()))
     runner = OutboundCall(server, call, plan, settings, host)
     registry(server).calls[call.call_id] = runner
     task = server.spawn(runner.run())

@@ -828,21 +828,10 @@ def live_settings(server: MockServer) -> LiveSettings:
     return server.config.live
 
 
-def reflect_chunk_ms(server: MockServer) -> int:
-    """The most audio one reflected sideband event carries: the mock config's ``live_reflect_chunk_ms``."""
-    return server.config.live_reflect_chunk_ms
-
-
-def sip_media(server: MockServer, body: dict[str, Any]) -> tuple[int, int]:
-    """A SIP Live session's ``(reflect_chunk_ms, media_rate)``: replies are made at the leg's 8 kHz, but a
-    stored session's recording keeps 24 kHz model audio."""
-    return reflect_chunk_ms(server), REC_RATE if body.get("store") is True else turns.RATE
-
-
-def settings_journal(server: MockServer, settings: LiveSettings) -> dict[str, Any]:
-    """A new session's undocumented choices as ``live.settings`` journals them: ``settings`` and the
-    reflection chunk."""
-    return {**settings.journal(), "reflect_chunk_ms": reflect_chunk_ms(server)}
+def media_rate(body: dict[str, Any]) -> int:
+    """A SIP Live session's model audio rate: replies are made at the leg's 8 kHz, but a stored session's
+    recording keeps 24 kHz model audio."""
+    return REC_RATE if body.get("store") is True else turns.RATE
 
 
 def find_session(server: MockServer, session_id: str) -> LiveHost | None:
@@ -855,8 +844,9 @@ def find_session(server: MockServer, session_id: str) -> LiveHost | None:
 
 def open_primary(server: MockServer) -> LiveHost:
     """A primary WebSocket's session and host (rule 9), unstarted until its ``session.start``."""
-    session = LiveSession.websocket(settings=live_settings(server), script=server.script_for(None), now=server.clock(),
-                                    session_id=_call_less_id(server), reflect_chunk_ms=reflect_chunk_ms(server))
+    settings = live_settings(server)
+    session = LiveSession.websocket(settings=settings, script=server.script_for(None), now=server.clock(),
+                                    session_id=_call_less_id(server), reflect_chunk_ms=settings.reflect_chunk_ms)
     return _opened(server, session, None)
 
 
@@ -879,8 +869,9 @@ async def fork_source(server: MockServer, session_id: str) -> ForkSource | Liter
 
 def open_fork(server: MockServer, source: ForkSource) -> LiveHost:
     """A fork's session and host (rule 13), unstarted until its ``session.start``."""
-    session = LiveSession.fork(source, settings=live_settings(server), now=server.clock(),
-                               session_id=_call_less_id(server), reflect_chunk_ms=reflect_chunk_ms(server))
+    settings = live_settings(server)
+    session = LiveSession.fork(source, settings=settings, now=server.clock(), session_id=_call_less_id(server),
+                               reflect_chunk_ms=settings.reflect_chunk_ms)
     return _opened(server, session, source.session_id)
 
 
@@ -895,7 +886,7 @@ def _opened(server: MockServer, session: LiveSession, forked_from: str | None) -
     server.journal.add(None, je.LiveSessionOpened(session=session.id,
                                                   forked_from=je.ABSENT if forked_from is None else forked_from))
     server.journal.add(host.key, je.LiveSettingsChosen(session_id=session.id,
-                                                       settings=settings_journal(server, live_settings(server))))
+                                                       settings=live_settings(server).journal()))
     return host
 
 
@@ -917,12 +908,12 @@ def host_for_call(server: MockServer, call: c.Call) -> LiveHost | None:
     ends = None if faults.live_end_after_s is None else SelfEnd(  # the core's timer (rule 12)
         faults.live_end_after_s, cast(CloseReason, faults.live_end_reason), "live_session_end")
     body = dict(config) if isinstance(config, dict) else {}
-    reflect_ms, media_rate = sip_media(server, body)
     session = LiveSession.sip(body, session_id=call.live_id, settings=chosen, script=server.script_for(call.call_id),
-                              now=server.clock(), ends_after=ends, reflect_chunk_ms=reflect_ms, media_rate=media_rate)
+                              now=server.clock(), ends_after=ends, reflect_chunk_ms=chosen.reflect_chunk_ms,
+                              media_rate=media_rate(body))
     host = reg.hosts[call.call_id] = LiveHost(server, session, call_id=call.call_id, turn_settings=reg.turns)
     server.journal.add(call.call_id, je.LiveSettingsChosen(session_id=session.id,
-                                                           settings=settings_journal(server, chosen)))
+                                                           settings=chosen.journal()))
     host.start()
     return host
 

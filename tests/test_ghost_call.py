@@ -12,6 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 from websockets.exceptions import ConnectionClosedError
 
+from harness.journal_view import JournalView
 from mock_api import calls as c
 from mock_api.client import MockClient
 from mock_api.fault_script import FaultScript
@@ -107,6 +108,7 @@ async def test_ghost_call_through_the_sdk(client: AsyncOpenAI, control: MockClie
     assert kinds[0] == "session.created" and "error" not in kinds
     view = await control.wait_for(call_id, lambda v: v.terminal)
     assert (view.state, view.end_reason) == ("failed", c.GHOST_TIMEOUT)
+    assert JournalView.of_call(view).ended_by(view.end_reason) == "timeout"  # the reports' word: not the app's
     fired = [e.data["detail"] for e in view.of_kind("fault.fired") if e.data["fault"] == "ghost_call"]
     assert len(fired) == 2 and "hung up while ringing" in fired[0] and "ends in 1 s" in fired[1]
     states = [(e.data["before"], e.data["after"]) for e in view.of_kind("state")]

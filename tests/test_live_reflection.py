@@ -1,6 +1,6 @@
 """GPT-Live's reflected audio in chunks of ``reflect_chunk_ms`` (:mod:`mock_api.live.playback`): the sidebands get
 the same bytes as with the finest chunking, in fewer events whose spans tile the reply, with the transcripts
-unchanged; the mock config's ``live_reflect_chunk_ms`` reaches a call's session and its sideband (the official
+unchanged; the mock config's ``live.reflect_chunk_ms`` reaches a call's session and its sideband (the official
 SDK's), and the session's ``live.settings`` journals it. Every event the core emits here is parsed with the SDK's
 Live unions (:class:`tests.test_live_session.Bench`)."""
 
@@ -19,8 +19,8 @@ from mock_api.client import MockClient, MockControlError
 from mock_api.config import MockConfig
 from mock_api.ids import IdSource
 from mock_api.live.outputs import MediaAudio
-from mock_api.live.playback import REFLECT_CHUNK_MS
 from mock_api.live.session import LiveSession
+from mock_api.live.settings import REFLECT_CHUNK_MS, LiveSettings
 from tests.test_live_session import ACCEPTED, SCRIPT, WALL, Bench, events
 from tests.test_live_sideband import REPLY, live_call, sideband
 
@@ -107,17 +107,17 @@ def test_a_chunk_that_is_not_whole_reply_chunks_is_refused(ms: int) -> None:
     with pytest.raises(ValueError, match="multiple of 100"):
         LiveSession.sip(dict(ACCEPTED), reflect_chunk_ms=ms)
     with pytest.raises(ValidationError):
-        MockConfig(live_reflect_chunk_ms=ms)
+        LiveSettings(reflect_chunk_ms=ms)
 
 
 def test_the_mock_default_is_the_configured_default() -> None:
-    assert MockConfig().live_reflect_chunk_ms == REFLECT_CHUNK_MS
+    assert MockConfig().live.reflect_chunk_ms == REFLECT_CHUNK_MS
 
 
 async def test_the_configured_chunk_reaches_a_calls_sideband(client: AsyncOpenAI, control: MockClient) -> None:
     with pytest.raises(MockControlError):
-        await control.configure(live_reflect_chunk_ms=250)
-    await control.configure(live_reflect_chunk_ms=300)
+        await control.configure(live={"reflect_chunk_ms": 250})
+    await control.configure(live={"reflect_chunk_ms": 300})
     call_id, live_id = await live_call(control, client)
     async with sideband(client, live_id) as sb:
         await sb.until("session.started")

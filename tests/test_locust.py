@@ -85,7 +85,7 @@ def test_a_call_becomes_one_call_event_and_one_event_per_journal_sample() -> Non
     (Setup(None, 10, 2, 0), "no scenario: give --rtsip-scenario"),
     (Setup("/nonexistent.yaml", 10, 2, 0), "/nonexistent.yaml: no such file"),
     (Setup(str(SIP_SCENARIO), 10, 2, 0), "needs SIP features (calls[0] has mode: sip)"),
-    (Setup(str(ONE_TURN), 10, 2, 0, ["SipCaller"]), "SipCaller places SIP calls, but calls[0] has mode: virtual"),
+    (Setup(str(ONE_TURN), 10, 2, 0, ["SipCaller"]), "mode: virtual; use VirtualCaller (or --rtsip-mode sip)"),
     (Setup(str(SIP_SCENARIO), 10, 2, 0, ["SipCaller", "VirtualCaller"]), "VirtualCaller and SipCaller in one run"),
     (Setup(str(ONE_TURN), 5, 20, 0), "20 users for --rtsip-calls 5"),
     (Setup(str(ONE_TURN), 5, 2, 8), "8 workers for --rtsip-calls 5"),
@@ -98,6 +98,8 @@ def test_bad_input_is_one_line(setup: Setup, needle: str) -> None:
 
 def test_good_input_is_not_refused() -> None:
     assert refusal(Setup(str(SIP_SCENARIO), 8, 4, 0, ["SipCaller"]), load_scenario, sip_needs) is None
+    # rtsip load --mode sip places a virtual scenario's steps on SIP calls: --rtsip-mode sip says so
+    assert refusal(Setup(str(ONE_TURN), 8, 4, 0, ["SipCaller"], "sip"), load_scenario, sip_needs) is None
     assert refusal(Setup(str(ONE_TURN), 40, 10, 2, ["VirtualCaller"]), load_scenario, sip_needs) is None
     assert refusal(Setup(str(ONE_TURN), 0, 500, 2), load_scenario, sip_needs) is None  # no limit: any -u
 

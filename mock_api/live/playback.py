@@ -26,8 +26,8 @@ Rules:
   event_id) in chunks of at most ``reflect_chunk_ms``, muted or not, fixture or not.
 - Every reflected event costs the mock and each sideband client the same fixed work whatever its size
   (a send, a journal entry, the SDK's parse), so the chunk sets the sideband's cost per call:
-  :data:`REFLECT_CHUNK_MS` is the mock's default; the core's own default is the finest, one
-  ``AUDIO_CHUNK_MS`` chunk per event.
+  :data:`.settings.REFLECT_CHUNK_MS` is the mock's default (``LiveSettings.reflect_chunk_ms``); the
+  core's own default is the finest, one ``AUDIO_CHUNK_MS`` chunk per event.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ from .outputs import Audience, ClearMedia, MediaAudio, Output
 from .state import Fixture, LiveState, Speaking
 
 _CHUNK_BYTES = audio.samples_for_ms(AUDIO_CHUNK_MS, RATE) * 2
-REFLECT_CHUNK_MS = 500  # the mock's default reflection chunk (bench/bench_live.py: its cost against 100 ms)
-MAX_REFLECT_CHUNK_MS = 2000  # past it a barge-in would leave seconds of never-played audio reflected
 
 
 def reflect_chunks(reflect_chunk_ms: int) -> int:

@@ -16,7 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..realtime.generation import AUDIO_CHUNK_MS
 from .refusals import Refusal
+
+REFLECT_CHUNK_MS = 500  # the mock's default reflection chunk (bench/bench_live.py: its cost against 100 ms)
+MAX_REFLECT_CHUNK_MS = 2000  # past it a barge-in would leave seconds of never-played audio reflected
 
 
 class LiveSettings(BaseModel):
@@ -62,6 +66,11 @@ class LiveSettings(BaseModel):
         True, description="Whether a fork whose session.start gives no audio.format keeps the stored session's "
         "WebSocket format (a SIP session has none); off: PCM16 24 kHz. The format is per connection and the API "
         "reference does not say what an omitted one inherits.")
+    reflect_chunk_ms: int = Field(
+        REFLECT_CHUNK_MS, ge=AUDIO_CHUNK_MS, le=MAX_REFLECT_CHUNK_MS, multiple_of=AUDIO_CHUNK_MS,
+        description="The most audio one event reflected to a sideband carries (session.output_audio.delta, "
+        "session.input_audio.append; the service's chunking is not documented). Fewer, bigger events cost the mock "
+        "and the app less; a barge-in may cut a reply inside a chunk already reflected.")
     error_codes: dict[Refusal, str] = Field(
         default_factory=dict, description="Error codes to use instead of the defaults for the named refusals.")
 
