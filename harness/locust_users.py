@@ -408,11 +408,38 @@ def _returned(environment: Environment, run: _Run, record: CallRecord, slot: int
 # ---- the users ---------------------------------------------------------------------------------------------
 
 
-class VirtualCaller(User):
+class _Caller(User):
+    """One call per task, as the master's ticket says (rules 2, 7, 8); the call itself is the subclass's."""
+
+    abstract = True
+    wait_time = constant(0)
+
+    def place(self, run: _Run, ticket: Ticket) -> CallRecord:
+        raise NotImplementedError
+
+    @task
+    def call(self) -> None:
+        run = _runs.get(self.environment)
+        if run is None:
+            raise StopUser()
+        try:
+            ticket = _ticket(self.environment, run)
+        except gevent.Timeout:
+            ticket = None
+        if ticket is None:
+            raise StopUser()
+        gevent.sleep(max(0.0, ticket.start_at - time.time()))  # rule 7
+        record = self.place(run, ticket)
+        for ev in request_events(record, run.scenario.name):
+            self.environment.events.request.fire(request_type=ev.request_type, name=ev.name,
+                                                 response_time=ev.response_time, response_length=0,
+                                                 exception=ev.exception, context={})
+        _returned(self.environment, run, record, ticket.worker)
+
+
+class VirtualCaller(_Caller):
     """A caller with no SIP leg: each task is one call of the scenario's first call, through the mock's
     control API; its figures reach Locust as request events (:func:`harness.locust_core.request_events`)."""
-
-    wait_time = constant(0)
 
     def on_start(self) -> None:
         o = _options(self.environment)
@@ -425,57 +452,23 @@ class VirtualCaller(User):
         for control in self.controls:
             control.close()
 
-    @task
-    def call(self) -> None:
-        run = _runs.get(self.environment)
-        if run is None:
-            raise StopUser()
-        try:
-            ticket = _ticket(self.environment, run)
-        except gevent.Timeout:
-            ticket = None
-        if ticket is None:
-            raise StopUser()
-        gevent.sleep(max(0.0, ticket.start_at - time.time()))  # rule 7
+    def place(self, run: _Run, ticket: Ticket) -> CallRecord:
         control = self.controls[ticket.index % len(self.controls)]
-        record = place_call(control, run.scenario, run.base, ticket.index, self.mock_has_scenario)
-        for ev in request_events(record, run.scenario.name):
-            self.environment.events.request.fire(request_type=ev.request_type, name=ev.name,
-                                                 response_time=ev.response_time, response_length=0,
-                                                 exception=ev.exception, context={})
-        _returned(self.environment, run, record)
+        return place_call(control, run.scenario, run.base, ticket.index, self.mock_has_scenario)
 
 
-class SipCaller(User):
+class SipCaller(_Caller):
     """A caller on a real SIP/TLS call: each task is one call of the scenario's first call (``mode: sip``),
     dialled by this Locust process's softphone pool (:class:`_SipHost`) at the ingress worker the master
     chose; its figures reach Locust as for :class:`VirtualCaller` (the caller's RTP counts too)."""
 
-    wait_time = constant(0)
-
-    @task
-    def call(self) -> None:
-        run = _runs.get(self.environment)
-        if run is None:
-            raise StopUser()
-        try:
-            ticket = _ticket(self.environment, run)
-        except gevent.Timeout:
-            ticket = None
-        if ticket is None:
-            raise StopUser()
-        gevent.sleep(max(0.0, ticket.start_at - time.time()))  # rule 7
+    def place(self, run: _Run, ticket: Ticket) -> CallRecord:
         spec = run.scenario.calls[0]
         try:
-            record = _sip_host(self.environment, run).call(ticket, spec.max_duration_s + SIP_CALL_SLACK_S)
+            return _sip_host(self.environment, run).call(ticket, spec.max_duration_s + SIP_CALL_SLACK_S)
         except Exception as exc:  # the pool is gone or did not answer: this call failed, the run goes on
-            record = CallRecord(index=ticket.index, worker=ticket.worker, start=ticket.start_at, end=time.time(),
-                                ok=False, reason=f"driver: {type(exc).__name__}: {str(exc)[:160]}")
-        for ev in request_events(record, run.scenario.name):
-            self.environment.events.request.fire(request_type=ev.request_type, name=ev.name,
-                                                 response_time=ev.response_time, response_length=0,
-                                                 exception=ev.exception, context={})
-        _returned(self.environment, run, record, ticket.worker)
+            return CallRecord(index=ticket.index, worker=ticket.worker, start=ticket.start_at, end=time.time(),
+                              ok=False, reason=f"driver: {type(exc).__name__}: {str(exc)[:160]}")
 
 
 SIP_CALL_SLACK_S = 90.0  # past a call's max_duration_s: set-up, the journal read, a slow pool

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import audio, errors, live_host, rest_io, session_host, stubs, virtual, wire_json
+from . import audio, errors, live_host, rest_io, session_host, stubs, virtual
 from . import calls as c
 from . import journal_entries as je
 from .config import ConfigPatch, FieldProblem
@@ -166,13 +166,7 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 async def read_model(request: web.Request, model: type[M]) -> M:
     """A control-API body as ``model``; a bad one raises BadRequest with a real-shaped 400."""
-    body = await rest_io.read_json(request, request.app[SERVER_KEY])
-    bad = wire_json.lone_surrogate_at(body)
-    if bad is not None:  # it would be kept, then break every answer that shows it (a call's view, the journal)
-        raise rest_io.BadRequest(errors.rest_error(
-            400, f"Invalid value for '{bad}': a lone surrogate (an unpaired \\uD800-\\uDFFF escape) is not valid "
-            "Unicode." if bad else "Invalid body: a lone surrogate is not valid Unicode.",
-            code="invalid_value", param=bad or None))
+    body = await rest_io.read_json(request, request.app[SERVER_KEY])  # a lone surrogate is refused there
     try:
         return model.model_validate(body)
     except ValidationError as exc:

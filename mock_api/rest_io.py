@@ -61,10 +61,21 @@ async def read_json(request: web.Request, server: MockServer, *, allow_empty: bo
         ))
     try:
         if len(raw) > HEAVY_BODY_BYTES:  # parsed on a worker thread: the loop serves every other socket meanwhile
-            return await asyncio.to_thread(parse_json, raw)
-        return parse_json(raw)
+            body, bad = await asyncio.to_thread(_parse_checked, raw)
+        else:
+            body, bad = _parse_checked(raw)
     except wire_json.WireJSONError:
         raise BadRequest(errors.rest_error(400, JSON_PARSE_ERROR)) from None
+    if bad is not None:  # kept, it would break every answer that shows it (a call's view, the journal, stubs)
+        raise BadRequest(errors.rest_error(400, wire_json.lone_surrogate_message(bad), code="invalid_value",
+                                           param=bad or None))
+    return body
+
+
+def _parse_checked(raw: bytes) -> tuple[Any, str | None]:
+    """The body, and where it holds a lone surrogate (None: nowhere)."""
+    body = parse_json(raw)
+    return body, wire_json.lone_surrogate_in(raw, body)
 
 
 def parse_json(raw: bytes) -> Any:

@@ -303,11 +303,7 @@ async def list_stubs(request: web.Request) -> web.Response:
 
 async def _load(request: web.Request, *, replace: bool) -> web.Response:
     server = request.app[SERVER_KEY]
-    data = await rest_io.read_json(request, server, allow_empty=False)
-    if wire_json.lone_surrogate_at(data) is not None:  # "\\ud800", or bytes that decode to one: cannot be served back
-        return errors.rest_error(400, "Invalid stubs: a string holds a lone surrogate, which is not valid Unicode "
-                                 "(invalid UTF-8 or an unpaired \\uD800-\\uDFFF escape).", code="invalid_value",
-                                 param="stubs")
+    data = await rest_io.read_json(request, server, allow_empty=False)  # refuses a lone surrogate (served back: no)
     try:
         stubs = parse_stubs(data, frozenset() if replace else book(server).ids())
     except StubError as exc:

@@ -77,7 +77,8 @@ async def test_stubs_with_a_lone_surrogate_are_refused_at_the_door(body: bytes) 
         async with http.put(f"{mock.url}/_mock/stubs", data=body, headers={"Content-Type": "application/json"}) as r:
             assert r.status == 400
             error = (await r.json())["error"]
-        assert (error["code"], error["param"]) == ("invalid_value", "stubs") and "surrogate" in error["message"]
+        assert error["code"] == "invalid_value" and "surrogate" in error["message"]
+        assert error["param"].startswith("[0].request.")  # where it is (a key's own bad bytes escaped)
         async with http.get(f"{mock.url}/_mock/stubs") as r:
             assert r.status == 200 and (await r.json())["stubs"] == []  # nothing half-applied
         assert not list(mock.server.journal.entries(None, "mock.bug"))
@@ -100,4 +101,38 @@ async def test_control_bodies_with_a_lone_surrogate_are_refused_at_the_door(path
         assert (error["code"], error["param"]) == ("invalid_value", param) and "surrogate" in error["message"]
         async with http.get(f"{mock.url}/_mock/calls?entries=0") as r:
             assert r.status == 200 and (await r.json())["calls"] == []  # nothing was made
+        assert not list(mock.server.journal.entries(None, "mock.bug"))
+
+
+async def test_openai_bodies_and_socket_events_with_a_lone_surrogate_are_refused_at_the_door() -> None:
+    """The 100,000-case run of this release: a lone surrogate reached a call's stored view through the OpenAI
+    surface (not the control API), and ``GET /_mock/calls`` answered 500 again. Every body and client event is
+    now checked where it is read: a REST body gets the 400, a socket event an ``invalid_value`` error, and the
+    mock keeps nothing of either."""
+    async with running_mock() as mock, MockClient(mock.url) as control, aiohttp.ClientSession() as http:
+        call_id = await control.start_call()
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
+        body = b'{"type": "realtime", "model": "gpt-realtime", "instructions": "hi \\ud800"}'
+        async with http.post(f"{mock.url}/v1/realtime/calls/{call_id}/accept", data=body, headers=headers) as r:
+            assert r.status == 400
+            error = (await r.json())["error"]
+        assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_value",
+                                                                   "instructions")
+        assert "surrogate" in error["message"]
+        async with http.get(f"{mock.url}/_mock/calls?entries=0") as r:  # the call is still listed, unchanged
+            assert r.status == 200 and [c["state"] for c in (await r.json())["calls"]] == ["ringing"]
+        async with http.ws_connect(f"{mock.url.replace('http', 'ws')}/v1/realtime?model=gpt-realtime",
+                                   headers={"Authorization": "Bearer sk-test"}) as ws:
+            assert (await ws.receive_json())["type"] == "session.created"
+            await ws.send_str('{"type": "session.update", "event_id": "e1", '
+                              '"session": {"type": "realtime", "instructions": "\\udfff"}}')
+            event = await ws.receive_json()
+            TypeAdapter(RealtimeServerEvent).validate_python(event)
+            assert event["type"] == "error"
+            assert (event["error"]["code"], event["error"]["param"], event["error"]["event_id"]) == (
+                "invalid_value", "session.instructions", "e1")
+            await ws.send_str('{"type": "session.update", "session": {"type": "realtime", "instructions": "ok"}}')
+            assert (await ws.receive_json())["type"] == "session.updated"  # the socket goes on
+        async with http.get(f"{mock.url}/_mock/sessions") as r:
+            assert r.status == 200
         assert not list(mock.server.journal.entries(None, "mock.bug"))

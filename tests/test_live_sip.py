@@ -7,6 +7,8 @@ caller hangs up. Every event on the sideband parses with the SDK's ``ConnectServ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -61,18 +63,31 @@ class LiveReceiver(Receiver):
         return response
 
 
-async def test_a_live_app_takes_a_real_sip_call(sip_stack: tuple[RunningMock, Receiver, MockClient],
-                                                sip_phone: Softphone) -> None:
-    mock, receiver, control = sip_stack
-    assert mock.sip is not None
-    await control.configure(webhook_events=["live.transport.incoming"],
-                            script={"turns": [{"hears": "policy number", "says": REPLY}], "response_latency_s": 0.05})
+@contextlib.asynccontextmanager
+async def live_app(mock: RunningMock, receiver: Receiver, control: MockClient) -> AsyncIterator[LiveApp]:
+    """An SDK-based Live app taking the mock's webhooks (in place of the stack's plain receiver) for one test;
+    its sideband, receiver and client are closed whatever the test does."""
     live = LiveApp(mock)
     receiver.app = None
     app_receiver = await LiveReceiver(secret=mock.server.config.webhook_secret or "").start()
     app_receiver.live = live
     await control.configure(webhook_url=app_receiver.url)
     try:
+        yield live
+    finally:
+        if live.task is not None:
+            live.task.cancel()
+        await app_receiver.stop()
+        await live.client.close()
+
+
+async def test_a_live_app_takes_a_real_sip_call(sip_stack: tuple[RunningMock, Receiver, MockClient],
+                                                sip_phone: Softphone) -> None:
+    mock, receiver, control = sip_stack
+    assert mock.sip is not None
+    await control.configure(webhook_events=["live.transport.incoming"],
+                            script={"turns": [{"hears": "policy number", "says": REPLY}], "response_latency_s": 0.05})
+    async with live_app(mock, receiver, control) as live:
         call = await sip_phone.call(mock.sip.uri(), audio=[CALLER.path])
         assert await call.answered(timeout=15)
         [incoming] = live.webhooks
@@ -97,8 +112,3 @@ async def test_a_live_app_takes_a_real_sip_call(sip_stack: tuple[RunningMock, Re
         assert (view.surface, view.state) == ("live", "ended")
         kinds = view.kinds()
         assert "live.settings" in kinds and "live.heard" in kinds and "sip.dtmf" in kinds
-    finally:
-        if live.task is not None:
-            live.task.cancel()
-        await app_receiver.stop()
-        await live.client.close()

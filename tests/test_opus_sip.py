@@ -33,7 +33,7 @@ from sipworker.testing import Action, TestUas
 from tests.helpers import until
 from tests.sip_helpers import CALLER, REPLY, App, Receiver
 from tests.test_live_sideband import Sideband
-from tests.test_live_sip import LiveApp, LiveReceiver
+from tests.test_live_sip import live_app
 
 _MISSING = opus.unavailable_reason()
 pytestmark = [pytest.mark.sip]
@@ -93,32 +93,21 @@ async def test_a_live_app_hears_an_opus_caller_and_the_caller_hears_it(
         "response_latency_s": 0.05})
     segments = speech_segments(REPLY.pcm(8000), 8000)
     reply_span_ms = segments[-1][1] - segments[0][0]
-    live = LiveApp(mock)
-    receiver.app = None
-    app_receiver = await LiveReceiver(secret=mock.server.config.webhook_secret or "").start()
-    app_receiver.live = live
-    await control.configure(webhook_url=app_receiver.url)
-    try:
-        async with Softphone(ca=mock.sip.certs.ca, state_dir=tmp_path / "phone", srtp="mandatory",
-                             codecs=OPUS_FIRST) as phone:
-            # the caller's own turn detection tells when the reply has been heard to its end (a gap in a slow
-            # stream may split it: the heard turns must span the reply's speech)
-            call = await phone.call(mock.sip.uri(), audio=[CALLER.path], vad={"silence_duration_ms": 500})
-            assert await call.answered(timeout=15)
-            await asyncio.wait_for(live.attached.wait(), 15)
-            sb = live.sideband
-            assert sb is not None
-            await sb.text_of("session.input_transcript.delta", CALLER.text)
-            await sb.text_of("session.output_transcript.delta", REPLY.text)
-            await until(lambda: heard_span_ms(call) >= reply_span_ms - 300, timeout=30,
-                        what="the caller hearing the whole reply")
-            await call.hangup()
-            await sb.until("session.closed")
-    finally:
-        if live.task is not None:
-            live.task.cancel()
-        await app_receiver.stop()
-        await live.client.close()
+    async with live_app(mock, receiver, control) as live, Softphone(
+            ca=mock.sip.certs.ca, state_dir=tmp_path / "phone", srtp="mandatory", codecs=OPUS_FIRST) as phone:
+        # the caller's own turn detection tells when the reply has been heard to its end (a gap in a slow
+        # stream may split it: the heard turns must span the reply's speech)
+        call = await phone.call(mock.sip.uri(), audio=[CALLER.path], vad={"silence_duration_ms": 500})
+        assert await call.answered(timeout=15)
+        await asyncio.wait_for(live.attached.wait(), 15)
+        sb = live.sideband
+        assert sb is not None
+        await sb.text_of("session.input_transcript.delta", CALLER.text)
+        await sb.text_of("session.output_transcript.delta", REPLY.text)
+        await until(lambda: heard_span_ms(call) >= reply_span_ms - 300, timeout=30,
+                    what="the caller hearing the whole reply")
+        await call.hangup()
+        await sb.until("session.closed")
     assert (call.codec, call.srtp) == ("opus", True)
     [view] = [v for v in await control.calls() if v.surface == "live"]
     [media] = view.of_kind("sip.media")

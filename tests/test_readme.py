@@ -90,7 +90,8 @@ SMALLER: dict[str, list[tuple[str, str]]] = {
     # stack (the command above runs it), which first waits up to 60 s for a quiet machine
     r"^python -m bench\.bench_load ": [
         ("--virtual 300,1000,2000", "--virtual ''"), ("--sip 150", "--sip 2"), (" --bare", ""),
-        ("--soak-virtual 5000", "--soak-virtual 10"), ("--soak-sip 1000", "--soak-sip 0")],
+        ("--soak-virtual 5000", "--soak-virtual 10"), ("--soak-sip 1000", "--soak-sip 0"),
+        ("--distributed 2000", "--distributed 20")],
 }
 
 # Commands README shows failing: the exit status it documents, and why it shows them.

@@ -233,7 +233,7 @@ async def test_media_loss_silences_a_seeded_share_of_reply_frames(
 async def test_media_loss_and_hold_reach_a_gpt_live_call_too(
         sip_stack: tuple[RunningMock, Receiver, MockClient], sip_phone: Softphone) -> None:
     """Live's reply audio takes its own path to the caller; the same faults apply on it."""
-    from tests.test_live_sip import LiveApp, LiveReceiver
+    from tests.test_live_sip import live_app
 
     mock, receiver, control = sip_stack
     assert mock.sip is not None
@@ -242,12 +242,7 @@ async def test_media_loss_and_hold_reach_a_gpt_live_call_too(
                                     "response_latency_s": 0.05},
                             faults=[{"name": "media_loss", "rate": 0.5, "seed": 9},
                                     {"name": "media_hold", "at_s": 1.0, "duration_s": 0.5}])
-    live = LiveApp(mock)
-    receiver.app = None
-    app_receiver = await LiveReceiver(secret=mock.server.config.webhook_secret or "").start()
-    app_receiver.live = live
-    await control.configure(webhook_url=app_receiver.url)
-    try:
+    async with live_app(mock, receiver, control) as live:
         call = await sip_phone.call(mock.sip.uri(), audio=[CALLER.path])
         assert await call.answered(timeout=15)
         await asyncio.wait_for(live.attached.wait(), 15)
@@ -259,11 +254,6 @@ async def test_media_loss_and_hold_reach_a_gpt_live_call_too(
         await call.hangup()
         await call.ended(timeout=10)
         view = await until(lambda: _loss_summary(control), what="media_loss's summary in the journal")
-    finally:
-        if live.task is not None:
-            live.task.cancel()
-        await app_receiver.stop()
-        await live.client.close()
     lost, total = view
     assert total > 0 and lost == sum(FrameLoss(0.5, 9, "1").lost(n) for n in range(total))
 

@@ -370,6 +370,10 @@ class LiveSession(Commands):
         if not isinstance(msg, dict):
             return refuse("invalid_event", "Invalid event: expected a JSON object.")
         cid = msg.get("event_id") if isinstance(msg.get("event_id"), str) else None
+        lone = wire_json.lone_surrogate_in(text, msg)
+        if lone is not None:  # kept, it would break every answer that shows it (the journal, an echoed item)
+            return refuse("invalid_value", wire_json.lone_surrogate_message(lone), lone or None,
+                          cid if lone != "event_id" else None)
         if "type" not in msg:
             return refuse("missing_required_parameter", "Missing required parameter: 'type'.", "type", cid)
         etype = msg["type"]

@@ -325,6 +325,10 @@ class RealtimeSession(ConfigPart, InputBufferPart, HearingPart, ConversationPart
         if not isinstance(msg, dict):
             return [ev.error("invalid_event", "Invalid event: expected a JSON object.")]
         event_id = msg.get("event_id") if isinstance(msg.get("event_id"), str) else None
+        bad = wire_json.lone_surrogate_in(text, msg)
+        if bad is not None:  # kept, it would break every answer that shows it (the journal, an echoed item)
+            return [ev.error("invalid_value", wire_json.lone_surrogate_message(bad), param=bad or None,
+                             event_id=event_id if bad != "event_id" else None)]
         etype = msg.get("type")
         if "type" not in msg:
             return [ev.error("invalid_event", "The 'type' field is missing.", event_id=event_id)]
