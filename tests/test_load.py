@@ -264,27 +264,31 @@ async def test_live_calls_under_load(tmp_path: Path) -> None:
         assert data["metrics"][metric]["count"] == 8, metric
 
 
+@pytest.mark.timeout(240)
 async def test_virtual_calls_spread_over_two_mock_processes(tmp_path: Path) -> None:
-    """The app keeps one base URL; each call's REST and WebSocket traffic reaches the mock that made it."""
-    o = _opts(calls=60, concurrency=30, rate=30.0, mock_processes=2, run_dir=tmp_path / "run")
+    """A Locust master with two workers and two mocks behind HAProxy, one host: the app keeps one base URL, each
+    call's REST and WebSocket traffic reaches the mock that made it, and every call is counted once."""
+    o = _opts(calls=200, concurrency=50, rate=40.0, mock_processes=2, processes=2, run_dir=tmp_path / "run")
     p = plan(o)
-    assert p.mock_shards == 2  # calls go to the mocks in turn, by their index
+    assert (p.mock_shards, p.drivers) == (2, 2)  # calls go to the mocks in turn, by their index
     pids: dict[str, int] = {}
     result = await run_load(p, on_started=pids.update)
     data = to_json(result)
     _check_accounting(data)
-    assert data["calls"]["placed"] == 60 and data["calls"]["failed"] == 0, data["failures"]
+    assert data["calls"]["placed"] == 200 and data["calls"]["failed"] == 0, data["failures"]
+    assert sorted(r["index"] for r in data["records"]) == list(range(200))  # each call once
+    assert {r["worker"] for r in data["records"]} == {0, 1}  # both Locust workers placed calls
     _check_percentiles(data)
-    assert data["metrics"]["webhook_to_accept_ms"]["count"] == 60  # the app's accepts went through haproxy
-    assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 60
+    assert data["metrics"]["webhook_to_accept_ms"]["count"] == 200  # the app's accepts went through haproxy
+    assert data["metrics"]["speech_end_to_audio_ms"]["count"] == 200
     shards = [int(r["call_id"][4], 16) % 2 for r in data["records"]]
-    assert shards.count(0) == 30 and shards.count(1) == 30
+    assert shards.count(0) == 100 and shards.count(1) == 100
     assert pids["mock"] != pids["mock_1"]
     assert data["cpu"]["mock_cpu_s"] > 0  # both mocks sampled as one role
     assert any("2 mock processes behind haproxy" in n for n in data["notes"])
     counts = next(n for n in data["notes"] if n.startswith("haproxy:"))  # the proxy's own counts, at its stop
     per_shard = [int(x) for x in counts.split("[", 1)[1].split("]", 1)[0].split(",")]
-    assert min(per_shard) >= 30 and "answered by the proxy 0" in counts, counts  # each call's accept at least
+    assert min(per_shard) >= 100 and "answered by the proxy 0" in counts, counts  # each call's accept at least
     for pid in (pids["mock"], pids["mock_1"], pids["mock_proxy"]):
         assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
 

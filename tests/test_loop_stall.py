@@ -3,7 +3,8 @@
 VAD and recognition of two minutes of audio take the session core about half a second of CPU; the
 WebSocket adapter runs such a frame on a worker thread, so the event loop keeps answering other
 clients, and the events the append causes are exactly the ones the core gives on its own.
-``bench/bench_stall.py`` reports the real figures; the bound here is generous for a busy CI box.
+``bench/bench_stall.py`` reports the real figures; the bound here is generous for a busy CI box, and a gap
+in which other processes had the cores counts only what the loop's own thread ran (:class:`Gap`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,6 +34,7 @@ from tests.realtime_fixtures import utterance
 SECONDS = 120  # of 24 kHz caller turns in one append (7.7 MB of base64)
 WORST_GAP_MS = 250.0
 WORK_SHARE = 0.5  # no single gap may last this share of the time the append took (inline: nearly all of it)
+STARVED_SHARE = 0.5  # a gap in which the process had less CPU than this share of it: other processes had the cores
 PING_EVERY_S = 0.005  # the probe's cadence: it measures the loop, it orders nothing
 MARK_ID = "evt_stall_mark"
 NO_REPLIES = json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
@@ -69,18 +72,34 @@ async def base_url() -> AsyncIterator[str]:
         await http.close()
 
 
+@dataclass(frozen=True)
+class Gap:
+    """The time between two probe answers, and the CPU this process and the loop's thread had in it."""
+
+    wall_ms: float
+    process_cpu_ms: float
+    loop_cpu_ms: float
+
+    @property
+    def held_ms(self) -> float:
+        """How long the mock held its loop in this gap. While the process ran (its CPU kept up with the clock:
+        a thread, or the loop itself, was working) the whole gap counts, a worker holding the GIL included;
+        while other processes had the cores (a busy CI box) only what the loop's own thread ran counts."""
+        return self.wall_ms if self.process_cpu_ms >= STARVED_SHARE * self.wall_ms else self.loop_cpu_ms
+
+
 async def _ping(http: aiohttp.ClientSession, url: str, started: asyncio.Event, stop: asyncio.Event,
-                gaps: list[float]) -> None:
-    """GET /_mock/health every PING_EVERY_S until ``stop``; the ms between two answers (a stalled loop
-    delays the request, or the pacing timer, either way the gap grows)."""
-    last: float | None = None
+                gaps: list[Gap]) -> None:
+    """GET /_mock/health every PING_EVERY_S until ``stop``; each gap between two answers (a stalled loop
+    delays the request, or the pacing timer, either way the gap grows), with the CPU spent in it."""
+    last: tuple[float, float, float] | None = None
     while not stop.is_set():
         async with http.get(url + "/_mock/health") as r:
             assert r.status == 200
             await r.read()
-        now = time.perf_counter()
+        now = (time.perf_counter(), time.process_time(), time.thread_time())  # on the loop's thread
         if last is not None:
-            gaps.append((now - last) * 1000)
+            gaps.append(Gap(*((a - b) * 1000 for a, b in zip(now, last, strict=True))))
         last = now
         started.set()
         with contextlib.suppress(TimeoutError):
@@ -111,7 +130,7 @@ async def test_a_long_append_leaves_the_loop_free_and_the_events_unchanged(base_
         await sock.send_str(NO_REPLIES)
         assert json.loads((await sock.receive()).data)["type"] == "session.updated"
         started, stop = asyncio.Event(), asyncio.Event()
-        gaps: list[float] = []
+        gaps: list[Gap] = []
         async with aiohttp.ClientSession() as probe_http:
             pinger = asyncio.create_task(_ping(probe_http, base_url, started, stop, gaps))
             await started.wait()  # the first answer is in: every gap from here on is measured
@@ -126,10 +145,11 @@ async def test_a_long_append_leaves_the_loop_free_and_the_events_unchanged(base_
     turns = _turn_events(events)
     assert sum(1 for kind, _ in turns if kind == "input_audio_buffer.committed") >= 20, turns
     assert turns == _turn_events(_core_alone(NO_REPLIES, append))
-    worst = max(gaps)
-    assert worst < WORST_GAP_MS, f"the loop stalled {worst:.0f} ms (slowest probes {sorted(gaps)[-5:]})"
+    worst = max(gaps, key=lambda g: g.held_ms)
+    slowest = sorted(gaps, key=lambda g: g.wall_ms)[-3:]
+    assert worst.held_ms < WORST_GAP_MS, f"the loop was held {worst} (slowest probes {slowest})"
     # however fast the machine: the loop was served all along, not once the append was done
-    assert worst < took_ms * WORK_SHARE, f"one gap of {worst:.0f} ms in the append's {took_ms:.0f} ms"
+    assert worst.held_ms < took_ms * WORK_SHARE, f"one gap of {worst} in the append's {took_ms:.0f} ms"
 
 
 def _decoded(text: str) -> bytes | type[Exception]:
