@@ -477,7 +477,7 @@ class LiveHost(CoreRunner):
         if isinstance(text, (bytes, bytearray)):
             return {"binary_bytes": len(text)}
         try:
-            event: Any = wire_json.loads(text)
+            event: Any = wire_json.surrogates_escaped(text, wire_json.loads(text))
         except wire_json.WireJSONError:
             event = text if len(text) <= 4096 else f"<{len(text)} characters that are not JSON>"
         return journal_view(event, self.server.journal.record_audio)

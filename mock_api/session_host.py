@@ -86,7 +86,8 @@ class SessionHost(CoreRunner):
     def _client_view(self, text: str | bytes) -> Any:
         """The frame as the journal keeps it (audio as its checksum), computed wherever the frame is read."""
         try:
-            event: Any = wire_json.loads(text) if isinstance(text, str) else {"binary_bytes": len(text)}
+            event: Any = (wire_json.surrogates_escaped(text, wire_json.loads(text)) if isinstance(text, str)
+                          else {"binary_bytes": len(text)})
         except wire_json.WireJSONError:
             event = text if len(text) <= 4096 else f"<{len(text)} characters that are not JSON>"
         return _journal_view(event, self.server.journal.record_audio) if isinstance(event, dict) else event

@@ -103,6 +103,24 @@ def lone_surrogate_in(raw: str | bytes, value: Any) -> str | None:
     return lone_surrogate_at(value) if hint.search(raw) else None  # type: ignore[arg-type]
 
 
+def surrogates_escaped(raw: str | bytes, value: Any) -> Any:
+    """``value`` parsed from ``raw``, with any lone surrogate written as its ``\\udXXX`` escape text: what the
+    journal keeps of a refused client event, so that every answer showing it can still be written as UTF-8."""
+    if lone_surrogate_in(raw, value) is None:
+        return value
+    return _escaped(value)
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def lone_surrogate_message(path: str) -> str:
     """The 400's or error event's message for a lone surrogate at ``path`` (``""``: the value itself)."""
     return (f"Invalid value for '{path}': a lone surrogate (an unpaired \\uD800-\\uDFFF escape) is not valid "

@@ -135,4 +135,21 @@ async def test_openai_bodies_and_socket_events_with_a_lone_surrogate_are_refused
             assert (await ws.receive_json())["type"] == "session.updated"  # the socket goes on
         async with http.get(f"{mock.url}/_mock/sessions") as r:
             assert r.status == 200
+        # on a call's socket the refused event is journaled with the call, as its escape text
+        ok = b'{"type": "realtime", "model": "gpt-realtime"}'
+        async with http.post(f"{mock.url}/v1/realtime/calls/{call_id}/accept", data=ok, headers=headers) as r:
+            assert r.status == 200
+        async with http.ws_connect(f"{mock.url.replace('http', 'ws')}/v1/realtime?call_id={call_id}",
+                                   headers={"Authorization": "Bearer sk-test"}) as ws:
+            assert (await ws.receive_json())["type"] == "session.created"
+            await ws.send_str('{"type": "session.update", "event_id": "e2", '
+                              '"session": {"type": "realtime", "instructions": "\\ud800!"}}')
+            assert (await ws.receive_json())["error"]["param"] == "session.instructions"
+        async with http.get(f"{mock.url}/_mock/calls/{call_id}") as r:  # with its entries: UTF-8 all through
+            assert r.status == 200
+            view = await r.json()
+        [kept] = [e["data"]["event"] for e in view["entries"]
+                  if e["kind"] == "ws.client" and e["data"]["event"].get("event_id") == "e2"]
+        assert kept["session"]["instructions"] == "\\ud800!"
         assert not list(mock.server.journal.entries(None, "mock.bug"))
+        assert not list(mock.server.journal.entries(call_id, "mock.bug"))

@@ -177,3 +177,24 @@ async def test_the_config_chooses_what_the_reference_leaves_open(client: AsyncOp
     with pytest.raises(Exception, match="usage_period_s"):
         await control.configure(live={"usage_period_s": -1})
     assert (await control.config())["live"]["usage_period_s"] == 2.5  # nothing half-applied
+
+
+async def test_a_client_event_with_a_lone_surrogate_is_refused_and_the_session_goes_on(
+        client: AsyncOpenAI, control: MockClient) -> None:
+    """Kept, a lone surrogate (``"\\udfff"`` is valid JSON text, not Unicode) would break every answer that shows
+    the session (its journal, an echoed item): the event is refused naming where it is, nothing is kept."""
+    async with primary(client) as p:
+        await p.conn.send({"type": "session.start", "event_id": "start_x",
+                           "session": {"model": MODEL, "instructions": "hello \udfff"}})
+        error = await p.until("error")
+        assert (error["error"]["code"], error["error"]["param"], error["client_event_id"]) == (
+            "invalid_value", "session.instructions", "start_x")
+        started = await p.start(instructions="You answer insurance calls.")  # refused, not started: it still can
+        live_id = started["session"]["id"]
+        await p.conn.session.close(event_id="bye_1")
+        await p.until("session.closed")
+    entries = await control.session_journal(live_id)
+    [refused] = [e["data"]["event"] for e in entries if e["kind"] == "live.client"
+                 and e["data"]["event"].get("event_id") == "start_x"]
+    assert refused["session"]["instructions"] == "hello \\udfff"  # kept as its escape text, UTF-8 again
+    json.dumps(entries, ensure_ascii=False).encode("utf-8")  # nothing in the timeline that UTF-8 cannot hold
