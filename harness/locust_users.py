@@ -38,6 +38,7 @@ from typing import IO, Any
 import gevent
 import gevent.event
 import gevent.lock
+import locust.runners
 import requests
 from locust import User, constant, events, task
 from locust.env import Environment
@@ -61,6 +62,12 @@ log = logging.getLogger("rtsip.locust")
 WANT, GRANT, DONE = "rtsip_ticket_want", "rtsip_ticket", "rtsip_call_done"  # custom messages, worker ↔ master
 TICKET_WAIT_S = 60.0  # a master that does not answer a ticket in this long is gone: the user stops
 WATCH_EVERY_S = 0.5
+# Locust's master marks a worker missing after 3 heartbeats (1 s apart) go unheard and, once none is left, stops
+# the test for good. A caller's worker shares its host with the mock, the app and their SIP workers, which starve
+# it for longer than that on a saturated box (seen: 5 s, all workers at once, the run lost); a worker that is
+# really gone is still seen within this many seconds. Locust has no option for it: its module constant is it.
+WORKER_SILENCE_S = 20
+locust.runners.HEARTBEAT_LIVENESS = WORKER_SILENCE_S
 
 
 # ---- the options -------------------------------------------------------------------------------------

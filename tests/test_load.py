@@ -399,10 +399,12 @@ def test_master_here_and_two_workers_place_every_call_once(tmp_path: Path) -> No
                 where = m[1]
                 break
         assert where.startswith("127.0.0.1:")
+        logs = [tmp_path / f"worker{i}.log" for i in range(2)]
         workers = [subprocess.Popen([sys.executable, "-m", "harness.cli", "load", "--worker", where], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+                                    stdout=subprocess.DEVNULL, stderr=log.open("w")) for log in logs]
         assert master.wait(timeout=180) == 0, master.stderr.read()[-2000:]
-        assert [w.wait(timeout=60) for w in workers] == [0, 0]  # the master's quit ends its workers
+        codes = [w.wait(timeout=60) for w in workers]  # the master's quit ends its workers
+        assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
     finally:
         procs: list[subprocess.Popen[Any]] = [master, *workers]
         for proc in procs:
