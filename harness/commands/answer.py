@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands import UsageError, checks
-from sipworker.codecs import G711, normalise, wants_opus
+from sipworker.codecs import G711, wants_opus
 from sipworker.digest import Challenger
 from sipworker.ipc import Ev, Event, Op, WorkerConfig
 
@@ -270,12 +270,7 @@ def check(args: argparse.Namespace) -> None:
     if args.challenge not in (401, 407):
         raise UsageError(f"--challenge must be 401 or 407, not {args.challenge}")
     checks.audio_file(args.fixture, "--fixture")
-    try:
-        args.codecs = tuple(normalise(c for c in args.codec.split(",") if c.strip()))
-    except ValueError as exc:
-        raise UsageError(f"--codec {args.codec}: {exc}") from None
-    if not args.codecs:
-        raise UsageError("--codec: name at least one codec (opus, PCMU, PCMA, G722)")
+    args.codecs = checks.codecs(args.codec)
     if args.record:
         checks.output_file(args.record, "--record")
     if (args.username is None) != (args.password is None):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.commands import CommandError, UsageError, checks, header_arg
-from sipworker.codecs import normalise
 from sipworker.ipc import Ev, Event
 
 EPILOG = """examples:
@@ -86,12 +85,7 @@ def check(args: argparse.Namespace) -> None:
         checks.sip_uri(args.to_uri, "--to", tel=True)
     for path in args.audio:
         checks.audio_file(path, "--audio")
-    try:
-        args.codecs = normalise(c for c in args.codec.split(",") if c.strip())
-    except ValueError as exc:
-        raise UsageError(f"--codec {args.codec}: {exc}") from None
-    if not args.codecs:
-        raise UsageError("--codec: name at least one codec (opus, PCMU, PCMA, G722)")
+    args.codecs = checks.codecs(args.codec)
     if args.record:
         checks.output_file(args.record, "--record")
     if args.dtmf is not None:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from harness.commands import UsageError
+from sipworker.codecs import normalise
 
 SIP_EXAMPLE = "sip:proj_x@127.0.0.1:5061;transport=tls"
 SIP_FORM = f"expected sip:user@host[:port][;param=value...] (or sips:), e.g. {SIP_EXAMPLE}"
@@ -212,6 +213,17 @@ def dtmf(digits: str, flag: str) -> str:
     if not DTMF_DIGITS.fullmatch(digits):
         raise UsageError(f"{flag} {digits!r}: DTMF digits are 0-9, *, # and A-D")
     return digits
+
+
+def codecs(value: str, flag: str = "--codec") -> tuple[str, ...]:
+    """The comma-separated codec names of ``value`` in canonical spelling, in order of preference."""
+    try:
+        names = tuple(normalise(c for c in value.split(",") if c.strip()))
+    except ValueError as exc:
+        raise UsageError(f"{flag} {value}: {exc}") from None
+    if not names:
+        raise UsageError(f"{flag}: name at least one codec (opus, PCMU, PCMA, G722)")
+    return names
 
 
 def at_least(value: int, lowest: int, flag: str) -> int:
