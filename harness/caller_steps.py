@@ -1,7 +1,7 @@
 """One walk through a scenario call's ``steps``, for every kind of caller.
 
 The scenario runner, ``rtsip load --mode virtual`` and ``rtsip load --mode sip`` all play the same
-steps (say / barge_in / dtmf / pause_ms / wait_for / hangup, within ``max_duration_s``), so the
+steps (say / barge_in / dtmf / pause_ms / wait_for / hangup / hold_ms, within ``max_duration_s``), so the
 order of the steps, the deadline and what a ``wait_for`` counts are decided here once.  What differs
 between them is how a caller does a step and how it treats a call that is gone; that is the
 :class:`StepTarget`'s to decide:
@@ -53,6 +53,10 @@ class StepTarget(Protocol):
         """Send DTMF ``digits``; False: the call is gone."""
         ...
 
+    async def hold(self, seconds: float) -> bool:
+        """Put the far side on hold for ``seconds``, then resume it (SIP callers only); False: the call is gone."""
+        ...
+
     async def hang_up(self) -> bool:
         """The scenario's ``hangup`` step; True to go on with the steps after it."""
         ...
@@ -71,7 +75,7 @@ class StepTarget(Protocol):
 class Act:
     """One thing :func:`plan` asks of a caller; the driver does it and sends back its answer.
 
-    ``op`` is a :class:`StepTarget` member (``over``, ``answered``, ``say``, ``dial``, ``hang_up``,
+    ``op`` is a :class:`StepTarget` member (``over``, ``answered``, ``say``, ``dial``, ``hold``, ``hang_up``,
     ``wait_event``, ``note``) or ``sleep`` (a pause: the driver's own sleep, answered with None)."""
 
     op: str
@@ -114,6 +118,8 @@ def _step(step: Step, i: int, waits: dict[str, int], left: float) -> Generator[A
         return False
     if step.dtmf is not None:
         return bool((yield Act("dial", (step.dtmf,))))
+    if step.hold_ms is not None:
+        return bool((yield Act("hold", (min(step.hold_ms / 1000, left),))))
     if step.barge_in is not None:
         if not (yield Act("wait_event", ("response.created", 1, BARGE_IN_WAIT_S))):
             return False

@@ -33,6 +33,7 @@ class Caller(Protocol):
 
     async def say(self, ref: str) -> None: ...
     async def dtmf(self, digits: str) -> None: ...
+    async def hold(self, seconds: float) -> None: ...
     async def hangup(self) -> None: ...
     def media(self) -> dict[str, Any]: ...
 
@@ -62,6 +63,9 @@ class VirtualCaller:
 
     async def dtmf(self, digits: str) -> None:
         await self.control.dtmf(self.call_id, digits)
+
+    async def hold(self, seconds: float) -> None:
+        raise CallerError("a virtual call cannot hold: hold_ms needs mode: sip")  # refused at load (CallSpec)
 
     async def hangup(self) -> None:
         view = await self.control.call(self.call_id)
@@ -102,6 +106,10 @@ class SipCaller:
 
     async def dtmf(self, digits: str) -> None:
         await self.phone_call.send_dtmf(digits)
+
+    async def hold(self, seconds: float) -> None:
+        if not self.phone_call.is_ended:
+            await self.phone_call.hold_for(seconds)
 
     async def hangup(self) -> None:
         if not self.phone_call.is_ended:

@@ -124,6 +124,8 @@ def virtual_call(steps: Sequence[Step], max_duration_s: float, call_id: str, bas
             case "dial", (digits,):
                 status, _ = yield Request("POST", f"/_mock/calls/{call_id}/dtmf", {"digits": digits})
                 answer = status < 400
+            case "hold", _:  # refused before any call: a scenario holds only in mode: sip (CallSpec)
+                raise ValueError("a virtual call cannot hold: hold_ms needs mode: sip")
             case "hang_up", _:
                 answer = False
             case "wait_event", (kind, count, timeout):

@@ -243,6 +243,12 @@ class _SipTarget:
         await self.call.send_dtmf(digits)
         return True
 
+    async def hold(self, seconds: float) -> bool:
+        if self.call.is_ended:
+            return False
+        await self.call.hold_for(seconds)
+        return not self.call.is_ended
+
     async def hang_up(self) -> bool:
         return False  # the caller's hangup follows the steps
 

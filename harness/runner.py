@@ -366,6 +366,10 @@ class _ScenarioTarget:
         await self.caller.dtmf(digits)
         return True
 
+    async def hold(self, seconds: float) -> bool:
+        await self.caller.hold(seconds)
+        return True
+
     async def hang_up(self) -> bool:
         await self.caller.hangup()
         return True

@@ -97,15 +97,18 @@ class Step(_Strict):
     barge_in: str | None = Field(None, description="Fixture spoken over the assistant's reply.")
     wait_for: str | None = Field(None, description="Journal event kind to wait for, e.g. response.done.")
     hangup: bool | None = None
+    hold_ms: int | None = Field(None, ge=1, le=600_000, description="Put the far side on hold this long (a "
+                                "re-INVITE with a=sendonly), then resume it (a=sendrecv). mode: sip only.")
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
-        set_ = [
-            k for k in ("say", "pause_ms", "dtmf", "barge_in", "wait_for", "hangup") if getattr(self, k) is not None
-        ]
+        set_ = [k for k in STEP_ACTIONS if getattr(self, k) is not None]
         if len(set_) != 1:
-            raise ValueError(f"a step takes exactly one of say, pause_ms, dtmf, barge_in, wait_for, hangup; got {set_}")
+            raise ValueError(f"a step takes exactly one of {', '.join(STEP_ACTIONS)}; got {set_}")
         return self
+
+
+STEP_ACTIONS = ("say", "pause_ms", "dtmf", "barge_in", "wait_for", "hangup", "hold_ms")
 
 
 class CallSpec(_Strict):
@@ -122,6 +125,12 @@ class CallSpec(_Strict):
     faults: list[Fault] = Field(default_factory=list)
     speed: float = Field(1.0, gt=0, le=20, description="How fast a virtual caller feeds its audio (1 = real time).")
     max_duration_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _hold_needs_sip(self) -> CallSpec:
+        if self.mode != "sip" and any(step.hold_ms is not None for step in self.steps):
+            raise ValueError("a hold_ms step needs mode: sip (a virtual caller has no media to hold)")
+        return self
 
 
 # ---- expectations -------------------------------------------------------------------------------

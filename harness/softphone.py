@@ -195,6 +195,15 @@ class SoftphoneCall:
     async def send_dtmf(self, digits: str, method: str = "rfc2833") -> None:
         await self._cmd(Op.SEND_DTMF, digits=digits, method=method)
 
+    async def hold_for(self, seconds: float) -> None:
+        """Put the far side on hold (a re-INVITE with a=sendonly) for ``seconds``, then resume it (a=sendrecv).
+        A call that ends meanwhile is not resumed; the wait ends with it."""
+        await self._cmd(Op.HOLD)
+        with contextlib.suppress(TimeoutError):
+            await self.ended(timeout=seconds)
+        if not self.is_ended:
+            await self._cmd(Op.UNHOLD)
+
     async def set_vad(self, **params: Any) -> None:
         await self._cmd(Op.SET_VAD, **VadParams.from_dict(params).to_dict())
 

@@ -35,6 +35,8 @@ Rules:
   sorted by time; a fault's end step comes ``duration_s`` after its start. Each step names its fault, so its
   firing can be journaled. ``media_loss`` becomes :attr:`FaultScript.frame_loss`: frame ``n`` of the reply audio to
   the caller is lost when ``draw(seed, "media_loss", key, n) < rate`` (a hash per frame, as for chance).
+- ``caller_hold_reaction`` is :attr:`FaultScript.caller_hold`: what the SIP ingress does the first time the
+  caller holds the call (``bye`` or ``silence``); without it a hold changes nothing on the mock's side.
 - A fault without ``probability`` always fires and is not drawn. ``seed`` defaults to 0; ``rtsip run`` gives
   the faults that name no seed the run's (:func:`seeded`).
 """
@@ -221,6 +223,7 @@ class FaultScript:
     static_audio: bool = False
     media_steps: tuple[MediaStep, ...] = ()  # the SIP ingress's media faults, in time order
     frame_loss: FrameLoss | None = None  # media_loss: the reply frames lost on the way to the caller
+    caller_hold: Literal["bye", "silence"] | None = None  # caller_hold_reaction: the mock's answer to a caller's hold
 
     @classmethod
     def of(cls, faults: Iterable[Fault], key: str = "") -> FaultScript:
@@ -260,7 +263,15 @@ class FaultScript:
             media_steps=_media_steps(first),
             frame_loss=None if "media_loss" not in first else FrameLoss(
                 float(first["media_loss"].param("rate")), int(first["media_loss"].param("seed")), key),
+            caller_hold=_caller_hold(first),
         )
+
+
+def _caller_hold(first: dict[str, Fault]) -> Literal["bye", "silence"] | None:
+    found = first.get("caller_hold_reaction")
+    if found is None:
+        return None
+    return "silence" if found.param("reaction") == "silence" else "bye"
 
 
 def _delivery(first: dict[str, Fault]) -> DeliveryPlan:

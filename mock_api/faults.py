@@ -210,6 +210,16 @@ _ALL = [
         seconds=("at_s", "duration_s"),
     ),
     FaultInfo(
+        "caller_hold_reaction",
+        "sip",
+        "28",
+        "What the mock does when the caller puts it on hold (a re-INVITE with a=sendonly or inactive; without this "
+        "fault it goes on as before): `reaction` bye hangs up at once (a BYE), silence sends the caller no more "
+        "audio for the rest of the call, resumed or not (one-way audio).",
+        {"reaction": "bye"},
+        choices={"reaction": ("bye", "silence")},
+    ),
+    FaultInfo(
         "media_one_way",
         "media",
         "-",
@@ -258,7 +268,7 @@ PER_CALL = frozenset({
     "webhook_rotation", "webhook_drop", "accept_invalid_hangup", "refer_noop", "refer_500", "accept_slow_404",
     "random_hangup", "ghost_call", "no_answer_timeout", "beta_header_404", "live_session_end", "ws_drop",
     "static_audio",
-    "media_hold", "media_one_way", "media_silence", "media_loss",
+    "media_hold", "media_one_way", "media_silence", "media_loss", "caller_hold_reaction",
 })
 """The faults read once per call through :class:`mock_api.fault_script.FaultScript`: one draw per call decides."""
 

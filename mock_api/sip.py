@@ -118,6 +118,7 @@ class _Leg:
     media_timers: list[asyncio.TimerHandle] = field(default_factory=list)  # the call's media fault steps
     media_scheduled: bool = False
     loss: LossyReply | None = None  # media_loss on the reply audio
+    held_by_caller: bool = False  # the caller has put the call on hold at least once (caller_hold_reaction)
 
 
 class SipIngress:
@@ -305,6 +306,22 @@ class SipIngress:
         if leg is not None:
             status, way = ev.data.get("status"), _DIRECTIONS.get(int(ev.data.get("dir") or 0), "inactive")
             self.server.journal.add(leg.call_id, je.SipState(state=f"media {status}", code=None, reason=way))
+            if status == "remote_hold" and not leg.held_by_caller:
+                leg.held_by_caller = True
+                await self._caller_held(leg)
+
+    async def _caller_held(self, leg: _Leg) -> None:
+        """The caller's first hold: the script's ``caller_hold`` answer, journaled, then carried out."""
+        reaction = self.server.fault_script(leg.call_id).caller_hold
+        if reaction is None or leg.ended:
+            return
+        detail = "the caller put the call on hold: " + (
+            "BYE" if reaction == "bye" else "no more audio to the caller, resumed or not")
+        self.server.journal.add(leg.call_id, je.FaultFired(fault="caller_hold_reaction", detail=detail))
+        if reaction == "bye":
+            await self._bye(leg, 0)
+        else:
+            await self._command(leg, Op.MEDIA_GATE, to_caller=False)
 
     async def _speech(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))

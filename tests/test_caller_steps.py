@@ -32,6 +32,10 @@ class Recorder:
         self.calls.append(("dial", digits))
         return True
 
+    async def hold(self, seconds: float) -> bool:
+        self.calls.append(("hold", seconds))
+        return True
+
     async def hang_up(self) -> bool:
         self.calls.append(("hangup", None))
         self.over = True
