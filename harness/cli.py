@@ -280,9 +280,9 @@ def cmd_mock(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise UsageError(f"{f'--config {args.config}' if args.config else 'settings'}: "
                          f"{describe_validation_error(exc)}") from None
-    from mock_api.running import TlsOptions, cap_malloc_arenas, freeze_startup_heap, running_mock  # after the checks
+    from mock_api.running import TlsOptions, freeze_startup_heap, running_mock, tune_malloc  # after the checks
 
-    cap_malloc_arenas()  # before any thread of the mock's starts
+    tune_malloc()  # before any thread of the mock's starts
     from mock_api.stall_watch import StallWatch
     from mock_api.state import clear_running, write_running
 
