@@ -136,12 +136,14 @@ class SoftphoneCall:
     marks: dict[str, int] = field(default_factory=dict)  # ms since the INVITE was sent
     t0: float | None = None  # time.monotonic() of the INVITE in the worker (same clock as ours)
     _answered: asyncio.Future[bool] = field(init=False, repr=False)
+    _confirmed: asyncio.Future[bool] = field(init=False, repr=False)
     _ended: asyncio.Future[int | None] = field(init=False, repr=False)
     _waiters: list[tuple[str, asyncio.Future[Event]]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         loop = asyncio.get_running_loop()
         self._answered = loop.create_future()
+        self._confirmed = loop.create_future()
         self._ended = loop.create_future()
 
     # -- awaiting
@@ -195,14 +197,24 @@ class SoftphoneCall:
     async def send_dtmf(self, digits: str, method: str = "rfc2833") -> None:
         await self._cmd(Op.SEND_DTMF, digits=digits, method=method)
 
-    async def hold_for(self, seconds: float) -> None:
+    async def hold_for(self, seconds: float, timeout: float = 10.0) -> None:
         """Put the far side on hold (a re-INVITE with a=sendonly) for ``seconds``, then resume it (a=sendrecv).
-        A call that ends meanwhile is not resumed; the wait ends with it."""
+
+        A re-INVITE needs the dialog confirmed (the 2xx ACKed), which may come just after "answered", and no
+        other re-INVITE pending: the hold waits for the first and the resume for the hold's answer (the
+        call's next ``media_state``), each up to ``timeout``. A call that ends meanwhile is not resumed."""
+        if not await asyncio.wait_for(asyncio.shield(self._confirmed), timeout):
+            return
+        held = asyncio.get_running_loop().create_future()
+        self._waiters.append((Ev.MEDIA_STATE, held))
         await self._cmd(Op.HOLD)
+        with contextlib.suppress(TimeoutError, SoftphoneError):
+            await asyncio.wait_for(held, timeout)
         with contextlib.suppress(TimeoutError):
             await self.ended(timeout=seconds)
         if not self.is_ended:
-            await self._cmd(Op.UNHOLD)
+            with contextlib.suppress(SoftphoneError):  # it ended just now
+                await self._cmd(Op.UNHOLD)
 
     async def set_vad(self, **params: Any) -> None:
         await self._cmd(Op.SET_VAD, **VadParams.from_dict(params).to_dict())
@@ -238,6 +250,8 @@ class SoftphoneCall:
                 self.marks.setdefault("answered", int(d.get("t_ms", 0)))
                 if not self._answered.done():
                     self._answered.set_result(True)
+                if state == "CONFIRMED" and not self._confirmed.done():
+                    self._confirmed.set_result(True)
         elif ev.kind == Ev.MEDIA_ACTIVE:
             self.codec, self.srtp = d.get("codec"), bool(d.get("srtp"))
             self.marks.setdefault("media", int(d.get("t_ms", 0)))
@@ -280,6 +294,8 @@ class SoftphoneCall:
             self._answered.set_result(False)
         if not self._ended.done():
             self._ended.set_result(self.final_status)
+        if not self._confirmed.done():
+            self._confirmed.set_result(False)
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(SoftphoneError(f"call {self.ref} ended"))
