@@ -108,8 +108,7 @@ class SipCaller:
         await self.phone_call.send_dtmf(digits)
 
     async def hold(self, seconds: float) -> None:
-        if not self.phone_call.is_ended:
-            await self.phone_call.hold_for(seconds)
+        await self.phone_call.hold_for(seconds)
 
     async def hangup(self) -> None:
         if not self.phone_call.is_ended:

@@ -244,8 +244,6 @@ class _SipTarget:
         return True
 
     async def hold(self, seconds: float) -> bool:
-        if self.call.is_ended:
-            return False
         await self.call.hold_for(seconds)
         return not self.call.is_ended
 

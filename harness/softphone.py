@@ -202,8 +202,9 @@ class SoftphoneCall:
 
         A re-INVITE needs the dialog confirmed (the 2xx ACKed), which may come just after "answered", and no
         other re-INVITE pending: the hold waits for the first and the resume for the hold's answer (the
-        call's next ``media_state``), each up to ``timeout``. A call that ends meanwhile is not resumed."""
-        if not await asyncio.wait_for(asyncio.shield(self._confirmed), timeout):
+        call's next ``media_state``), each up to ``timeout``. A call that has ended is not held; one that ends
+        meanwhile is not resumed."""
+        if not await asyncio.wait_for(asyncio.shield(self._confirmed), timeout) or self.is_ended:
             return
         held = asyncio.get_running_loop().create_future()
         self._waiters.append((Ev.MEDIA_STATE, held))
