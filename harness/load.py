@@ -147,11 +147,6 @@ async def run_load(plan_: Plan, stopper: Stopper | None = None,
                 await run_callers(plan_, [m.url for m in mocks], result, progress, stopper,
                                   [m.pid for m in mocks] + ([proxy.pid] if proxy is not None else []),
                                   app.pid or 0, run_dir, _distribution(plan_), token=config.get("control_token"))
-                if result.placed < o.calls and not result.aborted:
-                    why = (f"--duration {o.duration:g} s reached" if o.duration else
-                           f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer "
-                           "than their steps")
-                    result.notes.append(f"placed {result.placed} of {o.calls} calls: {why}")
                 progress.phase = "done" if not result.aborted else "stopped (Ctrl-C)"
                 progress.tick()
         finally:
@@ -258,7 +253,7 @@ def run(options: LoadOptions) -> tuple[LoadResult | None, int]:
     if result.aborted:
         return result, 130
     lost = result.placed - len(result.records)
-    return result, 0 if result.failed == 0 and lost == 0 else 1
+    return result, 0 if result.failed == 0 and lost == 0 and result.unplaced == 0 else 1
 
 
 def _require_haproxy() -> None:

@@ -111,12 +111,14 @@ async def run_callers(plan_: Plan, mock_urls: list[str], result: LoadResult, pro
     log.close()
     if dist.web_port:
         result.notes.append(f"Locust's web UI: http://127.0.0.1:{dist.web_port}/")
-        print(f"rtsip load: Locust's web UI at http://127.0.0.1:{dist.web_port}/", file=sys.stderr, flush=True)
+        if await wait_listening("127.0.0.1", dist.web_port, proc):
+            print(f"rtsip load: Locust's web UI at http://127.0.0.1:{dist.web_port}/", file=sys.stderr, flush=True)
     if dist.master:
         where = f"{dist.bind_host}:{dist.bind_port}"
         progress.phase = f"waiting for {dist.expect_workers} Locust workers (rtsip load --worker {where})"
-        print(f"rtsip load: Locust master at {where}: start workers with `rtsip load --worker {where}`",
-              file=sys.stderr, flush=True)
+        if await wait_listening(dist.bind_host, dist.bind_port, proc):  # said before: a worker's check met no one
+            print(f"rtsip load: Locust master at {where}: start workers with `rtsip load --worker {where}`",
+                  file=sys.stderr, flush=True)
     sampler = _Sampler(result, {"mock": mock_pids, "app": [app_pid], "load": [os.getpid()]}, progress)
     progress.t0 = t0
     tail = _Tail(records)
@@ -151,6 +153,34 @@ async def run_callers(plan_: Plan, mock_urls: list[str], result: LoadResult, pro
         if refused and not result.placed:  # the users' own check (locust_core rule 5): rtsip load's bug
             raise RuntimeError(f"Locust refused the run: {refused[-1].removeprefix('rtsip: ')}")
         result.notes.append(f"Locust ended with rc {proc.returncode}: see {run_dir / 'locust.log'}")
+    if result.placed < o.calls and not result.aborted:
+        result.notes.append(f"placed {result.placed} of {o.calls} calls: {_why_short(plan_, run_dir, t0)}")
+
+
+def _why_short(plan_: Plan, run_dir: Path, t0: float) -> str:
+    """Why Locust stopped placing calls before the budget was spent: the clock, or its own last error."""
+    if plan_.options.duration:
+        return f"--duration {plan_.options.duration:g} s reached"
+    if time.time() - t0 >= plan_.stop_placing_s:
+        return (f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer than "
+                "their steps")
+    errors = [line.split(": ", 1)[-1] for line in (run_dir / "locust.log").read_text(errors="replace").splitlines()
+              if "/ERROR/" in line or "/CRITICAL/" in line]
+    return f"Locust stopped early ({errors[-1] if errors else 'no error logged'}; see {run_dir / 'locust.log'})"
+
+
+async def wait_listening(host: str, port: int, proc: asyncio.subprocess.Process) -> bool:
+    """Whether Locust's master came to accept connections on ``host:port`` (False: it ended first)."""
+    while proc.returncode is None:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.1)  # not up yet: ask again, unless it ended
+            continue
+        writer.close()
+        return True
+    return False
 
 
 def _read(tail: _Tail, result: LoadResult, progress: Progress, inflight: dict[int, float]) -> None:

@@ -92,6 +92,12 @@ class LoadResult:
     def failed(self) -> int:
         return sum(1 for r in self.records if not r.ok)
 
+    @property
+    def unplaced(self) -> int:
+        """Calls of the budget never placed though nothing asked to stop early: the run failed them."""
+        o = self.plan.options
+        return 0 if o.duration or self.aborted else max(0, o.calls - self.placed)
+
 
 class Progress:
     """Counts and rolling percentiles while the run goes; rendered with rich (or a line every 5 s)."""

@@ -76,6 +76,9 @@ class LoadRun(Protocol):
     @property
     def failed(self) -> int: ...
 
+    @property
+    def unplaced(self) -> int: ...
+
 
 def _t0(result: LoadRun) -> float:
     return min(r.start for r in result.records) if result.records else result.started_at
@@ -153,7 +156,7 @@ def to_json(result: LoadRun) -> dict[str, Any]:
         "started_at": result.started_at, "seconds": round(result.ended_at - result.started_at, 3),
         "aborted": result.aborted,
         "calls": {"placed": result.placed, "completed": result.completed, "failed": result.failed,
-                  "lost": result.placed - len(result.records)},
+                  "lost": result.placed - len(result.records), "unplaced": result.unplaced},
         "failures": reasons(result.records),
         "metrics": summary(result.records),
         "cpu": cpu_summary(result),
@@ -358,7 +361,9 @@ def print_summary(result: LoadRun, console: Console) -> None:
     console.print(f"[bold]{data['scenario']}[/] ({data['mode']}): {c['placed']} placed, "
                   f"[green]{c['completed']} completed[/], "
                   f"{'[red]' if c['failed'] else ''}{c['failed']} failed{'[/]' if c['failed'] else ''}, "
-                  f"{c['lost']} lost in {data['seconds']:.1f} s"
+                  f"{c['lost']} lost"
+                  + (f", [red]{c['unplaced']} never placed[/]" if c["unplaced"] else "")
+                  + f" in {data['seconds']:.1f} s"
                   + (" [yellow](stopped by Ctrl-C)[/]" if result.aborted else ""), highlight=False)
     t = Table(title="latency from the journal (ms)")
     for col in ("metric", "count", *[f"p{p}" for p in PERCENTILES], "max"):

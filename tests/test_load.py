@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,9 +22,12 @@ import psutil
 import pytest
 
 from harness.load import LoadError, LoadOptions, descendants, plan, run, run_load
+from harness.load_locust import wait_listening
 from harness.load_metrics import METRICS, CallRecord, extract, failure, percentile, summarize
+from harness.load_progress import LoadResult
 from harness.load_report import to_json, write_reports
 from mock_api.control_models import CallView, JournalEntry
+from mock_api.running import free_port
 from sipworker.ports import free_range
 from tests.test_ports import holding_udp, time_wait_port
 
@@ -428,8 +432,6 @@ async def test_web_ui_shows_the_run_while_it_goes(tmp_path: Path) -> None:
     """--web: Locust's UI answers with the run's live statistics, and the run still ends by itself."""
     import aiohttp
 
-    from mock_api.running import free_port
-
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harness.cli", "load", str(ONE_TURN), "--calls", "6", "--concurrency", "3", "--rate",
@@ -471,6 +473,46 @@ def running(pid: int, within_s: float) -> bool:
             return proc.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
+
+
+def test_calls_never_placed_fail_the_run() -> None:
+    """A run that ends with part of its --calls budget never placed (Locust gave up: no worker came) fails
+    and says how many; --duration and Ctrl-C end a run early on purpose, so nothing is owed then."""
+    result = LoadResult(plan(LoadOptions(scenario=ONE_TURN, calls=12, concurrency=6, rate=12)), 0.0, placed=5)
+    assert result.unplaced == 7 and to_json(result)["calls"]["unplaced"] == 7
+    result.aborted = True
+    assert result.unplaced == 0
+    timed = LoadResult(plan(LoadOptions(scenario=ONE_TURN, calls=12, concurrency=6, rate=12, duration=5)), 0.0)
+    assert timed.unplaced == 0
+
+
+async def test_the_master_is_announced_only_once_it_listens() -> None:
+    """`rtsip load --master` prints where workers connect once Locust accepts there: a worker started on
+    that line must find it (its own check refuses an address nobody answers)."""
+    port = free_port()
+    binds = textwrap.dedent(f"""
+        import socket, sys
+        sys.stdin.readline()  # bind only when the test says so
+        s = socket.create_server(("127.0.0.1", {port}))
+        print("up", flush=True)
+        s.accept()
+    """)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", binds, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        listening = asyncio.ensure_future(wait_listening("127.0.0.1", port, proc))
+        await asyncio.wait({listening}, timeout=0.3)
+        assert not listening.done()  # nothing listens yet: not announced
+        proc.stdin.write(b"go\n")
+        assert await proc.stdout.readline() == b"up\n"
+        assert await asyncio.wait_for(listening, 30) is True
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "raise SystemExit(1)")
+    assert await asyncio.wait_for(wait_listening("127.0.0.1", port, gone), 30) is False  # ended before listening
 
 
 def test_records_roundtrip() -> None:

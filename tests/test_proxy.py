@@ -14,6 +14,7 @@ import ssl
 import stat
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mock_api import certs
 from mock_api.client import MockClient
 from mock_api.config import MockConfig
+from mock_api.journal import SERVER
 from mock_api.proxy import InterceptProxy, host_allowed, proxy_env, running_proxy
 from mock_api.running import RunningMock, running_mock
+from mock_api.stall_watch import StallWatch
 from tests.helpers import until
 
 API_KEY = "sk-rtsip-proxy-test"
+STALL_S = 0.25  # an event-loop stall of the mock this long is journaled (mock.stall, with the loop's stack)
+_STORIES: dict[int, RunningMock] = {}  # the mock of the running test's stack, for a failing child's story
 ACCEPT = {"type": "realtime", "model": "gpt-realtime", "instructions": "Be brief."}
 _PROXY_VARS = {"http_proxy", "https_proxy", "wss_proxy", "ws_proxy", "all_proxy", "no_proxy", "ssl_cert_file",
                "ssl_cert_dir", "requests_ca_bundle", "curl_ca_bundle", "openai_base_url"}
@@ -39,7 +44,13 @@ _PROXY_VARS = {"http_proxy", "https_proxy", "wss_proxy", "ws_proxy", "all_proxy"
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[RunningMock, InterceptProxy, MockClient]]:
     async with running_mock(MockConfig()) as mock, running_proxy(mock, tmp_path / "state") as proxy, \
             MockClient(mock.url) as control:
-        yield mock, proxy, control
+        watch = StallWatch(mock.server.journal, STALL_S).start()  # a stall shows in a failure's story
+        _STORIES[id(proxy)] = mock
+        try:
+            yield mock, proxy, control
+        finally:
+            watch.stop()
+            _STORIES.pop(id(proxy), None)
 
 
 def child_env(proxy: InterceptProxy, *, base_url: bool = True) -> dict[str, str]:
@@ -52,13 +63,34 @@ def child_env(proxy: InterceptProxy, *, base_url: bool = True) -> dict[str, str]
 
 
 async def run_child(code: str, env: dict[str, str], timeout: float = 60) -> Any:
-    """Run ``code`` in a fresh interpreter; it prints one JSON line last, which is returned."""
+    """Run ``code`` in a fresh interpreter; it prints one JSON line last, which is returned. A failure
+    says what the mock saw meanwhile (the story of its journal: tunnels, requests, sockets, loop stalls)."""
+    started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", textwrap.dedent(code), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err.decode()[-3000:]}"
+    if proc.returncode != 0:
+        mock = next(iter(_STORIES.values()), None)
+        took = time.monotonic() - started
+        pytest.fail(f"child failed ({proc.returncode}) after {took:.1f} s:\n{err.decode()[-3000:]}\n"
+                    f"what the mock journaled:\n{story(mock) if mock is not None else '(no mock)'}", pytrace=False)
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def story(mock: RunningMock, limit: int = 60) -> str:
+    """The mock's journal as one line per entry, every timeline merged in time order (audio left out)."""
+    journal = mock.server.journal
+    lines = []
+    for key in [SERVER, *journal.call_ids()]:
+        line = journal.timeline(key)
+        if line is not None:
+            lines += [(line.started_mono * 1000 + e.t_ms, key, e.kind, json.dumps(e.data, default=str)[:300])
+                      for e in line.entries if not e.kind.startswith(("audio", "input_audio"))]
+    lines.sort()
+    t0 = lines[0][0] if lines else 0.0
+    lines = [(t - t0, key, kind, data) for t, key, kind, data in lines]
+    return "\n".join(f"{t:10.1f} ms {key} {kind} {data}" for t, key, kind, data in lines[-limit:])
 
 
 def accepted_by(mock: RunningMock, call_id: str) -> list[dict[str, Any]]:
