@@ -35,6 +35,10 @@ Rules:
   sorted by time; a fault's end step comes ``duration_s`` after its start. Each step names its fault, so its
   firing can be journaled. ``media_loss`` becomes :attr:`FaultScript.frame_loss`: frame ``n`` of the reply audio to
   the caller is lost when ``draw(seed, "media_loss", key, n) < rate`` (a hash per frame, as for chance).
+- ``media_delay`` and ``media_jitter`` become :attr:`FaultScript.media_delay`: how much later each direction's
+  audio arrives. ``media_jitter`` models what a jitter spread does behind a fixed jitter buffer: its
+  ``buffer_s`` is more delay to the caller, and :attr:`FaultScript.jitter_loss` loses the frames that would
+  come later than the buffer (frame ``n`` when ``draw(seed, "media_jitter", key, n) < 1 - buffer_s/jitter_s``).
 - ``caller_hold_reaction`` is :attr:`FaultScript.caller_hold`: what the SIP ingress does the first time the
   caller holds the call (``bye`` or ``silence``); without it a hold changes nothing on the mock's side.
 - A fault without ``probability`` always fires and is not drawn. ``seed`` defaults to 0; ``rtsip run`` gives
@@ -151,14 +155,27 @@ class MediaStep:
 
 @dataclass(frozen=True)
 class FrameLoss:
-    """Which 20 ms frames of the reply audio to the caller are lost (``media_loss``): a seeded draw per frame."""
+    """Which 20 ms frames of the reply audio to the caller are lost (``media_loss``, or ``media_jitter``'s late
+    frames): a seeded draw per frame, salted with the fault's name so the two lose different frames."""
 
     rate: float
     seed: int
     key: str
+    fault: str = "media_loss"
 
     def lost(self, n: int) -> bool:
-        return draw(self.seed, "media_loss", self.key, n) < self.rate
+        return draw(self.seed, self.fault, self.key, n) < self.rate
+
+
+@dataclass(frozen=True)
+class MediaDelay:
+    """How much later than sent each direction's audio arrives (``media_delay``; ``media_jitter``'s buffer)."""
+
+    to_caller_s: float = 0.0
+    to_model_s: float = 0.0
+
+    def describe(self) -> str:
+        return f"audio {self.to_caller_s:g} s late to the caller, {self.to_model_s:g} s late to the model"
 
 
 def silence_lost(pcm: bytes, offset: int, loss: FrameLoss, frame_bytes: int = 320) -> tuple[bytes, int]:
@@ -224,6 +241,8 @@ class FaultScript:
     media_steps: tuple[MediaStep, ...] = ()  # the SIP ingress's media faults, in time order
     frame_loss: FrameLoss | None = None  # media_loss: the reply frames lost on the way to the caller
     caller_hold: Literal["bye", "silence"] | None = None  # caller_hold_reaction: the mock's answer to a caller's hold
+    media_delay: MediaDelay | None = None  # media_delay, media_jitter: each direction's audio arrives this late
+    jitter_loss: FrameLoss | None = None  # media_jitter: reply frames later than the caller's jitter buffer
 
     @classmethod
     def of(cls, faults: Iterable[Fault], key: str = "") -> FaultScript:
@@ -264,7 +283,32 @@ class FaultScript:
             frame_loss=None if "media_loss" not in first else FrameLoss(
                 float(first["media_loss"].param("rate")), int(first["media_loss"].param("seed")), key),
             caller_hold=_caller_hold(first),
+            media_delay=_media_delay(first),
+            jitter_loss=_jitter_loss(first, key),
         )
+
+
+def _media_delay(first: dict[str, Fault]) -> MediaDelay | None:
+    delay, jitter = first.get("media_delay"), first.get("media_jitter")
+    if delay is None and jitter is None:
+        return None
+    to_caller = to_model = 0.0
+    if delay is not None:
+        late, way = float(delay.param("delay_s")), str(delay.param("direction"))
+        to_caller += late if way in ("both", "to_caller") else 0.0
+        to_model += late if way in ("both", "to_model") else 0.0
+    if jitter is not None:
+        to_caller += float(jitter.param("buffer_s"))
+    return MediaDelay(to_caller, to_model)
+
+
+def _jitter_loss(first: dict[str, Fault], key: str) -> FrameLoss | None:
+    jitter = first.get("media_jitter")
+    if jitter is None:
+        return None
+    spread, buffer = float(jitter.param("jitter_s")), float(jitter.param("buffer_s"))
+    late = max(0.0, 1.0 - buffer / spread) if spread > 0 else 0.0  # a frame's delay is uniform on [0, spread]
+    return FrameLoss(late, int(jitter.param("seed")), key, "media_jitter")
 
 
 def _caller_hold(first: dict[str, Fault]) -> Literal["bye", "silence"] | None:

@@ -248,6 +248,28 @@ _ALL = [
         {"rate": 0.2},
         shares=("rate",),
     ),
+    FaultInfo(
+        "media_delay",
+        "media",
+        "-",
+        "The call's audio arrives `delay_s` later than it was sent, as over a long network path: `direction` both "
+        "(a reply then reaches the caller 2 × `delay_s` later than without it), to_caller (the reply audio, and "
+        "the cut a barge-in makes in it: an app that hangs up once the reply is sent cuts its last `delay_s`) or "
+        "to_model (the caller's speech, its end and DTMF reach the model later).",
+        {"delay_s": 0.3, "direction": "both"},
+        choices={"direction": ("both", "to_caller", "to_model")},
+        seconds=("delay_s",),
+    ),
+    FaultInfo(
+        "media_jitter",
+        "media",
+        "-",
+        "The reply audio's 20 ms frames reach the caller with a delay spread evenly over `jitter_s`, into a jitter "
+        "buffer of `buffer_s`: the reply comes `buffer_s` later, and a frame later than the buffer is lost and "
+        "plays as silence (a share 1 - buffer_s/jitter_s of them; which ones, a seeded draw per frame).",
+        {"jitter_s": 0.08, "buffer_s": 0.04},
+        seconds=("jitter_s", "buffer_s"),
+    ),
     # debugging the harness itself
     FaultInfo(
         "mock_bug",
@@ -268,7 +290,8 @@ PER_CALL = frozenset({
     "webhook_rotation", "webhook_drop", "accept_invalid_hangup", "refer_noop", "refer_500", "accept_slow_404",
     "random_hangup", "ghost_call", "no_answer_timeout", "beta_header_404", "live_session_end", "ws_drop",
     "static_audio",
-    "media_hold", "media_one_way", "media_silence", "media_loss", "caller_hold_reaction",
+    "media_hold", "media_one_way", "media_silence", "media_loss", "caller_hold_reaction", "media_delay",
+    "media_jitter",
 })
 """The faults read once per call through :class:`mock_api.fault_script.FaultScript`: one draw per call decides."""
 

@@ -7,7 +7,8 @@ the worker's speech boundaries, DTMF and hang-ups feed the Realtime session; rep
 streams back to the caller. This module only translates: ``calls.Call`` decides, the
 session core speaks, the workers do the SIP. Media faults too: the call's ``FaultScript`` says what and
 when (``media_steps``, timed here from the 200), the worker re-INVITEs or gates the audio; ``media_loss``
-silences reply frames here, before they reach the worker.
+and ``media_jitter`` silence reply frames here, before they reach the worker; ``media_delay`` (and the jitter's
+buffer) holds each direction's audio back in a :class:`mock_api.media_delay.DelayLane`.
 
 It also places GPT-Live's outbound legs (:meth:`SipIngress.dial`, for :mod:`mock_api.live_create`): an
 INVITE over TLS from a worker with a free slot, with digest credentials and the leg's SRTP offer; the
@@ -41,6 +42,7 @@ from .certs import CertPaths, ensure_certs
 from .fault_script import FrameLoss, MediaStep, silence_lost
 from .live.outputs import ClearMedia, MediaAudio, SendDtmf
 from .live_host import TurnSettings
+from .media_delay import DelayLane
 from .realtime.session import AudioOut, ClearAudio
 from .realtime.vad import EAGERNESS_SILENCE_MS
 from .server import MockServer
@@ -49,6 +51,7 @@ SIP_RATE = 8000
 FRAME_BYTES = SIP_RATE // 50 * 2  # one 20 ms frame of 8 kHz L16
 _DIRECTIONS = {0: "inactive", 1: "sendonly", 2: "recvonly", 3: "sendrecv"}  # pjmedia_dir, from the worker's side
 _STEP_OPS = {"hold": Op.HOLD, "unhold": Op.UNHOLD}
+_FROM_CALLER = frozenset({Ev.SPEECH_STARTED, Ev.SPEECH_STOPPED, Ev.DTMF})  # the caller's audio, told by the worker
 USER_PREFIX = "proj_"
 
 
@@ -117,7 +120,9 @@ class _Leg:
     outbound: Callable[[Event], None] | None = None  # an outbound Live leg's watcher: gets its worker events
     media_timers: list[asyncio.TimerHandle] = field(default_factory=list)  # the call's media fault steps
     media_scheduled: bool = False
-    loss: LossyReply | None = None  # media_loss on the reply audio
+    losses: list[LossyReply] = field(default_factory=list)  # media_loss, media_jitter on the reply audio
+    to_caller: DelayLane | None = None  # media_delay: the reply audio's commands, held back
+    to_model: DelayLane | None = None  # media_delay: the worker's speech and DTMF events, held back
     held_by_caller: bool = False  # the caller has put the call on hold at least once (caller_hold_reaction)
 
 
@@ -256,8 +261,13 @@ class SipIngress:
 
     async def _on_event(self, ev: Event) -> None:
         handler = _HANDLERS.get(ev.kind)
-        if handler is not None:
-            await handler(self, ev)
+        if handler is None:
+            return
+        leg = self._legs.get(str(ev.ref)) if ev.kind in _FROM_CALLER else None
+        if leg is not None and leg.to_model is not None:  # media_delay: the model hears the caller late
+            leg.to_model.put(lambda: handler(self, ev))
+            return
+        await handler(self, ev)
 
     async def _incoming(self, ev: Event) -> None:
         d = ev.data
@@ -275,6 +285,7 @@ class SipIngress:
             media_security=media_security(str(d.get("raw") or "")), sip_call_id=d.get("sip_call_id"),
         )
         leg = _Leg(ref, call.call_id)
+        self._delay_lanes(leg)
         self._legs[ref] = leg
         self._by_call[call.call_id] = leg
         self.server.journal.add(call.call_id, je.SipInvite(request_uri=d.get("request_uri"), src=d.get("src"),
@@ -379,8 +390,12 @@ class SipIngress:
         self._by_call.pop(leg.call_id, None)
         for timer in leg.media_timers:
             timer.cancel()
-        if leg.loss is not None and leg.loss.frames:
-            self.server.journal.add(leg.call_id, je.FaultFired(fault="media_loss", detail=leg.loss.summary()))
+        for lane in (leg.to_caller, leg.to_model):
+            if lane is not None:
+                lane.close()  # what was still on its way is lost with the call
+        for loss in leg.losses:
+            if loss.frames:
+                self.server.journal.add(leg.call_id, je.FaultFired(fault=loss.loss.fault, detail=loss.summary()))
         d = ev.data
         self.server.journal.add(leg.call_id, je.SipEnded(kind=ev.kind, code=d.get("code"), reason=d.get("reason"),
                                                          by=d.get("by"), cause=d.get("cause"),
@@ -511,6 +526,9 @@ class SipIngress:
         if leg.media_scheduled or leg.ended:
             return
         leg.media_scheduled = True
+        delay = self.server.fault_script(leg.call_id).media_delay
+        if delay is not None:
+            self.server.journal.add(leg.call_id, je.FaultFired(fault="media_delay", detail=delay.describe()))
         loop = asyncio.get_running_loop()
         for step in self.server.fault_script(leg.call_id).media_steps:
             leg.media_timers.append(loop.call_later(step.at_s, self._start_media_step, leg, step))
@@ -570,17 +588,17 @@ class SipIngress:
         if host is None or leg is None:
             return
         to_sip = audio.ToRate(SIP_RATE)
-        stream = ReplyBatcher(lambda pcm: self._spawn(self._command(leg, Op.PLAY_PCM, pcm=pcm)))
+        stream = ReplyBatcher(lambda pcm: self._to_caller(leg, Op.PLAY_PCM, pcm=pcm))
         static = self.server.fault_script(call.call_id).static_audio
         lossy = self._lossy(leg)
 
         def sink(out: MediaAudio | ClearMedia | SendDtmf) -> None:
             if isinstance(out, SendDtmf):
-                self._spawn(self._command(leg, Op.SEND_DTMF, digits=out.digit, method="rfc2833"))
+                self._to_caller(leg, Op.SEND_DTMF, digits=out.digit, method="rfc2833")
             elif isinstance(out, ClearMedia):
                 stream.clear()
                 self.server.journal.add(leg.call_id, je.SipClearPlayback(response_id=None))
-                self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
+                self._to_caller(leg, Op.CLEAR_PLAYBACK)
             else:
                 pcm = to_sip.convert(out.pcm, out.rate)
                 stream.push(lossy(garble(pcm) if static else pcm))
@@ -588,25 +606,54 @@ class SipIngress:
         host.media_sink = sink
 
     def _lossy(self, leg: _Leg) -> Callable[[bytes], bytes]:
-        """The call's reply audio through media_loss (lost frames silenced), or unchanged without it."""
-        loss = self.server.fault_script(leg.call_id).frame_loss
-        if loss is None:
-            return lambda pcm: pcm
-        leg.loss = LossyReply(loss, lambda: self.server.journal.add(leg.call_id, je.FaultFired(
-            fault="media_loss", detail=f"rate {loss.rate:g}, seed {loss.seed}: lost reply frames play as silence")))
-        return leg.loss
+        """The call's reply audio through media_loss and media_jitter (lost frames silenced), or unchanged."""
+        script = self.server.fault_script(leg.call_id)
+        for loss in (script.frame_loss, script.jitter_loss):
+            if loss is not None:
+                leg.losses.append(LossyReply(loss, self._first_loss(leg, loss)))
+
+        def lossy(pcm: bytes) -> bytes:
+            for loss in leg.losses:
+                pcm = loss(pcm)
+            return pcm
+
+        return lossy
+
+    def _first_loss(self, leg: _Leg, loss: FrameLoss) -> Callable[[], object]:
+        what = (f"rate {loss.rate:g}, seed {loss.seed}: lost reply frames play as silence" if loss.fault == "media_loss"
+                else f"{loss.rate:.0%} of the reply frames come later than the caller's jitter buffer, seed "
+                     f"{loss.seed}: they play as silence")
+        return lambda: self.server.journal.add(leg.call_id, je.FaultFired(fault=loss.fault, detail=what))
+
+    def _delay_lanes(self, leg: _Leg) -> None:
+        """media_delay (and media_jitter's buffer): the lanes that hold each direction's audio back."""
+        delay = self.server.fault_script(leg.call_id).media_delay
+        if delay is None:
+            return
+
+        def bug(exc: BaseException) -> None:
+            self.server.mock_bug(leg.call_id, "media delay", exc)
+
+        leg.to_caller = DelayLane(delay.to_caller_s, bug) if delay.to_caller_s else None
+        leg.to_model = DelayLane(delay.to_model_s, bug) if delay.to_model_s else None
+
+    def _to_caller(self, leg: _Leg, op: Op, **args: Any) -> None:
+        """A command that carries audio (or its cut) to the caller: late by the call's delay, in order."""
+        if leg.to_caller is None:
+            self._spawn(self._command(leg, op, **args))
+        else:
+            leg.to_caller.put(lambda: self._command(leg, op, **args))
 
     def _sink(self, leg: _Leg, static: bool,
               lossy: Callable[[bytes], bytes]) -> Callable[[AudioOut | ClearAudio], None]:
         to_sip = audio.ToRate(SIP_RATE)
-        stream = ReplyBatcher(lambda pcm: self._spawn(
-            self._command(leg, Op.PLAY_PCM, pcm=pcm)))
+        stream = ReplyBatcher(lambda pcm: self._to_caller(leg, Op.PLAY_PCM, pcm=pcm))
 
         def sink(out: AudioOut | ClearAudio) -> None:
             if isinstance(out, ClearAudio):
                 stream.clear()
                 self.server.journal.add(leg.call_id, je.SipClearPlayback(response_id=out.response_id))
-                self._spawn(self._command(leg, Op.CLEAR_PLAYBACK))
+                self._to_caller(leg, Op.CLEAR_PLAYBACK)
                 return
             pcm = to_sip.convert(out.pcm, out.rate)
             if static or out.corrupt:
@@ -640,7 +687,9 @@ class LossyReply:
         return out
 
     def summary(self) -> str:
-        return f"lost {self.lost} of {self.frames} reply frames (rate {self.loss.rate:g}, seed {self.loss.seed})"
+        why = "" if self.loss.fault == "media_loss" else " to jitter"
+        return (f"lost {self.lost} of {self.frames} reply frames{why} (rate {self.loss.rate:g}, "
+                f"seed {self.loss.seed})")
 
 
 class ReplyBatcher:
