@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
 from sipworker.supervisor import WorkerPool, pool_configs
 
 ProgressCallback = Callable[["SoftphoneCall", Event], None]
+CONTACT_PARAMS = re.compile(r"(;[A-Za-z0-9._~!*+-]+(=[A-Za-z0-9._~!*+:-]+)?)+")  # what a call may add to its Contact
 
 
 class SoftphoneError(RuntimeError):
@@ -433,6 +435,7 @@ class Softphone:
         display_name: str | None = None,
         to_uri: str | None = None,
         codecs: Sequence[str] | None = None,
+        contact_params: str | None = None,
     ) -> SoftphoneCall:
         """Send an INVITE to ``uri``; returns at once (await ``call.answered()``).
 
@@ -452,7 +455,13 @@ class Softphone:
         ``codecs``: this call's offer, most preferred first (default the phone's ``codecs``), e.g.
         ``["opus", "PCMU"]``; Opus needs a phone made with it in its ``codecs`` (its workers load the codec).
         Opus that cannot load (not built) leaves the call G.711: ``call.opus_unavailable`` says why.
+
+        ``contact_params``: URI parameters added after ``;transport=tls`` in this call's Contact, e.g. ``";ob;ob"``
+        for a Contact that repeats a parameter (failure mode 29; pjsip's parser keeps one ``transport``, so that
+        one cannot be the repeated one).
         """
+        if contact_params is not None and not CONTACT_PARAMS.fullmatch(contact_params):
+            raise ValueError(f"contact_params {contact_params!r}: give URI parameters, each ';name' or ';name=value'")
         identity = caller_identity(uri, from_uri, display_name, to_uri)
         order = normalise(codecs) if codecs is not None else None
         if order is not None and wants_opus(order) and not wants_opus(self.codecs):
@@ -475,6 +484,8 @@ class Softphone:
         args.update(identity)
         if order is not None:
             args["codecs"] = order
+        if contact_params is not None:
+            args["contact_params"] = contact_params
         try:
             _, reply = await self.pool.make_call(uri, ref=ref, prefer=prefer_worker, **args)
         except Exception:

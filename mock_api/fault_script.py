@@ -39,6 +39,8 @@ Rules:
   audio arrives. ``media_jitter`` models what a jitter spread does behind a fixed jitter buffer: its
   ``buffer_s`` is more delay to the caller, and :attr:`FaultScript.jitter_loss` loses the frames that would
   come later than the buffer (frame ``n`` when ``draw(seed, "media_jitter", key, n) < 1 - buffer_s/jitter_s``).
+- ``strict_contact`` is :attr:`FaultScript.strict_contact`, read from the mock's faults (an INVITE comes before
+  its call): the SIP ingress refuses a Contact that repeats a URI parameter.
 - ``caller_hold_reaction`` is :attr:`FaultScript.caller_hold`: what the SIP ingress does the first time the
   caller holds the call (``bye`` or ``silence``); without it a hold changes nothing on the mock's side.
 - A fault without ``probability`` always fires and is not drawn. ``seed`` defaults to 0; ``rtsip run`` gives
@@ -242,6 +244,7 @@ class FaultScript:
     frame_loss: FrameLoss | None = None  # media_loss: the reply frames lost on the way to the caller
     caller_hold: Literal["bye", "silence"] | None = None  # caller_hold_reaction: the mock's answer to a caller's hold
     media_delay: MediaDelay | None = None  # media_delay, media_jitter: each direction's audio arrives this late
+    strict_contact: bool = False  # strict_contact: an INVITE whose Contact repeats a URI parameter gets 403
     jitter_loss: FrameLoss | None = None  # media_jitter: reply frames later than the caller's jitter buffer
 
     @classmethod
@@ -284,6 +287,7 @@ class FaultScript:
                 float(first["media_loss"].param("rate")), int(first["media_loss"].param("seed")), key),
             caller_hold=_caller_hold(first),
             media_delay=_media_delay(first),
+            strict_contact="strict_contact" in first,
             jitter_loss=_jitter_loss(first, key),
         )
 

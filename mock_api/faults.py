@@ -210,6 +210,14 @@ _ALL = [
         seconds=("at_s", "duration_s"),
     ),
     FaultInfo(
+        "strict_contact",
+        "sip",
+        "29",
+        "The SIP ingress answers 403 Forbidden, and sends no webhook, to an INVITE whose Contact URI repeats a "
+        "parameter (the report's FreeSWITCH sent `;transport=tls;transport=tls`); without it such a Contact is "
+        "taken as any other.",
+    ),
+    FaultInfo(
         "caller_hold_reaction",
         "sip",
         "28",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sipworker import sipmsg
 from sipworker.codecs import G711, OPUS_FIRST
 from sipworker.ipc import Ev, Event, Op, WorkerConfig
 from sipworker.ports import PortInUse, port_taken
@@ -280,6 +281,8 @@ class SipIngress:
                 await self.pool.call_command(ref, Op.REJECT, code=404, reason="Not Found")
             return
         headers = [(str(k), str(v)) for k, v in d.get("headers", [])]
+        if self.server.fault_script(None).strict_contact and await self._contact_refused(ref, user, d, headers):
+            return
         call = self.server.start_call(
             from_uri=str(d.get("from") or ""), to_uri=str(d.get("to") or ""), headers=headers, transport="sip",
             media_security=media_security(str(d.get("raw") or "")), sip_call_id=d.get("sip_call_id"),
@@ -292,6 +295,20 @@ class SipIngress:
                                                            transport=d.get("transport"), worker=ev.worker, ref=ref))
         await self._command(leg, Op.RINGING, code=180)
         self.server.journal.add(call.call_id, je.SipSent(status=180))
+
+    async def _contact_refused(self, ref: str, user: str, d: dict[str, Any], headers: list[tuple[str, str]]) -> bool:
+        """strict_contact: a Contact that repeats a URI parameter gets 403 and no call (so no webhook)."""
+        contact = next((v for k, v in headers if k.lower() == "contact"), "")
+        repeated = sipmsg.repeated_uri_params(contact)
+        if not repeated:
+            return False
+        self.server.journal.add(None, je.FaultFired(
+            fault="strict_contact", detail=f"the Contact {contact} repeats ;{', ;'.join(repeated)}: 403, no call"))
+        self.server.journal.add(None, je.SipRejected(reason=f"Contact repeats ;{', ;'.join(repeated)}", user=user,
+                                                     request_uri=d.get("request_uri"), status=403, src=d.get("src")))
+        with contextlib.suppress(WorkerError):
+            await self.pool.call_command(ref, Op.REJECT, code=403, reason="Forbidden")
+        return True
 
     async def _call_state(self, ev: Event) -> None:
         leg = self._legs.get(str(ev.ref))

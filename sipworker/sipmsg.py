@@ -113,3 +113,20 @@ def user_of(uri: str) -> str:
     if "@" not in rest:
         return ""
     return rest.split("@", 1)[0].split(";", 1)[0]
+
+
+def uri_param_names(name_addr: str) -> list[str]:
+    """The names of a name-addr's URI parameters, in order, lower-cased (``<sip:a@h;transport=tls;ob>`` →
+    ``["transport", "ob"]``). Only a URI in angle brackets has any: without them, RFC 3261 reads the
+    ``;params`` as the header's own."""
+    m = _URI_IN_ADDR.search(name_addr)
+    if not m:
+        return []
+    uri = m.group(1).split("?", 1)[0]  # URI headers come after "?"
+    return [part.split("=", 1)[0].strip().lower() for part in uri.split(";")[1:] if part.strip()]
+
+
+def repeated_uri_params(name_addr: str) -> list[str]:
+    """The URI parameters a name-addr gives more than once (``;transport=tls;transport=tls`` → ``["transport"]``)."""
+    names = uri_param_names(name_addr)
+    return sorted({n for n in names if names.count(n) > 1})

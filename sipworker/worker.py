@@ -434,6 +434,7 @@ class Worker(WorkerMedia):
         auth: dict[str, str] | None = None,
         srtp: str | None = None,
         codecs: list[str] | None = None,
+        contact_params: str | None = None,
     ) -> dict[str, Any]:
         if ref in self.calls:
             raise ValueError(f"duplicate ref {ref!r}")
@@ -443,8 +444,9 @@ class Worker(WorkerMedia):
             ref=ref, role="uac", t0=time.monotonic(), refer_status=refer_status, hangup_on_refer=hangup_on_refer
         )
         acc = self.acc
-        if auth is not None or srtp is not None:  # credentials and SRTP are an account's: one for this call
-            acc = ctx.account = self._call_account(from_uri or self.own_uri, auth, srtp or self.cfg.srtp)
+        contact = None if contact_params is None else self._contact(contact_params)
+        if auth is not None or srtp is not None or contact is not None:  # an account's settings: one for this call
+            acc = ctx.account = self._call_account(from_uri or self.own_uri, auth, srtp or self.cfg.srtp, contact)
             from_uri = None  # the account's idUri is the From
         dst = self._address(op, uri, from_uri, display_name, to_uri)
         self._configure_media(ctx, play, record, vad)
@@ -474,7 +476,14 @@ class Worker(WorkerMedia):
             out["opus_unavailable"] = self.opus_unavailable or "the worker was started without Opus (opus=false)"
         return out
 
-    def _call_account(self, id_uri: str, auth: dict[str, str] | None, srtp: str) -> Any:
+    def _contact(self, params: str) -> str:
+        """This worker's TLS Contact with ``params`` after ``;transport=tls`` (``";transport=tls"`` repeats it,
+        as the FreeSWITCH of failure mode 29 did); pjsua sends it as given (``contactForced``)."""
+        if "tls" not in self.ports:
+            raise ValueError("contact_params needs the worker's TLS transport")
+        return f"<sip:{self.cfg.user}@{self.cfg.bind}:{self.ports['tls']};transport=tls{params}>"
+
+    def _call_account(self, id_uri: str, auth: dict[str, str] | None, srtp: str, contact: str | None = None) -> Any:
         """One call's account: answering 401/407 challenges with ``auth`` (``username``, ``password``, ``realm``
         "*") and offering media with ``srtp`` (``mandatory``: RTP/SAVP only), else the main account's media
         settings.  The wheel allows 8 accounts: with 4 calls a worker has room."""
@@ -488,6 +497,8 @@ class Worker(WorkerMedia):
         cfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
         cfg.mediaConfig.transportConfig.portRange = self.cfg.rtp_port_range
         cfg.mediaConfig.transportConfig.boundAddress = self.cfg.bind
+        if contact is not None:
+            cfg.sipConfig.contactForced = contact
         acc = _Account(self)
         acc.create(cfg, False)
         return acc
