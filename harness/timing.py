@@ -21,6 +21,10 @@ Rules (every time is ms on the call's journal clock):
 7. Barge-in: caller speech starting while reply audio plays; its reaction time runs to where that
    audio stopped (a clear, or the queue running out). ``cleared`` says whether a clear cut it.
 8. Overlap: caller speech and reply audio at the same time; each stretch counts once.
+9. A delayed path (``sip.media_delay``: the faults ``media_delay``, ``media_jitter``) moves everything onto the
+   caller's clock: reply audio plays ``to_caller_ms`` after rule 2 puts it, and caller speech (with the turn
+   ends) happened ``to_model_ms`` before the mock journaled it; what comes from the mock's own order (which
+   reply answers which turn, which audio a clear cut) does not move.
 """
 
 from __future__ import annotations
@@ -141,10 +145,11 @@ def timing(entries: Iterable[JournalEntry | Mapping[str, Any]] | JournalView,
     journal = entries if isinstance(entries, JournalView) else JournalView(entries)
     answered, ended = call_span(journal)
     out = Timing(answered_ms=answered, ended_ms=ended, first_audio_ms=None, dead_air_over_ms=dead_air_over_ms)
-    played = playback(journal)
+    to_caller, to_model = path_delay(journal)
+    played = playback(journal).later(to_caller)
     out.playback = played.spans
-    out.speech = caller_speech(journal, ended)
-    out.turns = turns(journal, played)
+    out.speech = [Span(s.start - to_model, s.end - to_model) for s in caller_speech(journal, ended)]
+    out.turns = [Turn(t.end_ms - to_model, t.reply_ms) for t in turns(journal, played)]
     if answered is not None:
         first = played.first_after(answered)
         out.first_audio_ms = None if first is None else round(first - answered, 1)
@@ -153,6 +158,12 @@ def timing(entries: Iterable[JournalEntry | Mapping[str, Any]] | JournalView,
     out.barge_ins = barge_ins(out.speech, out.playback, played.cuts)
     out.overlaps = intersections(out.speech, out.playback)
     return out
+
+
+def path_delay(journal: JournalView) -> tuple[float, float]:
+    """Rule 9: (to the caller, to the model) in ms; (0, 0) on a path without delay."""
+    found = journal.of(je.SipMediaDelay)
+    return (found[0].entry.to_caller_ms, found[0].entry.to_model_ms) if found else (0.0, 0.0)
 
 
 def call_span(journal: JournalView) -> tuple[float | None, float | None]:
@@ -179,6 +190,13 @@ class Played:
     def first_after(self, t_ms: float) -> float | None:
         """When the first chunk sent at or after ``t_ms`` began to play."""
         return next((plays for sent, plays in self.chunks if sent >= t_ms), None)
+
+    def later(self, ms: float) -> Played:
+        """The same audio heard ``ms`` later (rule 9): when it plays moves, when the mock sent it does not."""
+        if not ms:
+            return self
+        return Played([Span(s.start + ms, s.end + ms) for s in self.spans],
+                      [(sent, plays + ms) for sent, plays in self.chunks], [t + ms for t in self.cuts])
 
 
 def playback(journal: JournalView) -> Played:

@@ -829,6 +829,15 @@ class SipClearPlayback(EntryData):
     response_id: str | None
 
 
+@_kind("sip.media_delay")
+class SipMediaDelay(EntryData):
+    """The call's audio is late by these ms each way (media_delay, media_jitter's buffer), from its answer on:
+    the timing figures place what the caller hears and says by them."""
+
+    to_caller_ms: float
+    to_model_ms: float
+
+
 @_kind("sip.worker_started")
 class SipWorkerStarted(EntryData):
     """A SIP worker process is ready (again, after ``restarts``), on these ports."""

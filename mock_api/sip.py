@@ -546,6 +546,8 @@ class SipIngress:
         delay = self.server.fault_script(leg.call_id).media_delay
         if delay is not None:
             self.server.journal.add(leg.call_id, je.FaultFired(fault="media_delay", detail=delay.describe()))
+            self.server.journal.add(leg.call_id, je.SipMediaDelay(to_caller_ms=delay.to_caller_s * 1000,
+                                                                  to_model_ms=delay.to_model_s * 1000))
         loop = asyncio.get_running_loop()
         for step in self.server.fault_script(leg.call_id).media_steps:
             leg.media_timers.append(loop.call_later(step.at_s, self._start_media_step, leg, step))

@@ -16,6 +16,7 @@ import pytest
 
 from harness.audio_compare import rms_dbfs
 from harness.softphone import Softphone
+from harness.timing import timing
 from mock_api import audio
 from mock_api.client import MockClient
 from mock_api.fault_script import FaultScript, FrameLoss, MediaDelay
@@ -109,6 +110,8 @@ async def test_delay_both_ways_puts_the_reply_two_delays_later(
     assert model_lag_ms(view) >= DELAY_S * 1000 - ORIGIN_MS  # the model heard the turn's end a delay late
     late = reply_start_ms(call) - turn_detected_ms(view)
     assert 2 * DELAY_S * 1000 <= late <= 2 * DELAY_S * 1000 + 3000, late  # and the caller heard the reply late
+    (figure,) = timing(view.entries).turn_latency_ms  # the run report's figure, on the caller's clock too
+    assert abs(figure - late) <= 400, (figure, late)
     assert fired(view, "media_delay") == ["audio 1 s late to the caller, 1 s late to the model"]
     assert_tail_cut(call)
 

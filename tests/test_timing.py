@@ -87,6 +87,26 @@ def test_sip_vad_wins_and_uncleared_audio_plays_to_its_end() -> None:
     assert t.silences == [Span(50, 1000), Span(2000, 2300), Span(4600, 5000)]
 
 
+def test_a_delayed_path_puts_each_side_on_the_callers_clock() -> None:
+    """media_delay: the caller spoke 300 ms before the mock heard it and hears each reply 200 ms after the mock
+    sent it, so the turn latency grows by both and a barge-in that the mock saw in time hits the reply later."""
+    entries = journal(
+        state(50, "active"), (60, "sip.media_delay", {"to_caller_ms": 200.0, "to_model_ms": 300.0}),
+        (1000, "sip.speech_started", {"audio_ms": 600}), (2000, "sip.speech_stopped", {"audio_ms": 1600,
+                                                                                       "detected_ms": 1700}),
+        out(2300, 2000), (3000, "sip.speech_started", {"audio_ms": 2600}),
+        (3100, "sip.clear_playback", {"response_id": "resp_1"}),
+        (3500, "sip.speech_stopped", {"audio_ms": 3100, "detected_ms": 3200}), state(5000, "ended"))
+    t = timing(entries)
+    assert t.speech == [Span(700, 1700), Span(2700, 3200)]
+    assert t.playback == [Span(2500, 3300)]  # sent 2300-3100 (the clear), heard 200 ms later
+    assert t.turn_latency_ms == [800]  # 300 at the mock, plus both delays
+    assert [(b.at_ms, b.reaction_ms, b.cleared) for b in t.barge_ins] == [(2700, 600, True)]
+    assert t.first_audio_ms == 2450
+    plain = timing([e for e in entries if e["kind"] != "sip.media_delay"])
+    assert plain.turn_latency_ms == [300] and plain.first_audio_ms == 2250
+
+
 def test_a_live_call_reads_its_heard_turns_and_media_clears() -> None:
     entries = journal(
         state(10, "active"), (20, "live.server", {"event": {"type": "session.started"}, "to": ["c1"]}),
