@@ -109,22 +109,13 @@ async def run_callers(plan_: Plan, mock_urls: list[str], result: LoadResult, pro
         *locust_argv(plan_, mock_urls, records, run_dir, dist), stdin=asyncio.subprocess.DEVNULL, stdout=log,
         stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
     log.close()
-    if dist.web_port:
-        result.notes.append(f"Locust's web UI: http://127.0.0.1:{dist.web_port}/")
-        if await wait_listening("127.0.0.1", dist.web_port, proc):
-            print(f"rtsip load: Locust's web UI at http://127.0.0.1:{dist.web_port}/", file=sys.stderr, flush=True)
-    if dist.master:
-        where = f"{dist.bind_host}:{dist.bind_port}"
-        progress.phase = f"waiting for {dist.expect_workers} Locust workers (rtsip load --worker {where})"
-        if await wait_listening(dist.bind_host, dist.bind_port, proc):  # said before: a worker's check met no one
-            print(f"rtsip load: Locust master at {where}: start workers with `rtsip load --worker {where}`",
-                  file=sys.stderr, flush=True)
     sampler = _Sampler(result, {"mock": mock_pids, "app": [app_pid], "load": [os.getpid()]}, progress)
     progress.t0 = t0
     tail = _Tail(records)
     inflight: dict[int, float] = {}
     last_sample = time.time()
-    try:
+    try:  # from here on, however this ends (Ctrl-C twice cancels it), Locust's group is stopped
+        await _announce(dist, proc, result, progress, stopper)
         while proc.returncode is None:
             _read(tail, result, progress, inflight)
             if stopper.requested.is_set() and not result.aborted:
@@ -154,24 +145,47 @@ async def run_callers(plan_: Plan, mock_urls: list[str], result: LoadResult, pro
             raise RuntimeError(f"Locust refused the run: {refused[-1].removeprefix('rtsip: ')}")
         result.notes.append(f"Locust ended with rc {proc.returncode}: see {run_dir / 'locust.log'}")
     if result.placed < o.calls and not result.aborted:
-        result.notes.append(f"placed {result.placed} of {o.calls} calls: {_why_short(plan_, run_dir, t0)}")
+        why, result.cut_short = why_short(plan_, run_dir, t0, proc.returncode)
+        result.notes.append(f"placed {result.placed} of {o.calls} calls: {why}")
 
 
-def _why_short(plan_: Plan, run_dir: Path, t0: float) -> str:
-    """Why Locust stopped placing calls before the budget was spent: the clock, or its own last error."""
-    if plan_.options.duration:
-        return f"--duration {plan_.options.duration:g} s reached"
-    if time.time() - t0 >= plan_.stop_placing_s:
-        return (f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer than "
-                "their steps")
+def why_short(plan_: Plan, run_dir: Path, t0: float, rc: int | None) -> tuple[str, bool]:
+    """Why Locust stopped placing calls before the budget was spent, and whether that cut the run short (its
+    own error, before the clock said stop) rather than the run's clock (``--duration``, the safety limit)."""
+    o, elapsed = plan_.options, time.time() - t0
+    if o.duration and elapsed >= o.duration:
+        return f"--duration {o.duration:g} s reached", False
     errors = [line.split(": ", 1)[-1] for line in (run_dir / "locust.log").read_text(errors="replace").splitlines()
               if "/ERROR/" in line or "/CRITICAL/" in line]
-    return f"Locust stopped early ({errors[-1] if errors else 'no error logged'}; see {run_dir / 'locust.log'})"
+    if rc and errors:  # Locust's own reason first: a master left without workers waited past every clock
+        return f"Locust stopped early ({errors[-1]}; see {run_dir / 'locust.log'})", True
+    if elapsed >= plan_.stop_placing_s:
+        return (f"the safety time limit ({plan_.stop_placing_s:.0f} s) was reached: calls took longer than "
+                "their steps", False)
+    return f"Locust stopped early (rc {rc}, no error logged; see {run_dir / 'locust.log'})", True
 
 
-async def wait_listening(host: str, port: int, proc: asyncio.subprocess.Process) -> bool:
-    """Whether Locust's master came to accept connections on ``host:port`` (False: it ended first)."""
-    while proc.returncode is None:
+async def _announce(dist: Distribution, proc: asyncio.subprocess.Process, result: LoadResult, progress: Progress,
+                    stopper: Stopper) -> None:
+    """Say where Locust's UI and master are, each once it answers there: a worker started on the master's
+    line finds it (its own check refuses an address nobody answers)."""
+    if dist.web_port:
+        result.notes.append(f"Locust's web UI: http://127.0.0.1:{dist.web_port}/")
+        if await wait_listening("127.0.0.1", dist.web_port, proc, stopper.requested):
+            print(f"rtsip load: Locust's web UI at http://127.0.0.1:{dist.web_port}/", file=sys.stderr, flush=True)
+    if dist.master:
+        where = f"{dist.bind_host}:{dist.bind_port}"
+        progress.phase = f"waiting for {dist.expect_workers} Locust workers (rtsip load --worker {where})"
+        if await wait_listening(dist.bind_host, dist.bind_port, proc, stopper.requested):
+            print(f"rtsip load: Locust master at {where}: start workers with `rtsip load --worker {where}`",
+                  file=sys.stderr, flush=True)
+
+
+async def wait_listening(host: str, port: int, proc: asyncio.subprocess.Process,
+                         stop: asyncio.Event | None = None) -> bool:
+    """Whether ``proc`` came to accept connections on ``host:port``: False once it ended, or ``stop`` was set
+    (Ctrl-C: the caller's loop stops it)."""
+    while proc.returncode is None and not (stop is not None and stop.is_set()):
         try:
             _, writer = await asyncio.open_connection(host, port)
         except OSError:
@@ -179,6 +193,8 @@ async def wait_listening(host: str, port: int, proc: asyncio.subprocess.Process)
                 await asyncio.wait_for(proc.wait(), 0.1)  # not up yet: ask again, unless it ended
             continue
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
         return True
     return False
 

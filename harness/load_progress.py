@@ -83,6 +83,7 @@ class LoadResult:
     app_output: list[str] = field(default_factory=list)
     mock_output: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cut_short: bool = False  # the driver stopped placing calls on its own error, before the run's clock said so
 
     @property
     def completed(self) -> int:
@@ -94,9 +95,12 @@ class LoadResult:
 
     @property
     def unplaced(self) -> int:
-        """Calls of the budget never placed though nothing asked to stop early: the run failed them."""
+        """Calls of the budget never placed though nothing asked to stop early: the run failed them. With
+        ``--duration`` the budget is a ceiling, owed only when the driver stopped before the clock did."""
         o = self.plan.options
-        return 0 if o.duration or self.aborted else max(0, o.calls - self.placed)
+        if self.aborted or (o.duration and not self.cut_short):
+            return 0
+        return max(0, o.calls - self.placed)
 
 
 class Progress:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -36,10 +35,10 @@ from typing import Any, TextIO
 from sipworker import require_sip
 from sipworker.codecs import G711, normalise, wants_opus
 from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
+from sipworker.sipmsg import CONTACT_PARAMS
 from sipworker.supervisor import WorkerPool, pool_configs
 
 ProgressCallback = Callable[["SoftphoneCall", Event], None]
-CONTACT_PARAMS = re.compile(r"(;[A-Za-z0-9._~!*+-]+(=[A-Za-z0-9._~!*+:-]+)?)+")  # what a call may add to its Contact
 
 
 class SoftphoneError(RuntimeError):

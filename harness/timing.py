@@ -22,9 +22,9 @@ Rules (every time is ms on the call's journal clock):
    audio stopped (a clear, or the queue running out). ``cleared`` says whether a clear cut it.
 8. Overlap: caller speech and reply audio at the same time; each stretch counts once.
 9. A delayed path (``sip.media_delay``: the faults ``media_delay``, ``media_jitter``) moves everything onto the
-   caller's clock: reply audio plays ``to_caller_ms`` after rule 2 puts it, and caller speech (with the turn
-   ends) happened ``to_model_ms`` before the mock journaled it; what comes from the mock's own order (which
-   reply answers which turn, which audio a clear cut) does not move.
+   caller's clock: reply audio plays ``to_caller_ms`` after rule 2 puts it, and the SIP leg's caller speech
+   (with the turn ends) happened ``to_model_ms`` before the mock journaled it; what comes from the mock's own
+   order (which reply answers which turn, which audio a clear cut) does not move.
 """
 
 from __future__ import annotations
@@ -141,11 +141,13 @@ def _ms(value: float | None) -> float | None:
 
 def timing(entries: Iterable[JournalEntry | Mapping[str, Any]] | JournalView,
            dead_air_over_ms: float = DEAD_AIR_MS) -> Timing:
-    """Every figure of one call (rules 1-8) from its journal entries."""
+    """Every figure of one call (rules 1-9) from its journal entries."""
     journal = entries if isinstance(entries, JournalView) else JournalView(entries)
     answered, ended = call_span(journal)
     out = Timing(answered_ms=answered, ended_ms=ended, first_audio_ms=None, dead_air_over_ms=dead_air_over_ms)
     to_caller, to_model = path_delay(journal)
+    if not journal.of(je.SipSpeechStarted) and not journal.of(je.SipSpeechStopped):
+        to_model = 0.0  # only the SIP leg's speech reached the mock late (rule 9)
     played = playback(journal).later(to_caller)
     out.playback = played.spans
     out.speech = [Span(s.start - to_model, s.end - to_model) for s in caller_speech(journal, ended)]

@@ -40,7 +40,7 @@ from . import audio, live_create, live_host, session_host
 from . import calls as c
 from . import journal_entries as je
 from .certs import CertPaths, ensure_certs
-from .fault_script import FrameLoss, MediaStep, silence_lost
+from .fault_script import FrameLoss, MediaDelay, MediaStep, silence_lost
 from .live.outputs import ClearMedia, MediaAudio, SendDtmf
 from .live_host import TurnSettings
 from .media_delay import DelayLane
@@ -125,6 +125,11 @@ class _Leg:
     to_caller: DelayLane | None = None  # media_delay: the reply audio's commands, held back
     to_model: DelayLane | None = None  # media_delay: the worker's speech and DTMF events, held back
     held_by_caller: bool = False  # the caller has put the call on hold at least once (caller_hold_reaction)
+
+    def close_lanes(self) -> None:
+        for lane in (self.to_caller, self.to_model):
+            if lane is not None:
+                lane.close()
 
 
 class SipIngress:
@@ -225,6 +230,7 @@ class SipIngress:
         for leg in self._legs.values():
             for timer in leg.media_timers:
                 timer.cancel()
+            leg.close_lanes()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -407,9 +413,7 @@ class SipIngress:
         self._by_call.pop(leg.call_id, None)
         for timer in leg.media_timers:
             timer.cancel()
-        for lane in (leg.to_caller, leg.to_model):
-            if lane is not None:
-                lane.close()  # what was still on its way is lost with the call
+        leg.close_lanes()  # what was still on its way is lost with the call
         for loss in leg.losses:
             if loss.frames:
                 self.server.journal.add(leg.call_id, je.FaultFired(fault=loss.loss.fault, detail=loss.summary()))
@@ -498,6 +502,7 @@ class SipIngress:
         trunk takes it. ``on_event`` gets the leg's call states and its end; raises when no INVITE left."""
         ref = f"out-{call_id}"
         leg = _Leg(ref, call_id, outbound=on_event)
+        self._delay_lanes(leg)
         self._legs[ref] = leg  # before the INVITE: its events can precede the reply
         self._by_call[call_id] = leg
         args: dict[str, Any] = {"vad": live_vad_params(live_host.registry(self.server).turns), "srtp": srtp,
@@ -543,8 +548,8 @@ class SipIngress:
         if leg.media_scheduled or leg.ended:
             return
         leg.media_scheduled = True
-        delay = self.server.fault_script(leg.call_id).media_delay
-        if delay is not None:
+        if leg.to_caller is not None or leg.to_model is not None:  # the lanes the leg got, as they are
+            delay = MediaDelay(*(0.0 if lane is None else lane.delay_s for lane in (leg.to_caller, leg.to_model)))
             self.server.journal.add(leg.call_id, je.FaultFired(fault="media_delay", detail=delay.describe()))
             self.server.journal.add(leg.call_id, je.SipMediaDelay(to_caller_ms=delay.to_caller_s * 1000,
                                                                   to_model_ms=delay.to_model_s * 1000))

@@ -28,6 +28,8 @@ COMPACT = {
 }
 
 _URI_IN_ADDR = re.compile(r"<([^>]*)>")
+# URI parameters a call may add to its Contact (Softphone.call's contact_params): nothing that ends the URI
+CONTACT_PARAMS = re.compile(r"(;[A-Za-z0-9._~!*+-]+(=[A-Za-z0-9._~!*+:-]+)?)+")
 
 
 @dataclass
@@ -122,8 +124,8 @@ def uri_param_names(name_addr: str) -> list[str]:
     m = _URI_IN_ADDR.search(name_addr)
     if not m:
         return []
-    uri = m.group(1).split("?", 1)[0]  # URI headers come after "?"
-    return [part.split("=", 1)[0].strip().lower() for part in uri.split(";")[1:] if part.strip()]
+    host_and_params = m.group(1).split("?", 1)[0].rsplit("@", 1)[-1]  # a user part may carry ";" of its own
+    return [part.split("=", 1)[0].strip().lower() for part in host_and_params.split(";")[1:] if part.strip()]
 
 
 def repeated_uri_params(name_addr: str) -> list[str]:

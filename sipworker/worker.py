@@ -477,8 +477,11 @@ class Worker(WorkerMedia):
         return out
 
     def _contact(self, params: str) -> str:
-        """This worker's TLS Contact with ``params`` after ``;transport=tls`` (``";transport=tls"`` repeats it,
-        as the FreeSWITCH of failure mode 29 did); pjsua sends it as given (``contactForced``)."""
+        """This worker's TLS Contact with URI ``params`` after ``;transport=tls`` (``";ob;ob"``: a repeated
+        parameter, failure mode 29), sent through ``contactForced``: pjsip prints the URI again and keeps one
+        ``transport``, so that one cannot be repeated; others go out as given."""
+        if not sipmsg.CONTACT_PARAMS.fullmatch(params):
+            raise ValueError(f"contact_params {params!r}: give URI parameters, each ';name' or ';name=value'")
         if "tls" not in self.ports:
             raise ValueError("contact_params needs the worker's TLS transport")
         return f"<sip:{self.cfg.user}@{self.cfg.bind}:{self.ports['tls']};transport=tls{params}>"

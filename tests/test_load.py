@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from harness.load import LoadError, LoadOptions, descendants, plan, run, run_load
-from harness.load_locust import wait_listening
+from harness.load_locust import wait_listening, why_short
 from harness.load_metrics import METRICS, CallRecord, extract, failure, percentile, summarize
 from harness.load_progress import LoadResult
 from harness.load_report import to_json, write_reports
@@ -483,7 +483,24 @@ def test_calls_never_placed_fail_the_run() -> None:
     result.aborted = True
     assert result.unplaced == 0
     timed = LoadResult(plan(LoadOptions(scenario=ONE_TURN, calls=12, concurrency=6, rate=12, duration=5)), 0.0)
-    assert timed.unplaced == 0
+    assert timed.unplaced == 0  # the clock ended it: the budget was a ceiling
+    timed.cut_short = True
+    assert timed.unplaced == 12  # Locust stopped on its own error before the clock did
+
+
+def test_a_short_run_names_locusts_own_error_before_any_clock(tmp_path: Path) -> None:
+    """A master whose workers never came waited past the safety limit: its note names Locust's error."""
+    p = plan(LoadOptions(scenario=ONE_TURN, calls=12, concurrency=6, rate=6))
+    (tmp_path / "locust.log").write_text("[2026-12-04 23:40:00,000] host/INFO/locust.main: Starting Locust\n"
+                                         "[2026-12-04 23:42:00,000] host/ERROR/locust.main: Gave up waiting for "
+                                         "workers to connect\n")
+    long_ago = time.time() - p.stop_placing_s - 60
+    why, cut = why_short(p, tmp_path, long_ago, 1)
+    assert cut and why.startswith("Locust stopped early (Gave up waiting for workers to connect; see ")
+    assert why_short(p, tmp_path, long_ago, 0) == (
+        f"the safety time limit ({p.stop_placing_s:.0f} s) was reached: calls took longer than their steps", False)
+    timed = plan(LoadOptions(scenario=ONE_TURN, calls=12, concurrency=6, rate=6, duration=5))
+    assert why_short(timed, tmp_path, long_ago, 1) == ("--duration 5 s reached", False)
 
 
 async def test_the_master_is_announced_only_once_it_listens() -> None:

@@ -84,13 +84,12 @@ def story(mock: RunningMock, limit: int = 60) -> str:
     lines = []
     for key in [SERVER, *journal.call_ids()]:
         line = journal.timeline(key)
-        if line is not None:
-            lines += [(line.started_mono * 1000 + e.t_ms, key, e.kind, json.dumps(e.data, default=str)[:300])
+        if line is not None:  # seq orders every timeline's entries as they were written; the time says how far
+            lines += [(e.seq, line.started_mono * 1000 + e.t_ms, key, e.kind, json.dumps(e.data, default=str)[:300])
                       for e in line.entries if not e.kind.startswith(("audio", "input_audio"))]
     lines.sort()
-    t0 = lines[0][0] if lines else 0.0
-    lines = [(t - t0, key, kind, data) for t, key, kind, data in lines]
-    return "\n".join(f"{t:10.1f} ms {key} {kind} {data}" for t, key, kind, data in lines[-limit:])
+    t0 = min((t for _, t, *_ in lines), default=0.0)
+    return "\n".join(f"{t - t0:10.1f} ms {key} {kind} {data}" for _, t, key, kind, data in lines[-limit:])
 
 
 def accepted_by(mock: RunningMock, call_id: str) -> list[dict[str, Any]]:

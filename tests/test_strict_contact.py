@@ -30,6 +30,7 @@ def test_repeated_parameters_are_read_from_the_uri_only() -> None:
     assert repeated_uri_params("<sip:a@h;transport=tls;ob>;ob") == []  # the second ;ob is the header's
     assert repeated_uri_params("sip:a@h;transport=tls;transport=tls") == []  # no <>: header parameters (RFC 3261)
     assert uri_param_names("<sip:a@h;lr;maddr=x?Subject=hi;lr>") == ["lr", "maddr"]  # URI headers after "?"
+    assert repeated_uri_params("<sip:+1555;isub=1@h;isub=2>") == []  # the user part's ";" is not a parameter
 
 
 async def test_the_softphone_refuses_what_is_not_uri_parameters(sip_phone: Softphone) -> None:
