@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from sipworker import require_sip
 from sipworker.codecs import G711, normalise, wants_opus
 from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
-from sipworker.sipmsg import CONTACT_PARAMS
+from sipworker.sipmsg import check_contact_params
 from sipworker.supervisor import WorkerPool, pool_configs
 
 ProgressCallback = Callable[["SoftphoneCall", Event], None]
@@ -459,8 +459,8 @@ class Softphone:
         for a Contact that repeats a parameter (failure mode 29; pjsip's parser keeps one ``transport``, so that
         one cannot be the repeated one).
         """
-        if contact_params is not None and not CONTACT_PARAMS.fullmatch(contact_params):
-            raise ValueError(f"contact_params {contact_params!r}: give URI parameters, each ';name' or ';name=value'")
+        if contact_params is not None:
+            check_contact_params(contact_params)  # before any INVITE
         identity = caller_identity(uri, from_uri, display_name, to_uri)
         order = normalise(codecs) if codecs is not None else None
         if order is not None and wants_opus(order) and not wants_opus(self.codecs):

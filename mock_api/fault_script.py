@@ -168,6 +168,18 @@ class FrameLoss:
     def lost(self, n: int) -> bool:
         return draw(self.seed, self.fault, self.key, n) < self.rate
 
+    def describe(self) -> str:
+        """What ``fault.fired`` says when the first reply audio meets it."""
+        if self.fault == "media_loss":
+            return f"rate {self.rate:g}, seed {self.seed}: lost reply frames play as silence"
+        return (f"{self.rate:.0%} of the reply frames come later than the caller's jitter buffer, seed {self.seed}: "
+                "they play as silence")
+
+    def tally(self, lost: int, frames: int) -> str:
+        """What ``fault.fired`` says at the call's end."""
+        why = "" if self.fault == "media_loss" else " to jitter"
+        return f"lost {lost} of {frames} reply frames{why} (rate {self.rate:g}, seed {self.seed})"
+
 
 @dataclass(frozen=True)
 class MediaDelay:

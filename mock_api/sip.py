@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ class _Leg:
     media_timers: list[asyncio.TimerHandle] = field(default_factory=list)  # the call's media fault steps
     media_scheduled: bool = False
     losses: list[LossyReply] = field(default_factory=list)  # media_loss, media_jitter on the reply audio
+    delay: MediaDelay | None = None  # media_delay, media_jitter's buffer: what the lanes below were made with
     to_caller: DelayLane | None = None  # media_delay: the reply audio's commands, held back
     to_model: DelayLane | None = None  # media_delay: the worker's speech and DTMF events, held back
     held_by_caller: bool = False  # the caller has put the call on hold at least once (caller_hold_reaction)
@@ -548,8 +550,8 @@ class SipIngress:
         if leg.media_scheduled or leg.ended:
             return
         leg.media_scheduled = True
-        if leg.to_caller is not None or leg.to_model is not None:  # the lanes the leg got, as they are
-            delay = MediaDelay(*(0.0 if lane is None else lane.delay_s for lane in (leg.to_caller, leg.to_model)))
+        delay = leg.delay  # what the leg's lanes were made with (the faults may have changed since)
+        if delay is not None:
             self.server.journal.add(leg.call_id, je.FaultFired(fault="media_delay", detail=delay.describe()))
             self.server.journal.add(leg.call_id, je.SipMediaDelay(to_caller_ms=delay.to_caller_s * 1000,
                                                                   to_model_ms=delay.to_model_s * 1000))
@@ -634,7 +636,8 @@ class SipIngress:
         script = self.server.fault_script(leg.call_id)
         for loss in (script.frame_loss, script.jitter_loss):
             if loss is not None:
-                leg.losses.append(LossyReply(loss, self._first_loss(leg, loss)))
+                leg.losses.append(LossyReply(loss, partial(self.server.journal.add, leg.call_id,
+                                                           je.FaultFired(fault=loss.fault, detail=loss.describe()))))
 
         def lossy(pcm: bytes) -> bytes:
             for loss in leg.losses:
@@ -642,12 +645,6 @@ class SipIngress:
             return pcm
 
         return lossy
-
-    def _first_loss(self, leg: _Leg, loss: FrameLoss) -> Callable[[], object]:
-        what = (f"rate {loss.rate:g}, seed {loss.seed}: lost reply frames play as silence" if loss.fault == "media_loss"
-                else f"{loss.rate:.0%} of the reply frames come later than the caller's jitter buffer, seed "
-                     f"{loss.seed}: they play as silence")
-        return lambda: self.server.journal.add(leg.call_id, je.FaultFired(fault=loss.fault, detail=what))
 
     def _delay_lanes(self, leg: _Leg) -> None:
         """media_delay (and media_jitter's buffer): the lanes that hold each direction's audio back."""
@@ -658,6 +655,7 @@ class SipIngress:
         def bug(exc: BaseException) -> None:
             self.server.mock_bug(leg.call_id, "media delay", exc)
 
+        leg.delay = delay
         leg.to_caller = DelayLane(delay.to_caller_s, bug) if delay.to_caller_s else None
         leg.to_model = DelayLane(delay.to_model_s, bug) if delay.to_model_s else None
 
@@ -711,9 +709,7 @@ class LossyReply:
         return out
 
     def summary(self) -> str:
-        why = "" if self.loss.fault == "media_loss" else " to jitter"
-        return (f"lost {self.lost} of {self.frames} reply frames{why} (rate {self.loss.rate:g}, "
-                f"seed {self.loss.seed})")
+        return self.loss.tally(self.lost, self.frames)
 
 
 class ReplyBatcher:

@@ -28,8 +28,7 @@ COMPACT = {
 }
 
 _URI_IN_ADDR = re.compile(r"<([^>]*)>")
-# URI parameters a call may add to its Contact (Softphone.call's contact_params): nothing that ends the URI
-CONTACT_PARAMS = re.compile(r"(;[A-Za-z0-9._~!*+-]+(=[A-Za-z0-9._~!*+:-]+)?)+")
+_CONTACT_PARAMS = re.compile(r"(;[A-Za-z0-9._~!*+-]+(=[A-Za-z0-9._~!*+:-]+)?)+")  # nothing that ends the URI
 
 
 @dataclass
@@ -115,6 +114,14 @@ def user_of(uri: str) -> str:
     if "@" not in rest:
         return ""
     return rest.split("@", 1)[0].split(";", 1)[0]
+
+
+def check_contact_params(params: str) -> str:
+    """``params`` if they are URI parameters a call may add to its Contact (``Softphone.call``'s
+    ``contact_params``), else ValueError."""
+    if not _CONTACT_PARAMS.fullmatch(params):
+        raise ValueError(f"contact_params {params!r}: give URI parameters, each ';name' or ';name=value'")
+    return params
 
 
 def uri_param_names(name_addr: str) -> list[str]:

@@ -480,8 +480,7 @@ class Worker(WorkerMedia):
         """This worker's TLS Contact with URI ``params`` after ``;transport=tls`` (``";ob;ob"``: a repeated
         parameter, failure mode 29), sent through ``contactForced``: pjsip prints the URI again and keeps one
         ``transport``, so that one cannot be repeated; others go out as given."""
-        if not sipmsg.CONTACT_PARAMS.fullmatch(params):
-            raise ValueError(f"contact_params {params!r}: give URI parameters, each ';name' or ';name=value'")
+        sipmsg.check_contact_params(params)
         if "tls" not in self.ports:
             raise ValueError("contact_params needs the worker's TLS transport")
         return f"<sip:{self.cfg.user}@{self.cfg.bind}:{self.ports['tls']};transport=tls{params}>"
