@@ -25,7 +25,6 @@ from .control_walk import journal_wait, run_async
 from .load_metrics import CallRecord, extract, failure, ingress_rtp
 from .load_plan import (
     CALLS_PER_SIP_WORKER,
-    SETTLE_S,
     SIP_LOAD_CALLER_FRAME_MS,
     SIP_LOAD_MEDIA,
     TRAILING_SILENCE_MS,
@@ -61,6 +60,17 @@ class _Control:
         if status != 200:
             raise RuntimeError(f"GET /_mock/calls/{call_id}: {status}")
         return CallView.model_validate(body)
+
+    async def ended_view(self, call_id: str, timeout: float = 8.0) -> Any:
+        """The call's view once it holds ``sip.ended``. The mock's worker reports the leg's end (with its RTP
+        counters) over its own pipe, which may come after the caller saw the BYE; past ``timeout`` the view
+        is read as it is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await self.view(call_id)
+            if time.monotonic() > deadline or any(e.kind == "sip.ended" for e in view.entries):
+                return view
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         await self.http.close()
@@ -166,8 +176,7 @@ class SipDialer:
                 call_id = await self.resolver.find(marker, timeout=5)
                 if call_id is not None:
                     rec.call_id = call_id
-                    await asyncio.sleep(SETTLE_S)
-                    view = await self.control.view(call_id)
+                    view = await self.control.ended_view(call_id)
                     rec.metrics = extract(view)
                     rec.state = view.state
                     rec.turns = len(rec.metrics.get("speech_end_to_audio_ms", []))

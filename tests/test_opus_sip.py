@@ -44,6 +44,10 @@ if _MISSING and not os.environ.get("RTSIP_REQUIRE_SIP"):
 # > 0.99). Measured through Opus 48 kHz at 32 kbit/s and the 8 kHz bridge on both sides: median 0.88, windows
 # 0.83-0.91; unrelated speech stays below 0.5.
 OPUS_MIN_MEDIAN = 0.75
+# The caller's turn detector (its energy floor, after Opus) spans the reply 270-310 ms shorter than
+# speech_segments spans the clean fixture: measured 6,660-6,700 of 6,970 ms over 9 runs, one 20 ms sub-frame
+# apart at each end. The slack covers that with room; what is cut from the tail still shows in the correlation.
+HEARD_SPAN_SLACK_MS = 600
 
 
 def test_opus_is_built_where_sip_is_required() -> None:
@@ -104,8 +108,12 @@ async def test_a_live_app_hears_an_opus_caller_and_the_caller_hears_it(
         assert sb is not None
         await sb.text_of("session.input_transcript.delta", CALLER.text)
         await sb.text_of("session.output_transcript.delta", REPLY.text)
-        await until(lambda: heard_span_ms(call) >= reply_span_ms - 300, timeout=30,
-                    what="the caller hearing the whole reply")
+        try:
+            await until(lambda: heard_span_ms(call) >= reply_span_ms - HEARD_SPAN_SLACK_MS, timeout=30,
+                        what="the caller hearing the whole reply")
+        except AssertionError as exc:
+            turns = [(e.kind, e.data["audio_ms"]) for e in call.events if e.kind.startswith("speech_")]
+            raise AssertionError(f"{exc}: the reply spans {reply_span_ms} ms, the caller's turns {turns}") from None
         await call.hangup()
         await sb.until("session.closed")
     assert (call.codec, call.srtp) == ("opus", True)
