@@ -47,7 +47,6 @@ from .load_plan import (
     CALLS_PER_SIP_WORKER,
     FD_BASE,
     FDS_PER_CALL,
-    SETTLE_S,
     SIP_LOAD_CALLER_FRAME_MS,
     SIP_LOAD_INGRESS_FRAME_MS,
     SIP_LOAD_MEDIA,
@@ -71,7 +70,7 @@ from .load_report import print_summary, write_reports
 from .scenario import SURFACE_EVENTS
 
 __all__ = [
-    "CALLS_PER_SIP_WORKER", "FDS_PER_CALL", "FD_BASE", "SETTLE_S", "SIP_LOAD_CALLER_FRAME_MS",
+    "CALLS_PER_SIP_WORKER", "FDS_PER_CALL", "FD_BASE", "SIP_LOAD_CALLER_FRAME_MS",
     "SIP_LOAD_INGRESS_FRAME_MS", "SIP_LOAD_MEDIA", "SIP_MAX_PER_CORE", "SIP_RATE_PER_WORKER", "SIP_WORKER_RSS_MB",
     "TRAILING_SILENCE_MS", "VIRTUAL_CALLS_PER_DRIVER", "VIRTUAL_MAX_PER_CORE", "VIRTUAL_RATE_PER_CORE",
     "LoadError", "LoadOptions", "LoadResult", "Plan", "Progress", "Stopper", "descendants", "estimate_call_s",

@@ -48,7 +48,6 @@ VIRTUAL_RATE_PER_CORE = 150.0
 VIRTUAL_CALLS_PER_DRIVER = 1000
 FDS_PER_CALL = 4  # per process: the app's WebSocket and REST, the mock's side of both, the driver's request
 FD_BASE = 256
-SETTLE_S = 0.3
 
 
 class LoadError(ValueError):

@@ -52,7 +52,7 @@ from sipworker import sip_available, sip_missing
 
 from .control_walk import run_blocking, virtual_call
 from .load_metrics import CallRecord, extract, failure
-from .load_plan import CALLS_PER_SIP_WORKER, SETTLE_S, caller_numbers, sip_needs
+from .load_plan import CALLS_PER_SIP_WORKER, caller_numbers, sip_needs
 from .load_sip import IngressSlots
 from .locust_core import CALL_TYPE, CallBudget, Setup, Ticket, record_line, refusal, request_events
 from .scenario import CallSpec, Scenario, load_scenario
@@ -168,8 +168,11 @@ def place_call(control: Control, scenario: Scenario, base: Path, index: int,
     if rec.call_id is not None:
         with contextlib.suppress(Exception), gevent.Timeout(10, False):  # False: a late journal ends quietly
             control.req("POST", f"/_mock/calls/{rec.call_id}/caller_hangup")
-            gevent.sleep(SETTLE_S)
             view = control.view(rec.call_id)
+            deadline = time.monotonic() + 5  # the hangup is applied before its answer: a call still open is read
+            while not view.terminal and time.monotonic() < deadline:  # again for a while, then judged as it is
+                gevent.sleep(0.05)
+                view = control.view(rec.call_id)
             rec.metrics = extract(view)
             rec.state = view.state
             rec.turns = len(rec.metrics.get("speech_end_to_audio_ms", []))
