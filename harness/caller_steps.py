@@ -1,7 +1,7 @@
 """One walk through a scenario call's ``steps``, for every kind of caller.
 
 The scenario runner, ``rtsip load --mode virtual`` and ``rtsip load --mode sip`` all play the same
-steps (say / barge_in / dtmf / pause_ms / wait_for / hangup / hold_ms, within ``max_duration_s``), so the
+steps (say / barge_in / dtmf / pause_ms / wait_for / hangup / hold_ms / new_ssrc, within ``max_duration_s``), so the
 order of the steps, the deadline and what a ``wait_for`` counts are decided here once.  What differs
 between them is how a caller does a step and how it treats a call that is gone; that is the
 :class:`StepTarget`'s to decide:
@@ -55,6 +55,11 @@ class StepTarget(Protocol):
 
     async def hold(self, seconds: float) -> bool:
         """Put the far side on hold for ``seconds``, then resume it (SIP callers only); False: the call is gone."""
+        ...
+
+    async def new_ssrc(self) -> bool:
+        """Go on sending RTP as a new source once the mock has heard the first (SIP callers only); False: the
+        call is gone."""
         ...
 
     async def hang_up(self) -> bool:
@@ -120,6 +125,8 @@ def _step(step: Step, i: int, waits: dict[str, int], left: float) -> Generator[A
         return bool((yield Act("dial", (step.dtmf,))))
     if step.hold_ms is not None:
         return bool((yield Act("hold", (min(step.hold_ms / 1000, left),))))
+    if step.new_ssrc:
+        return bool((yield Act("new_ssrc")))
     if step.barge_in is not None:
         if not (yield Act("wait_event", ("response.created", 1, BARGE_IN_WAIT_S))):
             return False

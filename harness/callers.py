@@ -8,6 +8,7 @@ cannot tell them apart on its side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from sipworker.ipc import name_addr
 
 from .caller_steps import TRAILING_SILENCE_MS
 from .scenario import CallSpec, resolve_audio
-from .softphone import Softphone, SoftphoneCall
+from .softphone import Softphone, SoftphoneCall, SoftphoneError
 
 
 class CallerError(RuntimeError):
@@ -34,6 +35,7 @@ class Caller(Protocol):
     async def say(self, ref: str) -> None: ...
     async def dtmf(self, digits: str) -> None: ...
     async def hold(self, seconds: float) -> None: ...
+    async def new_ssrc(self) -> None: ...
     async def hangup(self) -> None: ...
     def media(self) -> dict[str, Any]: ...
 
@@ -66,6 +68,9 @@ class VirtualCaller:
 
     async def hold(self, seconds: float) -> None:
         raise CallerError("a virtual call cannot hold: hold_ms needs mode: sip")  # refused at load (CallSpec)
+
+    async def new_ssrc(self) -> None:
+        raise CallerError("a virtual call sends no RTP: new_ssrc needs mode: sip")  # refused at load (CallSpec)
 
     async def hangup(self) -> None:
         view = await self.control.call(self.call_id)
@@ -109,6 +114,10 @@ class SipCaller:
 
     async def hold(self, seconds: float) -> None:
         await self.phone_call.hold_for(seconds)
+
+    async def new_ssrc(self) -> None:
+        with contextlib.suppress(SoftphoneError):  # the call has ended (just now): nothing to send
+            await self.phone_call.new_ssrc()
 
     async def hangup(self) -> None:
         if not self.phone_call.is_ended:

@@ -126,6 +126,8 @@ def virtual_call(steps: Sequence[Step], max_duration_s: float, call_id: str, bas
                 answer = status < 400
             case "hold", _:  # refused before any call: a scenario holds only in mode: sip (CallSpec)
                 raise ValueError("a virtual call cannot hold: hold_ms needs mode: sip")
+            case "new_ssrc", _:  # refused before any call, as hold
+                raise ValueError("a virtual call sends no RTP: new_ssrc needs mode: sip")
             case "hang_up", _:
                 answer = False
             case "wait_event", (kind, count, timeout):

@@ -256,6 +256,16 @@ class _SipTarget:
         await self.call.hold_for(seconds)
         return not self.call.is_ended
 
+    async def new_ssrc(self) -> bool:
+        """Once the mock has heard the caller's first SSRC (else a change could pass unnoticed)."""
+        from .softphone import SoftphoneError
+
+        if not await self.wait_event("sip.ssrc", 1, 10.0):
+            return False
+        with contextlib.suppress(SoftphoneError):  # the call has ended (just now)
+            await self.call.new_ssrc()
+        return not self.call.is_ended
+
     async def hang_up(self) -> bool:
         return False  # the caller's hangup follows the steps
 

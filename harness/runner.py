@@ -370,6 +370,12 @@ class _ScenarioTarget:
         await self.caller.hold(seconds)
         return True
 
+    async def new_ssrc(self) -> bool:
+        """Once the mock has heard the caller's first SSRC (else a change could pass unnoticed)."""
+        await _wait_for_event(self.control, self.caller.call_id, "sip.ssrc", 10.0, self.result)
+        await self.caller.new_ssrc()
+        return True
+
     async def hang_up(self) -> bool:
         await self.caller.hangup()
         return True

@@ -99,6 +99,10 @@ class Step(_Strict):
     hangup: bool | None = None
     hold_ms: int | None = Field(None, ge=1, le=600_000, description="Put the far side on hold this long (a "
                                 "re-INVITE with a=sendonly), then resume it (a=sendrecv). mode: sip only.")
+    new_ssrc: Literal[True] | None = Field(None, description="The caller's RTP goes on as a new source (a new SSRC "
+                                           "and sequence, same port, no re-INVITE), as when a carrier's session "
+                                           "border controller fails over; once the mock has heard the first "
+                                           "(its journal's sip.ssrc). mode: sip only.")
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
@@ -108,7 +112,8 @@ class Step(_Strict):
         return self
 
 
-STEP_ACTIONS = ("say", "pause_ms", "dtmf", "barge_in", "wait_for", "hangup", "hold_ms")
+STEP_ACTIONS = ("say", "pause_ms", "dtmf", "barge_in", "wait_for", "hangup", "hold_ms", "new_ssrc")
+SIP_ONLY_STEPS = {"hold_ms": "a virtual caller has no media to hold", "new_ssrc": "a virtual caller sends no RTP"}
 
 
 class CallSpec(_Strict):
@@ -127,9 +132,10 @@ class CallSpec(_Strict):
     max_duration_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
-    def _hold_needs_sip(self) -> CallSpec:
-        if self.mode != "sip" and any(step.hold_ms is not None for step in self.steps):
-            raise ValueError("a hold_ms step needs mode: sip (a virtual caller has no media to hold)")
+    def _media_steps_need_sip(self) -> CallSpec:
+        for name, why in SIP_ONLY_STEPS.items():
+            if self.mode != "sip" and any(getattr(step, name) is not None for step in self.steps):
+                raise ValueError(f"a {name} step needs mode: sip ({why})")
         return self
 
 

@@ -218,6 +218,14 @@ class SoftphoneCall:
             with contextlib.suppress(SoftphoneError):  # it ended just now
                 await self._cmd(Op.UNHOLD)
 
+    async def new_ssrc(self, timeout: float = 10.0) -> tuple[int, int]:
+        """Go on sending as a new RTP source, as a carrier's session border controller that fails over does:
+        a new SSRC and sequence on the same stream and port, no re-INVITE (failure mode 28). Waits for the
+        dialog to be confirmed, up to ``timeout``. Returns the old and the new SSRC."""
+        await asyncio.wait_for(asyncio.shield(self._confirmed), timeout)
+        res = await self._cmd(Op.NEW_SSRC)
+        return int(res["old"]), int(res["new"])
+
     async def set_vad(self, **params: Any) -> None:
         await self._cmd(Op.SET_VAD, **VadParams.from_dict(params).to_dict())
 

@@ -43,6 +43,8 @@ Rules:
   its call): the SIP ingress refuses a Contact that repeats a URI parameter.
 - ``caller_hold_reaction`` is :attr:`FaultScript.caller_hold`: what the SIP ingress does the first time the
   caller holds the call (``bye`` or ``silence``); without it a hold changes nothing on the mock's side.
+- ``caller_ssrc_reaction`` is :attr:`FaultScript.caller_ssrc`: the same answers, the first time the caller's RTP
+  comes under a new SSRC; without it the audio goes on.
 - A fault without ``probability`` always fires and is not drawn. ``seed`` defaults to 0; ``rtsip run`` gives
   the faults that name no seed the run's (:func:`seeded`).
 """
@@ -255,6 +257,7 @@ class FaultScript:
     media_steps: tuple[MediaStep, ...] = ()  # the SIP ingress's media faults, in time order
     frame_loss: FrameLoss | None = None  # media_loss: the reply frames lost on the way to the caller
     caller_hold: Literal["bye", "silence"] | None = None  # caller_hold_reaction: the mock's answer to a caller's hold
+    caller_ssrc: Literal["bye", "silence"] | None = None  # caller_ssrc_reaction: its answer to a new caller SSRC
     media_delay: MediaDelay | None = None  # media_delay, media_jitter: each direction's audio arrives this late
     strict_contact: bool = False  # strict_contact: an INVITE whose Contact repeats a URI parameter gets 403
     jitter_loss: FrameLoss | None = None  # media_jitter: reply frames later than the caller's jitter buffer
@@ -297,7 +300,8 @@ class FaultScript:
             media_steps=_media_steps(first),
             frame_loss=None if "media_loss" not in first else FrameLoss(
                 float(first["media_loss"].param("rate")), int(first["media_loss"].param("seed")), key),
-            caller_hold=_caller_hold(first),
+            caller_hold=_reaction(first, "caller_hold_reaction"),
+            caller_ssrc=_reaction(first, "caller_ssrc_reaction"),
             media_delay=_media_delay(first),
             strict_contact="strict_contact" in first,
             jitter_loss=_jitter_loss(first, key),
@@ -327,8 +331,8 @@ def _jitter_loss(first: dict[str, Fault], key: str) -> FrameLoss | None:
     return FrameLoss(late, int(jitter.param("seed")), key, "media_jitter")
 
 
-def _caller_hold(first: dict[str, Fault]) -> Literal["bye", "silence"] | None:
-    found = first.get("caller_hold_reaction")
+def _reaction(first: dict[str, Fault], name: str) -> Literal["bye", "silence"] | None:
+    found = first.get(name)
     if found is None:
         return None
     return "silence" if found.param("reaction") == "silence" else "bye"

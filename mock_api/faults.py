@@ -228,6 +228,16 @@ _ALL = [
         choices={"reaction": ("bye", "silence")},
     ),
     FaultInfo(
+        "caller_ssrc_reaction",
+        "sip",
+        "28",
+        "What the mock does when the caller's RTP comes under a new SSRC mid-call (a carrier's session border "
+        "controller failing over; without this fault the audio goes on, as pjmedia's does): `reaction` bye hangs up "
+        "at once (a BYE), silence sends the caller no more audio for the rest of the call (one-way audio).",
+        {"reaction": "bye"},
+        choices={"reaction": ("bye", "silence")},
+    ),
+    FaultInfo(
         "media_one_way",
         "media",
         "-",
@@ -299,6 +309,7 @@ PER_CALL = frozenset({
     "random_hangup", "ghost_call", "no_answer_timeout", "beta_header_404", "live_session_end", "ws_drop",
     "static_audio",
     "media_hold", "media_one_way", "media_silence", "media_loss", "caller_hold_reaction", "media_delay",
+    "caller_ssrc_reaction",
     "media_jitter",
 })
 """The faults read once per call through :class:`mock_api.fault_script.FaultScript`: one draw per call decides."""

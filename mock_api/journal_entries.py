@@ -838,6 +838,15 @@ class SipMediaDelay(EntryData):
     to_model_ms: float
 
 
+@_kind("sip.ssrc")
+class SipSsrc(EntryData):
+    """The SSRC the caller's RTP is heard under: once learnt (``old`` null), then at each change mid-call (a
+    carrier's failover, failure mode 28), after which the audio goes on unless caller_ssrc_reaction says not."""
+
+    ssrc: int
+    old: int | None
+
+
 @_kind("sip.worker_started")
 class SipWorkerStarted(EntryData):
     """A SIP worker process is ready (again, after ``restarts``), on these ports."""

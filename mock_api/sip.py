@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sipworker import sipmsg
 from sipworker.codecs import G711, OPUS_FIRST
@@ -127,6 +127,7 @@ class _Leg:
     to_caller: DelayLane | None = None  # media_delay: the reply audio's commands, held back
     to_model: DelayLane | None = None  # media_delay: the worker's speech and DTMF events, held back
     held_by_caller: bool = False  # the caller has put the call on hold at least once (caller_hold_reaction)
+    ssrc_changed: bool = False  # the caller's RTP has changed SSRC at least once (caller_ssrc_reaction)
 
     def close_lanes(self) -> None:
         for lane in (self.to_caller, self.to_model):
@@ -346,14 +347,30 @@ class SipIngress:
                 leg.held_by_caller = True
                 await self._caller_held(leg)
 
+    async def _ssrc(self, ev: Event) -> None:
+        """The SSRC the caller's RTP is heard under, journaled; its first change gets the script's answer."""
+        leg = self._legs.get(str(ev.ref))
+        if leg is None:
+            return
+        old = ev.data.get("old")
+        self.server.journal.add(leg.call_id, je.SipSsrc(ssrc=int(ev.data.get("ssrc") or 0),
+                                                        old=None if old is None else int(old)))
+        if old is not None and not leg.ssrc_changed:
+            leg.ssrc_changed = True
+            script = self.server.fault_script(leg.call_id)
+            await self._react(leg, "caller_ssrc_reaction", script.caller_ssrc, "the caller's RTP changed SSRC")
+
     async def _caller_held(self, leg: _Leg) -> None:
         """The caller's first hold: the script's ``caller_hold`` answer, journaled, then carried out."""
         reaction = self.server.fault_script(leg.call_id).caller_hold
+        await self._react(leg, "caller_hold_reaction", reaction, "the caller put the call on hold")
+
+    async def _react(self, leg: _Leg, fault: str, reaction: Literal["bye", "silence"] | None, what: str) -> None:
+        """A caller-side media change met by a fault's answer: hang up, or send the caller no more audio."""
         if reaction is None or leg.ended:
             return
-        detail = "the caller put the call on hold: " + (
-            "BYE" if reaction == "bye" else "no more audio to the caller, resumed or not")
-        self.server.journal.add(leg.call_id, je.FaultFired(fault="caller_hold_reaction", detail=detail))
+        detail = f"{what}: " + ("BYE" if reaction == "bye" else "no more audio to the caller, resumed or not")
+        self.server.journal.add(leg.call_id, je.FaultFired(fault=fault, detail=detail))
         if reaction == "bye":
             await self._bye(leg, 0)
         else:
@@ -772,6 +789,7 @@ _HANDLERS: dict[str, Callable[[SipIngress, Event], Any]] = {
     Ev.CALL_STATE: SipIngress._call_state,
     Ev.MEDIA_ACTIVE: SipIngress._media_active,
     Ev.MEDIA_STATE: SipIngress._media_state,
+    Ev.SSRC: SipIngress._ssrc,
     Ev.SPEECH_STARTED: SipIngress._speech,
     Ev.SPEECH_STOPPED: SipIngress._speech,
     Ev.DTMF: SipIngress._dtmf,

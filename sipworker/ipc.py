@@ -68,6 +68,9 @@ class Op(StrEnum):
     # - ref, to_caller?, to_model?, silent? (each given one is set: audio passes that way, or the caller gets
     #   digital silence) → result {to_caller, to_model, silent}
     MEDIA_GATE = "media_gate"
+    # - ref: the call's RTP goes on as a new source, a new SSRC and sequence (a carrier's SBC failing over)
+    #   → result {old, new} (the SSRCs)
+    NEW_SSRC = "new_ssrc"
     SHUTDOWN = "shutdown"  # - (worker hangs up everything and exits)
 
 
@@ -85,6 +88,9 @@ class Ev(StrEnum):
     #   local_rtp (host:port)
     MEDIA_STATE = "media_state"
     MEDIA_ACTIVE = "media_active"  # - ref, codec, clock_rate, srtp, local_rtp (host:port), t_ms
+    # - ref, ssrc, old, t_ms: the SSRC the call's RTP is heard under, once learnt (old None) and at each change
+    #   (sipworker.rtp_session; a change in the first ssrc_watch_s after a stream (re)starts goes unnoticed)
+    SSRC = "ssrc"
     FIRST_AUDIO = "first_audio"  # - ref, audio_ms, t_ms (first received frame above the energy gate)
     SPEECH_STARTED = "speech_started"  # - ref, audio_ms
     # - ref, audio_ms (end of speech), detected_ms (decision time), pcm (base64 8 kHz mono L16: the turn's
@@ -284,6 +290,7 @@ class WorkerConfig:
     max_calls: int = 4
     first_audio_peak: int = 300
     rtp_timeout_s: float = 15.0  # hang up a call that received no RTP for this long (0: never)
+    ssrc_watch_s: float = 0.1  # how often each call's heard SSRC is read (0: never; Ev.SSRC)
     rec_dir: str | None = None
     # How call audio reaches Python.
     # "native" (default): a C port per call (sipworker/native.py).  pjmedia's clock thread never

@@ -42,6 +42,7 @@ import heapq
 import itertools
 import os
 import queue
+import secrets
 import signal
 import sys
 import threading
@@ -57,6 +58,7 @@ from . import media, opus, sipmsg
 from .codecs import CodecPlan
 from .ipc import PROTOCOL_VERSION, Command, Op, ProtocolError, VadParams, WorkerConfig, name_addr
 from .native import NativeMediaError, NativePorts
+from .rtp_session import RtpSessionError, RtpSessions
 from .worker_call import CallCtx as CallCtx
 from .worker_call import _Account, _Call, _Endpoint, _stream_stats
 from .worker_io import EventWriter as EventWriter
@@ -112,6 +114,7 @@ class Worker(WorkerMedia):
         self.opus_id: str | None = None  # its codec id once the Opus factory is registered
         self.opus_unavailable: str | None = None  # why not, when cfg.opus asked for it
         self.codecs_offered: list[str] = []  # the worker's order as set (what it lacks dropped)
+        self.rtp: RtpSessions | None = None  # the calls' RTP sessions (SSRCs), once the endpoint runs
 
     # -- thread-safe entry points
     def emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -152,6 +155,10 @@ class Worker(WorkerMedia):
             )
         if self.cfg.rtp_timeout_s > 0:
             self.later(1.0, self._check_rtp)
+        if not self._stop:
+            self.rtp = RtpSessions()
+            if self.cfg.ssrc_watch_s > 0:
+                self.later(self.cfg.ssrc_watch_s, self._check_ssrc)
         if self.native is not None:
             threading.Thread(target=self._pump_loop, name="media-pump", daemon=True).start()
         if not self._stop:
@@ -177,6 +184,22 @@ class Worker(WorkerMedia):
                 ctx.cause = "rtp_timeout"
                 self.hangup_ctx(ctx, None, "RTP timeout")
         self.later(1.0, self._check_rtp)
+
+    def _check_ssrc(self) -> None:
+        """Tell the parent the SSRC each call's audio is heard under, and when it changes (a carrier's failover,
+        failure mode 28)."""
+        for ctx in list(self.calls.values()):
+            stream = ctx.streams.get(ctx.media_idx)
+            if self.rtp is None or ctx.ended or not ctx.media_wired or stream is None:
+                continue
+            try:
+                changed = ctx.ssrc.look(self.rtp.of_stream(stream))
+            except RtpSessionError as exc:
+                self.emit("log", {"level": "error", "msg": f"SSRC changes go unnoticed: {exc}"})
+                return
+            if changed is not None:
+                self.emit("ssrc", {"ref": ctx.ref, "ssrc": changed[1], "old": changed[0], "t_ms": ctx.ms()})
+        self.later(self.cfg.ssrc_watch_s, self._check_ssrc)
 
     def _start(self) -> None:
         cfg = self.cfg
@@ -632,6 +655,20 @@ class Worker(WorkerMedia):
         if (ctx.nport is not None or ctx.port is not None) and ctx.media_idx >= 0:
             self.route_media(ctx, ctx.call.getAudioMedia(ctx.media_idx))
         return {"to_caller": ctx.to_caller, "to_model": ctx.to_model, "silent": ctx.silent}
+
+    def _op_new_ssrc(self, ref: str) -> dict[str, Any]:
+        """Go on sending as a new RTP source: a new random SSRC and sequence, the same stream and port."""
+        ctx = self._ctx(ref)
+        stream = ctx.streams.get(ctx.media_idx)
+        if self.rtp is None or stream is None:
+            raise ValueError("the call has no audio stream now")
+        found = self.rtp.of_stream(stream)
+        old = found.sending_ssrc
+        new = old
+        while new in (old, 0):
+            new = secrets.randbits(32)
+        found.new_source(new, secrets.randbits(16))
+        return {"old": old, "new": new}
 
     def _op_stats(self, ref: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}

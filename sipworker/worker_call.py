@@ -23,6 +23,7 @@ import pjsua2 as pj
 
 from . import media, sipmsg
 from .native import NativePlayback, NativePort
+from .rtp_session import SsrcWatch
 
 # ---- per-call state ----------------------------------------------------------------------
 
@@ -68,6 +69,8 @@ class CallCtx:
     to_model: bool = True  # the caller's audio passes to this worker's port (else it hears silence)
     silent: bool = False  # the caller gets digital silence instead of what the port plays
     null_routed: bool = False  # a gate or hold connected the call's port(s) to the null device
+    streams: dict[int, int] = field(default_factory=dict)  # media index → its pjmedia_stream's address, while alive
+    ssrc: SsrcWatch = field(default_factory=SsrcWatch)  # the SSRC its audio is heard under (Ev.SSRC)
 
     @property
     def vad_on(self) -> bool:
@@ -123,7 +126,12 @@ class _Call(pj.Call):
     def onCallMediaState(self, prm: Any) -> None:
         self._w.on_media_state(self.ctx, self)
 
+    def onStreamCreated(self, prm: Any) -> None:
+        if prm.stream is not None:
+            self.ctx.streams[int(prm.streamIdx)] = int(prm.stream)
+
     def onStreamDestroyed(self, prm: Any) -> None:
+        self.ctx.streams.pop(int(prm.streamIdx), None)
         self._w.on_stream_destroyed(self.ctx, self, int(prm.streamIdx))
 
     def onDtmfDigit(self, prm: Any) -> None:

@@ -126,6 +126,8 @@ class _Activity:
                     opened.end = t
             case je.FaultFired(fault=fault):
                 self.marks.append((t, fault, "warn"))
+            case je.SipSsrc(old=int()):  # the caller's RTP under a new SSRC (not the first one heard)
+                self.marks.append((t, "new SSRC", "warn"))
 
     def voice(self, t: float, etype: str) -> None:
         """VAD edges (the session's or the SIP leg's) and cleared playback."""
