@@ -30,7 +30,7 @@ Rules:
 - The key names the call, so calls of one mock draw apart; it must be one a replay reproduces: the call's
   arrival number at the mock (``"1"`` for the first since the start or the last reset), not its random id.
   ``MockServer.fault_script`` passes it and journals each draw once (``fault.drawn``).
-- Media faults (``media_hold``, ``media_one_way``, ``media_silence``) become
+- Media faults (``media_hold``, ``media_one_way``, ``media_silence``, ``media_new_ssrc``) become
   :attr:`FaultScript.media_steps`: what the SIP ingress tells its worker, and when (seconds after the 200 it sent),
   sorted by time; a fault's end step comes ``duration_s`` after its start. Each step names its fault, so its
   firing can be journaled. ``media_loss`` becomes :attr:`FaultScript.frame_loss`: frame ``n`` of the reply audio to
@@ -139,7 +139,7 @@ class DeliveryPlan:
         return now - self.stale_age_s if self.stale_age_s is not None else now
 
 
-MediaAction = Literal["hold", "unhold", "gate"]
+MediaAction = Literal["hold", "unhold", "gate", "new_ssrc"]
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,10 @@ def _media_steps(first: dict[str, Fault]) -> tuple[MediaStep, ...]:
     silence = first.get("media_silence")
     if silence is not None:
         steps += _window(silence, {"silent": True}, {"silent": False}, "digital silence to the caller")
+    new_ssrc = first.get("media_new_ssrc")
+    if new_ssrc is not None:
+        steps.append(MediaStep(float(new_ssrc.param("at_s")), new_ssrc.name, "new_ssrc",
+                               detail="the RTP to the caller goes on under a new SSRC"))
     return tuple(sorted(steps, key=lambda s: s.at_s))
 
 

@@ -210,6 +210,15 @@ _ALL = [
         seconds=("at_s", "duration_s"),
     ),
     FaultInfo(
+        "media_new_ssrc",
+        "sip",
+        "28",
+        "`at_s` seconds after the answer the mock's RTP to the caller goes on under a new SSRC and sequence (same "
+        "stream and port, no re-INVITE), as a media server or SBC failing over on the service's side would send it.",
+        {"at_s": 2.0},
+        seconds=("at_s",),
+    ),
+    FaultInfo(
         "strict_contact",
         "sip",
         "29",
@@ -309,7 +318,7 @@ PER_CALL = frozenset({
     "random_hangup", "ghost_call", "no_answer_timeout", "beta_header_404", "live_session_end", "ws_drop",
     "static_audio",
     "media_hold", "media_one_way", "media_silence", "media_loss", "caller_hold_reaction", "media_delay",
-    "caller_ssrc_reaction",
+    "caller_ssrc_reaction", "media_new_ssrc",
     "media_jitter",
 })
 """The faults read once per call through :class:`mock_api.fault_script.FaultScript`: one draw per call decides."""

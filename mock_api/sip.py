@@ -52,7 +52,7 @@ from .server import MockServer
 SIP_RATE = 8000
 FRAME_BYTES = SIP_RATE // 50 * 2  # one 20 ms frame of 8 kHz L16
 _DIRECTIONS = {0: "inactive", 1: "sendonly", 2: "recvonly", 3: "sendrecv"}  # pjmedia_dir, from the worker's side
-_STEP_OPS = {"hold": Op.HOLD, "unhold": Op.UNHOLD}
+_STEP_OPS = {"hold": Op.HOLD, "unhold": Op.UNHOLD, "new_ssrc": Op.NEW_SSRC}
 _FROM_CALLER = frozenset({Ev.SPEECH_STARTED, Ev.SPEECH_STOPPED, Ev.DTMF})  # the caller's audio, told by the worker
 USER_PREFIX = "proj_"
 
@@ -583,6 +583,12 @@ class SipIngress:
         """One media fault step: journaled as fired, then carried out by the call's worker."""
         if leg.ended:
             return
+        if step.action == "new_ssrc":  # no SIP message: journaled once done, with the two SSRCs
+            done = await self._command(leg, Op.NEW_SSRC)
+            if done is not None:
+                detail = f"{step.detail}: {int(done['old']):#010x} → {int(done['new']):#010x}"
+                self.server.journal.add(leg.call_id, je.FaultFired(fault=step.fault, detail=detail))
+            return
         self.server.journal.add(leg.call_id, je.FaultFired(fault=step.fault, detail=step.detail,
                                                            edge="end" if step.end else "start"))
         if step.action == "gate":
@@ -598,15 +604,17 @@ class SipIngress:
             self.server.journal.add(leg.call_id, je.SipSent(request="BYE"))
             await self._command(leg, Op.HANGUP)
 
-    async def _command(self, leg: _Leg, op: Op, **args: Any) -> None:
-        """Commands of one call go out in order; a worker that is gone is already journaled."""
+    async def _command(self, leg: _Leg, op: Op, **args: Any) -> dict[str, Any] | None:
+        """Commands of one call go out in order; a worker that is gone is already journaled. Returns the
+        worker's answer, None when the command was not carried out."""
         async with leg.lock:
             if leg.ended and op is not Op.HANGUP:
-                return
+                return None
             try:
-                await self.pool.call_command(leg.ref, op, **args)
+                return await self.pool.call_command(leg.ref, op, **args)
             except (WorkerError, KeyError) as exc:
                 self.server.journal.add(leg.call_id, je.SipCommandFailed(op=str(op), error=str(exc)))
+                return None
 
     # ---- media: the session's reply audio → the caller ------------------------------------------
 

@@ -163,6 +163,29 @@ async def test_reaction_silence_over_srtp_leaves_the_caller_hearing_nothing(
     assert not any(loud_frames(str(call.recording))), "yet the caller heard none of the reply"
 
 
+async def test_the_mocks_own_rtp_can_change_ssrc_and_the_caller_hears_it_on(
+        sip_stack: tuple[RunningMock, Receiver, MockClient], sip_phone: Softphone, tmp_path: Path) -> None:
+    """Fault media_new_ssrc: the service's side fails over. The caller's worker watches the SSRC it hears too."""
+    mock, receiver, control = sip_stack
+    assert mock.sip is not None
+    await control.configure(script=tone_script(tmp_path), faults=[{"name": "media_new_ssrc", "at_s": 1.0}])
+    receiver.app = App(mock, action="hangup")
+    call = await sip_phone.call(mock.sip.uri(), audio=[CALLER.path])
+    assert await call.answered(timeout=10)
+    await call.ended(timeout=60)
+    [view] = await control.calls()
+    view = await control.wait_for(view.call_id, lambda v: bool(v.of_kind("sip.ended")), timeout=15)
+    [detail] = fired(view, "media_new_ssrc")
+    old, new = (int(x, 16) for x in detail.rsplit(": ", 1)[1].split(" → "))
+    heard = [e.data["ssrc"] for e in call.events if e.kind == "ssrc"]
+    # the caller's last SSRC heard is the new one (the first is the old one, unless the watch first looked
+    # after the change: it learns an SSRC from the packets after its first look)
+    assert heard[-1] == new and set(heard) <= {old, new}, (heard, old, new)
+    assert sum(loud_frames(str(call.recording))) * 20 >= 7000  # the 8 s reply tone, all heard after the change
+    assert not any(e.kind == "sip.sent" and e.data.get("request") == "INVITE" for e in view.entries)  # no re-INVITE
+    assert FaultScript.of([Fault.model_validate({"name": "media_new_ssrc"})]).media_steps[0].at_s == 2.0
+
+
 @pytest.mark.timeout(180)
 async def test_the_example_scenario_changes_ssrc_from_its_steps() -> None:
     """scenarios/examples/caller_ssrc.yaml through the runner: its new_ssrc step, and each answer of the mock."""
