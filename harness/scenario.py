@@ -136,6 +136,9 @@ class CallSpec(_Strict):
         for name, why in SIP_ONLY_STEPS.items():
             if self.mode != "sip" and any(getattr(step, name) is not None for step in self.steps):
                 raise ValueError(f"a {name} step needs mode: sip ({why})")
+        if self.mode == "sip" and self.faults:
+            raise ValueError("a sip call takes no faults of its own (the mock makes the call when its INVITE "
+                             "arrives): give them in mock.faults, or in a variant's faults")
         return self
 
 

@@ -335,6 +335,26 @@ calls:
     assert len({r["worker"] for r in data["records"]}) >= 4  # spread over the ingress workers' contact URIs
 
 
+async def test_sip_load_calls_change_ssrc_from_their_steps(tmp_path: Path) -> None:
+    """A new_ssrc step in a SIP load call: the mock hears the change and, told to, hangs up at once, so no turn
+    is ever taken (without the fault the same steps would give each call its turn)."""
+    scen = tmp_path / "ssrc.yaml"
+    scen.write_text(f"""name: sip-load-ssrc
+app:
+  command: ["{{python}}", "{ROOT / 'examples' / 'minimal_app.py'}", --port, "{{port}}"]
+mock:
+  script: {{default_reply: "Thank you, noted.", transcription_delay_s: 0.2}}
+  faults: [{{name: caller_ssrc_reaction, reaction: bye}}]
+calls:
+  - mode: sip
+    steps: [{{new_ssrc: true}}, {{say: caller_confirm}}, {{pause_ms: 1500}}, {{hangup: true}}]
+""")
+    result = await run_load(plan(_opts(scenario=scen, calls=2, concurrency=2, rate=4.0, run_dir=tmp_path / "run")))
+    data = to_json(result)
+    _check_accounting(data)
+    assert [(r["state"], r["turns"]) for r in data["records"]] == [("ended", 0), ("ended", 0)], data["records"]
+
+
 async def test_load_beyond_the_session_cap_is_answered_with_429(tmp_path: Path) -> None:
     cfg = tmp_path / "limits.yaml"
     cfg.write_text("limits: {max_concurrent_sessions: 3}\nring_timeout_s: 2\n")

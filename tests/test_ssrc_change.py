@@ -90,6 +90,9 @@ def test_a_new_ssrc_step_is_one_act_and_needs_a_sip_call() -> None:
         CallSpec.model_validate({"steps": [{"new_ssrc": True}]})
     with pytest.raises(ValidationError, match="new_ssrc"):
         Step.model_validate({"new_ssrc": False})
+    # nor can a SIP call carry faults of its own: the mock makes it from the INVITE (they went unread before)
+    with pytest.raises(ValidationError, match="sip call takes no faults of its own"):
+        CallSpec.model_validate({"mode": "sip", "faults": ["caller_ssrc_reaction"]})
 
 
 # ---- real calls ------------------------------------------------------------------------------------------
