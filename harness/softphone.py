@@ -36,7 +36,7 @@ from sipworker import require_sip
 from sipworker.codecs import G711, normalise, wants_opus
 from sipworker.ipc import Ev, Event, Op, VadParams, WorkerConfig, name_addr
 from sipworker.sipmsg import check_contact_params
-from sipworker.supervisor import WorkerPool, pool_configs
+from sipworker.supervisor import WorkerError, WorkerPool, pool_configs
 
 ProgressCallback = Callable[["SoftphoneCall", Event], None]
 
@@ -184,7 +184,14 @@ class SoftphoneCall:
     async def _cmd(self, op: Op, **args: Any) -> dict[str, Any]:
         if self.is_ended:
             raise SoftphoneError(f"call {self.ref} has ended")
-        return await self.phone.pool.call_command(self.ref, op, **args)
+        try:
+            return await self.phone.pool.call_command(self.ref, op, **args)
+        except KeyError as exc:  # the pool has forgotten the call: it ended
+            raise SoftphoneError(f"call {self.ref} has ended") from exc
+        except WorkerError as exc:
+            if str(exc).startswith("KeyError"):  # the worker no longer has it: it ended meanwhile (a BYE)
+                raise SoftphoneError(f"call {self.ref} has ended") from exc
+            raise
 
     async def play(self, path: str | os.PathLike[str], clear: bool = False) -> int:
         """Queue an audio file after whatever is playing; returns its duration in ms."""

@@ -14,8 +14,13 @@ stream's address over (``OnStreamCreatedParam.stream``), valid until ``onStreamD
 or whose header sequence number is not the session's ``out_extseq``.
 
 An SDP with ``a=ssrc`` (pjsua sends one) pins the decoding session's ``peer_ssrc``: packets under another SSRC
-still play, but ``peer_ssrc`` stays.  :meth:`RtpSessions.follow_peer` clears ``has_peer_ssrc``, so pjmedia's own
-code (rtp.c) moves ``peer_ssrc`` to each new SSRC heard; nothing else in pjmedia reads that flag.
+still play, but ``peer_ssrc`` stays.  :meth:`Sessions.follow_peer` clears ``has_peer_ssrc``, so pjmedia's own
+code (rtp.c) moves ``peer_ssrc`` to each new SSRC heard.  The stream reads that flag too, in its NAT latching
+(stream.c, whether to switch to a new source address): with it cleared a source is judged by the SSRC it sent
+last rather than the SDP's, which changes nothing for two ends that keep their addresses, as on the loopback.
+
+What a new source does not change: the stream's RTCP reports keep the old SSRC (its RTCP session is left
+alone), and a later re-INVITE makes a new stream, which pjsua starts again under the call's first SSRC.
 
 Everything here runs on the pj thread, the thread that creates and destroys streams (``mainThreadOnly``): a
 pointer is used only within the call that found it, never kept.
@@ -27,6 +32,7 @@ import ctypes
 import re
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
 _STREAM_NAME = re.compile(r"^strm(?:0x)?([0-9a-fA-F]+)$")
 
@@ -81,12 +87,20 @@ class Sessions:
     def received(self) -> int:
         return int(self.rx.received)
 
+    @property
+    def pinned(self) -> bool:
+        """``peer_ssrc`` is the SDP's and stays so (until :meth:`follow_peer`)."""
+        return bool(self.rx.has_peer_ssrc)
+
     def new_source(self, ssrc: int, seq: int) -> None:
         """Send from now on as a new source: this SSRC and a sequence restarting at ``seq`` (as a new
         sender, e.g. the session border controller that took over, would; the timestamp goes on).
-        pjmedia numbers each packet from ``out_extseq`` (rtp.c, ``pjmedia_rtp_encode_rtp``)."""
+        pjmedia numbers each packet from ``out_extseq`` (rtp.c, ``pjmedia_rtp_encode_rtp``) on the clock
+        thread; a packet sent at this very instant may keep the old numbering (the SSRC, which pjmedia never
+        writes, changes regardless)."""
         self.tx.ssrc = socket.htonl(ssrc & 0xFFFFFFFF)
         self.tx.out_extseq = (seq - 1) & 0xFFFF
+        self.tx.seq = socket.htons((seq - 1) & 0xFFFF)  # as pjmedia leaves them after a packet
 
     def follow_peer(self) -> None:
         """Let ``peer_ssrc`` follow the SSRC of the packets heard, whatever the SDP said."""
@@ -120,15 +134,30 @@ class RtpSessions:
             raise RtpSessionError("pjmedia_stream_get_rtp_session_info failed")
         found = Sessions(stream, _RtpSession.from_address(info.rx_rtp), _RtpSession.from_address(info.tx_rtp))
         tx = found.tx
-        # pjmedia writes the header's sequence from out_extseq (the clock thread may be between the two)
+        # pjmedia writes the header's sequence from out_extseq: equal, or one apart while the clock thread sends
         seq_lag = (tx.out_extseq - socket.ntohs(tx.seq)) & 0xFFFF
-        if tx.vpxcc >> 6 != 2 or tx.out_pt > 127 or seq_lag > 1 or found.rx.has_peer_ssrc not in (0, 1):
+        pin = found.rx.has_peer_ssrc
+        if tx.vpxcc >> 6 != 2 or tx.out_pt > 127 or seq_lag not in (0, 1, 0xFFFF) or pin not in (0, 1):
             raise RtpLayoutError("unexpected pjmedia_rtp_session layout in this pjsua2 build")
         return found
 
 
 class RtpLayoutError(RtpSessionError):
     """This build's stream or session layout is not the one this module reads: stop using it."""
+
+
+class StreamLook(Protocol):
+    """What :class:`SsrcWatch` reads of a stream's sessions (:class:`Sessions` in a worker)."""
+
+    @property
+    def stream(self) -> int: ...
+    @property
+    def received(self) -> int: ...
+    @property
+    def heard_ssrc(self) -> int: ...
+    @property
+    def pinned(self) -> bool: ...
+    def follow_peer(self) -> None: ...
 
 
 @dataclass
@@ -138,15 +167,16 @@ class SsrcWatch:
 
     stream: int = 0
     heard: int | None = None  # the SSRC last heard
+    failed: bool = False  # the sessions could not be read (said once)
     mark: int | None = None  # packets the current stream had received when taken; None once its SSRC is learnt
 
-    def look(self, found: Sessions) -> tuple[int | None, int] | None:
+    def look(self, found: StreamLook) -> tuple[int | None, int] | None:
         """``(old, new)`` when the SSRC heard is not the one heard before (``old`` None: the call's first).
 
         A new stream (the call's first, or a re-INVITE's: pjsua makes a new one and the SDP pins its
         ``peer_ssrc`` again) is followed, and its SSRC learnt from packets that come after that, so a change
         in the first tick of a stream goes unnoticed."""
-        if found.stream != self.stream or found.rx.has_peer_ssrc:
+        if found.stream != self.stream or found.pinned:
             self.stream, self.mark = found.stream, found.received
             found.follow_peer()
             return None

@@ -156,8 +156,11 @@ class Worker(WorkerMedia):
         if self.cfg.rtp_timeout_s > 0:
             self.later(1.0, self._check_rtp)
         if not self._stop:
-            self.rtp = RtpSessions()
-            if self.cfg.ssrc_watch_s > 0:
+            try:
+                self.rtp = RtpSessions()
+            except Exception as exc:  # another wheel build: calls go on, SSRCs are neither changed nor watched
+                self.emit("log", {"level": "warning", "msg": f"no access to RTP sessions: {exc!r}"})
+            if self.rtp is not None and self.cfg.ssrc_watch_s > 0:
                 self.later(self.cfg.ssrc_watch_s, self._check_ssrc)
         if self.native is not None:
             threading.Thread(target=self._pump_loop, name="media-pump", daemon=True).start()
@@ -194,9 +197,11 @@ class Worker(WorkerMedia):
                 continue
             try:
                 changed = ctx.ssrc.look(self.rtp.of_stream(stream))
-            except RtpSessionError as exc:
-                self.emit("log", {"level": "error", "msg": f"SSRC changes go unnoticed: {exc}"})
-                return
+            except RtpSessionError as exc:  # said once per call; the other calls are still watched
+                if not ctx.ssrc.failed:
+                    ctx.ssrc.failed = True
+                    self.emit("log", {"level": "error", "msg": f"call {ctx.ref}: SSRC changes go unnoticed: {exc}"})
+                continue
             if changed is not None:
                 self.emit("ssrc", {"ref": ctx.ref, "ssrc": changed[1], "old": changed[0], "t_ms": ctx.ms()})
         self.later(self.cfg.ssrc_watch_s, self._check_ssrc)

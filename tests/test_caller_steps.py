@@ -36,6 +36,10 @@ class Recorder:
         self.calls.append(("hold", seconds))
         return True
 
+    async def new_ssrc(self) -> bool:
+        self.calls.append(("new_ssrc", None))
+        return True
+
     async def hang_up(self) -> bool:
         self.calls.append(("hangup", None))
         self.over = True
@@ -56,11 +60,11 @@ def _steps(*raw: dict[str, object]) -> list[Step]:
 def test_steps_in_order_and_the_nth_wait_counts_the_nth_event() -> None:
     target = Recorder()
     steps = _steps({"say": "a"}, {"wait_for": "response.done"}, {"dtmf": "12#"}, {"wait_for": "response.done"},
-                   {"wait_for": "call.accepted"}, {"barge_in": "b"})
+                   {"wait_for": "call.accepted"}, {"new_ssrc": True}, {"barge_in": "b"})
     asyncio.run(drive(steps, target, max_duration_s=30))
     assert target.calls == [
         ("say", "a"), ("wait", ("response.done", 1)), ("dial", "12#"), ("wait", ("response.done", 2)),
-        ("wait", ("call.accepted", 1)), ("wait", ("response.created", 1)), ("say", "b"),
+        ("wait", ("call.accepted", 1)), ("new_ssrc", None), ("wait", ("response.created", 1)), ("say", "b"),
     ]
     assert target.notes == []
 

@@ -337,7 +337,7 @@ def _sip_row(entry: je.EntryData, row: _RowMaker, virtual: bool) -> Row | None:
         case je.SipCommandFailed() | je.SipRejected():
             name = entry.journal_kind.split(".", 1)[1].replace("_", " ")
             return row("sip", None, name, short(entry.to_data()), "err", "err")
-        case je.SipSsrc(ssrc=ssrc, old=old) if old is not None:  # the first SSRC heard is no event
+        case je.SipSsrc(ssrc=int() as ssrc, old=int() as old):  # a change (the first SSRC heard is no event)
             return row("caller", "sip", "RTP: new SSRC", f"SSRC {old:#010x} → {ssrc:#010x}", "warn", "warn")
         case je.SipSpeechStarted() | je.SipSpeechStopped():
             return row("sip", None, "VAD " + entry.journal_kind.split("_", 1)[1], short(entry.to_data()), "sip")
