@@ -21,26 +21,12 @@ from harness.runner import run_scenario
 from harness.scenario import CallSpec, Step, expand, load_scenario
 from harness.softphone import Softphone, SoftphoneCall
 from mock_api.client import MockClient
-from mock_api.fault_script import FaultScript
-from mock_api.faults import Fault
 from mock_api.running import RunningMock
-from tests.helpers import until
-from tests.sip_helpers import CALLER, App, Receiver
-from tests.test_rtp_faults import fired, loud_frames, tone_script
+from tests.sip_helpers import CALLER, Receiver
+from tests.test_rtp_faults import answered_tone_call, fired, leg_ended, loud_frames
 
 HOLD_S = 1.0
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_the_reaction_is_read_into_the_script() -> None:
-    def reaction(*faults: dict[str, Any]) -> str | None:
-        return FaultScript.of(Fault.model_validate(f) for f in faults).caller_hold
-
-    assert reaction() is None
-    assert reaction({"name": "caller_hold_reaction"}) == "bye"
-    assert reaction({"name": "caller_hold_reaction", "reaction": "silence"}) == "silence"
-    with pytest.raises(ValidationError, match="reaction"):
-        Fault.model_validate({"name": "caller_hold_reaction", "reaction": "music"})
 
 
 def test_a_hold_step_is_one_act_and_needs_a_sip_call() -> None:
@@ -58,22 +44,12 @@ async def held_call(stack: tuple[RunningMock, Receiver, MockClient], phone: Soft
                     faults: list[dict[str, Any]]) -> tuple[SoftphoneCall, Any]:
     """The caller holds the mock for HOLD_S once answered, resumes, then speaks; the app hangs up once its
     reply has played (or the call ends first). Returns the call and the mock's view of it once its leg ended."""
-    mock, receiver, control = stack
-    assert mock.sip is not None
-    await control.configure(script=tone_script(tmp_path), faults=faults)
-    receiver.app = App(mock, action="hangup")
-    call = await phone.call(mock.sip.uri())
-    assert await call.answered(timeout=10)
+    call = await answered_tone_call(stack, phone, tmp_path, faults)
     await call.hold_for(HOLD_S)
     if not call.is_ended:
         await call.play(CALLER.path)
     await call.ended(timeout=60)
-
-    async def leg_ended() -> Any:
-        view = (await control.calls())[-1]
-        return view if view.of_kind("sip.ended") else None
-
-    return call, await until(leg_ended, what="the SIP leg's end in the mock's journal")
+    return call, await leg_ended(stack[2])
 
 
 def ingress_media(view: Any) -> list[str]:
@@ -111,9 +87,11 @@ async def test_reaction_silence_leaves_the_caller_hearing_nothing_after_the_resu
 
 
 @pytest.mark.timeout(180)
-async def test_the_example_scenario_holds_from_its_steps() -> None:
-    """scenarios/examples/caller_hold.yaml through the runner: its hold_ms step, and each answer of the mock."""
-    scenario = load_scenario(ROOT / "scenarios" / "examples" / "caller_hold.yaml")
+@pytest.mark.parametrize("example", ["caller_hold", "caller_ssrc"])
+async def test_the_example_scenario_runs_from_its_steps(example: str) -> None:
+    """scenarios/examples/caller_hold.yaml (its hold_ms step) and caller_ssrc.yaml (its new_ssrc step, failure
+    mode 28's other half: tests/test_ssrc_change.py) through the runner, with each answer of the mock."""
+    scenario = load_scenario(ROOT / "scenarios" / "examples" / f"{example}.yaml")
     results = await asyncio.gather(*(run_scenario(s) for s in expand(scenario)))
-    assert [(r.name, r.verdict) for r in results] == [("caller-hold[goes_on]", "passed"),
-                                                      ("caller-hold[bye]", "passed")]
+    name = example.replace("_", "-")
+    assert [(r.name, r.verdict) for r in results] == [(f"{name}[goes_on]", "passed"), (f"{name}[bye]", "passed")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,16 @@ def test_the_server_reads_the_mocks_faults_then_the_calls_and_again_when_they_ch
     assert server.fault_script(call_id).static_audio
     assert server.fault_script(None).ws_drop_after_s is None  # call-less sessions: the mock's faults only
     assert server.fault_script("rtc_unknown").static_audio and "rtc_unknown" not in server._fault_scripts
+
+
+@pytest.mark.parametrize(("name", "field"), [("caller_hold_reaction", "caller_hold"),
+                                             ("caller_ssrc_reaction", "caller_ssrc")])
+def test_a_reaction_to_the_callers_media_is_read_into_the_script(name: str, field: str) -> None:
+    def reaction(*faults: dict[str, Any]) -> str | None:
+        return getattr(FaultScript.of(Fault.model_validate(f) for f in faults), field)
+
+    assert reaction() is None
+    assert reaction({"name": name}) == "bye"
+    assert reaction({"name": name, "reaction": "silence"}) == "silence"
+    with pytest.raises(ValueError, match="reaction"):
+        Fault.model_validate({"name": name, "reaction": "music"})

@@ -306,17 +306,25 @@ def test_mock_processes_without_haproxy_is_bad_input(monkeypatch: pytest.MonkeyP
     assert "--mock-processes: haproxy is not installed" in err and "`haproxy`" in err, err
 
 
-async def test_twelve_sip_calls_two_way_audio(tmp_path: Path) -> None:
+def _sip_scenario(tmp_path: Path, first_steps: str = "", mock_faults: str = "[]") -> Path:
+    """A SIP load scenario on examples/minimal_app.py: the caller confirms, pauses and hangs up, after
+    ``first_steps`` (YAML flow items, each followed by a comma)."""
     scen = tmp_path / "sip.yaml"
     scen.write_text(f"""name: sip-load-test
 app:
   command: ["{{python}}", "{ROOT / 'examples' / 'minimal_app.py'}", --port, "{{port}}"]
 mock:
   script: {{default_reply: "Thank you, noted.", transcription_delay_s: 0.2}}
+  faults: {mock_faults}
 calls:
   - mode: sip
-    steps: [{{say: caller_confirm}}, {{pause_ms: 1500}}, {{hangup: true}}]
+    steps: [{first_steps} {{say: caller_confirm}}, {{pause_ms: 1500}}, {{hangup: true}}]
 """)
+    return scen
+
+
+async def test_twelve_sip_calls_two_way_audio(tmp_path: Path) -> None:
+    scen = _sip_scenario(tmp_path)
     o = _opts(scenario=scen, calls=12, concurrency=12, rate=12.0, run_dir=tmp_path / "run")
     p = plan(o)
     assert (p.phone_workers, p.ingress_workers) == (3, 5)
@@ -338,17 +346,7 @@ calls:
 async def test_sip_load_calls_change_ssrc_from_their_steps(tmp_path: Path) -> None:
     """A new_ssrc step in a SIP load call: the mock hears the change and, told to, hangs up at once, so no turn
     is ever taken (without the fault the same steps would give each call its turn)."""
-    scen = tmp_path / "ssrc.yaml"
-    scen.write_text(f"""name: sip-load-ssrc
-app:
-  command: ["{{python}}", "{ROOT / 'examples' / 'minimal_app.py'}", --port, "{{port}}"]
-mock:
-  script: {{default_reply: "Thank you, noted.", transcription_delay_s: 0.2}}
-  faults: [{{name: caller_ssrc_reaction, reaction: bye}}]
-calls:
-  - mode: sip
-    steps: [{{new_ssrc: true}}, {{say: caller_confirm}}, {{pause_ms: 1500}}, {{hangup: true}}]
-""")
+    scen = _sip_scenario(tmp_path, "{new_ssrc: true},", "[{name: caller_ssrc_reaction, reaction: bye}]")
     result = await run_load(plan(_opts(scenario=scen, calls=2, concurrency=2, rate=4.0, run_dir=tmp_path / "run")))
     data = to_json(result)
     _check_accounting(data)

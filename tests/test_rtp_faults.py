@@ -9,6 +9,7 @@ recording starts with its media, within a frame or two of that.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,24 +62,39 @@ def longest_hole(loud: list[bool]) -> tuple[int, int]:
     return best
 
 
-async def tone_call(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone, tmp_path: Path,
-                    faults: list[dict[str, Any]]) -> tuple[SoftphoneCall, Any]:
-    """One call: the caller speaks, the reply tone plays, the app hangs up when the reply has played."""
+async def answered_tone_call(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone, tmp_path: Path,
+                             faults: list[dict[str, Any]], audio: list[str | os.PathLike[str]] | None = None
+                             ) -> SoftphoneCall:
+    """A call under ``faults``, answered: its app hangs up once the reply tone has played; the caller plays
+    ``audio`` from the start (or says its part later)."""
     mock, receiver, control = stack
     assert mock.sip is not None
     await control.configure(script=tone_script(tmp_path), faults=faults)
-    app = receiver.app = App(mock, action="hangup")
-    call = await phone.call(mock.sip.uri(), audio=[CALLER.path])
+    receiver.app = App(mock, action="hangup")
+    call = await phone.call(mock.sip.uri(), audio=audio)
     assert await call.answered(timeout=10)
-    await call.ended(timeout=60)
-    await asyncio.wait_for(app.closed.wait(), 10)
-    assert call.recording
+    return call
 
-    async def leg_ended() -> Any:  # the mock journals a fault's summary with its SIP leg's end (sip.ended)
+
+async def leg_ended(control: MockClient) -> Any:
+    """The last call's view once its SIP leg's end is journaled (a fault's summary goes with it, sip.ended)."""
+
+    async def ended() -> Any:
         view = (await control.calls())[-1]
         return view if view.of_kind("sip.ended") else None
 
-    return call, await until(leg_ended, what="the SIP leg's end in the mock's journal")
+    return await until(ended, what="the SIP leg's end in the mock's journal")
+
+
+async def tone_call(stack: tuple[RunningMock, Receiver, MockClient], phone: Softphone, tmp_path: Path,
+                    faults: list[dict[str, Any]]) -> tuple[SoftphoneCall, Any]:
+    """One call: the caller speaks, the reply tone plays, the app hangs up when the reply has played."""
+    call = await answered_tone_call(stack, phone, tmp_path, faults, audio=[CALLER.path])
+    await call.ended(timeout=60)
+    assert stack[1].app is not None
+    await asyncio.wait_for(stack[1].app.closed.wait(), 10)
+    assert call.recording
+    return call, await leg_ended(stack[2])
 
 
 def fired(view: Any, name: str) -> list[str]:

@@ -9,7 +9,6 @@ is a fault: none (the audio goes on, as pjmedia's does), ``bye`` or ``silence``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,15 @@ from harness.caller_steps import Act, plan
 from harness.journal_view import JournalView
 from harness.report.ladder import ladder_rows
 from harness.report.waveform import waveform
-from harness.runner import run_scenario
-from harness.scenario import CallSpec, Step, expand, load_scenario
+from harness.scenario import CallSpec, Step
 from harness.softphone import Softphone, SoftphoneCall, SoftphoneError
 from mock_api.client import MockClient
 from mock_api.fault_script import FaultScript
 from mock_api.faults import Fault
 from mock_api.running import RunningMock
 from sipworker.rtp_session import SsrcWatch, stream_address
-from tests.sip_helpers import CALLER, App, Receiver
-from tests.test_rtp_faults import fired, loud_frames, tone_script
+from tests.sip_helpers import CALLER, Receiver
+from tests.test_rtp_faults import answered_tone_call, fired, loud_frames, tone_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,17 +71,6 @@ def test_the_watch_learns_the_ssrc_then_tells_each_change() -> None:
     assert watch.look(_Look(2, 6, 0xCCCC)) == (0xBBBB, 0xCCCC)
 
 
-def test_the_reaction_is_read_into_the_script() -> None:
-    def reaction(*faults: dict[str, Any]) -> str | None:
-        return FaultScript.of(Fault.model_validate(f) for f in faults).caller_ssrc
-
-    assert reaction() is None
-    assert reaction({"name": "caller_ssrc_reaction"}) == "bye"
-    assert reaction({"name": "caller_ssrc_reaction", "reaction": "silence"}) == "silence"
-    with pytest.raises(ValidationError, match="reaction"):
-        Fault.model_validate({"name": "caller_ssrc_reaction", "reaction": "continue"})
-
-
 def test_a_new_ssrc_step_is_one_act_and_needs_a_sip_call() -> None:
     walk = plan([Step(new_ssrc=True)], 30.0)
     assert next(walk) == Act("over")
@@ -106,12 +93,8 @@ async def ssrc_changed_call(stack: tuple[RunningMock, Receiver, MockClient], pho
     """Once the mock has learnt the caller's SSRC, the caller changes it, then speaks; the app hangs up once its
     reply has played (or the call ends first). Returns the call, the mock's view once its leg ended, and the
     caller's (old, new) SSRC."""
-    mock, receiver, control = stack
-    assert mock.sip is not None
-    await control.configure(script=tone_script(tmp_path), faults=faults)
-    receiver.app = App(mock, action="hangup")
-    call = await phone.call(mock.sip.uri())
-    assert await call.answered(timeout=10)
+    control = stack[2]
+    call = await answered_tone_call(stack, phone, tmp_path, faults)
     [view] = await control.calls()
     await control.wait_for(view.call_id, lambda v: bool(v.of_kind("sip.ssrc")), timeout=15)
     change = await call.new_ssrc()
@@ -172,15 +155,7 @@ async def test_reaction_silence_over_srtp_leaves_the_caller_hearing_nothing(
 async def test_the_mocks_own_rtp_can_change_ssrc_and_the_caller_hears_it_on(
         sip_stack: tuple[RunningMock, Receiver, MockClient], sip_phone: Softphone, tmp_path: Path) -> None:
     """Fault media_new_ssrc: the service's side fails over. The caller's worker watches the SSRC it hears too."""
-    mock, receiver, control = sip_stack
-    assert mock.sip is not None
-    await control.configure(script=tone_script(tmp_path), faults=[{"name": "media_new_ssrc", "at_s": 1.0}])
-    receiver.app = App(mock, action="hangup")
-    call = await sip_phone.call(mock.sip.uri(), audio=[CALLER.path])
-    assert await call.answered(timeout=10)
-    await call.ended(timeout=60)
-    [view] = await control.calls()
-    view = await control.wait_for(view.call_id, lambda v: bool(v.of_kind("sip.ended")), timeout=15)
+    call, view = await tone_call(sip_stack, sip_phone, tmp_path, [{"name": "media_new_ssrc", "at_s": 1.0}])
     [detail] = fired(view, "media_new_ssrc")
     old, new = (int(x, 16) for x in detail.rsplit(": ", 1)[1].split(" → "))
     heard = [e.data["ssrc"] for e in call.events if e.kind == "ssrc"]
@@ -190,12 +165,3 @@ async def test_the_mocks_own_rtp_can_change_ssrc_and_the_caller_hears_it_on(
     assert sum(loud_frames(str(call.recording))) * 20 >= 7000  # the 8 s reply tone, all heard after the change
     assert not any(e.kind == "sip.sent" and e.data.get("request") == "INVITE" for e in view.entries)  # no re-INVITE
     assert FaultScript.of([Fault.model_validate({"name": "media_new_ssrc"})]).media_steps[0].at_s == 2.0
-
-
-@pytest.mark.timeout(180)
-async def test_the_example_scenario_changes_ssrc_from_its_steps() -> None:
-    """scenarios/examples/caller_ssrc.yaml through the runner: its new_ssrc step, and each answer of the mock."""
-    scenario = load_scenario(ROOT / "scenarios" / "examples" / "caller_ssrc.yaml")
-    results = await asyncio.gather(*(run_scenario(s) for s in expand(scenario)))
-    assert [(r.name, r.verdict) for r in results] == [("caller-ssrc[goes_on]", "passed"),
-                                                      ("caller-ssrc[bye]", "passed")]
