@@ -23,7 +23,8 @@ What a new source does not change: the stream's RTCP reports keep the old SSRC (
 alone), and a later re-INVITE makes a new stream, which pjsua starts again under the call's first SSRC.
 
 Everything here runs on the pj thread, the thread that creates and destroys streams (``mainThreadOnly``): a
-pointer is used only within the call that found it, never kept.
+stream's address is kept only between its two callbacks, and a session found from it is used only within the
+call that found it.
 """
 
 from __future__ import annotations
