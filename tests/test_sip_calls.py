@@ -33,23 +33,29 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures"
 
 
+JB_SHIFT_MAX_MS = 40  # what a jitter-buffer shift moves the audio by, at most (two frames)
+
+
 def heard_ok(reference: bytes, recording: str | None) -> bool:
     """Windowed correlation, window by window.
 
     A jitter-buffer shift (a frame dropped or inserted on a busy host) moves the rest of the audio by 5-20 ms
-    and spoils the window it falls in: the best lags of the windows around it differ. Such windows may score
-    low, up to a third of them (a CI run had 3 of 11, lags 5 → 25 → 15 → 25 ms); one other window may too.
-    Audio that did not arrive whole scores low without that pattern, and pulls the median down."""
+    and spoils the window it falls in: the best lags of that window and its neighbours then differ, by a
+    frame or two. Such windows may score low (fresh-clone CI runs had 3 of 11, lags 5 → 25 → 15 → 25 ms, and
+    3 of 8, lags 25 → 15 → 25 → 15 ms); one other window may too. A garbled window matches best anywhere in
+    the ±120 ms search, so lags around it spread wider, and it scores near 0 (a shifted window still holds
+    the same audio: 0.49 at the lowest seen); and most windows must match (the median)."""
     res = windowed_correlation(reference, load_audio(recording or "", 8000), 8000, window_ms=500)
     lags = res.lags_ms
 
     def shifted(i: int) -> bool:
-        return len(set(lags[max(0, i - 1):i + 2])) > 1
+        around = lags[max(0, i - 1):i + 2]
+        return 0 < max(around) - min(around) <= JB_SHIFT_MAX_MS
 
     poor = [i for i, score in enumerate(res.scores) if score < 0.9]
-    unexplained = [i for i in poor if not shifted(i)]
+    unexplained = [i for i in poor if not (shifted(i) and res.scores[i] >= 0.4)]
     return (res.median >= 0.95 and len(res.scores) >= 5 and len(unexplained) <= 1
-            and len(poor) <= len(res.scores) // 3)
+            and len(poor) <= len(res.scores) // 2)
 
 
 async def uas_call_stats(uas: TestUas, inc: IncomingCall) -> dict[str, Any]:
